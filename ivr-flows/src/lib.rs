@@ -1,0 +1,7 @@
+//! # ivr_flows: the IVR flow language
+//!
+//! This crate owns the declarative flow files that hotline administrators edit
+//! (`ivr-flows/flows/`): their schema, the loader, the checker that reports errors by file, line
+//! and column, and the sans-IO interpreter that the call session feeds with events (digits,
+//! speech results, timers, hang-up) and that answers with actions (play, listen, transfer, submit
+//! an order, hang up). It does no I/O and reads no clock.
