@@ -1,0 +1,4 @@
+//! # benches: how fast the gateway is
+//!
+//! Criterion benches of the hot paths and load generators that drive the gateway's servers over
+//! loopback and report throughput and latency.

@@ -1,0 +1,69 @@
+//! The HTTP API (axum on hyper): submissions, orders, status events, dead letters, health and
+//! metrics. Routes and shapes are the contract in `ARCHITECTURE.md`; `docs/api.md` documents
+//! them for integrators.
+
+pub mod auth;
+pub mod error;
+mod ops;
+mod orders;
+mod submissions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::store::Store;
+use auth::ApiKeys;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub keys: Arc<ApiKeys>,
+    /// Shared with the dispatch backend: signs deliveries, authenticates its status events.
+    pub dispatch_secret: Arc<Vec<u8>>,
+    pub dispatch_configured: bool,
+    pub event_max_skew_s: i64,
+    pub request_timeout: Duration,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let with_key = Router::new()
+        .route("/v1/submissions", post(submissions::submit))
+        .route("/v1/orders", get(orders::list))
+        .route("/v1/orders/{id}", get(orders::get_one))
+        .route("/v1/dead-letters", get(orders::dead_letters))
+        .route("/v1/dead-letters/{id}/replay", post(orders::replay))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    let open = Router::new()
+        .route("/v1/orders/{id}/events", post(orders::event))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics));
+    with_key
+        .merge(open)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see docs/api.md")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; see docs/api.md",
+    )
+}

@@ -1,0 +1,368 @@
+//! Configuration: one TOML file, every key overridable from the environment.
+//!
+//! `GATEWAY__SECTION__KEY=value` overrides `[section] key` (figment's `Env` provider split on
+//! `__`). Secrets may be given inline or as `*_file` paths, which keeps them out of the config file
+//! and out of `ps`. With no file at all the embedded defaults run a complete single node: SQLite in
+//! `./data`, HTTP on 127.0.0.1:8080.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub store: StoreConfig,
+    pub api: ApiConfig,
+    pub dispatch: DispatchConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// 0 to 99, unique per node: it is part of every order number this node issues.
+    pub id: u8,
+    /// Offset of the hotline's local time, which decides the date in order numbers.
+    pub utc_offset: String,
+    /// Where the SQLite database, generated secrets and recordings live.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// A request that takes longer is answered 503 (its submission may still be committed; the
+    /// client retries with its Idempotency-Key).
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `gateway=debug,info`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// SQLite database file; default `<data_dir>/gateway.db`.
+    pub sqlite_path: Option<PathBuf>,
+    /// `postgres://user:pass@host:port/db`, for several nodes sharing one database.
+    pub postgres_url: Option<String>,
+    pub postgres_url_file: Option<PathBuf>,
+    /// Most writes committed together in one transaction (group commit).
+    pub max_batch: usize,
+    /// Connections used for reads.
+    pub read_pool: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Shown in logs and orders (`source.api_client`); never the key itself.
+    pub name: String,
+    pub key: Option<String>,
+    pub key_file: Option<PathBuf>,
+    /// Admin keys may also list and replay dead letters.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// With no keys configured, an admin key is generated once into `<data_dir>/api-key`.
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Where orders are delivered. Without it orders wait in the outbox, visible through the API.
+    pub url: Option<String>,
+    /// HMAC key for `X-Gateway-Signature` on deliveries and on status events from the backend.
+    /// With none configured, one is generated once into `<data_dir>/dispatch-secret`.
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    pub timeout_ms: u64,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// How often the outbox is scanned for retries that have come due.
+    pub poll_interval_ms: u64,
+    /// How long a node owns a delivery it took, before another node may take it over.
+    pub lease_ms: u64,
+    /// Status events whose timestamp is further than this from now are refused (replay defence).
+    pub event_max_skew_s: i64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: 1,
+            utc_offset: "+08:00".into(),
+            data_dir: PathBuf::from("./data"),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 64 * 1024,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Sqlite,
+            sqlite_path: None,
+            postgres_url: None,
+            postgres_url_file: None,
+            max_batch: 1024,
+            read_pool: 4,
+        }
+    }
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            url: None,
+            secret: None,
+            secret_file: None,
+            concurrency: 32,
+            timeout_ms: 10_000,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 300_000,
+            poll_interval_ms: 1_000,
+            lease_ms: 60_000,
+            event_max_skew_s: 300,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: NodeConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+            store: StoreConfig::default(),
+            api: ApiConfig::default(),
+            dispatch: DispatchConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Embedded defaults, then the file (if any), then `GATEWAY__*` environment variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("GATEWAY__").split("__"));
+        let config: Config = figment.extract().map_err(|e| {
+            let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("invalid configuration: {}", all.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.node.id > adapters::order_number::MAX_NODE {
+            bail!("node.id must be 0 to 99, got {}", self.node.id);
+        }
+        self.utc_offset()?;
+        if self.store.kind == StoreKind::Postgres
+            && self.store.postgres_url.is_none()
+            && self.store.postgres_url_file.is_none()
+        {
+            bail!("store.kind = \"postgres\" needs store.postgres_url or store.postgres_url_file");
+        }
+        if self.store.max_batch == 0 || self.store.read_pool == 0 {
+            bail!("store.max_batch and store.read_pool must be at least 1");
+        }
+        if self.dispatch.concurrency == 0 {
+            bail!("dispatch.concurrency must be at least 1");
+        }
+        if let Some(url) = &self.dispatch.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("dispatch.url must be an http:// or https:// URL, got {url:?}");
+            }
+        }
+        for key in &self.api.keys {
+            if key.key.is_none() && key.key_file.is_none() {
+                bail!("api key {:?} needs key or key_file", key.name);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn utc_offset(&self) -> anyhow::Result<chrono::FixedOffset> {
+        self.node
+            .utc_offset
+            .parse::<chrono::FixedOffset>()
+            .with_context(|| {
+                format!(
+                    "node.utc_offset must look like +08:00, got {:?}",
+                    self.node.utc_offset
+                )
+            })
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.store
+            .sqlite_path
+            .clone()
+            .unwrap_or_else(|| self.node.data_dir.join("gateway.db"))
+    }
+}
+
+/// Read a secret given inline or as a file (trailing newline removed).
+pub fn secret(inline: &Option<String>, file: &Option<PathBuf>) -> anyhow::Result<Option<String>> {
+    if let Some(v) = inline {
+        return Ok(Some(v.clone()));
+    }
+    match file {
+        None => Ok(None),
+        Some(path) => {
+            let v = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read secret file {}", path.display()))?;
+            let v = v.trim_end_matches(['\n', '\r']).to_owned();
+            if v.is_empty() {
+                bail!("secret file {} is empty", path.display());
+            }
+            Ok(Some(v))
+        }
+    }
+}
+
+/// Read `<data_dir>/<name>`, or create it with a fresh random secret (mode 0600) the first time.
+pub fn generated_secret(data_dir: &Path, name: &str) -> anyhow::Result<(String, PathBuf)> {
+    use rand::Rng;
+    let path = data_dir.join(name);
+    if path.exists() {
+        return Ok((secret(&None, &Some(path.clone()))?.unwrap_or_default(), path));
+    }
+    let bytes: [u8; 24] = rand::rng().random();
+    let value = hex::encode(bytes);
+    write_private(&path, &value)?;
+    Ok((value, path))
+}
+
+fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(f, "{value}")?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_contract() {
+        let c = Config::default();
+        c.validate().expect("defaults valid");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.sqlite_path(), PathBuf::from("./data/gateway.db"));
+    }
+
+    #[test]
+    fn file_and_environment_override_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(
+            &file,
+            "[node]\nid = 7\n[dispatch]\nurl = \"http://127.0.0.1:9/x\"\nconcurrency = 3\n",
+        )
+        .expect("write");
+        let c = Config::load(Some(&file)).expect("valid");
+        assert_eq!(c.node.id, 7);
+        assert_eq!(c.dispatch.concurrency, 3);
+        assert_eq!(c.http.max_body_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn mistakes_are_explained() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, "[node]\nidd = 7\n").expect("write");
+        let e = Config::load(Some(&file)).expect_err("unknown key").to_string();
+        assert!(e.contains("idd"), "{e}");
+        std::fs::write(&file, "[node]\nid = 120\n").expect("write");
+        let e = Config::load(Some(&file)).expect_err("bad node").to_string();
+        assert!(e.contains("node.id"), "{e}");
+        assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+
+    #[test]
+    fn secrets_from_files_and_generated_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("s");
+        std::fs::write(&f, "hunter2\n").expect("write");
+        assert_eq!(secret(&None, &Some(f)).expect("read").as_deref(), Some("hunter2"));
+        let (a, _) = generated_secret(dir.path(), "k").expect("gen");
+        let (b, _) = generated_secret(dir.path(), "k").expect("reuse");
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 48);
+    }
+}

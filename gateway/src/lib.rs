@@ -1,0 +1,15 @@
+//! # gateway: the 12345 intake gateway
+//!
+//! The `gateway` binary and its wiring. Every channel ends on one path: a submission becomes a
+//! durable work order ([`store`]) and is delivered to the dispatch backend ([`dispatch`]); the
+//! HTTP [`api`] takes app and integrator submissions and serves orders, health and metrics.
+//! [`config`] reads the one TOML file (with environment overrides) and [`telemetry`] sets up logs
+//! and metrics. Protocol and flow logic live in sans-IO modules and crates; this crate drives them
+//! with tokio at the edge.
+
+pub mod api;
+pub mod config;
+pub mod dispatch;
+pub mod run;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,163 @@
+//! `gateway run`: wire the store, the dispatch worker and the HTTP API, and shut down cleanly.
+//!
+//! Shutdown on SIGTERM or SIGINT: stop accepting connections, let requests in flight finish (each
+//! is answered only after its commit), stop taking new deliveries and give those in flight a few
+//! seconds. Nothing acknowledged is at risk at any point, since acknowledgement follows commit.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::api::auth::{ApiClient, ApiKeys};
+use crate::api::{self, AppState};
+use crate::config::{self, Config, StoreKind};
+use crate::dispatch::backoff::Backoff;
+use crate::dispatch::{DispatchSettings, Dispatcher};
+use crate::store::postgres::PgStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Numbering, Store};
+use crate::telemetry;
+
+pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config_file)?;
+    telemetry::init_logging(&config.log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gateway")
+        .build()?;
+    runtime.block_on(serve(config))
+}
+
+fn api_keys(config: &Config) -> anyhow::Result<ApiKeys> {
+    let mut keys = ApiKeys::default();
+    for k in &config.api.keys {
+        let value = config::secret(&k.key, &k.key_file)?
+            .with_context(|| format!("api key {:?} has no value", k.name))?;
+        keys.insert(&value, ApiClient { name: k.name.clone(), admin: k.admin });
+    }
+    if keys.is_empty() {
+        let (value, path) = config::generated_secret(&config.node.data_dir, "api-key")?;
+        keys.insert(&value, ApiClient { name: "default".into(), admin: true });
+        tracing::info!(path = %path.display(), "no API keys configured: using the admin key in this file");
+    }
+    Ok(keys)
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let numbering = Numbering::new(config.node.id, config.utc_offset()?);
+    Ok(match config.store.kind {
+        StoreKind::Sqlite => {
+            let path = config.sqlite_path();
+            let store = SqliteStore::open(&path, numbering, config.store.max_batch, config.store.read_pool)
+                .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?;
+            tracing::info!(path = %path.display(), "store: sqlite");
+            Store::Sqlite(store)
+        }
+        StoreKind::Postgres => {
+            let url = config::secret(&config.store.postgres_url, &config.store.postgres_url_file)?
+                .context("store.postgres_url is not set")?;
+            let store = PgStore::open(&url, numbering, config.store.max_batch, config.store.read_pool)
+                .await
+                .context("cannot open the PostgreSQL store")?;
+            tracing::info!("store: postgres");
+            Store::Postgres(store)
+        }
+    })
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    // reqwest is built without a bundled crypto provider; ring is small and builds anywhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = telemetry::init_metrics()?;
+    std::fs::create_dir_all(&config.node.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.node.data_dir.display()))?;
+
+    let keys = api_keys(&config)?;
+    let dispatch_secret = match config::secret(&config.dispatch.secret, &config.dispatch.secret_file)? {
+        Some(s) => s,
+        None => {
+            let (s, path) = config::generated_secret(&config.node.data_dir, "dispatch-secret")?;
+            tracing::info!(path = %path.display(), "no dispatch secret configured: using the one in this file");
+            s
+        }
+    };
+    let dispatch_secret = Arc::new(dispatch_secret.into_bytes());
+    let store = open_store(&config).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let dispatcher = match &config.dispatch.url {
+        Some(url) => {
+            let d = &config.dispatch;
+            let dispatcher = Dispatcher::new(
+                store.clone(),
+                DispatchSettings {
+                    url: url.clone(),
+                    secret: dispatch_secret.clone(),
+                    concurrency: d.concurrency,
+                    timeout: Duration::from_millis(d.timeout_ms),
+                    backoff: Backoff {
+                        initial: Duration::from_millis(d.backoff_initial_ms),
+                        max: Duration::from_millis(d.backoff_max_ms),
+                    },
+                    poll_interval: Duration::from_millis(d.poll_interval_ms),
+                    lease: Duration::from_millis(d.lease_ms),
+                },
+            )?;
+            Some(tokio::spawn(dispatcher.run(stop_rx.clone())))
+        }
+        None => {
+            tracing::warn!("dispatch.url is not set: orders wait in the outbox");
+            None
+        }
+    };
+
+    let state = AppState {
+        store,
+        keys: Arc::new(keys),
+        dispatch_secret,
+        dispatch_configured: config.dispatch.url.is_some(),
+        event_max_skew_s: config.dispatch.event_max_skew_s,
+        request_timeout: Duration::from_millis(config.http.request_timeout_ms),
+        metrics,
+    };
+    let app = api::router(state, config.http.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, node = config.node.id, "http listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("http stopped");
+    let _ = stop_tx.send(true);
+    if let Some(handle) = dispatcher {
+        let _ = handle.await;
+    }
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
