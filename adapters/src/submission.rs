@@ -99,6 +99,14 @@ struct AppAttachment {
 impl Submission {
     /// Parse and validate a `POST /v1/submissions` body.
     pub fn from_app_json(body: &[u8]) -> Result<Submission, SubmissionError> {
+        // serde would also read a struct from an array; a submission is an object, say so.
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{') {
+            return Err(SubmissionError {
+                field: None,
+                message: "the body must be a JSON object such as {\"text\": \"...\"}".into(),
+            });
+        }
         let de = &mut serde_json::Deserializer::from_slice(body);
         let parsed: AppBody = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
