@@ -342,6 +342,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_the_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway.example.toml");
+        let c = Config::load(Some(&example)).expect("example config loads");
+        let d = Config::default();
+        assert_eq!(
+            serde_json::to_value(&c).expect("json"),
+            serde_json::to_value(&d).expect("json"),
+            "gateway.example.toml must list the defaults"
+        );
+    }
+
+    #[test]
     fn mistakes_are_explained() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("gateway.toml");

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up what is missing and run every test: formatting, lints, unit tests and the end-to-end
+# tests that drive the built gateway against real parts (SQLite, a PostgreSQL server started on
+# loopback, an HTTP dispatch receiver).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup.sh --test
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR=never
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --locked --workspace --all-targets
