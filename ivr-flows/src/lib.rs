@@ -5,3 +5,9 @@
 //! and column, and the sans-IO interpreter that the call session feeds with events (digits,
 //! speech results, timers, hang-up) and that answers with actions (play, listen, transfer, submit
 //! an order, hang up). It does no I/O and reads no clock.
+
+pub mod damm;
+pub mod diagnostic;
+pub mod yaml;
+
+pub use diagnostic::{Diagnostic, Pos};
