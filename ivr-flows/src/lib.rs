@@ -8,6 +8,7 @@
 
 pub mod damm;
 pub mod diagnostic;
+pub mod expr;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Pos};
