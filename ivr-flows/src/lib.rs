@@ -12,3 +12,11 @@ pub mod expr;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Pos};
+pub mod calendar;
+mod check;
+mod decode;
+pub mod flowset;
+pub mod model;
+
+pub use check::{number_clip_path, number_clips};
+pub use flowset::{FlowRegistry, FlowSet, check_dir, check_source, check_sources};
