@@ -20,3 +20,9 @@ pub mod model;
 
 pub use check::{number_clip_path, number_clips};
 pub use flowset::{FlowRegistry, FlowSet, check_dir, check_source, check_sources};
+pub mod io;
+mod render;
+pub mod session;
+
+pub use io::{Action, Event, PlayItem};
+pub use session::Session;
