@@ -59,7 +59,12 @@ impl Checker<'_> {
         for flow in self.flows.values() {
             for s in &flow.steps {
                 match &s.kind {
-                    StepKind::Collect { into, .. } | StepKind::Record { into, .. } | StepKind::Submit { into, .. } | StepKind::Lookup { into, .. } => assign(&mut types, into, Type::Str),
+                    StepKind::Collect { into, .. } | StepKind::Submit { into, .. } | StepKind::Lookup { into, .. } => assign(&mut types, into, Type::Str),
+                    StepKind::Record { into, .. } => {
+                        assign(&mut types, into, Type::Str);
+                        assign(&mut types, &format!("{into}_text"), Type::Str);
+                        assign(&mut types, &format!("{into}_ms"), Type::Num);
+                    }
                     StepKind::Menu { options, .. } => options.iter().flat_map(|o| &o.set).for_each(|(k, _)| assign(&mut types, k, Type::Str)),
                     _ => {}
                 }

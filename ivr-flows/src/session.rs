@@ -858,7 +858,14 @@ impl Session {
         let Some(step) = self.step().cloned() else { return };
         match &step.kind {
             StepKind::Menu { options, .. } => {
-                let hit = all.iter().find_map(|t| options.iter().find(|o| o.words.iter().any(|w| !normalize(w).is_empty() && t.contains(&normalize(w)))));
+                // The longest matching keyword wins: "不满意" must not choose "满意".
+                let hit = all.iter().find_map(|t| {
+                    options
+                        .iter()
+                        .filter_map(|o| o.words.iter().map(|w| normalize(w)).filter(|w| !w.is_empty() && t.contains(w.as_str())).map(|w| w.chars().count()).max().map(|len| (len, o)))
+                        .max_by_key(|(len, _)| *len)
+                        .map(|(_, o)| o)
+                });
                 if let Some(o) = hit {
                     return self.choose(o.clone(), out);
                 }
