@@ -26,3 +26,8 @@ pub mod session;
 
 pub use io::{Action, Event, PlayItem};
 pub use session::Session;
+pub mod graph;
+pub mod simulate;
+
+pub use graph::mermaid;
+pub use simulate::{SimOptions, simulate, simulate_with};
