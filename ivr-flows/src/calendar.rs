@@ -81,15 +81,32 @@ impl Calendar {
         let mut diags = Vec::new();
         let Some(root) = root else { return Ok(cal) };
         let Some(entries) = root.as_map() else {
-            return Err(vec![Diagnostic::new(file, root.pos, "calendar should be a mapping", "write `holidays:` and `workdays:` lists")]);
+            return Err(vec![Diagnostic::new(
+                file,
+                root.pos,
+                "calendar should be a mapping",
+                "write `holidays:` and `workdays:` lists",
+            )]);
         };
         for (k, v) in entries {
             let set = match k.as_str() {
                 Some("holidays") => &mut cal.holidays,
                 Some("workdays") => &mut cal.workdays,
                 other => {
-                    let hint = crate::diagnostic::suggest(other.unwrap_or_default(), ["holidays", "workdays"], || "allowed: holidays, workdays".into());
-                    diags.push(Diagnostic::new(file, k.pos, format!("unknown field \"{}\" in the calendar", other.unwrap_or_default()), hint));
+                    let hint = crate::diagnostic::suggest(
+                        other.unwrap_or_default(),
+                        ["holidays", "workdays"],
+                        || "allowed: holidays, workdays".into(),
+                    );
+                    diags.push(Diagnostic::new(
+                        file,
+                        k.pos,
+                        format!(
+                            "unknown field \"{}\" in the calendar",
+                            other.unwrap_or_default()
+                        ),
+                        hint,
+                    ));
                     continue;
                 }
             };
@@ -103,7 +120,12 @@ impl Calendar {
                     Some(d) => {
                         set.insert(d);
                     }
-                    None => diags.push(Diagnostic::new(file, item.pos, format!("\"{}\" is not a date", item.as_str().unwrap_or("?")), "write dates as YYYY-MM-DD")),
+                    None => diags.push(Diagnostic::new(
+                        file,
+                        item.pos,
+                        format!("\"{}\" is not a date", item.as_str().unwrap_or("?")),
+                        "write dates as YYYY-MM-DD",
+                    )),
                 }
             }
         }
@@ -132,7 +154,11 @@ mod tests {
 
     #[test]
     fn holidays_and_makeup_days() {
-        let cal = Calendar::parse("calendar.yaml", "holidays: [2026-10-01]\nworkdays: [2026-10-10]\n").expect("parses");
+        let cal = Calendar::parse(
+            "calendar.yaml",
+            "holidays: [2026-10-01]\nworkdays: [2026-10-10]\n",
+        )
+        .expect("parses");
         assert!(!cal.is_working_day(d("2026-10-01")));
         assert!(cal.is_working_day(d("2026-10-10")));
         assert!(!cal.is_working_day(d("2026-10-11")));

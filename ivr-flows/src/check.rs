@@ -37,15 +37,23 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn err(&mut self, flow: &Flow, pos: Pos, message: String, hint: String) {
-        self.diags.push(Diagnostic::new(flow.file.clone(), pos, message, hint));
+        self.diags
+            .push(Diagnostic::new(flow.file.clone(), pos, message, hint));
     }
 
     fn target(&mut self, flow: &Flow, from: &str, label: &str, t: &Target) {
         if flow.index.contains_key(&t.step) {
             return;
         }
-        let hint = suggest(&t.step, flow.index.keys().map(String::as_str), || format!("add a step \"{}\" or fix the name", t.step));
-        self.err(flow, t.pos, format!("{from} {label} goes to \"{}\" which does not exist", t.step), hint);
+        let hint = suggest(&t.step, flow.index.keys().map(String::as_str), || {
+            format!("add a step \"{}\" or fix the name", t.step)
+        });
+        self.err(
+            flow,
+            t.pos,
+            format!("{from} {label} goes to \"{}\" which does not exist", t.step),
+            hint,
+        );
     }
 
     fn infer_vars(&mut self) {
@@ -59,13 +67,18 @@ impl Checker<'_> {
         for flow in self.flows.values() {
             for s in &flow.steps {
                 match &s.kind {
-                    StepKind::Collect { into, .. } | StepKind::Submit { into, .. } | StepKind::Lookup { into, .. } => assign(&mut types, into, Type::Str),
+                    StepKind::Collect { into, .. }
+                    | StepKind::Submit { into, .. }
+                    | StepKind::Lookup { into, .. } => assign(&mut types, into, Type::Str),
                     StepKind::Record { into, .. } => {
                         assign(&mut types, into, Type::Str);
                         assign(&mut types, &format!("{into}_text"), Type::Str);
                         assign(&mut types, &format!("{into}_ms"), Type::Num);
                     }
-                    StepKind::Menu { options, .. } => options.iter().flat_map(|o| &o.set).for_each(|(k, _)| assign(&mut types, k, Type::Str)),
+                    StepKind::Menu { options, .. } => options
+                        .iter()
+                        .flat_map(|o| &o.set)
+                        .for_each(|(k, _)| assign(&mut types, k, Type::Str)),
                     _ => {}
                 }
             }
@@ -76,11 +89,15 @@ impl Checker<'_> {
                 for s in &flow.steps {
                     if let StepKind::Set { vars, .. } = &s.kind {
                         for (name, e, _) in vars {
-                            if let Ok(t) = expr::type_of(e, &types) {
-                                if types.get(name).is_none_or(|old| *old != t) {
-                                    let merged = if types.contains_key(name) { Type::Any } else { t };
-                                    types.insert(name.clone(), merged);
-                                }
+                            if let Ok(t) = expr::type_of(e, &types)
+                                && types.get(name).is_none_or(|old| *old != t)
+                            {
+                                let merged = if types.contains_key(name) {
+                                    Type::Any
+                                } else {
+                                    t
+                                };
+                                types.insert(name.clone(), merged);
                             }
                         }
                     }
@@ -92,10 +109,20 @@ impl Checker<'_> {
 
     fn expr(&mut self, flow: &Flow, pos: Pos, what: &str, e: &Expr, want: Option<Type>) {
         match expr::type_of(e, &self.vars) {
-            Err(err) => self.err(flow, pos, format!("type error in {what}: {}", err.message), err.hint),
+            Err(err) => self.err(
+                flow,
+                pos,
+                format!("type error in {what}: {}", err.message),
+                err.hint,
+            ),
             Ok(t) => {
                 if let Some(w) = want.filter(|w| *w != t && t != Type::Any) {
-                    self.err(flow, pos, format!("{what} is {t} but must be {w}"), "write a comparison, e.g. time.hour < 9".into());
+                    self.err(
+                        flow,
+                        pos,
+                        format!("{what} is {t} but must be {w}"),
+                        "write a comparison, e.g. time.hour < 9".into(),
+                    );
                 }
             }
         }
@@ -106,10 +133,10 @@ impl Checker<'_> {
             match part {
                 Part::Clip(clips) => {
                     for (lang, clip) in clips {
-                        if let Some(a) = &clip.audio {
-                            if !(self.audio_exists)(a) {
-                                self.err(flow, clip.pos, format!("{} audio file \"{a}\" does not exist", lang.code()), "record it under the flows directory (see prompts.sh) or fix the path".into());
-                            }
+                        if let Some(a) = &clip.audio
+                            && !(self.audio_exists)(a)
+                        {
+                            self.err(flow, clip.pos, format!("{} audio file \"{a}\" does not exist", lang.code()), "record it under the flows directory (see prompts.sh) or fix the path".into());
                         }
                         for seg in &clip.text {
                             if let Seg::Expr(e) = seg {
@@ -123,9 +150,24 @@ impl Checker<'_> {
                     if !self.checked_number_clips {
                         self.checked_number_clips = true;
                         for lang in Lang::ALL {
-                            let missing: Vec<String> = number_clips(lang).into_iter().filter(|n| !(self.audio_exists)(&number_clip_path(lang, n))).collect();
+                            let missing: Vec<String> = number_clips(lang)
+                                .into_iter()
+                                .filter(|n| !(self.audio_exists)(&number_clip_path(lang, n)))
+                                .collect();
                             if !missing.is_empty() {
-                                self.err(flow, *pos, format!("number clips missing for {}: {}", lang.code(), missing.join(", ")), format!("add {} (see prompts.sh)", number_clip_path(lang, "NAME")));
+                                self.err(
+                                    flow,
+                                    *pos,
+                                    format!(
+                                        "number clips missing for {}: {}",
+                                        lang.code(),
+                                        missing.join(", ")
+                                    ),
+                                    format!(
+                                        "add {} (see prompts.sh)",
+                                        number_clip_path(lang, "NAME")
+                                    ),
+                                );
                             }
                         }
                     }
@@ -137,8 +179,17 @@ impl Checker<'_> {
 
     fn flow(&mut self, flow: &Flow) {
         if !flow.index.contains_key(&flow.start.step) {
-            let hint = suggest(&flow.start.step, flow.index.keys().map(String::as_str), || "name an existing step".into());
-            self.err(flow, flow.start.pos, format!("start step \"{}\" does not exist", flow.start.step), hint);
+            let hint = suggest(
+                &flow.start.step,
+                flow.index.keys().map(String::as_str),
+                || "name an existing step".into(),
+            );
+            self.err(
+                flow,
+                flow.start.pos,
+                format!("start step \"{}\" does not exist", flow.start.step),
+                hint,
+            );
         }
         for g in &flow.globals {
             if let GlobalAction::Goto(t) = &g.action {
@@ -163,30 +214,55 @@ impl Checker<'_> {
     fn step_details(&mut self, flow: &Flow, s: &Step, from: &str) {
         let dead = |kind: &StepKind| -> Option<&'static str> {
             match kind {
-                StepKind::Prompt { next: None, .. } | StepKind::Set { next: None, .. } | StepKind::Record { next: None, .. } | StepKind::Call { next: None, .. } | StepKind::Collect { next: None, .. } => Some("next"),
-                StepKind::Submit { next: None, .. } | StepKind::Lookup { next: None, .. } => Some("next"),
-                StepKind::Submit { on_fail: None, .. } | StepKind::Lookup { on_fail: None, .. } => Some("on_fail"),
+                StepKind::Prompt { next: None, .. }
+                | StepKind::Set { next: None, .. }
+                | StepKind::Record { next: None, .. }
+                | StepKind::Call { next: None, .. }
+                | StepKind::Collect { next: None, .. } => Some("next"),
+                StepKind::Submit { next: None, .. } | StepKind::Lookup { next: None, .. } => {
+                    Some("next")
+                }
+                StepKind::Submit { on_fail: None, .. } | StepKind::Lookup { on_fail: None, .. } => {
+                    Some("on_fail")
+                }
                 StepKind::Goto { to: None } => Some("to"),
-                StepKind::Branch { otherwise: None, .. } => Some("else"),
+                StepKind::Branch {
+                    otherwise: None, ..
+                } => Some("else"),
                 _ => None,
             }
         };
         if let Some(field) = dead(&s.kind) {
-            self.err(flow, s.pos, format!("{from} ends nowhere: it has no `{field}:`"), format!("add `{field}: STEP` (use a hangup step to end the call)"));
+            self.err(
+                flow,
+                s.pos,
+                format!("{from} ends nowhere: it has no `{field}:`"),
+                format!("add `{field}: STEP` (use a hangup step to end the call)"),
+            );
         }
         match &s.kind {
             StepKind::Prompt { say, .. } => self.message(flow, say),
             StepKind::Menu { input, options } => {
                 self.input(flow, input);
                 if options.is_empty() {
-                    self.err(flow, s.pos, format!("{from} has no options"), "add at least one option".into());
+                    self.err(
+                        flow,
+                        s.pos,
+                        format!("{from} has no options"),
+                        "add at least one option".into(),
+                    );
                 }
                 let mut seen: BTreeMap<&str, Pos> = BTreeMap::new();
                 for o in options {
-                    if let Some(d) = &o.digits {
-                        if let Some(first) = seen.insert(d, o.pos) {
-                            self.err(flow, o.pos, format!("{from} uses key {d} twice (first at line {})", first.line), "give each option its own key".into());
-                        }
+                    if let Some(d) = &o.digits
+                        && let Some(first) = seen.insert(d, o.pos)
+                    {
+                        self.err(
+                            flow,
+                            o.pos,
+                            format!("{from} uses key {d} twice (first at line {})", first.line),
+                            "give each option its own key".into(),
+                        );
                     }
                 }
             }
@@ -212,23 +288,43 @@ impl Checker<'_> {
                 }
                 for v in context.iter().flatten() {
                     if !self.vars.contains_key(v) {
-                        let hint = suggest(v, self.vars.keys().map(String::as_str), || "name a variable that some step sets".into());
-                        self.err(flow, s.pos, format!("{from} passes \"{v}\" which no step sets"), hint);
+                        let hint = suggest(v, self.vars.keys().map(String::as_str), || {
+                            "name a variable that some step sets".into()
+                        });
+                        self.err(
+                            flow,
+                            s.pos,
+                            format!("{from} passes \"{v}\" which no step sets"),
+                            hint,
+                        );
                     }
                 }
             }
-            StepKind::Record { say: Some(m), .. } | StepKind::Hangup { say: Some(m), .. } => self.message(flow, m),
+            StepKind::Record { say: Some(m), .. } | StepKind::Hangup { say: Some(m), .. } => {
+                self.message(flow, m)
+            }
             StepKind::Submit { fields, .. } => {
                 for (k, e) in fields {
                     self.expr(flow, s.pos, &format!("order field {k}"), e, None);
                 }
             }
-            StepKind::Lookup { order, .. } => self.expr(flow, s.pos, "the order number", order, None),
-            StepKind::Call { flow: callee, flow_pos, .. } => {
-                if !self.flows.contains_key(callee) {
-                    let hint = suggest(callee, self.flows.keys().map(String::as_str), || "add that flow file or fix the name".into());
-                    self.err(flow, *flow_pos, format!("{from} calls flow \"{callee}\" which does not exist"), hint);
-                }
+            StepKind::Lookup { order, .. } => {
+                self.expr(flow, s.pos, "the order number", order, None)
+            }
+            StepKind::Call {
+                flow: callee,
+                flow_pos,
+                ..
+            } if !self.flows.contains_key(callee) => {
+                let hint = suggest(callee, self.flows.keys().map(String::as_str), || {
+                    "add that flow file or fix the name".into()
+                });
+                self.err(
+                    flow,
+                    *flow_pos,
+                    format!("{from} calls flow \"{callee}\" which does not exist"),
+                    hint,
+                );
             }
             _ => {}
         }
@@ -236,7 +332,10 @@ impl Checker<'_> {
 
     fn input(&mut self, flow: &Flow, input: &Input) {
         self.message(flow, &input.say);
-        for m in [&input.reprompt, &input.no_input.say, &input.no_match.say].into_iter().flatten() {
+        for m in [&input.reprompt, &input.no_input.say, &input.no_match.say]
+            .into_iter()
+            .flatten()
+        {
             self.message(flow, m);
         }
     }
@@ -268,7 +367,17 @@ impl Checker<'_> {
     /// the caller and no edge out of it would spin forever.
     fn loops(&mut self, flow: &Flow) {
         let n = flow.steps.len();
-        let adj: Vec<Vec<usize>> = flow.steps.iter().map(|s| s.kind.edges().iter().filter_map(|(_, t)| flow.index.get(&t.step).copied()).collect()).collect();
+        let adj: Vec<Vec<usize>> = flow
+            .steps
+            .iter()
+            .map(|s| {
+                s.kind
+                    .edges()
+                    .iter()
+                    .filter_map(|(_, t)| flow.index.get(&t.step).copied())
+                    .collect()
+            })
+            .collect();
         let mut index = vec![usize::MAX; n];
         let mut low = vec![0; n];
         let mut on_stack = vec![false; n];
@@ -321,11 +430,22 @@ impl Checker<'_> {
             }
             let set: BTreeSet<usize> = comp.iter().copied().collect();
             let waits = comp.iter().any(|&i| flow.steps[i].kind.waits_for_caller());
-            let exits = comp.iter().any(|&i| adj[i].iter().any(|w| !set.contains(w)) || matches!(flow.steps[i].kind, StepKind::Transfer { .. } | StepKind::Hangup { .. } | StepKind::Return));
+            let exits = comp.iter().any(|&i| {
+                adj[i].iter().any(|w| !set.contains(w))
+                    || matches!(
+                        flow.steps[i].kind,
+                        StepKind::Transfer { .. } | StepKind::Hangup { .. } | StepKind::Return
+                    )
+            });
             if !waits && !exits {
-                let mut names: Vec<&str> = comp.iter().map(|&i| flow.steps[i].name.as_str()).collect();
+                let mut names: Vec<&str> =
+                    comp.iter().map(|&i| flow.steps[i].name.as_str()).collect();
                 names.sort_unstable();
-                let first = comp.iter().map(|&i| &flow.steps[i]).min_by_key(|s| s.pos).map_or(Pos::default(), |s| s.pos);
+                let first = comp
+                    .iter()
+                    .map(|&i| &flow.steps[i])
+                    .min_by_key(|s| s.pos)
+                    .map_or(Pos::default(), |s| s.pos);
                 self.err(flow, first, format!("loop without exit: steps {} go round forever without waiting for the caller", names.join(" -> ")), "add a menu/collect step to the loop or a branch that leaves it".into());
             }
         }
@@ -333,12 +453,22 @@ impl Checker<'_> {
 }
 
 /// Checks a decoded set of flows. `audio_exists` answers for paths relative to the flows dir.
-pub fn check(flows: &BTreeMap<String, Flow>, audio_exists: &dyn Fn(&str) -> bool) -> Vec<Diagnostic> {
-    let mut c = Checker { flows, audio_exists, diags: Vec::new(), vars: VarTypes::new(), checked_number_clips: false };
+pub fn check(
+    flows: &BTreeMap<String, Flow>,
+    audio_exists: &dyn Fn(&str) -> bool,
+) -> Vec<Diagnostic> {
+    let mut c = Checker {
+        flows,
+        audio_exists,
+        diags: Vec::new(),
+        vars: VarTypes::new(),
+        checked_number_clips: false,
+    };
     c.infer_vars();
     for f in flows.values() {
         c.flow(f);
     }
-    c.diags.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
+    c.diags
+        .sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
     c.diags
 }

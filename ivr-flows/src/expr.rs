@@ -215,22 +215,34 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, ExprError> {
                 i += 1;
             }
             if i >= chars.len() {
-                return Err(err(start, "unterminated string", format!("close it with {c}")));
+                return Err(err(
+                    start,
+                    "unterminated string",
+                    format!("close it with {c}"),
+                ));
             }
             i += 1;
             out.push((start, Tok::Str(s)));
-        } else if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+        } else if c.is_ascii_digit()
+            || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
             i += 1;
             while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
                 i += 1;
             }
             let text: String = chars[start..i].iter().collect();
-            let n = text
-                .parse::<f64>()
-                .map_err(|_| err(start, format!("bad number {text}"), "write digits like 42 or 3.5"))?;
+            let n = text.parse::<f64>().map_err(|_| {
+                err(
+                    start,
+                    format!("bad number {text}"),
+                    "write digits like 42 or 3.5",
+                )
+            })?;
             out.push((start, Tok::Num(n)));
         } else if c.is_alphabetic() || c == '_' {
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.') {
+            while i < chars.len()
+                && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.')
+            {
                 i += 1;
             }
             out.push((start, Tok::Ident(chars[start..i].iter().collect())));
@@ -260,7 +272,13 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, ExprError> {
                 ',' => ",",
                 '!' => "not",
                 '=' => return Err(err(start, "`=` is not a comparison", "use `==`")),
-                _ => return Err(err(start, format!("unexpected character `{c}`"), "see REFERENCE.md for the expression syntax")),
+                _ => {
+                    return Err(err(
+                        start,
+                        format!("unexpected character `{c}`"),
+                        "see REFERENCE.md for the expression syntax",
+                    ));
+                }
             };
             i += 1;
             out.push((start, Tok::Op(op)));
@@ -297,7 +315,11 @@ impl Parser {
     fn enter(&mut self) -> Result<(), ExprError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(err(self.offset(), "expression nested too deeply", "simplify it"));
+            return Err(err(
+                self.offset(),
+                "expression nested too deeply",
+                "simplify it",
+            ));
         }
         Ok(())
     }
@@ -351,7 +373,11 @@ impl Parser {
     fn atom(&mut self) -> Result<Expr, ExprError> {
         let offset = self.offset();
         let Some((_, tok)) = self.toks.get(self.at).cloned() else {
-            return Err(err(offset, "expression ends too early", "complete the expression"));
+            return Err(err(
+                offset,
+                "expression ends too early",
+                "complete the expression",
+            ));
         };
         self.at += 1;
         match tok {
@@ -405,7 +431,11 @@ pub fn parse(src: &str) -> Result<Expr, ExprError> {
     };
     let e = p.or()?;
     if p.at < p.toks.len() {
-        return Err(err(p.offset(), "unexpected text after the expression", "join conditions with `and` / `or`"));
+        return Err(err(
+            p.offset(),
+            "unexpected text after the expression",
+            "join conditions with `and` / `or`",
+        ));
     }
     Ok(e)
 }
@@ -430,7 +460,11 @@ pub fn type_of(e: &Expr, vars: &VarTypes) -> Result<Type, ExprError> {
                     let t = type_of(it, vars)?;
                     match first {
                         Some(f) if !compatible(f, t) => {
-                            return Err(err(0, format!("list mixes {f} and {t}"), "make every item the same type"));
+                            return Err(err(
+                                0,
+                                format!("list mixes {f} and {t}"),
+                                "make every item the same type",
+                            ));
                         }
                         _ => first = Some(t),
                     }
@@ -446,7 +480,8 @@ pub fn type_of(e: &Expr, vars: &VarTypes) -> Result<Type, ExprError> {
                         0,
                         format!("vars.{v} is never set by any step"),
                         crate::diagnostic::suggest(v, vars.keys().map(String::as_str), || {
-                            "set it with a set, collect, record, submit or lookup step first".to_string()
+                            "set it with a set, collect, record, submit or lookup step first"
+                                .to_string()
                         }),
                     )
                 })?,
@@ -465,7 +500,11 @@ pub fn type_of(e: &Expr, vars: &VarTypes) -> Result<Type, ExprError> {
         Expr::Cmp(op, a, b) => {
             let (ta, tb) = (type_of(a, vars)?, type_of(b, vars)?);
             if !compatible(ta, tb) {
-                return Err(err(0, format!("cannot compare {ta} with {tb}"), "compare values of the same type, e.g. time.hour < 9 or vars.kind == 'noise'"));
+                return Err(err(
+                    0,
+                    format!("cannot compare {ta} with {tb}"),
+                    "compare values of the same type, e.g. time.hour < 9 or vars.kind == 'noise'",
+                ));
             }
             if matches!(op, CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge) && ta == Type::Bool {
                 return Err(err(0, "cannot order true/false values", "use == or !="));
@@ -475,12 +514,20 @@ pub fn type_of(e: &Expr, vars: &VarTypes) -> Result<Type, ExprError> {
         Expr::In(a, b) => {
             let ta = type_of(a, vars)?;
             let Expr::List(items) = b.as_ref() else {
-                return Err(err(0, "`in` needs a list on its right", "write e.g. vars.district in ['江岸区', '江汉区']"));
+                return Err(err(
+                    0,
+                    "`in` needs a list on its right",
+                    "write e.g. vars.district in ['江岸区', '江汉区']",
+                ));
             };
             for it in items {
                 let t = type_of(it, vars)?;
                 if !compatible(ta, t) {
-                    return Err(err(0, format!("`in` compares {ta} with a list of {t}"), "make the list items the same type as the left side"));
+                    return Err(err(
+                        0,
+                        format!("`in` compares {ta} with a list of {t}"),
+                        "make the list items the same type as the left side",
+                    ));
                 }
             }
             Type::Bool
@@ -493,7 +540,11 @@ fn expect(e: &Expr, want: Type, vars: &VarTypes, ctx: &str) -> Result<(), ExprEr
     if compatible(t, want) {
         Ok(())
     } else {
-        Err(err(0, format!("{ctx} needs {want} but got {t}"), "use a comparison such as vars.x == 'y'"))
+        Err(err(
+            0,
+            format!("{ctx} needs {want} but got {t}"),
+            "use a comparison such as vars.x == 'y'",
+        ))
     }
 }
 
@@ -521,7 +572,9 @@ pub fn eval(e: &Expr, env: &dyn Env) -> Value {
                 (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
                 _ => None,
             };
-            let Some(ord) = ord else { return Value::Bool(*op == CmpOp::Ne) };
+            let Some(ord) = ord else {
+                return Value::Bool(*op == CmpOp::Ne);
+            };
             use std::cmp::Ordering::*;
             Value::Bool(match op {
                 CmpOp::Eq => ord == Equal,
@@ -569,8 +622,14 @@ mod tests {
 
     #[test]
     fn evaluates() {
-        assert_eq!(run("time.hour >= 18 or not calendar.working_day"), Value::Bool(true));
-        assert_eq!(run("vars.kind in ['noise', 'road'] and time.hour < 21"), Value::Bool(true));
+        assert_eq!(
+            run("time.hour >= 18 or not calendar.working_day"),
+            Value::Bool(true)
+        );
+        assert_eq!(
+            run("vars.kind in ['noise', 'road'] and time.hour < 21"),
+            Value::Bool(true)
+        );
         assert_eq!(run("(vars.kind != \"noise\")"), Value::Bool(false));
     }
 
@@ -588,7 +647,15 @@ mod tests {
 
     #[test]
     fn parse_errors() {
-        for s in ["a ==", "time.hour = 3", "'open", "(((", "vars.", "1 2", "foo == 1"] {
+        for s in [
+            "a ==",
+            "time.hour = 3",
+            "'open",
+            "(((",
+            "vars.",
+            "1 2",
+            "foo == 1",
+        ] {
             assert!(parse(s).is_err(), "{s}");
         }
         let deep = "(".repeat(1000);

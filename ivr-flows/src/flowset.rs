@@ -55,7 +55,11 @@ impl FlowSet {
 
 /// Loads and checks in-memory sources: `(file name, text)` pairs plus an optional calendar.
 /// `audio_exists` answers for audio paths relative to the flows directory.
-pub fn check_sources(files: &[(String, String)], calendar: Option<&str>, audio_exists: &dyn Fn(&str) -> bool) -> Result<FlowSet, Vec<Diagnostic>> {
+pub fn check_sources(
+    files: &[(String, String)],
+    calendar: Option<&str>,
+    audio_exists: &dyn Fn(&str) -> bool,
+) -> Result<FlowSet, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut flows: BTreeMap<String, Flow> = BTreeMap::new();
     let cal = match calendar.map(|c| Calendar::parse(CALENDAR_FILE, c)) {
@@ -67,11 +71,21 @@ pub fn check_sources(files: &[(String, String)], calendar: Option<&str>, audio_e
         None => Calendar::default(),
     };
     for (file, text) in files {
-        let stem = file.rsplit('/').next().unwrap_or(file).trim_end_matches(".yaml").trim_end_matches(".yml");
+        let stem = file
+            .rsplit('/')
+            .next()
+            .unwrap_or(file)
+            .trim_end_matches(".yaml")
+            .trim_end_matches(".yml");
         let root = match yaml::parse(file, text) {
             Ok(Some(root)) => root,
             Ok(None) => {
-                diags.push(Diagnostic::new(file.clone(), Pos::new(1, 1), "the file is empty", "write a flow with `start:` and `steps:`"));
+                diags.push(Diagnostic::new(
+                    file.clone(),
+                    Pos::new(1, 1),
+                    "the file is empty",
+                    "write a flow with `start:` and `steps:`",
+                ));
                 continue;
             }
             Err(d) => {
@@ -84,7 +98,12 @@ pub fn check_sources(files: &[(String, String)], calendar: Option<&str>, audio_e
         diags.extend(dec.diags);
         if let Some(flow) = flow {
             if let Some(other) = flows.get(&flow.name) {
-                diags.push(Diagnostic::new(file.clone(), Pos::new(1, 1), format!("flow name \"{}\" is also used by {}", flow.name, other.file), "give each flow a unique name"));
+                diags.push(Diagnostic::new(
+                    file.clone(),
+                    Pos::new(1, 1),
+                    format!("flow name \"{}\" is also used by {}", flow.name, other.file),
+                    "give each flow a unique name",
+                ));
                 continue;
             }
             flows.insert(flow.name.clone(), flow);
@@ -94,7 +113,12 @@ pub fn check_sources(files: &[(String, String)], calendar: Option<&str>, audio_e
         diags = check::check(&flows, audio_exists);
     }
     if diags.is_empty() {
-        Ok(FlowSet { flows, calendar: cal, dir: None, version: 0 })
+        Ok(FlowSet {
+            flows,
+            calendar: cal,
+            dir: None,
+            version: 0,
+        })
     } else {
         Err(diags)
     }
@@ -109,13 +133,29 @@ pub fn check_source(name: &str, text: &str) -> Result<FlowSet, Vec<Diagnostic>> 
 /// Loads every `*.yaml` flow in `dir` (plus `calendar.yaml`) and checks them as a whole.
 pub fn check_dir(dir: impl AsRef<Path>) -> Result<FlowSet, Vec<Diagnostic>> {
     let dir = dir.as_ref();
-    let io_err = |what: &str, e: std::io::Error| vec![Diagnostic::new(dir.display().to_string(), Pos::new(1, 1), format!("cannot read {what}: {e}"), "check the path and permissions")];
+    let io_err = |what: &str, e: std::io::Error| {
+        vec![Diagnostic::new(
+            dir.display().to_string(),
+            Pos::new(1, 1),
+            format!("cannot read {what}: {e}"),
+            "check the path and permissions",
+        )]
+    };
     let mut files = Vec::new();
     let mut calendar = None;
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).map_err(|e| io_err("the flows directory", e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io_err("the flows directory", e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     entries.sort();
     for path in entries {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
         if !(name.ends_with(".yaml") || name.ends_with(".yml")) || !path.is_file() {
             continue;
         }
@@ -143,7 +183,9 @@ impl FlowRegistry {
     /// A registry serving `set` as version 1.
     pub fn new(mut set: FlowSet) -> Self {
         set.version = 1;
-        FlowRegistry { current: RwLock::new(Arc::new(set)) }
+        FlowRegistry {
+            current: RwLock::new(Arc::new(set)),
+        }
     }
 
     /// Loads `dir` as version 1.

@@ -11,13 +11,21 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The call was answered. `local_time` is the wall clock in the hotline's time zone.
-    CallStarted { caller: String, called: String, local_time: LocalTime },
+    CallStarted {
+        caller: String,
+        called: String,
+        local_time: LocalTime,
+    },
     /// A key press.
     Digit(char),
     /// The recognizer heard the caller start speaking (pauses the no-input timer).
     SpeechStarted,
     /// Final recognition result.
-    SpeechResult { text: String, confidence: f32, alternatives: Vec<String> },
+    SpeechResult {
+        text: String,
+        confidence: f32,
+        alternatives: Vec<String>,
+    },
     /// The caller spoke but nothing usable was recognized.
     SpeechNoMatch,
     /// A `Play` with this id finished (not sent after `StopPlayback`).
@@ -33,7 +41,11 @@ pub enum Event {
     /// The order was not found or the lookup failed.
     LookupFailed { reason: String },
     /// A `Record` ended; `transcript` if the gateway transcribed it.
-    RecordingFinished { uri: String, duration_ms: u64, transcript: Option<String> },
+    RecordingFinished {
+        uri: String,
+        duration_ms: u64,
+        transcript: Option<String>,
+    },
     /// A `Transfer` did not connect.
     TransferFailed { reason: String },
     /// The caller hung up.
@@ -77,11 +89,21 @@ pub struct SpeechListen {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Play items in order; the session answers `PromptFinished{id}`.
-    Play { id: u64, items: Vec<PlayItem>, barge_in_speech: bool, barge_in_dtmf: bool, language: Lang, rate: f32 },
+    Play {
+        id: u64,
+        items: Vec<PlayItem>,
+        barge_in_speech: bool,
+        barge_in_dtmf: bool,
+        language: Lang,
+        rate: f32,
+    },
     /// Stop what is playing (barge-in); no `PromptFinished` is expected afterwards.
     StopPlayback,
     /// Start or replace input collection.
-    Listen { dtmf: Option<DtmfListen>, speech: Option<SpeechListen> },
+    Listen {
+        dtmf: Option<DtmfListen>,
+        speech: Option<SpeechListen>,
+    },
     /// Stop input collection.
     StopListening,
     /// Start a one-shot timer; answer `TimerFired{id}`.
@@ -89,7 +111,10 @@ pub enum Action {
     /// Cancel a timer (a late `TimerFired` for it is ignored anyway).
     CancelTimer { id: u64 },
     /// Hand the call over; the slots give the agent context.
-    Transfer { target: crate::model::TransferTarget, context: BTreeMap<String, String> },
+    Transfer {
+        target: crate::model::TransferTarget,
+        context: BTreeMap<String, String>,
+    },
     /// Record a voice message (after a beep if asked); answer `RecordingFinished`.
     Record { max_seconds: u32, beep: bool },
     /// Create a work order; answer `SubmitResult` or `SubmitFailed`.

@@ -217,31 +217,80 @@ pub struct Case {
 #[derive(Debug, Clone)]
 pub enum StepKind {
     /// Play a message, then go on.
-    Prompt { say: Message, barge_in: Option<BargeIn>, next: Option<Target> },
+    Prompt {
+        say: Message,
+        barge_in: Option<BargeIn>,
+        next: Option<Target>,
+    },
     /// Choose by key or keyword.
-    Menu { input: Input, options: Vec<MenuOption> },
+    Menu {
+        input: Input,
+        options: Vec<MenuOption>,
+    },
     /// Gather digits or speech into a variable.
-    Collect { input: Input, into: String, mode: CollectMode, confirm: Option<Message>, next: Option<Target> },
+    Collect {
+        input: Input,
+        into: String,
+        mode: CollectMode,
+        confirm: Option<Message>,
+        next: Option<Target>,
+    },
     /// Assign variables and session settings.
-    Set { vars: Vec<(String, Expr, Pos)>, language: Option<Lang>, rate: Option<f32>, next: Option<Target> },
+    Set {
+        vars: Vec<(String, Expr, Pos)>,
+        language: Option<Lang>,
+        rate: Option<f32>,
+        next: Option<Target>,
+    },
     /// Choose by condition.
-    Branch { cases: Vec<Case>, otherwise: Option<Target> },
+    Branch {
+        cases: Vec<Case>,
+        otherwise: Option<Target>,
+    },
     /// Hand the call to an agent.
-    Transfer { say: Option<Message>, target: TransferTarget, context: Option<Vec<String>>, on_fail: Option<Target> },
+    Transfer {
+        say: Option<Message>,
+        target: TransferTarget,
+        context: Option<Vec<String>>,
+        on_fail: Option<Target>,
+    },
     /// Record a voice message.
-    Record { say: Option<Message>, into: String, max_seconds: u32, beep: bool, next: Option<Target> },
+    Record {
+        say: Option<Message>,
+        into: String,
+        max_seconds: u32,
+        beep: bool,
+        next: Option<Target>,
+    },
     /// Create a work order.
-    Submit { fields: Vec<(String, Expr)>, into: String, next: Option<Target>, on_fail: Option<Target> },
+    Submit {
+        fields: Vec<(String, Expr)>,
+        into: String,
+        next: Option<Target>,
+        on_fail: Option<Target>,
+    },
     /// Look up an order's status.
-    Lookup { order: Expr, into: String, next: Option<Target>, on_fail: Option<Target> },
+    Lookup {
+        order: Expr,
+        into: String,
+        next: Option<Target>,
+        on_fail: Option<Target>,
+    },
     /// Jump.
     Goto { to: Option<Target> },
     /// Run another flow, then continue at `next`.
-    Call { flow: String, flow_pos: Pos, next: Option<Target> },
+    Call {
+        flow: String,
+        flow_pos: Pos,
+        next: Option<Target>,
+    },
     /// Return from a sub-flow.
     Return,
     /// End the call.
-    Hangup { say: Option<Message>, reason: String },
+    Hangup {
+        say: Option<Message>,
+        reason: String,
+    },
 }
 
 /// A named step.
@@ -295,8 +344,15 @@ impl Default for Settings {
         Settings {
             language: Lang::Zh,
             rate: 1.0,
-            barge_in: BargeIn { speech: true, dtmf: true },
-            timeouts: Timeouts { initial_ms: 6000, no_input_ms: 5000, inter_digit_ms: 3000 },
+            barge_in: BargeIn {
+                speech: true,
+                dtmf: true,
+            },
+            timeouts: Timeouts {
+                initial_ms: 6000,
+                no_input_ms: 5000,
+                inter_digit_ms: 3000,
+            },
         }
     }
 }
@@ -349,7 +405,10 @@ impl StepKind {
 
     /// True for steps that wait for the caller (they break loops).
     pub fn waits_for_caller(&self) -> bool {
-        matches!(self, StepKind::Menu { .. } | StepKind::Collect { .. } | StepKind::Record { .. })
+        matches!(
+            self,
+            StepKind::Menu { .. } | StepKind::Collect { .. } | StepKind::Record { .. }
+        )
     }
 
     /// Outgoing edges, labelled (for the checker and the graph).
@@ -361,7 +420,10 @@ impl StepKind {
         }
         let mut out: Vec<(String, &Target)> = Vec::new();
         match self {
-            StepKind::Prompt { next, .. } | StepKind::Set { next, .. } | StepKind::Record { next, .. } | StepKind::Call { next, .. } => push(&mut out, "next", next),
+            StepKind::Prompt { next, .. }
+            | StepKind::Set { next, .. }
+            | StepKind::Record { next, .. }
+            | StepKind::Call { next, .. } => push(&mut out, "next", next),
             StepKind::Goto { to } => push(&mut out, "to", to),
             StepKind::Collect { input, next, .. } => {
                 push(&mut out, "next", next);
@@ -374,7 +436,10 @@ impl StepKind {
             StepKind::Transfer { on_fail, .. } => push(&mut out, "on_fail", on_fail),
             StepKind::Menu { input, options } => {
                 for o in options {
-                    let label = o.digits.clone().unwrap_or_else(|| o.words.first().cloned().unwrap_or_default());
+                    let label = o
+                        .digits
+                        .clone()
+                        .unwrap_or_else(|| o.words.first().cloned().unwrap_or_default());
                     out.push((label, &o.goto));
                 }
                 push(&mut out, "on_fail", &input.on_fail);

@@ -18,7 +18,10 @@ fn text_of(clip: &Clip, env: &dyn Env) -> String {
 }
 
 fn clip(lang: Lang, name: &str, text: &str) -> PlayItem {
-    PlayItem::Audio { path: number_clip_path(lang, name), text: text.to_string() }
+    PlayItem::Audio {
+        path: number_clip_path(lang, name),
+        text: text.to_string(),
+    }
 }
 
 fn digits(lang: Lang, s: &str, out: &mut Vec<PlayItem>) {
@@ -86,7 +89,8 @@ fn zh_below_10000(n: u64, inner: bool) -> Vec<String> {
             zero_pending = false;
         }
         // 十五 rather than 一十五 at the start of a number.
-        if !(i == 2 && *d == 1 && !started && !inner) {
+        let leading_ten = i == 2 && *d == 1 && !started && !inner;
+        if !leading_ten {
             out.push(d.to_string());
         }
         if !units[i].is_empty() {
@@ -109,7 +113,7 @@ fn en_below_1000(n: u64) -> Vec<String> {
     let r = n % 100;
     if r >= 20 {
         out.push((r / 10 * 10).to_string());
-        if r % 10 > 0 {
+        if !r.is_multiple_of(10) {
             out.push((r % 10).to_string());
         }
     } else if r > 0 || n == 0 {
@@ -124,16 +128,25 @@ pub fn render(msg: &Message, lang: Lang, env: &dyn Env) -> Vec<PlayItem> {
     for part in &msg.parts {
         match part {
             Part::Clip(clips) => {
-                let Some(c) = clips.get(&lang).or_else(|| clips.values().next()) else { continue };
+                let Some(c) = clips.get(&lang).or_else(|| clips.values().next()) else {
+                    continue;
+                };
                 let text = text_of(c, env);
                 out.push(match &c.audio {
-                    Some(path) => PlayItem::Audio { path: path.clone(), text },
+                    Some(path) => PlayItem::Audio {
+                        path: path.clone(),
+                        text,
+                    },
                     None => PlayItem::Tts { text },
                 });
             }
             Part::Digits(e, _) => digits(lang, &eval(e, env).to_string(), &mut out),
             Part::OrderNumber(e, _) => {
-                let s: String = eval(e, env).to_string().chars().filter(char::is_ascii_digit).collect();
+                let s: String = eval(e, env)
+                    .to_string()
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .collect();
                 let chars: Vec<char> = s.chars().collect();
                 for (i, group) in chars.chunks(4).enumerate() {
                     if i > 0 {
@@ -145,7 +158,11 @@ pub fn render(msg: &Message, lang: Lang, env: &dyn Env) -> Vec<PlayItem> {
             Part::Number(e, _) => {
                 let v = eval(e, env).to_string();
                 match v.trim().parse::<u64>() {
-                    Ok(n) => out.extend(number_names(lang, n).into_iter().map(|name| clip(lang, &name, &name))),
+                    Ok(n) => out.extend(
+                        number_names(lang, n)
+                            .into_iter()
+                            .map(|name| clip(lang, &name, &name)),
+                    ),
                     Err(_) => out.push(PlayItem::Tts { text: v }),
                 }
             }

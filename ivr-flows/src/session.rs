@@ -94,7 +94,10 @@ impl Env for View<'_> {
 }
 
 fn normalize(s: &str) -> String {
-    s.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 impl Session {
@@ -103,7 +106,11 @@ impl Session {
     pub fn new(set: Arc<FlowSet>, flow: &str) -> Option<Session> {
         let f = set.flow(flow)?;
         let (language, rate) = (f.settings.language, f.settings.rate);
-        let frame = Frame { flow: f.name.clone(), step: f.start.step.clone(), return_to: None };
+        let frame = Frame {
+            flow: f.name.clone(),
+            step: f.start.step.clone(),
+            return_to: None,
+        };
         Some(Session {
             set,
             frames: vec![frame],
@@ -136,7 +143,9 @@ impl Session {
 
     /// Current `(flow, step)`.
     pub fn position(&self) -> Option<(&str, &str)> {
-        self.frames.last().map(|f| (f.flow.as_str(), f.step.as_str()))
+        self.frames
+            .last()
+            .map(|f| (f.flow.as_str(), f.step.as_str()))
     }
 
     /// Session variables.
@@ -176,7 +185,11 @@ impl Session {
             return out;
         }
         match event {
-            Event::CallStarted { caller, called, local_time } => {
+            Event::CallStarted {
+                caller,
+                called,
+                local_time,
+            } => {
                 if matches!(self.wait, Wait::NotStarted) {
                     self.caller = caller;
                     self.called = called;
@@ -194,7 +207,11 @@ impl Session {
             Event::TimerFired { id } => self.on_timer(id, &mut out),
             Event::SpeechStarted => self.on_speech_started(&mut out),
             Event::Digit(d) => self.on_digit(d, &mut out),
-            Event::SpeechResult { text, confidence, alternatives } => {
+            Event::SpeechResult {
+                text,
+                confidence,
+                alternatives,
+            } => {
                 self.speaking = false;
                 self.on_speech(&text, confidence, &alternatives, &mut out);
             }
@@ -204,21 +221,34 @@ impl Session {
                     self.fail(false, &mut out);
                 }
             }
-            Event::SubmitResult { order_id } => self.on_result(matches!(self.wait, Wait::Submit), Some(order_id), &mut out),
+            Event::SubmitResult { order_id } => {
+                self.on_result(matches!(self.wait, Wait::Submit), Some(order_id), &mut out)
+            }
             Event::SubmitFailed { reason } => {
                 let ok = matches!(self.wait, Wait::Submit);
                 self.on_failure(ok, &format!("submit failed: {reason}"), &mut out);
             }
-            Event::LookupResult { status } => self.on_result(matches!(self.wait, Wait::Lookup), Some(status), &mut out),
+            Event::LookupResult { status } => {
+                self.on_result(matches!(self.wait, Wait::Lookup), Some(status), &mut out)
+            }
             Event::LookupFailed { reason } => {
                 let ok = matches!(self.wait, Wait::Lookup);
                 self.on_failure(ok, &format!("lookup failed: {reason}"), &mut out);
             }
-            Event::RecordingFinished { uri, duration_ms, transcript } => {
+            Event::RecordingFinished {
+                uri,
+                duration_ms,
+                transcript,
+            } => {
                 if matches!(self.wait, Wait::Record) {
-                    if let Some(StepKind::Record { into, .. }) = self.step().map(|s| s.kind.clone()) {
-                        self.vars.insert(format!("{into}_text"), Value::Str(transcript.unwrap_or_default()));
-                        self.vars.insert(format!("{into}_ms"), Value::Num(duration_ms as f64));
+                    if let Some(StepKind::Record { into, .. }) = self.step().map(|s| s.kind.clone())
+                    {
+                        self.vars.insert(
+                            format!("{into}_text"),
+                            Value::Str(transcript.unwrap_or_default()),
+                        );
+                        self.vars
+                            .insert(format!("{into}_ms"), Value::Num(duration_ms as f64));
                     }
                     self.on_result(true, Some(uri), &mut out);
                 }
@@ -244,19 +274,31 @@ impl Session {
 
     fn end(&mut self, reason: &str, out: &mut Vec<Action>) {
         self.cancel_timer(out);
-        out.push(Action::HangUp { reason: reason.to_string() });
+        out.push(Action::HangUp {
+            reason: reason.to_string(),
+        });
         self.wait = Wait::Ended;
     }
 
     fn play(&mut self, msg: &Message, barge: BargeIn, out: &mut Vec<Action>) -> u64 {
         let id = self.next_id();
         let items = render(msg, self.language, &View(self));
-        out.push(Action::Play { id, items, barge_in_speech: barge.speech, barge_in_dtmf: barge.dtmf, language: self.language, rate: self.rate });
+        out.push(Action::Play {
+            id,
+            items,
+            barge_in_speech: barge.speech,
+            barge_in_dtmf: barge.dtmf,
+            language: self.language,
+            rate: self.rate,
+        });
         id
     }
 
     fn play_all(&mut self, msgs: &[&Message], barge: BargeIn, out: &mut Vec<Action>) -> u64 {
-        let merged = Message { parts: msgs.iter().flat_map(|m| m.parts.clone()).collect(), pos: crate::diagnostic::Pos::default() };
+        let merged = Message {
+            parts: msgs.iter().flat_map(|m| m.parts.clone()).collect(),
+            pos: crate::diagnostic::Pos::default(),
+        };
         self.play(&merged, barge, out)
     }
 
@@ -283,7 +325,12 @@ impl Session {
                     self.enter_input(false, out);
                     return;
                 }
-                StepKind::Set { vars, language, rate, next } => {
+                StepKind::Set {
+                    vars,
+                    language,
+                    rate,
+                    next,
+                } => {
                     for (name, e, _) in vars {
                         let v = expr::eval(e, &View(self));
                         self.vars.insert(name.clone(), v);
@@ -297,13 +344,24 @@ impl Session {
                     jump = nxt(next);
                 }
                 StepKind::Branch { cases, otherwise } => {
-                    jump = cases.iter().find(|c| expr::truthy(&expr::eval(&c.cond, &View(self)))).map(|c| c.goto.step.clone()).or_else(|| nxt(otherwise));
+                    jump = cases
+                        .iter()
+                        .find(|c| expr::truthy(&expr::eval(&c.cond, &View(self))))
+                        .map(|c| c.goto.step.clone())
+                        .or_else(|| nxt(otherwise));
                 }
                 StepKind::Goto { to } => jump = nxt(to),
                 StepKind::Transfer { say, .. } => {
                     match say {
                         Some(m) => {
-                            let play = self.play(m, BargeIn { speech: false, dtmf: false }, out);
+                            let play = self.play(
+                                m,
+                                BargeIn {
+                                    speech: false,
+                                    dtmf: false,
+                                },
+                                out,
+                            );
                             self.wait = Wait::ThenTransfer { play };
                         }
                         None => self.transfer(out),
@@ -313,7 +371,14 @@ impl Session {
                 StepKind::Record { say, .. } => {
                     match say {
                         Some(m) => {
-                            let play = self.play(m, BargeIn { speech: false, dtmf: false }, out);
+                            let play = self.play(
+                                m,
+                                BargeIn {
+                                    speech: false,
+                                    dtmf: false,
+                                },
+                                out,
+                            );
                             self.wait = Wait::ThenRecord { play };
                         }
                         None => self.record(out),
@@ -321,9 +386,16 @@ impl Session {
                     return;
                 }
                 StepKind::Submit { fields, .. } => {
-                    let mut slots: BTreeMap<String, String> = fields.iter().map(|(k, e)| (k.clone(), expr::eval(e, &View(self)).to_string())).collect();
-                    slots.entry("caller".into()).or_insert_with(|| self.caller.clone());
-                    slots.entry("language".into()).or_insert_with(|| self.language.code().into());
+                    let mut slots: BTreeMap<String, String> = fields
+                        .iter()
+                        .map(|(k, e)| (k.clone(), expr::eval(e, &View(self)).to_string()))
+                        .collect();
+                    slots
+                        .entry("caller".into())
+                        .or_insert_with(|| self.caller.clone());
+                    slots
+                        .entry("language".into())
+                        .or_insert_with(|| self.language.code().into());
                     out.push(Action::SubmitOrder { slots });
                     self.wait = Wait::Submit;
                     return;
@@ -342,7 +414,11 @@ impl Session {
                     if let Some(top) = self.frames.last_mut() {
                         top.return_to = nxt(next);
                     }
-                    self.frames.push(Frame { flow: flow.clone(), step: start, return_to: None });
+                    self.frames.push(Frame {
+                        flow: flow.clone(),
+                        step: start,
+                        return_to: None,
+                    });
                     continue;
                 }
                 StepKind::Return => {
@@ -358,8 +434,18 @@ impl Session {
                 StepKind::Hangup { say, reason } => {
                     match say {
                         Some(m) => {
-                            let play = self.play(m, BargeIn { speech: false, dtmf: false }, out);
-                            self.wait = Wait::ThenHangup { play, reason: reason.clone() };
+                            let play = self.play(
+                                m,
+                                BargeIn {
+                                    speech: false,
+                                    dtmf: false,
+                                },
+                                out,
+                            );
+                            self.wait = Wait::ThenHangup {
+                                play,
+                                reason: reason.clone(),
+                            };
                         }
                         None => self.end(reason, out),
                     }
@@ -385,20 +471,36 @@ impl Session {
     }
 
     fn transfer(&mut self, out: &mut Vec<Action>) {
-        if let Some(StepKind::Transfer { target, context, .. }) = self.step().map(|s| s.kind.clone()) {
+        if let Some(StepKind::Transfer {
+            target, context, ..
+        }) = self.step().map(|s| s.kind.clone())
+        {
             let mut ctx: BTreeMap<String, String> = match context {
-                Some(names) => names.iter().filter_map(|n| self.vars.get(n).map(|v| (n.clone(), v.to_string()))).collect(),
-                None => self.vars.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+                Some(names) => names
+                    .iter()
+                    .filter_map(|n| self.vars.get(n).map(|v| (n.clone(), v.to_string())))
+                    .collect(),
+                None => self
+                    .vars
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect(),
             };
             ctx.insert("caller".into(), self.caller.clone());
             ctx.insert("language".into(), self.language.code().into());
-            out.push(Action::Transfer { target, context: ctx });
+            out.push(Action::Transfer {
+                target,
+                context: ctx,
+            });
         }
         self.wait = Wait::Transfer;
     }
 
     fn record(&mut self, out: &mut Vec<Action>) {
-        if let Some(StepKind::Record { max_seconds, beep, .. }) = self.step().map(|s| s.kind.clone()) {
+        if let Some(StepKind::Record {
+            max_seconds, beep, ..
+        }) = self.step().map(|s| s.kind.clone())
+        {
             out.push(Action::Record { max_seconds, beep });
         }
         self.wait = Wait::Record;
@@ -409,9 +511,13 @@ impl Session {
             out.push(Action::Trace("unexpected result ignored".into()));
             return;
         }
-        let Some(step) = self.step().cloned() else { return };
+        let Some(step) = self.step().cloned() else {
+            return;
+        };
         let (into, next) = match &step.kind {
-            StepKind::Submit { into, next, .. } | StepKind::Lookup { into, next, .. } | StepKind::Record { into, next, .. } => (into.clone(), next.clone()),
+            StepKind::Submit { into, next, .. }
+            | StepKind::Lookup { into, next, .. }
+            | StepKind::Record { into, next, .. } => (into.clone(), next.clone()),
             _ => return,
         };
         if let Some(v) = value {
@@ -429,7 +535,11 @@ impl Session {
         }
         out.push(Action::Trace(why.to_string()));
         let on_fail = match self.step().map(|s| &s.kind) {
-            Some(StepKind::Submit { on_fail, .. } | StepKind::Lookup { on_fail, .. } | StepKind::Transfer { on_fail, .. }) => on_fail.clone(),
+            Some(
+                StepKind::Submit { on_fail, .. }
+                | StepKind::Lookup { on_fail, .. }
+                | StepKind::Transfer { on_fail, .. },
+            ) => on_fail.clone(),
             _ => None,
         };
         match on_fail {
@@ -454,17 +564,27 @@ impl Session {
 
     fn speech_listen(&self, extra: Vec<String>) -> SpeechListen {
         let mut hints = extra;
-        if self.globals_on() {
-            if let Some(f) = self.flow() {
-                hints.extend(f.globals.iter().flat_map(|g| g.words.iter().cloned()));
-            }
+        if self.globals_on()
+            && let Some(f) = self.flow()
+        {
+            hints.extend(f.globals.iter().flat_map(|g| g.words.iter().cloned()));
         }
-        SpeechListen { language: self.language, hints, max_seconds: 15, end_silence_ms: 800 }
+        SpeechListen {
+            language: self.language,
+            hints,
+            max_seconds: 15,
+            end_silence_ms: 800,
+        }
     }
 
     fn listen_for_globals(&mut self, barge: BargeIn, out: &mut Vec<Action>) {
-        let has_words = self.flow().is_some_and(|f| f.globals.iter().any(|g| !g.words.is_empty()));
-        let dtmf = barge.dtmf.then_some(DtmfListen { max_digits: 1, terminator: None });
+        let has_words = self
+            .flow()
+            .is_some_and(|f| f.globals.iter().any(|g| !g.words.is_empty()));
+        let dtmf = barge.dtmf.then_some(DtmfListen {
+            max_digits: 1,
+            terminator: None,
+        });
         let speech = (barge.speech && has_words).then(|| self.speech_listen(Vec::new()));
         if dtmf.is_some() || speech.is_some() {
             out.push(Action::Listen { dtmf, speech });
@@ -477,11 +597,22 @@ impl Session {
     }
 
     fn enter_input_with(&mut self, retry: bool, failure: Option<Message>, out: &mut Vec<Action>) {
-        let Some(step) = self.step().cloned() else { return };
+        let Some(step) = self.step().cloned() else {
+            return;
+        };
         let settings = self.flow().map(|f| f.settings.clone()).unwrap_or_default();
         let (input, menu_words, mode) = match &step.kind {
-            StepKind::Menu { input, options } => (input.clone(), options.iter().flat_map(|o| o.words.clone()).collect::<Vec<_>>(), None),
-            StepKind::Collect { input, mode, .. } => (input.clone(), Vec::new(), Some(mode.clone())),
+            StepKind::Menu { input, options } => (
+                input.clone(),
+                options
+                    .iter()
+                    .flat_map(|o| o.words.clone())
+                    .collect::<Vec<_>>(),
+                None,
+            ),
+            StepKind::Collect { input, mode, .. } => {
+                (input.clone(), Vec::new(), Some(mode.clone()))
+            }
             _ => return,
         };
         let barge = input.barge_in.unwrap_or(settings.barge_in);
@@ -489,30 +620,66 @@ impl Session {
         if let Some(f) = &failure {
             msgs.push(f);
         }
-        msgs.push(if retry { input.reprompt.as_ref().unwrap_or(&input.say) } else { &input.say });
+        msgs.push(if retry {
+            input.reprompt.as_ref().unwrap_or(&input.say)
+        } else {
+            &input.say
+        });
         let play = self.play_all(&msgs, barge, out);
         let (dtmf, speech) = match &mode {
             None => {
                 let max = match &step.kind {
-                    StepKind::Menu { options, .. } => options.iter().filter_map(|o| o.digits.as_ref().map(|d| d.len() as u32)).max().unwrap_or(1),
+                    StepKind::Menu { options, .. } => options
+                        .iter()
+                        .filter_map(|o| o.digits.as_ref().map(|d| d.len() as u32))
+                        .max()
+                        .unwrap_or(1),
                     _ => 1,
                 };
-                (Some(DtmfListen { max_digits: max, terminator: None }), Some(self.speech_listen(menu_words)))
+                (
+                    Some(DtmfListen {
+                        max_digits: max,
+                        terminator: None,
+                    }),
+                    Some(self.speech_listen(menu_words)),
+                )
             }
             Some(CollectMode::Digits(d)) => {
-                let has_words = input.globals && self.flow().is_some_and(|f| f.globals.iter().any(|g| !g.words.is_empty()));
-                (Some(DtmfListen { max_digits: d.max, terminator: d.terminator }), has_words.then(|| self.speech_listen(Vec::new())))
+                let has_words = input.globals
+                    && self
+                        .flow()
+                        .is_some_and(|f| f.globals.iter().any(|g| !g.words.is_empty()));
+                (
+                    Some(DtmfListen {
+                        max_digits: d.max,
+                        terminator: d.terminator,
+                    }),
+                    has_words.then(|| self.speech_listen(Vec::new())),
+                )
             }
             Some(CollectMode::Speech(s)) => {
                 let mut l = self.speech_listen(s.hints.clone());
                 l.max_seconds = s.max_seconds;
                 l.end_silence_ms = s.end_silence_ms;
-                (Some(DtmfListen { max_digits: 1, terminator: None }), Some(l))
+                (
+                    Some(DtmfListen {
+                        max_digits: 1,
+                        terminator: None,
+                    }),
+                    Some(l),
+                )
             }
         };
         out.push(Action::Listen { dtmf, speech });
         self.cancel_timer(out);
-        self.wait = Wait::Input(InputState { playing: Some(play), timer: None, digits: String::new(), barge: Some(barge), confirming: false, retry });
+        self.wait = Wait::Input(InputState {
+            playing: Some(play),
+            timer: None,
+            digits: String::new(),
+            barge: Some(barge),
+            confirming: false,
+            retry,
+        });
         // Keys pressed during an earlier prompt are type-ahead for this step.
         let ahead = std::mem::take(&mut self.typeahead);
         for d in ahead.chars() {
@@ -525,17 +692,38 @@ impl Session {
 
     fn enter_confirm(&mut self, msg: &Message, out: &mut Vec<Action>) {
         self.cancel_timer(out);
-        let barge = BargeIn { speech: true, dtmf: true };
+        let barge = BargeIn {
+            speech: true,
+            dtmf: true,
+        };
         let play = self.play(msg, barge, out);
-        out.push(Action::Listen { dtmf: Some(DtmfListen { max_digits: 1, terminator: None }), speech: Some(self.speech_listen(vec!["确认".into(), "重说".into(), "yes".into(), "no".into()])) });
-        self.wait = Wait::Input(InputState { playing: Some(play), timer: None, digits: String::new(), barge: Some(barge), confirming: true, retry: false });
+        out.push(Action::Listen {
+            dtmf: Some(DtmfListen {
+                max_digits: 1,
+                terminator: None,
+            }),
+            speech: Some(self.speech_listen(vec![
+                "确认".into(),
+                "重说".into(),
+                "yes".into(),
+                "no".into(),
+            ])),
+        });
+        self.wait = Wait::Input(InputState {
+            playing: Some(play),
+            timer: None,
+            digits: String::new(),
+            barge: Some(barge),
+            confirming: true,
+            retry: false,
+        });
     }
 
     fn cancel_timer(&mut self, out: &mut Vec<Action>) {
-        if let Wait::Input(st) = &mut self.wait {
-            if let Some(id) = st.timer.take() {
-                out.push(Action::CancelTimer { id });
-            }
+        if let Wait::Input(st) = &mut self.wait
+            && let Some(id) = st.timer.take()
+        {
+            out.push(Action::CancelTimer { id });
         }
     }
 
@@ -549,8 +737,13 @@ impl Session {
     }
 
     fn timeouts(&self) -> Timeouts {
-        let base = self.flow().map(|f| f.settings.timeouts).unwrap_or(Settings::default().timeouts);
-        self.input_parts().and_then(|(i, _)| i.timeouts).unwrap_or(base)
+        let base = self
+            .flow()
+            .map(|f| f.settings.timeouts)
+            .unwrap_or(Settings::default().timeouts);
+        self.input_parts()
+            .and_then(|(i, _)| i.timeouts)
+            .unwrap_or(base)
     }
 
     fn on_prompt_finished(&mut self, id: u64, out: &mut Vec<Action>) {
@@ -612,12 +805,20 @@ impl Session {
             }
             Wait::Prompt { .. } => {
                 let barge = match self.step().map(|s| &s.kind) {
-                    Some(StepKind::Prompt { barge_in, .. }) => barge_in.unwrap_or(self.flow().map(|f| f.settings.barge_in).unwrap_or(Settings::default().barge_in)),
+                    Some(StepKind::Prompt { barge_in, .. }) => barge_in.unwrap_or(
+                        self.flow()
+                            .map(|f| f.settings.barge_in)
+                            .unwrap_or(Settings::default().barge_in),
+                    ),
                     _ => return,
                 };
-                let has_words = self.flow().is_some_and(|f| f.globals.iter().any(|g| !g.words.is_empty()));
+                let has_words = self
+                    .flow()
+                    .is_some_and(|f| f.globals.iter().any(|g| !g.words.is_empty()));
                 if barge.speech && has_words {
-                    out.push(Action::Trace("speech during prompt; waiting for a keyword".into()));
+                    out.push(Action::Trace(
+                        "speech during prompt; waiting for a keyword".into(),
+                    ));
                 }
             }
             _ => {}
@@ -632,19 +833,27 @@ impl Session {
         }
     }
 
-    fn global_for(&self, digit: Option<char>, text: Option<&str>, whole: bool) -> Option<GlobalAction> {
+    fn global_for(
+        &self,
+        digit: Option<char>,
+        text: Option<&str>,
+        whole: bool,
+    ) -> Option<GlobalAction> {
         if !self.globals_on() {
             return None;
         }
         let flow = self.flow()?;
-        flow.globals.iter().find(|g| match (digit, text) {
-            (Some(d), _) => g.digit == Some(d),
-            (None, Some(t)) => g.words.iter().any(|w| {
-                let w = normalize(w);
-                !w.is_empty() && if whole { t == w } else { t.contains(&w) }
-            }),
-            _ => false,
-        }).map(|g| g.action.clone())
+        flow.globals
+            .iter()
+            .find(|g| match (digit, text) {
+                (Some(d), _) => g.digit == Some(d),
+                (None, Some(t)) => g.words.iter().any(|w| {
+                    let w = normalize(w);
+                    !w.is_empty() && if whole { t == w } else { t.contains(&w) }
+                }),
+                _ => false,
+            })
+            .map(|g| g.action.clone())
     }
 
     fn run_global(&mut self, action: GlobalAction, out: &mut Vec<Action>) {
@@ -677,11 +886,17 @@ impl Session {
         match &self.wait {
             Wait::Prompt { .. } => {
                 let barge = match self.step().map(|s| &s.kind) {
-                    Some(StepKind::Prompt { barge_in, .. }) => barge_in.unwrap_or(self.flow().map(|f| f.settings.barge_in).unwrap_or(Settings::default().barge_in)),
+                    Some(StepKind::Prompt { barge_in, .. }) => barge_in.unwrap_or(
+                        self.flow()
+                            .map(|f| f.settings.barge_in)
+                            .unwrap_or(Settings::default().barge_in),
+                    ),
                     _ => return,
                 };
                 if !barge.dtmf {
-                    out.push(Action::Trace(format!("key {d} ignored: prompt does not allow DTMF barge-in")));
+                    out.push(Action::Trace(format!(
+                        "key {d} ignored: prompt does not allow DTMF barge-in"
+                    )));
                     return;
                 }
                 if let Some(g) = self.global_for(Some(d), None, false) {
@@ -699,7 +914,9 @@ impl Session {
             Wait::Input(st) => {
                 if st.playing.is_some() {
                     if !st.barge.is_some_and(|b| b.dtmf) {
-                        out.push(Action::Trace(format!("key {d} ignored: prompt does not allow DTMF barge-in")));
+                        out.push(Action::Trace(format!(
+                            "key {d} ignored: prompt does not allow DTMF barge-in"
+                        )));
                         return;
                     }
                     out.push(Action::StopPlayback);
@@ -718,13 +935,21 @@ impl Session {
         if st.confirming {
             return self.confirm_answer(d == '1', d == '2', out);
         }
-        let Some(step) = self.step().cloned() else { return };
+        let Some(step) = self.step().cloned() else {
+            return;
+        };
         match &step.kind {
             StepKind::Menu { options, .. } => {
                 let mut buf = st.digits.clone();
                 buf.push(d);
-                let exact = options.iter().find(|o| o.digits.as_deref() == Some(buf.as_str()));
-                let longer = options.iter().any(|o| o.digits.as_ref().is_some_and(|k| k.len() > buf.len() && k.starts_with(&buf)));
+                let exact = options
+                    .iter()
+                    .find(|o| o.digits.as_deref() == Some(buf.as_str()));
+                let longer = options.iter().any(|o| {
+                    o.digits
+                        .as_ref()
+                        .is_some_and(|k| k.len() > buf.len() && k.starts_with(&buf))
+                });
                 if let (Some(o), false) = (exact, longer) {
                     return self.choose(o.clone(), out);
                 }
@@ -735,15 +960,18 @@ impl Session {
                     let ms = self.timeouts().inter_digit_ms;
                     return self.start_timer(ms, out);
                 }
-                if buf.len() == 1 {
-                    if let Some(g) = self.global_for(Some(d), None, false) {
-                        return self.run_global(g, out);
-                    }
+                if buf.len() == 1
+                    && let Some(g) = self.global_for(Some(d), None, false)
+                {
+                    return self.run_global(g, out);
                 }
                 out.push(Action::Trace(format!("no option for key(s) {buf}")));
                 self.fail(false, out);
             }
-            StepKind::Collect { mode: CollectMode::Digits(spec), .. } => {
+            StepKind::Collect {
+                mode: CollectMode::Digits(spec),
+                ..
+            } => {
                 let mut buf = st.digits.clone();
                 if Some(d) == spec.clear {
                     buf.clear();
@@ -765,11 +993,16 @@ impl Session {
                 let ms = self.timeouts().inter_digit_ms;
                 self.start_timer(ms, out);
             }
-            StepKind::Collect { mode: CollectMode::Speech(_), .. } => {
+            StepKind::Collect {
+                mode: CollectMode::Speech(_),
+                ..
+            } => {
                 if let Some(g) = self.global_for(Some(d), None, false) {
                     return self.run_global(g, out);
                 }
-                out.push(Action::Trace(format!("key {d} ignored while waiting for speech")));
+                out.push(Action::Trace(format!(
+                    "key {d} ignored while waiting for speech"
+                )));
             }
             _ => {}
         }
@@ -778,20 +1011,38 @@ impl Session {
     fn digits_complete(&mut self, by_timeout: bool, out: &mut Vec<Action>) {
         let Wait::Input(st) = &self.wait else { return };
         let buf = st.digits.clone();
-        let Some(step) = self.step().cloned() else { return };
+        let Some(step) = self.step().cloned() else {
+            return;
+        };
         match &step.kind {
-            StepKind::Menu { options, .. } => match options.iter().find(|o| o.digits.as_deref() == Some(buf.as_str())) {
+            StepKind::Menu { options, .. } => match options
+                .iter()
+                .find(|o| o.digits.as_deref() == Some(buf.as_str()))
+            {
                 Some(o) => self.choose(o.clone(), out),
                 None => self.fail(false, out),
             },
-            StepKind::Collect { mode: CollectMode::Digits(spec), .. } => {
+            StepKind::Collect {
+                mode: CollectMode::Digits(spec),
+                ..
+            } => {
                 self.cancel_timer(out);
                 let len = buf.len() as u32;
-                let ok = len >= spec.min && len <= spec.max && spec.pattern.as_ref().is_none_or(|p| p.is_match(&buf)) && (!spec.order_number || crate::damm::is_valid_order_number(&buf));
+                let ok = len >= spec.min
+                    && len <= spec.max
+                    && spec.pattern.as_ref().is_none_or(|p| p.is_match(&buf))
+                    && (!spec.order_number || crate::damm::is_valid_order_number(&buf));
                 if ok {
                     self.accept_value(buf, out);
                 } else {
-                    out.push(Action::Trace(format!("input \"{buf}\" rejected{}", if by_timeout { " (inter-digit timeout)" } else { "" })));
+                    out.push(Action::Trace(format!(
+                        "input \"{buf}\" rejected{}",
+                        if by_timeout {
+                            " (inter-digit timeout)"
+                        } else {
+                            ""
+                        }
+                    )));
                     self.fail(false, out);
                 }
             }
@@ -800,8 +1051,12 @@ impl Session {
     }
 
     fn accept_value(&mut self, value: String, out: &mut Vec<Action>) {
-        let Some((_, confirm)) = self.input_parts() else { return };
-        let Some(StepKind::Collect { into, next, .. }) = self.step().map(|s| s.kind.clone()) else { return };
+        let Some((_, confirm)) = self.input_parts() else {
+            return;
+        };
+        let Some(StepKind::Collect { into, next, .. }) = self.step().map(|s| s.kind.clone()) else {
+            return;
+        };
         self.vars.insert(into, Value::Str(value));
         self.cancel_timer(out);
         match confirm {
@@ -814,7 +1069,9 @@ impl Session {
     }
 
     fn confirm_answer(&mut self, yes: bool, no: bool, out: &mut Vec<Action>) {
-        let Some(StepKind::Collect { next, .. }) = self.step().map(|s| s.kind.clone()) else { return };
+        let Some(StepKind::Collect { next, .. }) = self.step().map(|s| s.kind.clone()) else {
+            return;
+        };
         if yes {
             match next {
                 Some(n) => self.goto(&n.step, out),
@@ -832,44 +1089,77 @@ impl Session {
         for (k, v) in &o.set {
             self.vars.insert(k.clone(), Value::Str(v.clone()));
         }
-        out.push(Action::Trace(format!("chose {}", o.digits.clone().unwrap_or_else(|| o.words.join("/")))));
+        out.push(Action::Trace(format!(
+            "chose {}",
+            o.digits.clone().unwrap_or_else(|| o.words.join("/"))
+        )));
         self.goto(&o.goto.step, out);
     }
 
-    fn on_speech(&mut self, text: &str, confidence: f32, alternatives: &[String], out: &mut Vec<Action>) {
+    fn on_speech(
+        &mut self,
+        text: &str,
+        confidence: f32,
+        alternatives: &[String],
+        out: &mut Vec<Action>,
+    ) {
         if !self.accepting_speech() {
-            out.push(Action::Trace("speech ignored: prompt does not allow speech barge-in".into()));
+            out.push(Action::Trace(
+                "speech ignored: prompt does not allow speech barge-in".into(),
+            ));
             return;
         }
         let norm = normalize(text);
-        let all: Vec<String> = std::iter::once(norm.clone()).chain(alternatives.iter().map(|a| normalize(a))).collect();
+        let all: Vec<String> = std::iter::once(norm.clone())
+            .chain(alternatives.iter().map(|a| normalize(a)))
+            .collect();
         if let Wait::Prompt { .. } = self.wait {
-            if let Some(g) = all.iter().find_map(|t| self.global_for(None, Some(t), false)) {
+            if let Some(g) = all
+                .iter()
+                .find_map(|t| self.global_for(None, Some(t), false))
+            {
                 self.run_global(g, out);
             }
             return;
         }
         let Wait::Input(st) = &self.wait else { return };
         if st.confirming {
-            let yes = ["确认", "是", "对", "yes", "correct", "right", "一"].iter().any(|w| norm.contains(&normalize(w)));
-            let no = ["重说", "不对", "不是", "no", "retry", "wrong", "二"].iter().any(|w| norm.contains(&normalize(w)));
+            let yes = ["确认", "是", "对", "yes", "correct", "right", "一"]
+                .iter()
+                .any(|w| norm.contains(&normalize(w)));
+            let no = ["重说", "不对", "不是", "no", "retry", "wrong", "二"]
+                .iter()
+                .any(|w| norm.contains(&normalize(w)));
             return self.confirm_answer(yes && !no, no, out);
         }
-        let Some(step) = self.step().cloned() else { return };
+        let Some(step) = self.step().cloned() else {
+            return;
+        };
         match &step.kind {
             StepKind::Menu { options, .. } => {
                 // The longest matching keyword wins: "不满意" must not choose "满意".
                 let hit = all.iter().find_map(|t| {
                     options
                         .iter()
-                        .filter_map(|o| o.words.iter().map(|w| normalize(w)).filter(|w| !w.is_empty() && t.contains(w.as_str())).map(|w| w.chars().count()).max().map(|len| (len, o)))
+                        .filter_map(|o| {
+                            o.words
+                                .iter()
+                                .map(|w| normalize(w))
+                                .filter(|w| !w.is_empty() && t.contains(w.as_str()))
+                                .map(|w| w.chars().count())
+                                .max()
+                                .map(|len| (len, o))
+                        })
                         .max_by_key(|(len, _)| *len)
                         .map(|(_, o)| o)
                 });
                 if let Some(o) = hit {
                     return self.choose(o.clone(), out);
                 }
-                if let Some(g) = all.iter().find_map(|t| self.global_for(None, Some(t), false)) {
+                if let Some(g) = all
+                    .iter()
+                    .find_map(|t| self.global_for(None, Some(t), false))
+                {
                     return self.run_global(g, out);
                 }
                 out.push(Action::Trace(format!("no option matches \"{text}\"")));
@@ -881,9 +1171,15 @@ impl Session {
                     return self.run_global(g, out);
                 }
                 match mode {
-                    CollectMode::Speech(spec) if confidence >= spec.min_confidence && !norm.is_empty() => self.accept_value(text.trim().to_string(), out),
+                    CollectMode::Speech(spec)
+                        if confidence >= spec.min_confidence && !norm.is_empty() =>
+                    {
+                        self.accept_value(text.trim().to_string(), out)
+                    }
                     CollectMode::Speech(_) => {
-                        out.push(Action::Trace(format!("low confidence {confidence:.2} for \"{text}\"")));
+                        out.push(Action::Trace(format!(
+                            "low confidence {confidence:.2} for \"{text}\""
+                        )));
                         self.fail(false, out);
                     }
                     CollectMode::Digits(_) => {
@@ -905,7 +1201,9 @@ impl Session {
 
     /// A no-input (`no_input = true`) or no-match: count, re-prompt, or give up.
     fn fail(&mut self, no_input: bool, out: &mut Vec<Action>) {
-        let Some((input, _)) = self.input_parts() else { return };
+        let Some((input, _)) = self.input_parts() else {
+            return;
+        };
         self.cancel_timer(out);
         let (count, rule) = if no_input {
             self.no_input += 1;
@@ -914,7 +1212,11 @@ impl Session {
             self.no_match += 1;
             (self.no_match, &input.no_match)
         };
-        out.push(Action::Trace(format!("{} {count}/{}", if no_input { "no-input" } else { "no-match" }, rule.max)));
+        out.push(Action::Trace(format!(
+            "{} {count}/{}",
+            if no_input { "no-input" } else { "no-match" },
+            rule.max
+        )));
         if count >= rule.max {
             match &input.on_fail {
                 Some(t) => {
@@ -926,10 +1228,8 @@ impl Session {
             return;
         }
         let confirming = matches!(&self.wait, Wait::Input(st) if st.confirming);
-        if confirming {
-            if let Some((_, Some(msg))) = self.input_parts() {
-                return self.enter_confirm(&msg, out);
-            }
+        if confirming && let Some((_, Some(msg))) = self.input_parts() {
+            return self.enter_confirm(&msg, out);
         }
         self.enter_input_with(true, rule.say.clone(), out);
     }

@@ -30,7 +30,15 @@ impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
             caller: "13800000000".into(),
-            local_time: LocalTime { date: Date { year: 2026, month: 11, day: 23 }, hour: 10, minute: 0 },
+            local_time: LocalTime {
+                date: Date {
+                    year: 2026,
+                    month: 11,
+                    day: 23,
+                },
+                hour: 10,
+                minute: 0,
+            },
             trace: false,
         }
     }
@@ -38,7 +46,13 @@ impl Default for SimOptions {
 
 /// A fake order number like `26112301000427`: date, sequence, Damm check digit.
 pub fn fake_order_id(date: Date, seq: u32) -> String {
-    let base = format!("{:02}{:02}{:02}{:07}", date.year % 100, date.month, date.day, seq % 10_000_000);
+    let base = format!(
+        "{:02}{:02}{:02}{:07}",
+        date.year % 100,
+        date.month,
+        date.day,
+        seq % 10_000_000
+    );
     let check = damm::check_digit(&base).unwrap_or('0');
     format!("{base}{check}")
 }
@@ -64,12 +78,29 @@ struct Pending {
 }
 
 /// Runs `flow` with the default options; see the module docs for the input syntax.
-pub fn simulate(set: &FlowSet, flow: &str, input: impl BufRead, output: impl Write) -> io::Result<()> {
-    simulate_with(Arc::new(set.clone()), flow, &SimOptions::default(), input, output)
+pub fn simulate(
+    set: &FlowSet,
+    flow: &str,
+    input: impl BufRead,
+    output: impl Write,
+) -> io::Result<()> {
+    simulate_with(
+        Arc::new(set.clone()),
+        flow,
+        &SimOptions::default(),
+        input,
+        output,
+    )
 }
 
 /// Runs `flow` of a shared set with explicit options.
-pub fn simulate_with(set: Arc<FlowSet>, flow: &str, opts: &SimOptions, input: impl BufRead, mut out: impl Write) -> io::Result<()> {
+pub fn simulate_with(
+    set: Arc<FlowSet>,
+    flow: &str,
+    opts: &SimOptions,
+    input: impl BufRead,
+    mut out: impl Write,
+) -> io::Result<()> {
     let Some(mut session) = Session::new(set, flow) else {
         writeln!(out, "error: no flow named \"{flow}\"")?;
         return Ok(());
@@ -78,18 +109,38 @@ pub fn simulate_with(set: Arc<FlowSet>, flow: &str, opts: &SimOptions, input: im
     let mut seq = 426u32;
     let mut p = Pending::default();
     let mut queue: VecDeque<Event> = VecDeque::new();
-    queue.push_back(Event::CallStarted { caller: opts.caller.clone(), called: "12345".into(), local_time: opts.local_time });
+    queue.push_back(Event::CallStarted {
+        caller: opts.caller.clone(),
+        called: "12345".into(),
+        local_time: opts.local_time,
+    });
     let mut lines = input.lines();
     loop {
         while let Some(ev) = queue.pop_front() {
             now += 10;
             let actions = session.handle(now, ev);
             let listens = actions.iter().any(|a| matches!(a, Action::Listen { .. }));
-            let last_play = actions.iter().rev().find_map(|a| if let Action::Play { id, .. } = a { Some(*id) } else { None });
+            let last_play = actions.iter().rev().find_map(|a| {
+                if let Action::Play { id, .. } = a {
+                    Some(*id)
+                } else {
+                    None
+                }
+            });
             for a in actions {
                 match a {
-                    Action::Play { id, items, language, rate, .. } => {
-                        let slow = if (rate - 1.0).abs() > f32::EPSILON { format!(" x{rate}") } else { String::new() };
+                    Action::Play {
+                        id,
+                        items,
+                        language,
+                        rate,
+                        ..
+                    } => {
+                        let slow = if (rate - 1.0).abs() > f32::EPSILON {
+                            format!(" x{rate}")
+                        } else {
+                            String::new()
+                        };
                         writeln!(out, "[play {}{slow}] {}", language.code(), describe(&items))?;
                         if listens && Some(id) == last_play {
                             p.held_prompt = Some(id);
@@ -105,17 +156,23 @@ pub fn simulate_with(set: Arc<FlowSet>, flow: &str, opts: &SimOptions, input: im
                     Action::CancelTimer { id } => p.timers.retain(|t| *t != id),
                     Action::Listen { .. } | Action::StopListening => {}
                     Action::Transfer { target, context } => {
-                        let ctx: Vec<String> = context.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        let ctx: Vec<String> =
+                            context.iter().map(|(k, v)| format!("{k}={v}")).collect();
                         writeln!(out, "[transfer {target:?}] {}", ctx.join(" "))?;
                         p.backend = Some("transfer");
                         p.transferred = true;
                     }
                     Action::Record { max_seconds, beep } => {
-                        writeln!(out, "[record max {max_seconds}s{}]", if beep { " beep" } else { "" })?;
+                        writeln!(
+                            out,
+                            "[record max {max_seconds}s{}]",
+                            if beep { " beep" } else { "" }
+                        )?;
                         p.recording = true;
                     }
                     Action::SubmitOrder { slots } => {
-                        let s: Vec<String> = slots.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        let s: Vec<String> =
+                            slots.iter().map(|(k, v)| format!("{k}={v}")).collect();
                         writeln!(out, "[submit] {}", s.join(" "))?;
                         p.backend = Some("submit");
                     }
@@ -159,9 +216,15 @@ pub fn simulate_with(set: Arc<FlowSet>, flow: &str, opts: &SimOptions, input: im
         if let Some(kind) = p.backend.take() {
             if line == "fail" {
                 queue.push_back(match kind {
-                    "submit" => Event::SubmitFailed { reason: "simulated".into() },
-                    "lookup" => Event::LookupFailed { reason: "simulated".into() },
-                    _ => Event::TransferFailed { reason: "simulated".into() },
+                    "submit" => Event::SubmitFailed {
+                        reason: "simulated".into(),
+                    },
+                    "lookup" => Event::LookupFailed {
+                        reason: "simulated".into(),
+                    },
+                    _ => Event::TransferFailed {
+                        reason: "simulated".into(),
+                    },
                 });
                 p.transferred = false;
                 continue;
@@ -175,17 +238,19 @@ pub fn simulate_with(set: Arc<FlowSet>, flow: &str, opts: &SimOptions, input: im
         if p.recording {
             p.recording = false;
             let transcript = line.strip_prefix("say:").map(|t| t.trim().to_string());
-            queue.push_back(Event::RecordingFinished { uri: "file:///tmp/voicemail.wav".into(), duration_ms: 15_000, transcript });
+            queue.push_back(Event::RecordingFinished {
+                uri: "file:///tmp/voicemail.wav".into(),
+                duration_ms: 15_000,
+                transcript,
+            });
             continue;
         }
         let (barge, body) = match line.strip_prefix('!') {
             Some(rest) => (true, rest.trim().to_string()),
             None => (false, line.clone()),
         };
-        if !barge {
-            if let Some(id) = p.held_prompt.take() {
-                queue.push_back(Event::PromptFinished { id });
-            }
+        if !barge && let Some(id) = p.held_prompt.take() {
+            queue.push_back(Event::PromptFinished { id });
         }
         if body == "hangup" {
             queue.push_back(Event::HangUp);
@@ -196,9 +261,17 @@ pub fn simulate_with(set: Arc<FlowSet>, flow: &str, opts: &SimOptions, input: im
             }
         } else if let Some(text) = body.strip_prefix("say:") {
             queue.push_back(Event::SpeechStarted);
-            queue.push_back(Event::SpeechResult { text: text.trim().to_string(), confidence: 0.9, alternatives: Vec::new() });
+            queue.push_back(Event::SpeechResult {
+                text: text.trim().to_string(),
+                confidence: 0.9,
+                alternatives: Vec::new(),
+            });
         } else {
-            queue.extend(body.chars().filter(|c| !c.is_whitespace()).map(Event::Digit));
+            queue.extend(
+                body.chars()
+                    .filter(|c| !c.is_whitespace())
+                    .map(Event::Digit),
+            );
         }
     }
 }
@@ -207,9 +280,13 @@ fn succeed(kind: &str, queue: &mut VecDeque<Event>, seq: &mut u32, opts: &SimOpt
     match kind {
         "submit" => {
             *seq += 1;
-            queue.push_back(Event::SubmitResult { order_id: fake_order_id(opts.local_time.date, *seq) });
+            queue.push_back(Event::SubmitResult {
+                order_id: fake_order_id(opts.local_time.date, *seq),
+            });
         }
-        "lookup" => queue.push_back(Event::LookupResult { status: "已受理，正在办理".into() }),
+        "lookup" => queue.push_back(Event::LookupResult {
+            status: "已受理，正在办理".into(),
+        }),
         _ => {}
     }
 }
@@ -220,7 +297,11 @@ mod tests {
 
     #[test]
     fn fake_ids_are_valid_order_numbers() {
-        let d = Date { year: 2026, month: 11, day: 23 };
+        let d = Date {
+            year: 2026,
+            month: 11,
+            day: 23,
+        };
         for n in [0, 427, 9_999_999] {
             assert!(damm::is_valid_order_number(&fake_order_id(d, n)));
         }

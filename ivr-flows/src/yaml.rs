@@ -196,7 +196,11 @@ pub fn parse(file: &str, text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
             },
         }
     }
-    if diags.is_empty() { Ok(root) } else { Err(diags) }
+    if diags.is_empty() {
+        Ok(root)
+    } else {
+        Err(diags)
+    }
 }
 
 #[cfg(test)]
@@ -205,7 +209,9 @@ mod tests {
 
     #[test]
     fn positions_are_one_based() {
-        let root = parse("a.yaml", "a:\n  b: 1\n").expect("parses").expect("root");
+        let root = parse("a.yaml", "a:\n  b: 1\n")
+            .expect("parses")
+            .expect("root");
         let m = root.as_map().expect("map");
         let inner = m[0].1.as_map().expect("map");
         assert_eq!(inner[0].0.pos, Pos::new(2, 3));
@@ -214,12 +220,23 @@ mod tests {
     #[test]
     fn duplicate_keys_are_errors() {
         let err = parse("a.yaml", "a: 1\nb: 2\na: 3\n").expect_err("dup");
-        assert!(err[0].to_string().starts_with("a.yaml:3:1: error: duplicate key \"a\""));
+        assert!(
+            err[0]
+                .to_string()
+                .starts_with("a.yaml:3:1: error: duplicate key \"a\"")
+        );
     }
 
     #[test]
     fn syntax_errors_do_not_panic() {
-        for src in ["a: [1, 2", "a: b: c", "- a\nb: 1", "{{{{", "*x", "a: &x 1\nb: *x"] {
+        for src in [
+            "a: [1, 2",
+            "a: b: c",
+            "- a\nb: 1",
+            "{{{{",
+            "*x",
+            "a: &x 1\nb: *x",
+        ] {
             assert!(parse("x.yaml", src).is_err(), "{src}");
         }
     }

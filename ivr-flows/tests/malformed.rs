@@ -5,7 +5,10 @@ use ivr_flows::check_source;
 
 fn corpus() -> Vec<String> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/flows");
-    let mut v: Vec<String> = ["main.yaml", "report.yaml", "progress.yaml"].iter().map(|f| std::fs::read_to_string(format!("{dir}/{f}")).expect("read")).collect();
+    let mut v: Vec<String> = ["main.yaml", "report.yaml", "progress.yaml"]
+        .iter()
+        .map(|f| std::fs::read_to_string(format!("{dir}/{f}")).expect("read"))
+        .collect();
     v.extend(
         [
             "", "---", "- a\n- b", "start: [", "steps: {a: 1}", "start: a\nsteps:\n  a: 5", "{{{{{{{{{{", "\"\\u", "? a\n: b",
@@ -40,7 +43,10 @@ fn never_panics_and_always_explains() {
                 let cut = (rand() as usize) % c.len();
                 match rand() % 3 {
                     0 => c.truncate(cut),
-                    1 => c[cut] = [':', '-', '"', '{', '[', ' ', '\n', '#', '&', '*'][(rand() % 10) as usize],
+                    1 => {
+                        c[cut] = [':', '-', '"', '{', '[', ' ', '\n', '#', '&', '*']
+                            [(rand() % 10) as usize]
+                    }
                     _ => {
                         c.remove(cut);
                     }

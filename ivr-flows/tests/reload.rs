@@ -5,10 +5,20 @@ use ivr_flows::calendar::{Date, LocalTime};
 use ivr_flows::{Action, Event, FlowRegistry, Session};
 use std::path::PathBuf;
 
-const T: LocalTime = LocalTime { date: Date { year: 2026, month: 11, day: 23 }, hour: 10, minute: 0 };
+const T: LocalTime = LocalTime {
+    date: Date {
+        year: 2026,
+        month: 11,
+        day: 23,
+    },
+    hour: 10,
+    minute: 0,
+};
 
 fn flow(greeting: &str) -> String {
-    format!("start: ask\nsteps:\n  ask:\n    type: menu\n    say: \"{greeting}\"\n    options:\n      - digit: \"1\"\n        goto: bye\n  bye:\n    type: hangup\n    say: \"bye from {greeting}\"\n")
+    format!(
+        "start: ask\nsteps:\n  ask:\n    type: menu\n    say: \"{greeting}\"\n    options:\n      - digit: \"1\"\n        goto: bye\n  bye:\n    type: hangup\n    say: \"bye from {greeting}\"\n"
+    )
 }
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -19,7 +29,16 @@ fn tempdir(tag: &str) -> PathBuf {
 }
 
 fn texts(actions: &[Action]) -> String {
-    actions.iter().filter_map(|a| if let Action::Play { items, .. } = a { Some(format!("{items:?}")) } else { None }).collect()
+    actions
+        .iter()
+        .filter_map(|a| {
+            if let Action::Play { items, .. } = a {
+                Some(format!("{items:?}"))
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -30,7 +49,14 @@ fn reload_never_half_applies() {
     assert_eq!(reg.current().version(), 1);
 
     let mut old = Session::new(reg.current(), "main").expect("flow");
-    let first = old.handle(0, Event::CallStarted { caller: "1".into(), called: "12345".into(), local_time: T });
+    let first = old.handle(
+        0,
+        Event::CallStarted {
+            caller: "1".into(),
+            called: "12345".into(),
+            local_time: T,
+        },
+    );
     assert!(texts(&first).contains("v1"));
 
     std::fs::write(dir.join("main.yaml"), flow("v2")).expect("write");
@@ -43,16 +69,38 @@ fn reload_never_half_applies() {
 
     // New calls use v2.
     let mut new = Session::new(reg.current(), "main").expect("flow");
-    let out = new.handle(0, Event::CallStarted { caller: "1".into(), called: "12345".into(), local_time: T });
+    let out = new.handle(
+        0,
+        Event::CallStarted {
+            caller: "1".into(),
+            called: "12345".into(),
+            local_time: T,
+        },
+    );
     assert!(texts(&out).contains("v2"));
 
     // A broken edit is rejected and v2 stays live.
-    std::fs::write(dir.join("main.yaml"), flow("v3").replace("goto: bye", "goto: byee")).expect("write");
+    std::fs::write(
+        dir.join("main.yaml"),
+        flow("v3").replace("goto: bye", "goto: byee"),
+    )
+    .expect("write");
     let errs = reg.try_reload(&dir).expect_err("broken edit rejected");
-    assert!(errs[0].to_string().contains("did you mean \"bye\"?"), "{}", errs[0]);
+    assert!(
+        errs[0].to_string().contains("did you mean \"bye\"?"),
+        "{}",
+        errs[0]
+    );
     assert_eq!(reg.current().version(), 2);
     let mut after = Session::new(reg.current(), "main").expect("flow");
-    let out = after.handle(0, Event::CallStarted { caller: "1".into(), called: "12345".into(), local_time: T });
+    let out = after.handle(
+        0,
+        Event::CallStarted {
+            caller: "1".into(),
+            called: "12345".into(),
+            local_time: T,
+        },
+    );
     assert!(texts(&out).contains("v2"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -21,7 +21,10 @@ fn report_a_problem_by_simulation() {
 #[test]
 fn bad_order_number_then_good_one() {
     let base = "2611230100042";
-    let good = format!("{base}{}", ivr_flows::damm::check_digit(base).expect("digits"));
+    let good = format!(
+        "{base}{}",
+        ivr_flows::damm::check_digit(base).expect("digits")
+    );
     let bad = format!("{base}{}", if good.ends_with('0') { '1' } else { '0' });
     let out = run(&format!("1\n2\n{bad}#\n{good}#\n\n2\n"));
     println!("{out}");

@@ -13,19 +13,41 @@ fn valid_order() -> String {
 }
 
 fn submitted(c: &Call) -> std::collections::BTreeMap<String, String> {
-    c.find(|a| if let Action::SubmitOrder { slots } = a { Some(slots.clone()) } else { None }).expect("an order was submitted")
+    c.find(|a| {
+        if let Action::SubmitOrder { slots } = a {
+            Some(slots.clone())
+        } else {
+            None
+        }
+    })
+    .expect("an order was submitted")
 }
 
 fn transfer(c: &Call) -> (TransferTarget, std::collections::BTreeMap<String, String>) {
-    c.find(|a| if let Action::Transfer { target, context } = a { Some((target.clone(), context.clone())) } else { None }).expect("a transfer")
+    c.find(|a| {
+        if let Action::Transfer { target, context } = a {
+            Some((target.clone(), context.clone()))
+        } else {
+            None
+        }
+    })
+    .expect("a transfer")
 }
 
 #[test]
 fn greeting_carries_the_emergency_notice_and_cannot_be_skipped() {
     let mut c = Call::main();
-    assert!(c.heard().contains("如遇紧急情况，请挂机拨打110、119、120或122"));
+    assert!(
+        c.heard()
+            .contains("如遇紧急情况，请挂机拨打110、119、120或122")
+    );
     c.barge("1");
-    assert!(c.last.iter().any(|a| matches!(a, Action::Trace(t) if t.contains("ignored"))), "greeting has no barge-in");
+    assert!(
+        c.last
+            .iter()
+            .any(|a| matches!(a, Action::Trace(t) if t.contains("ignored"))),
+        "greeting has no barge-in"
+    );
     assert!(!c.last.iter().any(|a| matches!(a, Action::StopPlayback)));
     c.settle();
     assert!(c.last_play_text().contains("For English"));
@@ -37,7 +59,10 @@ fn report_a_problem_end_to_end() {
     c.press("1"); // Mandarin
     c.press("1"); // report
     c.say("小区门口施工噪音很大");
-    assert!(c.last_play_text().contains("您说的是：小区门口施工噪音很大"));
+    assert!(
+        c.last_play_text()
+            .contains("您说的是：小区门口施工噪音很大")
+    );
     c.press("1"); // confirm
     c.say("在洪山区"); // district by speech
     c.press("1"); // noise
@@ -49,15 +74,29 @@ fn report_a_problem_end_to_end() {
     assert_eq!(slots["text"], "小区门口施工噪音很大");
     assert_eq!(slots["caller"], "13912345678");
     let order = valid_order();
-    c.send(Event::SubmitResult { order_id: order.clone() });
+    c.send(Event::SubmitResult {
+        order_id: order.clone(),
+    });
     // The order number is read from per-language digit clips in groups of four.
     let clips: Vec<String> = c
         .last
         .iter()
-        .find_map(|a| if let Action::Play { items, .. } = a { Some(items.clone()) } else { None })
+        .find_map(|a| {
+            if let Action::Play { items, .. } = a {
+                Some(items.clone())
+            } else {
+                None
+            }
+        })
         .expect("order number played")
         .into_iter()
-        .filter_map(|i| if let ivr_flows::PlayItem::Audio { path, .. } = i { Some(path) } else { None })
+        .filter_map(|i| {
+            if let ivr_flows::PlayItem::Audio { path, .. } = i {
+                Some(path)
+            } else {
+                None
+            }
+        })
         .filter(|p| p.contains("/digits/"))
         .collect();
     assert_eq!(clips.len(), 14);
@@ -77,7 +116,13 @@ fn district_two_digit_keys_wait_for_the_inter_digit_timer() {
     c.say("路灯坏了");
     c.press("1");
     c.press("1"); // could be 1, 10, 11, 12, 13
-    let timer = c.last.iter().find_map(|a| if let Action::StartTimer { after_ms, .. } = a { Some(*after_ms) } else { None });
+    let timer = c.last.iter().find_map(|a| {
+        if let Action::StartTimer { after_ms, .. } = a {
+            Some(*after_ms)
+        } else {
+            None
+        }
+    });
     assert_eq!(timer, Some(2000));
     c.press("2");
     c.press("5");
@@ -105,9 +150,16 @@ fn report_retry_confirmation_restart_and_failures() {
     c.press("1");
     c.say("嗯");
     c.press("2"); // retry the description
-    assert!(c.last_play_text().contains("请说出您要反映的问题"), "short re-prompt");
+    assert!(
+        c.last_play_text().contains("请说出您要反映的问题"),
+        "short re-prompt"
+    );
     c.send(Event::SpeechStarted);
-    c.send(Event::SpeechResult { text: "含糊".into(), confidence: 0.1, alternatives: vec![] });
+    c.send(Event::SpeechResult {
+        text: "含糊".into(),
+        confidence: 0.1,
+        alternatives: vec![],
+    });
     assert!(c.last_play_text().contains("抱歉，没有听清"));
     c.say("垃圾没人清理");
     c.press("1");
@@ -121,13 +173,17 @@ fn report_retry_confirmation_restart_and_failures() {
     c.press("3");
     c.press("1");
     assert_eq!(submitted(&c)["kind"], "cityscape");
-    c.send(Event::SubmitFailed { reason: "backend down".into() });
+    c.send(Event::SubmitFailed {
+        reason: "backend down".into(),
+    });
     c.settle();
     let (target, ctx) = transfer(&c);
     assert_eq!(target, TransferTarget::Queue("general".into()));
     assert_eq!(ctx["description"], "垃圾没人清理");
     assert_eq!(ctx["district"], "硚口区");
-    c.send(Event::TransferFailed { reason: "no agents".into() });
+    c.send(Event::TransferFailed {
+        reason: "no agents".into(),
+    });
     c.settle();
     assert_eq!(c.hung_up().as_deref(), Some("agents_busy"));
 }
@@ -158,12 +214,26 @@ fn progress_rejects_bad_check_digit_and_reads_status_in_english() {
     c.press(&format!("{bad}#"));
     assert!(c.last_play_text().contains("not valid"));
     c.press(&format!("123*{good}#")); // * clears the first three keys
-    let looked = c.find(|a| if let Action::LookupOrder { order_id } = a { Some(order_id.clone()) } else { None });
+    let looked = c.find(|a| {
+        if let Action::LookupOrder { order_id } = a {
+            Some(order_id.clone())
+        } else {
+            None
+        }
+    });
     assert_eq!(looked, Some(good.clone()));
-    c.send(Event::LookupResult { status: "in progress".into() });
+    c.send(Event::LookupResult {
+        status: "in progress".into(),
+    });
     c.settle();
     assert!(c.heard().contains("status: in progress."));
-    assert!(c.log.iter().any(|a| matches!(a, Action::Play { language: Lang::En, .. })));
+    assert!(c.log.iter().any(|a| matches!(
+        a,
+        Action::Play {
+            language: Lang::En,
+            ..
+        }
+    )));
     c.press("1"); // anything else -> main menu
     c.press("3");
     c.settle();
@@ -176,7 +246,9 @@ fn progress_not_found_short_input_and_give_up() {
     c.press("1");
     c.press("2");
     c.press(&format!("{}#", valid_order()));
-    c.send(Event::LookupFailed { reason: "not found".into() });
+    c.send(Event::LookupFailed {
+        reason: "not found".into(),
+    });
     c.settle();
     assert!(c.heard().contains("没有查到这个工单"));
 
@@ -199,16 +271,30 @@ fn policy_and_enterprise_queues_and_busy_voicemail() {
     c.press("4");
     c.settle();
     assert_eq!(transfer(&c).0, TransferTarget::Queue("enterprise".into()));
-    c.send(Event::TransferFailed { reason: "busy".into() });
+    c.send(Event::TransferFailed {
+        reason: "busy".into(),
+    });
     c.settle();
     assert!(c.heard().contains("坐席全忙，请您留言"));
-    assert!(c.find(|a| if let Action::Record { max_seconds, beep } = a { Some((*max_seconds, *beep)) } else { None }) == Some((120, true)));
-    c.send(Event::RecordingFinished { uri: "file:///r.wav".into(), duration_ms: 9000, transcript: Some("楼道灯坏了".into()) });
+    assert!(
+        c.find(|a| if let Action::Record { max_seconds, beep } = a {
+            Some((*max_seconds, *beep))
+        } else {
+            None
+        }) == Some((120, true))
+    );
+    c.send(Event::RecordingFinished {
+        uri: "file:///r.wav".into(),
+        duration_ms: 9000,
+        transcript: Some("楼道灯坏了".into()),
+    });
     let slots = submitted(&c);
     assert_eq!(slots["kind"], "voicemail");
     assert_eq!(slots["text"], "楼道灯坏了");
     assert_eq!(slots["recording"], "file:///r.wav");
-    c.send(Event::SubmitResult { order_id: valid_order() });
+    c.send(Event::SubmitResult {
+        order_id: valid_order(),
+    });
     c.settle();
     assert_eq!(c.hung_up().as_deref(), Some("completed"));
 }
@@ -244,7 +330,13 @@ fn star_repeats_and_nine_slows_speech() {
     c.press("*");
     assert_eq!(c.heard().matches("反映问题请按1").count(), before + 1);
     c.press("9");
-    let rate = c.find(|a| if let Action::Play { rate, .. } = a { Some(*rate) } else { None });
+    let rate = c.find(|a| {
+        if let Action::Play { rate, .. } = a {
+            Some(*rate)
+        } else {
+            None
+        }
+    });
     assert_eq!(rate, Some(0.8));
 }
 
@@ -253,12 +345,19 @@ fn main_menu_no_input_and_no_match_then_agent() {
     let mut c = Call::main();
     c.press("1");
     c.wait();
-    assert!(c.last_play_text().starts_with("没有听到您的选择。请按1到4选择服务"));
+    assert!(
+        c.last_play_text()
+            .starts_with("没有听到您的选择。请按1到4选择服务")
+    );
     c.press("7");
     assert!(c.last_play_text().starts_with("抱歉，没有这个选项。"));
     c.wait();
     c.settle();
-    assert!(c.find(|a| matches!(a, Action::Transfer { .. }).then_some(())).is_none(), "two no-inputs are not three");
+    assert!(
+        c.find(|a| matches!(a, Action::Transfer { .. }).then_some(()))
+            .is_none(),
+        "two no-inputs are not three"
+    );
     c.wait();
     c.settle();
     assert_eq!(transfer(&c).0, TransferTarget::Queue("general".into()));
@@ -275,7 +374,11 @@ fn no_input_timer_never_fires_mid_utterance() {
     // A late fire of the cancelled timer is ignored.
     let out = c.send(Event::TimerFired { id: timer });
     assert!(out.iter().all(|a| matches!(a, Action::Trace(_))));
-    c.send(Event::SpeechResult { text: "查询进度".into(), confidence: 0.8, alternatives: vec![] });
+    c.send(Event::SpeechResult {
+        text: "查询进度".into(),
+        confidence: 0.8,
+        alternatives: vec![],
+    });
     assert!(c.last_play_text().contains("请输入工单号"));
 }
 
@@ -289,7 +392,11 @@ fn barge_in_stops_the_menu_prompt_and_type_ahead_works() {
     // Speech barge-in stops the main menu prompt too.
     let out = c.send(Event::SpeechStarted);
     assert!(out.contains(&Action::StopPlayback));
-    c.send(Event::SpeechResult { text: "政策咨询".into(), confidence: 0.9, alternatives: vec![] });
+    c.send(Event::SpeechResult {
+        text: "政策咨询".into(),
+        confidence: 0.9,
+        alternatives: vec![],
+    });
     c.settle();
     assert_eq!(transfer(&c).0, TransferTarget::Queue("policy".into()));
 
@@ -298,7 +405,9 @@ fn barge_in_stops_the_menu_prompt_and_type_ahead_works() {
     c.press("1");
     c.press("2");
     c.press(&format!("{}#", valid_order()));
-    c.send(Event::LookupResult { status: "已办结".into() });
+    c.send(Event::LookupResult {
+        status: "已办结".into(),
+    });
     assert!(c.last_play_text().contains("已办结"));
     let out = c.send(Event::Digit('2'));
     assert_eq!(out.first(), Some(&Action::StopPlayback));
@@ -309,15 +418,33 @@ fn barge_in_stops_the_menu_prompt_and_type_ahead_works() {
 
 #[test]
 fn after_hours_holidays_and_makeup_workdays() {
-    let at = |y, m, d, h| LocalTime { date: Date { year: y, month: m, day: d }, hour: h, minute: 0 };
-    for (time, closed) in [(at(2026, 11, 23, 20), true), (at(2026, 10, 1, 10), true), (at(2026, 11, 22, 10), true), (at(2026, 10, 10, 10), false), (WORKDAY_10AM, false)] {
+    let at = |y, m, d, h| LocalTime {
+        date: Date {
+            year: y,
+            month: m,
+            day: d,
+        },
+        hour: h,
+        minute: 0,
+    };
+    for (time, closed) in [
+        (at(2026, 11, 23, 20), true),
+        (at(2026, 10, 1, 10), true),
+        (at(2026, 11, 22, 10), true),
+        (at(2026, 10, 10, 10), false),
+        (WORKDAY_10AM, false),
+    ] {
         let mut c = Call::start(shipped(), "main", time);
         c.press("1");
         c.settle();
         assert_eq!(c.heard().contains("现在是非工作时间"), closed, "{time:?}");
         if closed {
             assert!(c.log.iter().any(|a| matches!(a, Action::Record { .. })));
-            c.send(Event::RecordingFinished { uri: "u".into(), duration_ms: 1, transcript: None });
+            c.send(Event::RecordingFinished {
+                uri: "u".into(),
+                duration_ms: 1,
+                transcript: None,
+            });
             c.send(Event::SubmitFailed { reason: "x".into() });
             c.settle();
             assert_eq!(c.hung_up().as_deref(), Some("submit_failed"));
@@ -340,8 +467,13 @@ fn survey_scores_one_to_five() {
         let mut c = Call::start(shipped(), "survey", WORKDAY_10AM);
         c.press(input);
         let slots = submitted(&c);
-        assert_eq!((slots["kind"].as_str(), slots["text"].as_str()), ("survey", score));
-        c.send(Event::SubmitResult { order_id: valid_order() });
+        assert_eq!(
+            (slots["kind"].as_str(), slots["text"].as_str()),
+            ("survey", score)
+        );
+        c.send(Event::SubmitResult {
+            order_id: valid_order(),
+        });
         c.settle();
         assert_eq!(c.hung_up().as_deref(), Some("completed"));
     }
@@ -377,7 +509,9 @@ fn a_whole_call_takes_microseconds() {
         c.press("1");
         c.press("2");
         c.press(&format!("{}#", valid_order()));
-        c.send(Event::LookupResult { status: "done".into() });
+        c.send(Event::LookupResult {
+            status: "done".into(),
+        });
         c.press("2");
         assert!(c.s.is_ended());
     }

@@ -6,11 +6,22 @@ use ivr_flows::{Action, Event, FlowSet, PlayItem, Session};
 use std::sync::Arc;
 
 pub fn shipped() -> Arc<FlowSet> {
-    Arc::new(ivr_flows::check_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/flows")).expect("shipped flows load"))
+    Arc::new(
+        ivr_flows::check_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/flows"))
+            .expect("shipped flows load"),
+    )
 }
 
 /// Monday 2026-11-23 10:00, a working day.
-pub const WORKDAY_10AM: LocalTime = LocalTime { date: Date { year: 2026, month: 11, day: 23 }, hour: 10, minute: 0 };
+pub const WORKDAY_10AM: LocalTime = LocalTime {
+    date: Date {
+        year: 2026,
+        month: 11,
+        day: 23,
+    },
+    hour: 10,
+    minute: 0,
+};
 
 pub struct Call {
     pub s: Session,
@@ -24,8 +35,19 @@ pub struct Call {
 impl Call {
     pub fn start(set: Arc<FlowSet>, flow: &str, time: LocalTime) -> Call {
         let s = Session::new(set, flow).expect("flow exists");
-        let mut c = Call { s, now: 0, log: Vec::new(), pending: Vec::new(), last: Vec::new(), fired: Vec::new() };
-        c.send(Event::CallStarted { caller: "13912345678".into(), called: "12345".into(), local_time: time });
+        let mut c = Call {
+            s,
+            now: 0,
+            log: Vec::new(),
+            pending: Vec::new(),
+            last: Vec::new(),
+            fired: Vec::new(),
+        };
+        c.send(Event::CallStarted {
+            caller: "13912345678".into(),
+            called: "12345".into(),
+            local_time: time,
+        });
         c
     }
 
@@ -85,7 +107,11 @@ impl Call {
     pub fn say(&mut self, text: &str) {
         self.settle();
         self.send(Event::SpeechStarted);
-        self.send(Event::SpeechResult { text: text.into(), confidence: 0.9, alternatives: vec![] });
+        self.send(Event::SpeechResult {
+            text: text.into(),
+            confidence: 0.9,
+            alternatives: vec![],
+        });
         self.settle();
     }
 
@@ -107,7 +133,7 @@ impl Call {
             }
         }
         // Timers that fired are consumed by the engine; it never restarts a fired id.
-        running.into_iter().filter(|id| !self.fired.contains(id)).last()
+        running.into_iter().rfind(|id| !self.fired.contains(id))
     }
 
     pub fn heard(&self) -> String {
@@ -135,6 +161,12 @@ impl Call {
     }
 
     pub fn hung_up(&self) -> Option<String> {
-        self.find(|a| if let Action::HangUp { reason } = a { Some(reason.clone()) } else { None })
+        self.find(|a| {
+            if let Action::HangUp { reason } = a {
+                Some(reason.clone())
+            } else {
+                None
+            }
+        })
     }
 }
