@@ -22,6 +22,25 @@ pub struct Config {
     pub store: StoreConfig,
     pub api: ApiConfig,
     pub dispatch: DispatchConfig,
+    pub ivr: IvrConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IvrConfig {
+    /// The flow files administrators edit; watched and reloaded live.
+    pub flows_dir: PathBuf,
+    /// Watch `flows_dir` and apply valid edits without a restart.
+    pub reload: bool,
+}
+
+impl Default for IvrConfig {
+    fn default() -> Self {
+        IvrConfig {
+            flows_dir: PathBuf::from("ivr-flows/flows"),
+            reload: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -192,6 +211,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             api: ApiConfig::default(),
             dispatch: DispatchConfig::default(),
+            ivr: IvrConfig::default(),
         }
     }
 }

@@ -8,8 +8,10 @@
 //! with tokio at the edge.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod ivr;
 pub mod run;
 pub mod store;
 pub mod telemetry;

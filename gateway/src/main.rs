@@ -1,9 +1,10 @@
-//! The `gateway` command line: `gateway run [--config FILE]`.
+//! The `gateway` command line.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gateway::config::Config;
 
 #[derive(Debug, Parser)]
 #[command(name = "gateway", version, about = "The 12345 intake gateway")]
@@ -20,12 +21,93 @@ enum Command {
         #[arg(long, short, env = "GATEWAY_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Check, try and draw the IVR flow files.
+    Flows {
+        #[command(subcommand)]
+        command: FlowsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FlowsCommand {
+    /// Validate every flow; errors name file, line, column and the fix. Exit 1 on error.
+    Check {
+        /// The flows directory (default: ivr.flows_dir of the config, ivr-flows/flows).
+        dir: Option<PathBuf>,
+        #[arg(long, short, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Walk a flow in the terminal, typing digits or speech text.
+    Simulate {
+        flow: String,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The caller's number.
+        #[arg(long, default_value = "13800000000")]
+        caller: String,
+        /// Local time of the call, `YYYY-MM-DD HH:MM` (default: now, in node.utc_offset).
+        #[arg(long)]
+        at: Option<String>,
+        /// Show the interpreter's trace lines.
+        #[arg(long)]
+        trace: bool,
+        #[arg(long, short, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print a flow as a Mermaid diagram.
+    Graph {
+        flow: String,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, short, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn flows_dir(dir: Option<PathBuf>, config: Option<&std::path::Path>) -> anyhow::Result<(PathBuf, Config)> {
+    let config = Config::load(config)?;
+    Ok((dir.unwrap_or_else(|| config.ivr.flows_dir.clone()), config))
+}
+
+fn local_time(at: Option<&str>, config: &Config) -> anyhow::Result<ivr_flows::calendar::LocalTime> {
+    use chrono::{Datelike, Timelike};
+    let t = match at {
+        Some(s) => chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M")
+            .map_err(|_| anyhow::anyhow!("--at is `YYYY-MM-DD HH:MM`, got {s:?}"))?,
+        None => chrono::Utc::now().with_timezone(&config.utc_offset()?).naive_local(),
+    };
+    Ok(ivr_flows::calendar::LocalTime {
+        date: ivr_flows::calendar::Date { year: t.year(), month: t.month(), day: t.day() },
+        hour: t.hour(),
+        minute: t.minute(),
+    })
+}
+
+fn flows(command: FlowsCommand) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match command {
+        FlowsCommand::Check { dir, config } => {
+            let (dir, _) = flows_dir(dir, config.as_deref())?;
+            gateway::cli::check(&dir, &mut out)
+        }
+        FlowsCommand::Simulate { flow, dir, caller, at, trace, config } => {
+            let (dir, config) = flows_dir(dir, config.as_deref())?;
+            let options = ivr_flows::SimOptions { caller, local_time: local_time(at.as_deref(), &config)?, trace };
+            gateway::cli::simulate(&dir, &flow, &options, std::io::stdin().lock(), &mut out)
+        }
+        FlowsCommand::Graph { flow, dir, config } => {
+            let (dir, _) = flows_dir(dir, config.as_deref())?;
+            gateway::cli::graph(&dir, &flow, &mut out)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => gateway::run::run(config.as_deref()),
+        Command::Flows { command } => flows(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -114,6 +114,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
 
+    let flows = if config.ivr.flows_dir.is_dir() {
+        let flows = crate::ivr::LiveFlows::load(&config.ivr.flows_dir)?;
+        let status = flows.status();
+        tracing::info!(dir = %status.dir.display(), version = status.version, flows = ?status.flows, "IVR flows loaded");
+        Some(flows)
+    } else {
+        tracing::warn!(dir = %config.ivr.flows_dir.display(), "IVR flows directory not found: calls cannot be answered (set ivr.flows_dir)");
+        None
+    };
+    let _watcher = match (&flows, config.ivr.reload) {
+        (Some(f), true) => Some(f.watch()?),
+        _ => None,
+    };
+
     let state = AppState {
         store,
         keys: Arc::new(keys),
@@ -122,6 +136,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         event_max_skew_s: config.dispatch.event_max_skew_s,
         request_timeout: Duration::from_millis(config.http.request_timeout_ms),
         metrics,
+        flows,
     };
     let app = api::router(state, config.http.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(config.http.listen)

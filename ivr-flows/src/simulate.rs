@@ -7,7 +7,6 @@
 //! succeed automatically with a fake order number that has a valid Damm check digit.
 
 use crate::calendar::{Date, LocalTime};
-use crate::damm;
 use crate::flowset::FlowSet;
 use crate::io::{Action, Event, PlayItem};
 use crate::session::Session;
@@ -44,17 +43,10 @@ impl Default for SimOptions {
     }
 }
 
-/// A fake order number like `26112301000427`: date, sequence, Damm check digit.
+/// A fake order number for the simulator: node 00, the call's date, sequence `seq`.
 pub fn fake_order_id(date: Date, seq: u32) -> String {
-    let base = format!(
-        "{:02}{:02}{:02}{:07}",
-        date.year % 100,
-        date.month,
-        date.day,
-        seq % 10_000_000
-    );
-    let check = damm::check_digit(&base).unwrap_or('0');
-    format!("{base}{check}")
+    let day = chrono::NaiveDate::from_ymd_opt(date.year, date.month, date.day).unwrap_or_default();
+    adapters::OrderNumber::compose(day, 0, u64::from(seq)).to_string()
 }
 
 fn describe(items: &[PlayItem]) -> String {
@@ -294,6 +286,7 @@ fn succeed(kind: &str, queue: &mut VecDeque<Event>, seq: &mut u32, opts: &SimOpt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::damm;
 
     #[test]
     fn fake_ids_are_valid_order_numbers() {

@@ -33,6 +33,8 @@ pub struct AppState {
     pub event_max_skew_s: i64,
     pub request_timeout: Duration,
     pub metrics: PrometheusHandle,
+    /// The live IVR flows, when the flows directory was found.
+    pub flows: Option<Arc<crate::ivr::LiveFlows>>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {

@@ -14,7 +14,8 @@ pub async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// Readiness: the store answers within two seconds.
+/// Readiness: the store answers within two seconds. The details also show the live flow
+/// version and, after a refused edit, its diagnostics.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let store = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.stats(Utc::now())).await;
     let (ready, store_check) = match store {
@@ -22,11 +23,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Ok(Err(e)) => (false, json!(format!("error: {e}"))),
         Err(_) => (false, json!("timeout")),
     };
+    let flows = match &state.flows {
+        Some(f) => json!(f.status()),
+        None => json!("not loaded: the flows directory was not found (ivr.flows_dir)"),
+    };
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
             "store": store_check,
             "dispatch": if state.dispatch_configured { "configured" } else { "not configured: orders wait in the outbox" },
+            "flows": flows,
         }
     });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
