@@ -7,11 +7,24 @@ use std::sync::Arc;
 use anyhow::bail;
 use ivr_flows::{FlowSet, SimOptions, check_dir, diagnostic, mermaid, simulate_with};
 
+/// Load and check `dir`. Diagnostics go to stderr as `DIR/FILE:LINE:COL: error: ...` (paths as
+/// the user typed them, so editors and terminals can jump to them); the error says how many.
 fn load(dir: &Path) -> anyhow::Result<FlowSet> {
     if !dir.is_dir() {
         bail!("{} is not a directory of flow files", dir.display());
     }
-    check_dir(dir).map_err(|d| anyhow::anyhow!("{}", diagnostic::render(&d).trim_end()))
+    check_dir(dir).map_err(|mut diags| {
+        for d in &mut diags {
+            d.file = dir.join(&d.file).display().to_string();
+        }
+        eprint!("{}", diagnostic::render(&diags));
+        let n = diags.len();
+        anyhow::anyhow!(
+            "{n} error{} in {}",
+            if n == 1 { "" } else { "s" },
+            dir.display()
+        )
+    })
 }
 
 /// Check every flow; print what was found. Errors go to the caller (exit 1).

@@ -86,7 +86,9 @@ pub fn mask_text(text: &str) -> Cow<'_, str> {
                 break;
             }
         }
-        if i < bytes.len() && (bytes[i] == b'X' || bytes[i] == b'x') {
+        // A trailing X belongs to the run only where it completes an ID card number.
+        let digits = text[start..i].bytes().filter(u8::is_ascii_digit).count();
+        if digits == 17 && i < bytes.len() && (bytes[i] == b'X' || bytes[i] == b'x') {
             i += 1;
         }
         let run = &text[start..i];
@@ -144,6 +146,7 @@ mod tests {
         assert!(!m.contains("88886666"), "{m}");
         assert!(m.contains("138****8000"), "{m}");
         assert!(m.contains("420102********123X"), "{m}");
+        assert_eq!(mask_text("13800138000X"), "138****8000X");
         let two = mask_text("13800138000,13900139000");
         assert_eq!(two, "138****8000,139****9000");
     }
