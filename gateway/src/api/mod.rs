@@ -49,7 +49,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/orders/{id}/events", post(orders::event))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics));
+        .route("/metrics", get(ops::metrics))
+        .route("/admin", get(ops::console));
     with_key
         .merge(open)
         .fallback(not_found)

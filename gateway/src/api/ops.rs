@@ -57,3 +57,20 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+/// The operators' console: one static page that uses the API with an admin key the operator
+/// types in (kept in the tab's session storage only). It shows outbox figures, dead letters with
+/// a replay button, and recent orders.
+pub async fn console() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'",
+            ),
+        ],
+        include_str!("console.html"),
+    )
+        .into_response()
+}
