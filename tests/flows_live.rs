@@ -183,21 +183,25 @@ fn a_running_gateway_applies_valid_edits_and_refuses_broken_ones() {
         .spawn()
         .expect("spawn gateway");
     let gw = Running { child, port };
-    let ready = wait_for(gw.port, "/readyz", "readiness", |b| b.contains("\"version\":1"));
+    let ready = wait_for(gw.port, "/readyz", "readiness", |b| b.contains("\"version\":1,"));
     assert!(ready.contains("\"rejected_edit\":null"), "{ready}");
+    // Loading reads the files; that must not count as an edit and reload again and again.
+    std::thread::sleep(Duration::from_millis(1500));
+    let still = http_get(gw.port, "/readyz").expect("readyz");
+    assert!(still.contains("\"version\":1,"), "no edit, no reload: {still}");
 
     let main = flows.join("main.yaml");
     let text = std::fs::read_to_string(&main).expect("read");
     let edited = text.replacen("欢迎致电12345市民服务热线", "欢迎致电12345政务服务热线", 1);
     assert_ne!(text, edited);
     std::fs::write(&main, &edited).expect("valid edit");
-    wait_for(gw.port, "/readyz", "the valid edit to go live", |b| b.contains("\"version\":2"));
+    wait_for(gw.port, "/readyz", "the valid edit to go live", |b| b.contains("\"version\":2,"));
 
     std::fs::write(&main, edited.replacen("goto: use_mandarin", "goto: nowhere_step", 1)).expect("broken edit");
     let refused = wait_for(gw.port, "/readyz", "the broken edit to be refused", |b| {
         b.contains("nowhere_step")
     });
-    assert!(refused.contains("\"version\":2"), "the old version stays live: {refused}");
+    assert!(refused.contains("\"version\":2,"), "the old version stays live: {refused}");
     assert!(refused.contains("main.yaml:"), "diagnostics name the file: {refused}");
     let metrics = http_get(gw.port, "/metrics").expect("metrics");
     assert!(
@@ -206,6 +210,6 @@ fn a_running_gateway_applies_valid_edits_and_refuses_broken_ones() {
     );
 
     std::fs::write(&main, &text).expect("repair");
-    let repaired = wait_for(gw.port, "/readyz", "the repair to go live", |b| b.contains("\"version\":3"));
+    let repaired = wait_for(gw.port, "/readyz", "the repair to go live", |b| b.contains("\"version\":3,"));
     assert!(repaired.contains("\"rejected_edit\":null"), "{repaired}");
 }

@@ -29,6 +29,29 @@ pub struct LiveFlows {
     registry: FlowRegistry,
     dir: PathBuf,
     status: Mutex<FlowsStatus>,
+    /// What the directory looked like at the last load attempt. Reading the files to check them
+    /// raises file-access events of its own; comparing fingerprints keeps those from triggering
+    /// another reload.
+    fingerprint: Mutex<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>>,
+}
+
+/// Names, sizes and modification times of every file below `dir`, sorted.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push((entry.path(), meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 fn names(set: &FlowSet) -> Vec<String> {
@@ -58,6 +81,7 @@ impl LiveFlows {
             }),
             registry,
             dir: dir.to_owned(),
+            fingerprint: Mutex::new(fingerprint(dir)),
         }))
     }
 
@@ -71,6 +95,23 @@ impl LiveFlows {
             Ok(s) => s.clone(),
             Err(p) => p.into_inner().clone(),
         }
+    }
+
+    /// Reload when a file below the directory changed since the last attempt; `None` when
+    /// nothing changed.
+    pub fn reload_if_changed(&self) -> Option<Result<u64, String>> {
+        let now = fingerprint(&self.dir);
+        {
+            let mut last = match self.fingerprint.lock() {
+                Ok(l) => l,
+                Err(p) => p.into_inner(),
+            };
+            if *last == now {
+                return None;
+            }
+            *last = now;
+        }
+        Some(self.reload())
     }
 
     /// Check the directory again and install it if it is valid.
@@ -113,7 +154,7 @@ impl LiveFlows {
             if let Ok(events) = events {
                 let events: Vec<notify_debouncer_mini::DebouncedEvent> = events;
                 if !events.is_empty() {
-                    let _ = me.reload();
+                    let _ = me.reload_if_changed();
                 }
             }
         })?;
