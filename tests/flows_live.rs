@@ -84,9 +84,22 @@ fn check_names_file_line_and_column_of_a_broken_reference() {
         .find(|l| l.contains("use_mandarn"))
         .unwrap_or_else(|| panic!("no diagnostic names the bad step: {err}"));
     let mut parts = line.split(':');
-    assert!(parts.next().is_some_and(|f| f.ends_with("main.yaml")), "{line}");
-    assert!(parts.next().is_some_and(|n| n.trim().parse::<u32>().is_ok()), "line number in {line}");
-    assert!(parts.next().is_some_and(|n| n.trim().parse::<u32>().is_ok()), "column in {line}");
+    assert!(
+        parts.next().is_some_and(|f| f.ends_with("main.yaml")),
+        "{line}"
+    );
+    assert!(
+        parts
+            .next()
+            .is_some_and(|n| n.trim().parse::<u32>().is_ok()),
+        "line number in {line}"
+    );
+    assert!(
+        parts
+            .next()
+            .is_some_and(|n| n.trim().parse::<u32>().is_ok()),
+        "column in {line}"
+    );
     assert!(line.contains("use_mandarin"), "a suggestion in {line}");
 }
 
@@ -101,15 +114,35 @@ fn check_refuses_a_missing_directory() {
 fn simulate_walks_the_main_menu_from_stdin() {
     let dir = shipped_flows();
     let (code, out, err) = gateway(
-        &["flows", "simulate", "main", "--dir", dir.to_str().expect("utf-8"), "--at", "2026-11-23 10:00"],
+        &[
+            "flows",
+            "simulate",
+            "main",
+            "--dir",
+            dir.to_str().expect("utf-8"),
+            "--at",
+            "2026-11-23 10:00",
+        ],
         "1\n2\n",
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("12345"), "greeting: {out}");
     assert!(out.contains("110"), "the emergency notice: {out}");
     assert!(out.contains("查询办理进度请按2"), "main menu: {out}");
-    assert!(out.contains("订单") || out.contains("工单"), "progress asks for an order number: {out}");
-    let (code, _, err) = gateway(&["flows", "simulate", "nosuchflow", "--dir", dir.to_str().expect("utf-8")], "");
+    assert!(
+        out.contains("订单") || out.contains("工单"),
+        "progress asks for an order number: {out}"
+    );
+    let (code, _, err) = gateway(
+        &[
+            "flows",
+            "simulate",
+            "nosuchflow",
+            "--dir",
+            dir.to_str().expect("utf-8"),
+        ],
+        "",
+    );
     assert_eq!(code, 1);
     assert!(err.contains("main"), "lists the flows: {err}");
 }
@@ -117,7 +150,16 @@ fn simulate_walks_the_main_menu_from_stdin() {
 #[test]
 fn graph_prints_mermaid() {
     let dir = shipped_flows();
-    let (code, out, err) = gateway(&["flows", "graph", "main", "--dir", dir.to_str().expect("utf-8")], "");
+    let (code, out, err) = gateway(
+        &[
+            "flows",
+            "graph",
+            "main",
+            "--dir",
+            dir.to_str().expect("utf-8"),
+        ],
+        "",
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("flowchart"), "{out}");
     assert!(out.contains("main_menu"), "{out}");
@@ -145,10 +187,25 @@ fn free_port() -> u16 {
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     Some(body)
+}
+
+/// The live flow version and refused-edit text from a `/readyz` response.
+fn flows_state(response: &str) -> (u64, Option<String>) {
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let flows = &v["checks"]["flows"];
+    (
+        flows["version"].as_u64().unwrap_or(0),
+        flows["rejected_edit"].as_str().map(str::to_owned),
+    )
 }
 
 fn wait_for(port: u16, path: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
@@ -183,33 +240,47 @@ fn a_running_gateway_applies_valid_edits_and_refuses_broken_ones() {
         .spawn()
         .expect("spawn gateway");
     let gw = Running { child, port };
-    let ready = wait_for(gw.port, "/readyz", "readiness", |b| b.contains("\"version\":1,"));
-    assert!(ready.contains("\"rejected_edit\":null"), "{ready}");
+    let ready = wait_for(gw.port, "/readyz", "readiness", |b| flows_state(b).0 == 1);
+    assert_eq!(flows_state(&ready).1, None, "{ready}");
     // Loading reads the files; that must not count as an edit and reload again and again.
     std::thread::sleep(Duration::from_millis(1500));
     let still = http_get(gw.port, "/readyz").expect("readyz");
-    assert!(still.contains("\"version\":1,"), "no edit, no reload: {still}");
+    assert_eq!(flows_state(&still).0, 1, "no edit, no reload: {still}");
 
     let main = flows.join("main.yaml");
     let text = std::fs::read_to_string(&main).expect("read");
     let edited = text.replacen("欢迎致电12345市民服务热线", "欢迎致电12345政务服务热线", 1);
     assert_ne!(text, edited);
     std::fs::write(&main, &edited).expect("valid edit");
-    wait_for(gw.port, "/readyz", "the valid edit to go live", |b| b.contains("\"version\":2,"));
-
-    std::fs::write(&main, edited.replacen("goto: use_mandarin", "goto: nowhere_step", 1)).expect("broken edit");
-    let refused = wait_for(gw.port, "/readyz", "the broken edit to be refused", |b| {
-        b.contains("nowhere_step")
+    wait_for(gw.port, "/readyz", "the valid edit to go live", |b| {
+        flows_state(b).0 == 2
     });
-    assert!(refused.contains("\"version\":2,"), "the old version stays live: {refused}");
-    assert!(refused.contains("main.yaml:"), "diagnostics name the file: {refused}");
+
+    std::fs::write(
+        &main,
+        edited.replacen("goto: use_mandarin", "goto: nowhere_step", 1),
+    )
+    .expect("broken edit");
+    let refused = wait_for(gw.port, "/readyz", "the broken edit to be refused", |b| {
+        flows_state(b).1.is_some_and(|e| e.contains("nowhere_step"))
+    });
+    let (version, rejected) = flows_state(&refused);
+    assert_eq!(version, 2, "the old version stays live: {refused}");
+    assert!(
+        rejected.is_some_and(|e| e.contains("main.yaml:")),
+        "diagnostics name the file: {refused}"
+    );
     let metrics = http_get(gw.port, "/metrics").expect("metrics");
     assert!(
-        metrics.lines().any(|l| l.starts_with("gateway_flows_reload_failures_total") && !l.ends_with(" 0")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gateway_flows_reload_failures_total") && !l.ends_with(" 0")),
         "{metrics}"
     );
 
     std::fs::write(&main, &text).expect("repair");
-    let repaired = wait_for(gw.port, "/readyz", "the repair to go live", |b| b.contains("\"version\":3,"));
-    assert!(repaired.contains("\"rejected_edit\":null"), "{repaired}");
+    let repaired = wait_for(gw.port, "/readyz", "the repair to go live", |b| {
+        flows_state(b).0 == 3
+    });
+    assert_eq!(flows_state(&repaired).1, None, "{repaired}");
 }

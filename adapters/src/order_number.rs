@@ -39,9 +39,9 @@ pub const MAX_NODE: u8 = 99;
 /// The Damm check digit of a string of ASCII digits. Non-digits are a caller error and are
 /// rejected by [`OrderNumber::parse`] before this runs.
 pub fn damm_check_digit(digits: &[u8]) -> u8 {
-    digits
-        .iter()
-        .fold(0u8, |interim, d| DAMM[interim as usize][(d - b'0') as usize % 10])
+    digits.iter().fold(0u8, |interim, d| {
+        DAMM[interim as usize][(d - b'0') as usize % 10]
+    })
 }
 
 /// A validated order number.
@@ -168,7 +168,10 @@ mod tests {
     fn sequence_widens_past_five_digits() {
         let n = OrderNumber::compose(day(), 1, 1_234_567);
         assert_eq!(n.as_str().len(), MIN_LEN + 2);
-        assert_eq!(OrderNumber::parse(n.as_str()).expect("valid").sequence(), 1_234_567);
+        assert_eq!(
+            OrderNumber::parse(n.as_str()).expect("valid").sequence(),
+            1_234_567
+        );
     }
 
     #[test]
@@ -183,7 +186,11 @@ mod tests {
                 let mut typo = bytes.clone();
                 typo[i] = d;
                 let s = String::from_utf8(typo).expect("ascii");
-                assert_eq!(OrderNumber::parse(&s), Err(OrderNumberError::CheckDigit), "{s}");
+                assert_eq!(
+                    OrderNumber::parse(&s),
+                    Err(OrderNumberError::CheckDigit),
+                    "{s}"
+                );
             }
         }
     }
@@ -208,7 +215,10 @@ mod tests {
     #[test]
     fn malformed_input_gets_a_clear_error() {
         assert_eq!(OrderNumber::parse(""), Err(OrderNumberError::NotDigits));
-        assert_eq!(OrderNumber::parse("26112301abc"), Err(OrderNumberError::NotDigits));
+        assert_eq!(
+            OrderNumber::parse("26112301abc"),
+            Err(OrderNumberError::NotDigits)
+        );
         assert_eq!(OrderNumber::parse("٣٤٥"), Err(OrderNumberError::NotDigits));
         assert_eq!(OrderNumber::parse("1234"), Err(OrderNumberError::Length(4)));
         assert_eq!(

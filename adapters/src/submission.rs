@@ -162,7 +162,11 @@ impl Submission {
     }
 }
 
-fn bounded(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, SubmissionError> {
+fn bounded(
+    field: &str,
+    value: Option<String>,
+    max: usize,
+) -> Result<Option<String>, SubmissionError> {
     match value.map(|v| v.trim().to_owned()) {
         None => Ok(None),
         Some(v) if v.is_empty() => Ok(None),
@@ -198,7 +202,12 @@ pub fn normalize_phone(raw: &str) -> Option<String> {
 impl AppBody {
     fn validate(self) -> Result<Submission, SubmissionError> {
         let text = match self.text.map(|t| t.trim().to_owned()) {
-            None => return Err(SubmissionError::field("text", "required: what the citizen said")),
+            None => {
+                return Err(SubmissionError::field(
+                    "text",
+                    "required: what the citizen said",
+                ));
+            }
             Some(t) if t.is_empty() => {
                 return Err(SubmissionError::field("text", "must not be empty"));
             }
@@ -237,16 +246,25 @@ impl AppBody {
                         return Err(SubmissionError::field("location.lat", "between -90 and 90"));
                     }
                     if !(-180.0..=180.0).contains(&lng) {
-                        return Err(SubmissionError::field("location.lng", "between -180 and 180"));
+                        return Err(SubmissionError::field(
+                            "location.lng",
+                            "between -180 and 180",
+                        ));
                     }
                     location.lat = Some(lat);
                     location.lng = Some(lng);
                 }
                 (Some(_), None) => {
-                    return Err(SubmissionError::field("location.lng", "required with location.lat"));
+                    return Err(SubmissionError::field(
+                        "location.lng",
+                        "required with location.lat",
+                    ));
                 }
                 (None, Some(_)) => {
-                    return Err(SubmissionError::field("location.lat", "required with location.lng"));
+                    return Err(SubmissionError::field(
+                        "location.lat",
+                        "required with location.lng",
+                    ));
                 }
             }
         }
@@ -292,7 +310,10 @@ impl AppBody {
             None => "zh".to_owned(),
             Some(l) if l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => l,
             Some(_) => {
-                return Err(SubmissionError::field("language", "a language tag such as zh or en"));
+                return Err(SubmissionError::field(
+                    "language",
+                    "a language tag such as zh or en",
+                ));
             }
         };
 
@@ -359,24 +380,56 @@ mod tests {
 
     #[test]
     fn wrong_types_and_unknown_fields_name_the_field() {
-        assert_eq!(err(r#"{"text":"a","citizen":{"phone":138}}"#).field.as_deref(), Some("citizen.phone"));
-        assert_eq!(err(r#"{"text":"a","kind":"rant"}"#).field.as_deref(), Some("kind"));
+        assert_eq!(
+            err(r#"{"text":"a","citizen":{"phone":138}}"#)
+                .field
+                .as_deref(),
+            Some("citizen.phone")
+        );
+        assert_eq!(
+            err(r#"{"text":"a","kind":"rant"}"#).field.as_deref(),
+            Some("kind")
+        );
         let e = err(r#"{"txt":"a"}"#);
         assert!(e.message.contains("unknown field `txt`"), "{e:?}");
-        assert_eq!(err(r#"{"text":"a","location":{"lat":"x"}}"#).field.as_deref(), Some("location.lat"));
+        assert_eq!(
+            err(r#"{"text":"a","location":{"lat":"x"}}"#)
+                .field
+                .as_deref(),
+            Some("location.lat")
+        );
     }
 
     #[test]
     fn semantic_checks_name_the_field() {
-        assert_eq!(err(r#"{"text":"a","citizen":{"phone":"call me"}}"#).field.as_deref(), Some("citizen.phone"));
-        assert_eq!(err(r#"{"text":"a","location":{"lat":91,"lng":0}}"#).field.as_deref(), Some("location.lat"));
-        assert_eq!(err(r#"{"text":"a","location":{"lat":30}}"#).field.as_deref(), Some("location.lng"));
         assert_eq!(
-            err(r#"{"text":"a","attachments":[{"url":"file:///etc/passwd","mime":"image/png"}]}"#).field.as_deref(),
+            err(r#"{"text":"a","citizen":{"phone":"call me"}}"#)
+                .field
+                .as_deref(),
+            Some("citizen.phone")
+        );
+        assert_eq!(
+            err(r#"{"text":"a","location":{"lat":91,"lng":0}}"#)
+                .field
+                .as_deref(),
+            Some("location.lat")
+        );
+        assert_eq!(
+            err(r#"{"text":"a","location":{"lat":30}}"#)
+                .field
+                .as_deref(),
+            Some("location.lng")
+        );
+        assert_eq!(
+            err(r#"{"text":"a","attachments":[{"url":"file:///etc/passwd","mime":"image/png"}]}"#)
+                .field
+                .as_deref(),
             Some("attachments[0].url")
         );
         assert_eq!(
-            err(r#"{"text":"a","attachments":[{"url":"https://a/b","mime":"png"}]}"#).field.as_deref(),
+            err(r#"{"text":"a","attachments":[{"url":"https://a/b","mime":"png"}]}"#)
+                .field
+                .as_deref(),
             Some("attachments[0].mime")
         );
     }

@@ -121,7 +121,9 @@ impl TryFrom<u16> for EmergencyReferral {
             119 => Ok(EmergencyReferral::Fire),
             120 => Ok(EmergencyReferral::Medical),
             122 => Ok(EmergencyReferral::Traffic),
-            other => Err(format!("{other} is not an emergency number (110, 119, 120, 122)")),
+            other => Err(format!(
+                "{other} is not an emergency number (110, 119, 120, 122)"
+            )),
         }
     }
 }

@@ -32,7 +32,13 @@ pub fn check(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let set = load(dir)?;
     let mut names: Vec<&str> = set.flow_names().collect();
     names.sort_unstable();
-    writeln!(out, "ok: {} flows in {} ({})", names.len(), dir.display(), names.join(", "))?;
+    writeln!(
+        out,
+        "ok: {} flows in {} ({})",
+        names.len(),
+        dir.display(),
+        names.join(", ")
+    )?;
     Ok(())
 }
 
@@ -40,7 +46,10 @@ fn known(set: &FlowSet, flow: &str) -> anyhow::Result<()> {
     if set.flow(flow).is_none() {
         let mut names: Vec<&str> = set.flow_names().collect();
         names.sort_unstable();
-        bail!("there is no flow {flow:?}; the flows are: {}", names.join(", "));
+        bail!(
+            "there is no flow {flow:?}; the flows are: {}",
+            names.join(", ")
+        );
     }
     Ok(())
 }

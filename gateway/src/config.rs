@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct Config {
     pub node: NodeConfig,
     pub http: HttpConfig,
@@ -202,20 +203,6 @@ impl Default for DispatchConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            node: NodeConfig::default(),
-            http: HttpConfig::default(),
-            log: LogConfig::default(),
-            store: StoreConfig::default(),
-            api: ApiConfig::default(),
-            dispatch: DispatchConfig::default(),
-            ivr: IvrConfig::default(),
-        }
-    }
-}
-
 impl Config {
     /// Embedded defaults, then the file (if any), then `GATEWAY__*` environment variables.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
@@ -252,10 +239,10 @@ impl Config {
         if self.dispatch.concurrency == 0 {
             bail!("dispatch.concurrency must be at least 1");
         }
-        if let Some(url) = &self.dispatch.url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                bail!("dispatch.url must be an http:// or https:// URL, got {url:?}");
-            }
+        if let Some(url) = &self.dispatch.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("dispatch.url must be an http:// or https:// URL, got {url:?}");
         }
         for key in &self.api.keys {
             if key.key.is_none() && key.key_file.is_none() {
@@ -309,7 +296,10 @@ pub fn generated_secret(data_dir: &Path, name: &str) -> anyhow::Result<(String, 
     use rand::Rng;
     let path = data_dir.join(name);
     if path.exists() {
-        return Ok((secret(&None, &Some(path.clone()))?.unwrap_or_default(), path));
+        return Ok((
+            secret(&None, &Some(path.clone()))?.unwrap_or_default(),
+            path,
+        ));
     }
     let bytes: [u8; 24] = rand::rng().random();
     let value = hex::encode(bytes);
@@ -378,7 +368,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("gateway.toml");
         std::fs::write(&file, "[node]\nidd = 7\n").expect("write");
-        let e = Config::load(Some(&file)).expect_err("unknown key").to_string();
+        let e = Config::load(Some(&file))
+            .expect_err("unknown key")
+            .to_string();
         assert!(e.contains("idd"), "{e}");
         std::fs::write(&file, "[node]\nid = 120\n").expect("write");
         let e = Config::load(Some(&file)).expect_err("bad node").to_string();
@@ -391,7 +383,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("s");
         std::fs::write(&f, "hunter2\n").expect("write");
-        assert_eq!(secret(&None, &Some(f)).expect("read").as_deref(), Some("hunter2"));
+        assert_eq!(
+            secret(&None, &Some(f)).expect("read").as_deref(),
+            Some("hunter2")
+        );
         let (a, _) = generated_secret(dir.path(), "k").expect("gen");
         let (b, _) = generated_secret(dir.path(), "k").expect("reuse");
         assert_eq!(a, b);

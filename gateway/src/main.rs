@@ -64,7 +64,10 @@ enum FlowsCommand {
     },
 }
 
-fn flows_dir(dir: Option<PathBuf>, config: Option<&std::path::Path>) -> anyhow::Result<(PathBuf, Config)> {
+fn flows_dir(
+    dir: Option<PathBuf>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<(PathBuf, Config)> {
     let config = Config::load(config)?;
     Ok((dir.unwrap_or_else(|| config.ivr.flows_dir.clone()), config))
 }
@@ -74,10 +77,16 @@ fn local_time(at: Option<&str>, config: &Config) -> anyhow::Result<ivr_flows::ca
     let t = match at {
         Some(s) => chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M")
             .map_err(|_| anyhow::anyhow!("--at is `YYYY-MM-DD HH:MM`, got {s:?}"))?,
-        None => chrono::Utc::now().with_timezone(&config.utc_offset()?).naive_local(),
+        None => chrono::Utc::now()
+            .with_timezone(&config.utc_offset()?)
+            .naive_local(),
     };
     Ok(ivr_flows::calendar::LocalTime {
-        date: ivr_flows::calendar::Date { year: t.year(), month: t.month(), day: t.day() },
+        date: ivr_flows::calendar::Date {
+            year: t.year(),
+            month: t.month(),
+            day: t.day(),
+        },
         hour: t.hour(),
         minute: t.minute(),
     })
@@ -91,9 +100,20 @@ fn flows(command: FlowsCommand) -> anyhow::Result<()> {
             let (dir, _) = flows_dir(dir, config.as_deref())?;
             gateway::cli::check(&dir, &mut out)
         }
-        FlowsCommand::Simulate { flow, dir, caller, at, trace, config } => {
+        FlowsCommand::Simulate {
+            flow,
+            dir,
+            caller,
+            at,
+            trace,
+            config,
+        } => {
             let (dir, config) = flows_dir(dir, config.as_deref())?;
-            let options = ivr_flows::SimOptions { caller, local_time: local_time(at.as_deref(), &config)?, trace };
+            let options = ivr_flows::SimOptions {
+                caller,
+                local_time: local_time(at.as_deref(), &config)?,
+                trace,
+            };
             gateway::cli::simulate(&dir, &flow, &options, std::io::stdin().lock(), &mut out)
         }
         FlowsCommand::Graph { flow, dir, config } => {

@@ -36,11 +36,23 @@ fn api_keys(config: &Config) -> anyhow::Result<ApiKeys> {
     for k in &config.api.keys {
         let value = config::secret(&k.key, &k.key_file)?
             .with_context(|| format!("api key {:?} has no value", k.name))?;
-        keys.insert(&value, ApiClient { name: k.name.clone(), admin: k.admin });
+        keys.insert(
+            &value,
+            ApiClient {
+                name: k.name.clone(),
+                admin: k.admin,
+            },
+        );
     }
     if keys.is_empty() {
         let (value, path) = config::generated_secret(&config.node.data_dir, "api-key")?;
-        keys.insert(&value, ApiClient { name: "default".into(), admin: true });
+        keys.insert(
+            &value,
+            ApiClient {
+                name: "default".into(),
+                admin: true,
+            },
+        );
         tracing::info!(path = %path.display(), "no API keys configured: using the admin key in this file");
     }
     Ok(keys)
@@ -51,17 +63,27 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(match config.store.kind {
         StoreKind::Sqlite => {
             let path = config.sqlite_path();
-            let store = SqliteStore::open(&path, numbering, config.store.max_batch, config.store.read_pool)
-                .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?;
+            let store = SqliteStore::open(
+                &path,
+                numbering,
+                config.store.max_batch,
+                config.store.read_pool,
+            )
+            .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?;
             tracing::info!(path = %path.display(), "store: sqlite");
             Store::Sqlite(store)
         }
         StoreKind::Postgres => {
             let url = config::secret(&config.store.postgres_url, &config.store.postgres_url_file)?
                 .context("store.postgres_url is not set")?;
-            let store = PgStore::open(&url, numbering, config.store.max_batch, config.store.read_pool)
-                .await
-                .context("cannot open the PostgreSQL store")?;
+            let store = PgStore::open(
+                &url,
+                numbering,
+                config.store.max_batch,
+                config.store.read_pool,
+            )
+            .await
+            .context("cannot open the PostgreSQL store")?;
             tracing::info!("store: postgres");
             Store::Postgres(store)
         }
@@ -76,7 +98,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data_dir {}", config.node.data_dir.display()))?;
 
     let keys = api_keys(&config)?;
-    let dispatch_secret = match config::secret(&config.dispatch.secret, &config.dispatch.secret_file)? {
+    let dispatch_secret = match config::secret(
+        &config.dispatch.secret,
+        &config.dispatch.secret_file,
+    )? {
         Some(s) => s,
         None => {
             let (s, path) = config::generated_secret(&config.node.data_dir, "dispatch-secret")?;

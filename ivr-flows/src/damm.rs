@@ -32,7 +32,9 @@ mod tests {
         assert!(is_valid_order_number(&full));
         let mut swapped: Vec<char> = full.chars().collect();
         swapped.swap(3, 4);
-        assert!(!is_valid_order_number(&swapped.into_iter().collect::<String>()));
+        assert!(!is_valid_order_number(
+            &swapped.into_iter().collect::<String>()
+        ));
         assert!(!is_valid_order_number("5724"));
         assert!(!is_valid_order_number("2611230100042x"));
         assert!(!is_valid_order_number("261123 01000427"));

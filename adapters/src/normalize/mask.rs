@@ -70,7 +70,9 @@ pub fn mask_text(text: &str) -> Cow<'_, str> {
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        if !(bytes[i].is_ascii_digit() || (bytes[i] == b'+' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))) {
+        if !(bytes[i].is_ascii_digit()
+            || (bytes[i] == b'+' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)))
+        {
             i += 1;
             continue;
         }

@@ -28,11 +28,13 @@ pub struct ApiKeys {
 
 impl ApiKeys {
     pub fn insert(&mut self, key: &str, client: ApiClient) {
-        self.by_hash.insert(Sha256::digest(key.as_bytes()).into(), client);
+        self.by_hash
+            .insert(Sha256::digest(key.as_bytes()).into(), client);
     }
 
     pub fn lookup(&self, key: &str) -> Option<&ApiClient> {
-        self.by_hash.get(&<[u8; 32]>::from(Sha256::digest(key.as_bytes())))
+        self.by_hash
+            .get(&<[u8; 32]>::from(Sha256::digest(key.as_bytes())))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -60,7 +60,9 @@ impl ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::error!(error = %e, "store error");
-        ApiError::unavailable("the order store is unavailable; retry later (with the same Idempotency-Key)")
+        ApiError::unavailable(
+            "the order store is unavailable; retry later (with the same Idempotency-Key)",
+        )
     }
 }
 
@@ -68,7 +70,11 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(r: axum::extract::rejection::BytesRejection) -> Self {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(status, "payload_too_large", "the request body is larger than this gateway accepts (http.max_body_bytes)")
+            ApiError::new(
+                status,
+                "payload_too_large",
+                "the request body is larger than this gateway accepts (http.max_body_bytes)",
+            )
         } else {
             ApiError::new(status, "bad_body", r.body_text())
         }

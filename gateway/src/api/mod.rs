@@ -44,7 +44,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/orders/{id}", get(orders::get_one))
         .route("/v1/dead-letters", get(orders::dead_letters))
         .route("/v1/dead-letters/{id}/replay", post(orders::replay))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
     let open = Router::new()
         .route("/v1/orders/{id}/events", post(orders::event))
         .route("/healthz", get(ops::healthz))

@@ -17,7 +17,11 @@ pub async fn healthz() -> Response {
 /// Readiness: the store answers within two seconds. The details also show the live flow
 /// version and, after a refused edit, its diagnostics.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let store = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.stats(Utc::now())).await;
+    let store = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        state.store.stats(Utc::now()),
+    )
+    .await;
     let (ready, store_check) = match store {
         Ok(Ok(_)) => (true, json!("ok")),
         Ok(Err(e)) => (false, json!(format!("error: {e}"))),
@@ -35,7 +39,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             "flows": flows,
         }
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -47,7 +55,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             metrics::gauge!("gateway_outbox_queued").set(s.pending as f64);
             metrics::gauge!("gateway_outbox_dead").set(s.dead as f64);
             metrics::gauge!("gateway_outbox_delivered").set(s.delivered as f64);
-            metrics::gauge!("gateway_outbox_oldest_undelivered_age_seconds").set(s.oldest_pending_age_s);
+            metrics::gauge!("gateway_outbox_oldest_undelivered_age_seconds")
+                .set(s.oldest_pending_age_s);
         }
         Err(e) => tracing::warn!(error = %e, "cannot read outbox figures for metrics"),
     }

@@ -22,8 +22,11 @@ use crate::store::StatusEvent;
 
 fn order_number(raw: &str, field: &str) -> Result<OrderNumber, ApiError> {
     OrderNumber::parse(raw).map_err(|e| {
-        ApiError::bad_request("invalid_order_id", format!("{raw:?} is not an order number: {e}"))
-            .field(field)
+        ApiError::bad_request(
+            "invalid_order_id",
+            format!("{raw:?} is not an order number: {e}"),
+        )
+        .field(field)
     })
 }
 
@@ -57,13 +60,22 @@ pub async fn list(
         .since
         .as_deref()
         .map(|s| {
-            DateTime::parse_from_rfc3339(s).map(|t| t.to_utc()).map_err(|_| {
-                ApiError::bad_request("invalid_query", "since is an RFC 3339 time such as 2026-11-23T08:00:00+08:00")
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.to_utc())
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        "since is an RFC 3339 time such as 2026-11-23T08:00:00+08:00",
+                    )
                     .field("since")
-            })
+                })
         })
         .transpose()?;
-    let after = q.after.as_deref().map(|a| order_number(a, "after")).transpose()?;
+    let after = q
+        .after
+        .as_deref()
+        .map(|a| order_number(a, "after"))
+        .transpose()?;
     let limit = match q.limit.as_deref() {
         None => 100,
         Some(l) => l
@@ -71,7 +83,8 @@ pub async fn list(
             .ok()
             .filter(|n| (1..=MAX_PAGE).contains(n))
             .ok_or_else(|| {
-                ApiError::bad_request("invalid_query", format!("limit is 1 to {MAX_PAGE}")).field("limit")
+                ApiError::bad_request("invalid_query", format!("limit is 1 to {MAX_PAGE}"))
+                    .field("limit")
             })?,
     };
     let orders = state.store.orders(since, after, limit).await?;
@@ -111,7 +124,8 @@ pub async fn event(
     )
     .map_err(|e| {
         metrics::counter!("gateway_auth_failures_total").increment(1);
-        ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()).field("X-Gateway-Signature")
+        ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string())
+            .field("X-Gateway-Signature")
     })?;
     let id = order_number(&id, "id")?;
     let parsed: EventBody = serde_json::from_slice(&body).map_err(|e| {
@@ -129,9 +143,17 @@ pub async fn event(
         })?;
     let note = parsed.note.filter(|n| !n.trim().is_empty());
     if note.as_ref().is_some_and(|n| n.chars().count() > 2000) {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "at most 2000 characters").field("note"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "at most 2000 characters",
+        )
+        .field("note"));
     }
-    let by = parsed.by.filter(|b| !b.trim().is_empty()).unwrap_or_else(|| "dispatch".into());
+    let by = parsed
+        .by
+        .filter(|b| !b.trim().is_empty())
+        .unwrap_or_else(|| "dispatch".into());
     let event = StatusEvent {
         status,
         note,
@@ -151,7 +173,11 @@ fn require_admin(client: &ApiClient) -> Result<(), ApiError> {
     if client.admin {
         Ok(())
     } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs an admin API key"))
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs an admin API key",
+        ))
     }
 }
 
@@ -173,8 +199,14 @@ pub async fn replay(
     let id = order_number(&id, "id")?;
     if state.store.replay(&id, Utc::now()).await? {
         tracing::info!(order_id = %id, by = %client.name, "dead letter replayed");
-        Ok((StatusCode::ACCEPTED, Json(json!({ "order_id": id, "status": "requeued" }))).into_response())
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "order_id": id, "status": "requeued" })),
+        )
+            .into_response())
     } else {
-        Err(ApiError::not_found(format!("order {id} is not a dead letter")))
+        Err(ApiError::not_found(format!(
+            "order {id} is not a dead letter"
+        )))
     }
 }

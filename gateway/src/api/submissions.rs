@@ -44,9 +44,19 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+    match headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
         None => Ok(()),
-        Some(ct) if ct.trim_start().to_ascii_lowercase().starts_with("application/json") => Ok(()),
+        Some(ct)
+            if ct
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json") =>
+        {
+            Ok(())
+        }
         Some(_) => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

@@ -60,7 +60,10 @@ mod tests {
 
     #[test]
     fn backoff_grows_caps_and_jitters() {
-        let b = Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(60) };
+        let b = Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(60),
+        };
         assert_eq!(b.delay(0, 1.0), Duration::from_millis(500));
         assert_eq!(b.delay(0, 0.0), Duration::from_millis(250));
         assert_eq!(b.delay(3, 1.0), Duration::from_secs(4));

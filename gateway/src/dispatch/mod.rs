@@ -136,13 +136,17 @@ impl Dispatcher {
         let now = Utc::now();
         let outcome = match verdict {
             Verdict::Delivered => {
-                metrics::counter!("gateway_deliveries_total", "outcome" => "delivered").increment(1);
+                metrics::counter!("gateway_deliveries_total", "outcome" => "delivered")
+                    .increment(1);
                 tracing::info!("delivered");
                 DeliveryOutcome::Delivered
             }
             Verdict::Retry(error) => {
                 metrics::counter!("gateway_deliveries_total", "outcome" => "retried").increment(1);
-                let delay = self.settings.backoff.delay(job.attempts, rand::rng().random());
+                let delay = self
+                    .settings
+                    .backoff
+                    .delay(job.attempts, rand::rng().random());
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "delivery failed, will retry");
                 DeliveryOutcome::Retry {
                     at: now + chrono::Duration::from_std(delay).unwrap_or_default(),

@@ -22,7 +22,10 @@ fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
 
 /// The header value for `body` sent at `timestamp`.
 pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
+    format!(
+        "sha256={}",
+        hex::encode(mac(secret, timestamp, body).finalize().into_bytes())
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,7 +52,10 @@ pub fn verify(
     let (Some(ts), Some(sig)) = (timestamp, signature) else {
         return Err(SignatureError::Missing);
     };
-    let at: i64 = ts.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
+    let at: i64 = ts
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
     if (now - at).abs() > max_skew_s {
         return Err(SignatureError::Stale(max_skew_s));
     }
@@ -70,17 +76,38 @@ mod tests {
         // What a receiver computes with Python's standard library:
         // hmac.new(b"secret", b'1700000000.{"id":"1"}', hashlib.sha256).hexdigest()
         let s = sign(b"secret", "1700000000", br#"{"id":"1"}"#);
-        assert_eq!(s, "sha256=086f6aff7bd084c98679825129c5a64dbad88c760016d6d2c0fb123f27951d54");
+        assert_eq!(
+            s,
+            "sha256=086f6aff7bd084c98679825129c5a64dbad88c760016d6d2c0fb123f27951d54"
+        );
     }
 
     #[test]
     fn verify_accepts_its_own_and_refuses_the_rest() {
         let sig = sign(b"k", "1000", b"{}");
-        assert_eq!(verify(b"k", Some("1000"), Some(&sig), b"{}", 1010, 300), Ok(()));
-        assert_eq!(verify(b"k", Some("1000"), Some(&sig), b"{ }", 1010, 300), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"x", Some("1000"), Some(&sig), b"{}", 1010, 300), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"k", Some("1000"), Some(&sig), b"{}", 2000, 300), Err(SignatureError::Stale(300)));
-        assert_eq!(verify(b"k", Some("soon"), Some(&sig), b"{}", 1000, 300), Err(SignatureError::BadTimestamp));
-        assert_eq!(verify(b"k", None, Some(&sig), b"{}", 1000, 300), Err(SignatureError::Missing));
+        assert_eq!(
+            verify(b"k", Some("1000"), Some(&sig), b"{}", 1010, 300),
+            Ok(())
+        );
+        assert_eq!(
+            verify(b"k", Some("1000"), Some(&sig), b"{ }", 1010, 300),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"x", Some("1000"), Some(&sig), b"{}", 1010, 300),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"k", Some("1000"), Some(&sig), b"{}", 2000, 300),
+            Err(SignatureError::Stale(300))
+        );
+        assert_eq!(
+            verify(b"k", Some("soon"), Some(&sig), b"{}", 1000, 300),
+            Err(SignatureError::BadTimestamp)
+        );
+        assert_eq!(
+            verify(b"k", None, Some(&sig), b"{}", 1000, 300),
+            Err(SignatureError::Missing)
+        );
     }
 }

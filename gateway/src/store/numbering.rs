@@ -86,12 +86,18 @@ mod tests {
     fn continues_after_the_last_committed_number_and_rolls_over_days() {
         let mut n = Numbering::new(3, FixedOffset::east_opt(8 * 3600).expect("offset"));
         // 2026-11-23 15:59 UTC is 23:59 in UTC+8; one minute later is the next local day.
-        let t = DateTime::parse_from_rfc3339("2026-11-23T15:59:00Z").expect("t").to_utc();
+        let t = DateTime::parse_from_rfc3339("2026-11-23T15:59:00Z")
+            .expect("t")
+            .to_utc();
         let a = n.issue(t, |_| Ok::<_, ()>(41)).expect("a");
-        let b = n.issue(t, |_| -> Result<u64, ()> { panic!("cached") }).expect("b");
+        let b = n
+            .issue(t, |_| -> Result<u64, ()> { panic!("cached") })
+            .expect("b");
         assert_eq!((a.sequence(), b.sequence()), (42, 43));
         assert!(a.as_str().starts_with("26112303"));
-        let c = n.issue(t + chrono::Duration::minutes(1), |_| Ok::<_, ()>(0)).expect("c");
+        let c = n
+            .issue(t + chrono::Duration::minutes(1), |_| Ok::<_, ()>(0))
+            .expect("c");
         assert!(c.as_str().starts_with("26112403"), "{c}");
         assert_eq!(c.sequence(), 1);
         let mut used = n.take_used();

@@ -23,6 +23,9 @@ use super::{
     StoreError, SubmitOutcome, apply_status, from_micros, mark_delivered, micros, schema,
 };
 
+/// Advisory lock key for schema creation ("12345gw" in ASCII).
+const SCHEMA_LOCK: i64 = 0x0031_3233_3435_6777;
+
 type SubmitReply = oneshot::Sender<Result<SubmitOutcome, StoreError>>;
 
 #[derive(Clone)]
@@ -56,8 +59,15 @@ impl PgStore {
         read_pool: usize,
     ) -> Result<PgStore, StoreError> {
         let config = tokio_postgres::Config::from_str(url)?;
-        let client = connect(&config).await?;
-        client.batch_execute(schema::POSTGRES).await?;
+        let mut client = connect(&config).await?;
+        // `CREATE ... IF NOT EXISTS` is not safe against another node running it at the same
+        // moment (both see "not exists", one fails on the catalog); nodes started together take
+        // turns under a transaction-scoped advisory lock.
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await?;
+        tx.batch_execute(schema::POSTGRES).await?;
+        tx.commit().await?;
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -121,13 +131,15 @@ impl PgStore {
     ) -> Result<Vec<WorkOrder>, StoreError> {
         let c = self.client().await?;
         let mut from = (since.map_or(i64::MIN, micros), String::new());
-        if let Some(after) = after {
-            if let Some(r) = c
-                .query_opt("SELECT received_at FROM orders WHERE id = $1", &[&after.as_str()])
+        if let Some(after) = after
+            && let Some(r) = c
+                .query_opt(
+                    "SELECT received_at FROM orders WHERE id = $1",
+                    &[&after.as_str()],
+                )
                 .await?
-            {
-                from = (from.0.max(r.get(0)), after.to_string());
-            }
+        {
+            from = (from.0.max(r.get(0)), after.to_string());
         }
         let rows = c
             .query(
@@ -149,7 +161,10 @@ impl PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let Some(row) = tx
-            .query_opt("SELECT doc FROM orders WHERE id = $1 FOR UPDATE", &[&id.as_str()])
+            .query_opt(
+                "SELECT doc FROM orders WHERE id = $1 FOR UPDATE",
+                &[&id.as_str()],
+            )
             .await?
         else {
             return Ok(None);
@@ -158,7 +173,11 @@ impl PgStore {
         if apply_status(&mut order, &event) {
             tx.execute(
                 "UPDATE orders SET status = $2, doc = $3 WHERE id = $1",
-                &[&id.as_str(), &order.status.as_str(), &serde_json::to_string(&order)?],
+                &[
+                    &id.as_str(),
+                    &order.status.as_str(),
+                    &serde_json::to_string(&order)?,
+                ],
             )
             .await?;
         }
@@ -217,26 +236,25 @@ impl PgStore {
                         &[&id.as_str(), &micros(now)],
                     )
                     .await?;
-                if changed > 0 {
-                    if let Some(row) = tx
+                if changed > 0
+                    && let Some(row) = tx
                         .query_opt(
                             "SELECT doc FROM orders WHERE id = $1 FOR UPDATE",
                             &[&id.as_str()],
                         )
                         .await?
-                    {
-                        let mut order: WorkOrder = serde_json::from_str(row.get::<_, &str>(0))?;
-                        if mark_delivered(&mut order, now) {
-                            tx.execute(
-                                "UPDATE orders SET status = $2, doc = $3 WHERE id = $1",
-                                &[
-                                    &id.as_str(),
-                                    &order.status.as_str(),
-                                    &serde_json::to_string(&order)?,
-                                ],
-                            )
-                            .await?;
-                        }
+                {
+                    let mut order: WorkOrder = serde_json::from_str(row.get::<_, &str>(0))?;
+                    if mark_delivered(&mut order, now) {
+                        tx.execute(
+                            "UPDATE orders SET status = $2, doc = $3 WHERE id = $1",
+                            &[
+                                &id.as_str(),
+                                &order.status.as_str(),
+                                &serde_json::to_string(&order)?,
+                            ],
+                        )
+                        .await?;
                     }
                 }
             }
@@ -457,7 +475,13 @@ async fn submit_one(
             .execute(
                 "INSERT INTO idempotency (client, key, body_sha256, order_id, created_at) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                &[&idem.client, &idem.key, &idem.body_sha256.as_slice(), &id.as_str(), &at],
+                &[
+                    &idem.client,
+                    &idem.key,
+                    &idem.body_sha256.as_slice(),
+                    &id.as_str(),
+                    &at,
+                ],
             )
             .await?;
         if claimed == 0 {

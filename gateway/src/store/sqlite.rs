@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use adapters::{OrderNumber, WorkOrder};
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{
@@ -86,9 +88,8 @@ impl SqliteStore {
         read_pool: usize,
     ) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Failed(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", dir.display())))?;
         }
         let conn = open_writer(path)?;
         let (tx, rx) = mpsc::channel(64 * 1024);
@@ -109,10 +110,7 @@ impl SqliteStore {
         })
     }
 
-    async fn write<T>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Write,
-    ) -> Result<T, StoreError> {
+    async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Write) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .writes
@@ -134,10 +132,10 @@ impl SqliteStore {
                 None => open_reader(&inner.path)?,
             };
             let result = f(&conn);
-            if let Ok(mut v) = inner.readers.lock() {
-                if v.len() < inner.read_pool {
-                    v.push(conn);
-                }
+            if let Ok(mut v) = inner.readers.lock()
+                && v.len() < inner.read_pool
+            {
+                v.push(conn);
             }
             result
         })
@@ -256,8 +254,10 @@ impl SqliteStore {
     pub async fn stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
         self.read(move |c| {
             let count = |state: &str| -> Result<u64, StoreError> {
-                Ok(c.prepare_cached("SELECT count(*) FROM outbox WHERE state = ?1")?
-                    .query_row([state], |r| r.get::<_, i64>(0))? as u64)
+                Ok(
+                    c.prepare_cached("SELECT count(*) FROM outbox WHERE state = ?1")?
+                        .query_row([state], |r| r.get::<_, i64>(0))? as u64,
+                )
             };
             let oldest: Option<i64> = c
                 .prepare_cached(
@@ -270,9 +270,8 @@ impl SqliteStore {
                 pending: count("pending")?,
                 dead: count("dead")?,
                 delivered: count("delivered")?,
-                oldest_pending_age_s: oldest.map_or(0.0, |t| {
-                    ((micros(now) - t).max(0) as f64) / 1_000_000.0
-                }),
+                oldest_pending_age_s: oldest
+                    .map_or(0.0, |t| ((micros(now) - t).max(0) as f64) / 1_000_000.0),
             })
         })
         .await
@@ -469,7 +468,9 @@ fn submit(
             .prepare_cached(
                 "SELECT body_sha256, order_id FROM idempotency WHERE client = ?1 AND key = ?2",
             )?
-            .query_row(params![idem.client, idem.key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![idem.client, idem.key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         if let Some((hash, id)) = seen {
             let id = OrderNumber::parse(&id)
@@ -536,7 +537,10 @@ fn persist_counters(tx: &Transaction<'_>, numbering: &mut Numbering) -> Result<(
     Ok(())
 }
 
-fn load_for_update(tx: &Transaction<'_>, id: &OrderNumber) -> Result<Option<WorkOrder>, StoreError> {
+fn load_for_update(
+    tx: &Transaction<'_>,
+    id: &OrderNumber,
+) -> Result<Option<WorkOrder>, StoreError> {
     let doc: Option<String> = tx
         .prepare_cached("SELECT doc FROM orders WHERE id = ?1")?
         .query_row([id.as_str()], |r| r.get(0))
@@ -606,10 +610,10 @@ fn complete(
                  lease_until = NULL, last_error = NULL, finished_at = ?2 WHERE order_id = ?1",
             )?
             .execute(params![id.as_str(), micros(now)])?;
-            if let Some(mut order) = load_for_update(tx, id)? {
-                if mark_delivered(&mut order, now) {
-                    write_order(tx, &order)?;
-                }
+            if let Some(mut order) = load_for_update(tx, id)?
+                && mark_delivered(&mut order, now)
+            {
+                write_order(tx, &order)?;
             }
         }
         DeliveryOutcome::Retry { at, error } => {
