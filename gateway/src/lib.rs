@@ -12,6 +12,8 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod ivr;
+pub mod media;
 pub mod run;
+pub mod sip;
 pub mod store;
 pub mod telemetry;
