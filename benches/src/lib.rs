@@ -2,3 +2,5 @@
 //!
 //! Criterion benches of the hot paths and load generators that drive the gateway's servers over
 //! loopback and report throughput and latency.
+
+pub mod load;

@@ -1,0 +1,63 @@
+//! Hot paths of one submission, each alone: order numbers, parsing the app body, normalization,
+//! masking personal data for logs, and the delivery signature.
+
+use std::hint::black_box;
+
+use adapters::normalize::mask::mask_text;
+use adapters::normalize::normalize;
+use adapters::{OrderNumber, Submission};
+use chrono::NaiveDate;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const BODY: &str = r#"{"text":"解放大道268号小区楼下烧烤摊每天营业到凌晨两点，油烟和噪音严重扰民，多次劝说无效，昨晚还有人打架，请相关部门尽快处理。联系电话13800138000。","citizen":{"name":"张先生","phone":"+86 138-0013-8000"},"location":{"address":"江汉区解放大道268号","district":"江汉区","street":"民族街道","lat":30.5801,"lng":114.2712},"attachments":[{"url":"https://files.example.cn/u/1.jpg","mime":"image/jpeg"}],"external_id":"app-2026-000123"}"#;
+
+const MASK_TEXT: &str = "我叫王五，身份证号420102199003071234，手机139-0713-5678，住在江岸区中山大道1001号，\
+    楼上装修每天早上七点就开始电钻，物业不管，请尽快处理。";
+
+fn order_numbers(c: &mut Criterion) {
+    let day = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap_or_default();
+    let mut g = c.benchmark_group("order_number");
+    g.throughput(Throughput::Elements(1));
+    let mut seq = 0u64;
+    g.bench_function("compose", |b| {
+        b.iter(|| {
+            seq += 1;
+            OrderNumber::compose(black_box(day), black_box(1), black_box(seq))
+        })
+    });
+    let id = OrderNumber::compose(day, 1, 12_345).to_string();
+    g.bench_function("parse", |b| b.iter(|| OrderNumber::parse(black_box(&id))));
+    g.finish();
+}
+
+fn submission(c: &mut Criterion) {
+    let mut g = c.benchmark_group("submission");
+    g.throughput(Throughput::Bytes(BODY.len() as u64));
+    g.bench_function("from_app_json", |b| {
+        b.iter(|| Submission::from_app_json(black_box(BODY.as_bytes())))
+    });
+    let parsed = Submission::from_app_json(BODY.as_bytes()).expect("a valid body");
+    g.bench_function("normalize", |b| b.iter(|| normalize(black_box(&parsed))));
+    g.bench_function("mask_text", |b| b.iter(|| mask_text(black_box(MASK_TEXT))));
+    g.finish();
+}
+
+fn signature(c: &mut Criterion) {
+    let body: Vec<u8> = BODY.bytes().cycle().take(1024).collect();
+    let secret = b"0123456789abcdef0123456789abcdef01234567";
+    let mut g = c.benchmark_group("signature");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("sign_1k", |b| {
+        b.iter(|| {
+            gateway::dispatch::signature::sign(
+                black_box(secret),
+                black_box("1795400000"),
+                black_box(&body),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, order_numbers, submission, signature);
+criterion_main!(benches);
