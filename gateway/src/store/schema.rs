@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error      TEXT,
     created_at      INTEGER NOT NULL,
     finished_at     INTEGER
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS idempotency (
     client      TEXT NOT NULL,
