@@ -1,11 +1,12 @@
 //! SQLite back end, the embedded default.
 //!
 //! All writes go through one writer thread that owns the only write connection (SQLite allows one
-//! writer anyway). It drains whatever is queued, applies each write inside its own savepoint of
-//! one `BEGIN IMMEDIATE` transaction, commits with `synchronous=FULL` in WAL mode (the commit is
-//! on disk when `COMMIT` returns), and only then answers each caller. A write that fails rolls
-//! back its savepoint and fails alone. Reads use a small pool of read-only connections on tokio's
-//! blocking threads; WAL lets them run beside the writer.
+//! writer anyway). It drains whatever is queued, applies the writes in one `BEGIN IMMEDIATE`
+//! transaction and commits in WAL mode; a sync thread then `fdatasync`s the WAL and only then
+//! answers each caller, while the writer already commits the next batch (see [`syncer`]). A write
+//! that fails is answered alone and the rest of its batch is applied again. A checkpoint thread
+//! copies the WAL into the database file off the commit path. Reads use a small pool of read-only
+//! connections on tokio's blocking threads; WAL lets them run beside the writer.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -62,7 +63,8 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    // NORMAL: commits are not fsynced by SQLite; `syncer` fsyncs the WAL before any answer.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Checkpoints run on their own thread (see `checkpointer`), not inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -92,12 +94,26 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", dir.display())))?;
         }
         let conn = open_writer(path)?;
+        let mut wal_path = path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        let wal = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&wal_path)
+            .map_err(|e| StoreError::Failed(format!("cannot open the WAL {wal_path:?}: {e}")))?;
         let (tx, rx) = mpsc::channel(64 * 1024);
         let outbox = Arc::new(Notify::new());
+        let (sync_tx, sync_rx) = std::sync::mpsc::channel();
         let signal = outbox.clone();
         std::thread::Builder::new()
+            .name("sqlite-sync".into())
+            .spawn(move || syncer(wal, sync_rx, signal))
+            .map_err(|e| StoreError::Failed(format!("cannot start the sync thread: {e}")))?;
+        std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, numbering, max_batch, &signal))
+            .spawn(move || writer_loop(conn, rx, numbering, max_batch, sync_tx))
             .map_err(|e| StoreError::Failed(format!("cannot start the writer thread: {e}")))?;
         let checkpoint_conn = Connection::open(path)?;
         let alive = tx.downgrade();
@@ -306,12 +322,18 @@ fn write_order(tx: &Transaction<'_>, order: &WorkOrder) -> Result<(), StoreError
 }
 
 /// A write applied inside the open transaction, waiting for the commit to be answered.
-type Pending = Box<dyn FnOnce() + Send>;
+type Pending = Box<dyn FnOnce(Option<&str>) + Send>;
 
 fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Pending {
-    Box::new(move || {
+    Box::new(move |sync_error: Option<&str>| {
+        let answer = match (result, sync_error) {
+            (Ok(_), Some(e)) => Err(StoreError::Failed(format!(
+                "syncing the commit failed: {e}"
+            ))),
+            (r, _) => r,
+        };
         // The caller may have given up (request timeout); the write stands regardless.
-        let _ = reply.send(result);
+        let _ = reply.send(answer);
     })
 }
 
@@ -328,12 +350,51 @@ fn checkpointer(conn: Connection, alive: mpsc::WeakSender<Write>) {
     }
 }
 
+/// Committed batches waiting for the WAL to reach the disk.
+struct Committed {
+    answers: Vec<Pending>,
+    new_rows: bool,
+}
+
+/// Make commits durable and only then answer them.
+///
+/// The writer commits with `synchronous=NORMAL`: the transaction is in the WAL file but maybe
+/// only in the OS cache. This thread `fdatasync`s the WAL once for every commit that has queued up
+/// meanwhile and then answers their callers, so the writer prepares and commits the next batch
+/// while the disk syncs the last one. An answer still follows the sync of its commit, which is
+/// what `synchronous=FULL` gave, but the writer no longer sits idle in fsync (a third of its
+/// time in the benchmark). WAL recovery replays every checksummed frame that reached the disk.
+fn syncer(wal: std::fs::File, rx: std::sync::mpsc::Receiver<Committed>, outbox: Arc<Notify>) {
+    while let Ok(first) = rx.recv() {
+        let mut ready = vec![first];
+        ready.extend(rx.try_iter());
+        let started = std::time::Instant::now();
+        let synced = wal.sync_data();
+        metrics::histogram!("gateway_store_sync_seconds").record(started.elapsed().as_secs_f64());
+        let error = synced.as_ref().err().map(|e| e.to_string());
+        if let Some(e) = &error {
+            tracing::error!(error = %e, "syncing the SQLite WAL failed; the commits are not acknowledged");
+            metrics::counter!("gateway_store_commit_failures_total").increment(1);
+        }
+        let mut new_rows = false;
+        for batch in ready {
+            new_rows |= batch.new_rows;
+            for a in batch.answers {
+                a(error.as_deref());
+            }
+        }
+        if new_rows && error.is_none() {
+            outbox.notify_one();
+        }
+    }
+}
+
 fn writer_loop(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Write>,
     mut numbering: Numbering,
     max_batch: usize,
-    outbox: &Notify,
+    synced: std::sync::mpsc::Sender<Committed>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -347,16 +408,15 @@ fn writer_loop(
         let size = batch.len();
         let started = std::time::Instant::now();
         let (answers, new_rows, failed) = commit_batch(&mut conn, &mut numbering, &mut batch);
-        for a in answers {
-            a();
-        }
         metrics::histogram!("gateway_store_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("gateway_store_batch_size").record(size as f64);
         if failed {
             metrics::counter!("gateway_store_commit_failures_total").increment(1);
         }
-        if new_rows {
-            outbox.notify_one();
+        if let Err(unsent) = synced.send(Committed { answers, new_rows }) {
+            for a in unsent.0.answers {
+                a(Some("the store is shutting down"));
+            }
         }
     }
     tracing::debug!("sqlite writer stopped");
