@@ -17,6 +17,7 @@ use rusqlite::{
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::channel_ops::{self, Addition, SmsPart, SmsPartState};
 use super::{
     Claimed, DeadLetter, DeliveryOutcome, NewOrder, Numbering, OutboxStats, StatusEvent,
     StoreError, SubmitOutcome, apply_status, from_micros, mark_delivered, micros, schema,
@@ -35,6 +36,12 @@ enum Write {
     },
     Complete(OrderNumber, DeliveryOutcome, DateTime<Utc>, Reply<()>),
     Replay(OrderNumber, DateTime<Utc>, Reply<bool>),
+    Attach(
+        Box<(OrderNumber, Addition, String, DateTime<Utc>)>,
+        Reply<Option<WorkOrder>>,
+    ),
+    SmsPart(Box<SmsPart>, Reply<SmsPartState>),
+    SmsDone(String, Vec<String>, DateTime<Utc>, Reply<()>),
 }
 
 #[derive(Clone)]
@@ -64,6 +71,7 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(schema::SQLITE)?;
+    conn.execute_batch(schema::SMS_PARTS)?;
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS outbox_pending_age ON outbox (state, created_at);",
     )?;
@@ -280,6 +288,45 @@ impl SqliteStore {
     pub fn outbox_signal(&self) -> &Notify {
         &self.inner.outbox
     }
+
+    pub async fn attach(
+        &self,
+        id: OrderNumber,
+        addition: Addition,
+        by: String,
+        at: DateTime<Utc>,
+    ) -> Result<Option<WorkOrder>, StoreError> {
+        self.write(|r| Write::Attach(Box::new((id, addition, by, at)), r))
+            .await
+    }
+
+    pub async fn latest_order_of(
+        &self,
+        channel: adapters::work_order::Channel,
+        user: String,
+        since: DateTime<Utc>,
+    ) -> Result<Option<WorkOrder>, StoreError> {
+        self.read(move |c| channel_ops::sqlite::latest_order_of(c, channel, &user, since))
+            .await
+    }
+
+    pub async fn sms_part(&self, part: SmsPart) -> Result<SmsPartState, StoreError> {
+        self.write(|r| Write::SmsPart(Box::new(part), r)).await
+    }
+
+    pub async fn sms_parts_done(
+        &self,
+        provider: String,
+        part_ids: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(|r| Write::SmsDone(provider, part_ids, now, r))
+            .await
+    }
+
+    pub async fn sms_open_parts(&self) -> Result<Vec<SmsPart>, StoreError> {
+        self.read(channel_ops::sqlite::open_parts).await
+    }
 }
 
 fn read_order(c: &Connection, id: &str) -> Result<Option<WorkOrder>, StoreError> {
@@ -418,6 +465,9 @@ fn fail(w: Write, msg: &str) -> Pending {
         Write::Claim { reply, .. } => pending(reply, e(msg)),
         Write::Complete(_, _, _, r) => pending(r, e(msg)),
         Write::Replay(_, _, r) => pending(r, e(msg)),
+        Write::Attach(_, r) => pending(r, e(msg)),
+        Write::SmsPart(_, r) => pending(r, e(msg)),
+        Write::SmsDone(_, _, _, r) => pending(r, e(msg)),
     }
 }
 
@@ -454,6 +504,14 @@ fn apply(
                 *new_rows = true;
             }
             done(r, v)
+        }
+        Write::Attach(a, r) => {
+            let (id, addition, by, at) = *a;
+            done(r, channel_ops::sqlite::attach(tx, &id, &addition, &by, at))
+        }
+        Write::SmsPart(p, r) => done(r, channel_ops::sqlite::sms_part(tx, &p)),
+        Write::SmsDone(provider, ids, now, r) => {
+            done(r, channel_ops::sqlite::sms_done(tx, &provider, &ids, now))
         }
     }
 }
