@@ -90,8 +90,8 @@ pub async fn receive(
         ))
         .into_response();
     };
-    if let Err(r) = authorize(provider, conf, &q, &peer) {
-        return r;
+    if let Err((status, message)) = authorize(provider, conf, &q, &peer) {
+        return provider.error(status, message);
     }
     let body = match body {
         Ok(b) => b,
@@ -140,14 +140,12 @@ fn authorize(
     conf: &SmsProvider,
     q: &Params,
     peer: &Peer,
-) -> Result<(), Response> {
+) -> Result<(), (StatusCode, &'static str)> {
     if !conf.allow.is_empty() {
         let ip = peer.as_ref().map(|p| p.0.0.ip());
         if !ip.is_some_and(|ip| conf.allow.iter().any(|n| n.contains(ip))) {
             tracing::warn!(provider = provider.name(), peer = ?ip, "sms callback from an address not in allow_ips");
-            return Err(
-                provider.error(StatusCode::FORBIDDEN, "this address may not post callbacks")
-            );
+            return Err((StatusCode::FORBIDDEN, "this address may not post callbacks"));
         }
     }
     if let Some(token) = &conf.token {
@@ -158,7 +156,7 @@ fn authorize(
             .map(String::as_str)
             .unwrap_or("");
         if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-            return Err(provider.error(StatusCode::UNAUTHORIZED, "missing or wrong token"));
+            return Err((StatusCode::UNAUTHORIZED, "missing or wrong token"));
         }
     }
     Ok(())
