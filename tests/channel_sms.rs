@@ -273,3 +273,64 @@ async fn callbacks_from_other_addresses_are_refused() {
     assert_eq!(r.body["code"], 403);
     assert_eq!(gw.all_orders(100).await.len(), 0);
 }
+
+/// The PostgreSQL back end runs the same channel store operations (durable parts under an
+/// advisory lock, latest order of a WeChat user, additions).
+#[tokio::test]
+async fn postgres_store_runs_the_channel_operations() {
+    let pg = PgServer::start();
+    let url = pg.create_db("channels").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = GatewayOptions::new(dir.path());
+    opts.store = StoreOpt::Postgres(url);
+    let wechat = "[[channels.wechat]]\nname = \"hotline\"\nappid = \"wxpg\"\ntoken = \"pgtoken\"\n";
+    let gw = Gateway::start_with_extra(opts, &format!("{}\n{wechat}", extra(""))).await;
+    for (seq, text) in [(940002, "(2/2)第二段"), (940001, "(1/2)第一段")] {
+        aliyun_ok(&aliyun(&gw, &json!([aliyun_item("13400134000", text, seq)])).await);
+    }
+    let orders = gw.all_orders(100).await;
+    assert_eq!(orders.len(), 1, "{}", gw.log());
+    assert_eq!(orders[0]["text"], "第一段第二段");
+
+    let sig = |ts: &str| {
+        use sha1::{Digest, Sha1};
+        let mut v = ["pgtoken", ts, "n"];
+        v.sort_unstable();
+        hex::encode(Sha1::digest(v.concat().as_bytes()))
+    };
+    let post = |xml: String| {
+        let ts = now_unix().to_string();
+        let path = format!(
+            "/channels/wechat/hotline?timestamp={ts}&nonce=n&signature={}",
+            sig(&ts)
+        );
+        let gw = &gw;
+        async move { gw.post_raw(&path, "text/xml", xml.into_bytes()).await }
+    };
+    let head = |id: u64, t: &str| {
+        format!(
+            "<xml><ToUserName>gh</ToUserName><FromUserName>oPg</FromUserName><CreateTime>{}</CreateTime><MsgType>{t}</MsgType><MsgId>{id}</MsgId>",
+            now_unix()
+        )
+    };
+    let r = post(format!(
+        "{}<Content>树木倒伏挡路</Content></xml>",
+        head(1, "text")
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = post(format!(
+        "{}<Location_X>31.2</Location_X><Location_Y>121.5</Location_Y><Label>人民广场</Label></xml>",
+        head(2, "location")
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let orders = gw.all_orders(100).await;
+    assert_eq!(orders.len(), 2);
+    let w = orders
+        .iter()
+        .find(|o| o["channel"] == "wechat")
+        .expect("wechat order");
+    assert_eq!(w["location"]["lat"], 31.2, "{w}");
+    assert_eq!(w["location"]["address"], "人民广场");
+}
