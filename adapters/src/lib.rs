@@ -11,7 +11,9 @@
 
 pub mod normalize;
 pub mod order_number;
+pub mod sms;
 pub mod submission;
+pub mod wechat;
 pub mod work_order;
 
 pub use order_number::OrderNumber;

@@ -153,6 +153,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         _ => None,
     };
 
+    let channels = api::channels::Channels::start(&config.channels, &store)?;
     let state = AppState {
         store,
         keys: Arc::new(keys),
@@ -162,15 +163,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         request_timeout: Duration::from_millis(config.http.request_timeout_ms),
         metrics,
         flows,
+        channels,
     };
     let app = api::router(state, config.http.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     tracing::info!(addr = %listener.local_addr()?, node = config.node.id, "http listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("http stopped");
     let _ = stop_tx.send(true);
     if let Some(handle) = dispatcher {

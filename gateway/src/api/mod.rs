@@ -3,6 +3,7 @@
 //! them for integrators.
 
 pub mod auth;
+pub mod channels;
 pub mod error;
 mod ops;
 mod orders;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The live IVR flows, when the flows directory was found.
     pub flows: Option<Arc<crate::ivr::LiveFlows>>,
+    /// WeChat accounts and SMS providers.
+    pub channels: Arc<channels::Channels>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -56,6 +59,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/admin", get(ops::console));
     with_key
         .merge(open)
+        .merge(channels::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -10,6 +10,7 @@
 //! - [`postgres`]: several nodes sharing one database; deliveries are claimed with
 //!   `FOR UPDATE SKIP LOCKED` leases so nodes never deliver the same order at once.
 
+pub mod channel_ops;
 mod numbering;
 pub mod postgres;
 mod schema;
@@ -20,6 +21,7 @@ use adapters::work_order::Status;
 use adapters::{OrderNumber, Submission, WorkOrder};
 use chrono::{DateTime, Utc};
 
+pub use channel_ops::{Addition, SmsPart, SmsPartState};
 pub use numbering::Numbering;
 
 /// A submission ready to be stored: the writer gives it its number.
@@ -185,6 +187,52 @@ impl Store {
 
     pub async fn stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
         both!(self, s => s.stats(now).await)
+    }
+
+    /// Add a photo or location to an order (document and history); `None` when there is no
+    /// such order. Adding what is already there changes nothing.
+    pub async fn attach(
+        &self,
+        id: &OrderNumber,
+        addition: Addition,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<WorkOrder>, StoreError> {
+        both!(self, s => s.attach(id.clone(), addition, by.to_owned(), at).await)
+    }
+
+    /// The newest order received since `since` from this channel user (a WeChat openid).
+    pub async fn latest_order_of(
+        &self,
+        channel: adapters::work_order::Channel,
+        channel_user: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<WorkOrder>, StoreError> {
+        both!(self, s => s.latest_order_of(channel, channel_user.to_owned(), since).await)
+    }
+
+    /// Store one part of a long SMS durably and say whether the message is complete.
+    pub async fn sms_part(&self, part: SmsPart) -> Result<SmsPartState, StoreError> {
+        both!(self, s => s.sms_part(part).await)
+    }
+
+    /// Mark parts used (their order is committed); forgets used parts older than two days.
+    pub async fn sms_parts_done(
+        &self,
+        provider: &str,
+        part_ids: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        both!(self, s => s.sms_parts_done(provider.to_owned(), part_ids, now).await)
+    }
+
+    /// Open parts grouped by sender whose first part arrived before `older_than`.
+    pub async fn sms_stale_groups(
+        &self,
+        older_than: DateTime<Utc>,
+    ) -> Result<Vec<Vec<SmsPart>>, StoreError> {
+        let open = both!(self, s => s.sms_open_parts().await)?;
+        Ok(channel_ops::stale_groups(open, older_than))
     }
 
     /// Wait until new outbox rows were committed (or a while passed).

@@ -18,6 +18,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_postgres::{Client, NoTls};
 
+use super::channel_ops::{self, Addition, SmsPart, SmsPartState};
 use super::{
     Claimed, DeadLetter, DeliveryOutcome, NewOrder, Numbering, OutboxStats, StatusEvent,
     StoreError, SubmitOutcome, apply_status, from_micros, mark_delivered, micros, schema,
@@ -67,6 +68,7 @@ impl PgStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
             .await?;
         tx.batch_execute(schema::POSTGRES).await?;
+        tx.batch_execute(schema::SMS_PARTS).await?;
         tx.commit().await?;
         let manager = Manager::from_config(
             config.clone(),
@@ -346,6 +348,47 @@ impl PgStore {
 
     pub fn outbox_signal(&self) -> &Notify {
         &self.outbox
+    }
+
+    pub async fn attach(
+        &self,
+        id: OrderNumber,
+        addition: Addition,
+        by: String,
+        at: DateTime<Utc>,
+    ) -> Result<Option<WorkOrder>, StoreError> {
+        let mut c = self.client().await?;
+        channel_ops::postgres::attach(&mut c, &id, &addition, &by, at).await
+    }
+
+    pub async fn latest_order_of(
+        &self,
+        channel: adapters::work_order::Channel,
+        user: String,
+        since: DateTime<Utc>,
+    ) -> Result<Option<WorkOrder>, StoreError> {
+        let c = self.client().await?;
+        channel_ops::postgres::latest_order_of(&**c, channel, &user, since).await
+    }
+
+    pub async fn sms_part(&self, part: SmsPart) -> Result<SmsPartState, StoreError> {
+        let mut c = self.client().await?;
+        channel_ops::postgres::sms_part(&mut c, &part).await
+    }
+
+    pub async fn sms_parts_done(
+        &self,
+        provider: String,
+        part_ids: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        channel_ops::postgres::sms_done(&mut c, &provider, &part_ids, now).await
+    }
+
+    pub async fn sms_open_parts(&self) -> Result<Vec<SmsPart>, StoreError> {
+        let c = self.client().await?;
+        channel_ops::postgres::open_parts(&**c).await
     }
 }
 

@@ -71,3 +71,19 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (node, day)
 );
 ";
+
+/// Parts of long SMS waiting for their siblings (both back ends; `done` is 0 or 1).
+pub const SMS_PARTS: &str = "
+CREATE TABLE IF NOT EXISTS sms_parts (
+    provider    TEXT NOT NULL,
+    part_id     TEXT NOT NULL,
+    phone       TEXT NOT NULL,
+    total       INTEGER NOT NULL,
+    idx         INTEGER NOT NULL,
+    text        TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    done        INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (provider, part_id)
+);
+CREATE INDEX IF NOT EXISTS sms_parts_open ON sms_parts (done, provider, phone, total);
+";

@@ -18,6 +18,7 @@ use rusqlite::{
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::channel_ops::{self, Addition, SmsPart, SmsPartState};
 use super::{
     Claimed, DeadLetter, DeliveryOutcome, NewOrder, Numbering, OutboxStats, StatusEvent,
     StoreError, SubmitOutcome, apply_status, from_micros, mark_delivered, micros, schema,
@@ -36,6 +37,12 @@ enum Write {
     },
     Complete(OrderNumber, DeliveryOutcome, DateTime<Utc>, Reply<()>),
     Replay(OrderNumber, DateTime<Utc>, Reply<bool>),
+    Attach(
+        Box<(OrderNumber, Addition, String, DateTime<Utc>)>,
+        Reply<Option<WorkOrder>>,
+    ),
+    SmsPart(Box<SmsPart>, Reply<SmsPartState>),
+    SmsDone(String, Vec<String>, DateTime<Utc>, Reply<()>),
 }
 
 #[derive(Clone)]
@@ -69,6 +76,7 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     // Checkpoints run on their own thread (see `checkpointer`), not inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.execute_batch(schema::SQLITE)?;
+    conn.execute_batch(schema::SMS_PARTS)?;
     Ok(conn)
 }
 
@@ -298,6 +306,45 @@ impl SqliteStore {
     pub fn outbox_signal(&self) -> &Notify {
         &self.inner.outbox
     }
+
+    pub async fn attach(
+        &self,
+        id: OrderNumber,
+        addition: Addition,
+        by: String,
+        at: DateTime<Utc>,
+    ) -> Result<Option<WorkOrder>, StoreError> {
+        self.write(|r| Write::Attach(Box::new((id, addition, by, at)), r))
+            .await
+    }
+
+    pub async fn latest_order_of(
+        &self,
+        channel: adapters::work_order::Channel,
+        user: String,
+        since: DateTime<Utc>,
+    ) -> Result<Option<WorkOrder>, StoreError> {
+        self.read(move |c| channel_ops::sqlite::latest_order_of(c, channel, &user, since))
+            .await
+    }
+
+    pub async fn sms_part(&self, part: SmsPart) -> Result<SmsPartState, StoreError> {
+        self.write(|r| Write::SmsPart(Box::new(part), r)).await
+    }
+
+    pub async fn sms_parts_done(
+        &self,
+        provider: String,
+        part_ids: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(|r| Write::SmsDone(provider, part_ids, now, r))
+            .await
+    }
+
+    pub async fn sms_open_parts(&self) -> Result<Vec<SmsPart>, StoreError> {
+        self.read(channel_ops::sqlite::open_parts).await
+    }
 }
 
 fn read_order(c: &Connection, id: &str) -> Result<Option<WorkOrder>, StoreError> {
@@ -429,6 +476,7 @@ enum Outcome {
     Claim(Vec<Claimed>),
     Unit,
     Flag(bool),
+    SmsPart(SmsPartState),
 }
 
 /// Pair a write's reply with its result (an outcome of another shape cannot happen: `apply`
@@ -475,6 +523,27 @@ fn respond(w: Write, result: Result<Outcome, StoreError>) -> Pending {
             r,
             shape(result, |o| match o {
                 Outcome::Flag(v) => Some(v),
+                _ => None,
+            }),
+        ),
+        Write::Attach(_, r) => pending(
+            r,
+            shape(result, |o| match o {
+                Outcome::Event(v) => Some(v),
+                _ => None,
+            }),
+        ),
+        Write::SmsPart(_, r) => pending(
+            r,
+            shape(result, |o| match o {
+                Outcome::SmsPart(v) => Some(v),
+                _ => None,
+            }),
+        ),
+        Write::SmsDone(_, _, _, r) => pending(
+            r,
+            shape(result, |o| match o {
+                Outcome::Unit => Some(()),
                 _ => None,
             }),
         ),
@@ -572,6 +641,15 @@ fn apply(
             Outcome::Unit
         }
         Write::Replay(id, now, _) => Outcome::Flag(replay(tx, id, *now)?),
+        Write::Attach(a, _) => {
+            let (id, addition, by, at) = &**a;
+            Outcome::Event(channel_ops::sqlite::attach(tx, id, addition, by, *at)?)
+        }
+        Write::SmsPart(p, _) => Outcome::SmsPart(channel_ops::sqlite::sms_part(tx, p)?),
+        Write::SmsDone(provider, ids, now, _) => {
+            channel_ops::sqlite::sms_done(tx, provider, ids, *now)?;
+            Outcome::Unit
+        }
     })
 }
 
