@@ -10,8 +10,10 @@
 //! the gateway. Everything here is pure: no I/O, no clock, so it is tested and fuzzed alone.
 
 pub mod normalize;
+pub mod open311;
 pub mod order_number;
 pub mod submission;
+pub mod webform;
 pub mod work_order;
 
 pub use order_number::OrderNumber;
