@@ -162,15 +162,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         request_timeout: Duration::from_millis(config.http.request_timeout_ms),
         metrics,
         flows,
+        web: Arc::new(api::WebState::from_config(&config)?),
     };
     let app = api::router(state, config.http.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     tracing::info!(addr = %listener.local_addr()?, node = config.node.id, "http listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("http stopped");
     let _ = stop_tx.send(true);
     if let Some(handle) = dispatcher {

@@ -4,9 +4,13 @@
 
 pub mod auth;
 pub mod error;
+mod open311;
 mod ops;
 mod orders;
 mod submissions;
+mod web;
+
+pub use web::WebState;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +39,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The live IVR flows, when the flows directory was found.
     pub flows: Option<Arc<crate::ivr::LiveFlows>>,
+    /// The web form and Open311 settings, form tokens and rate limits.
+    pub web: Arc<WebState>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -54,8 +60,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/admin", get(ops::console));
+    let channels = web::routes(&state).merge(open311::routes());
     with_key
         .merge(open)
+        .merge(channels)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
