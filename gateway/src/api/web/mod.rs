@@ -192,7 +192,7 @@ fn html(status: StatusCode, body: String) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -322,9 +322,12 @@ async fn read_multipart(
     Ok(posted)
 }
 
-/// Does the `Origin` (when the browser sent one) name this host?
+/// Does the `Origin` (when the browser sent a real one) name this host? Defence in depth: the
+/// token bound to the cookie is what actually stops cross-site posts, so an absent or `null`
+/// origin (privacy settings, old browsers) is let through to the token check.
 fn same_origin(headers: &HeaderMap, trust_forwarded: bool) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let Some(origin) = origin.filter(|o| *o != "null") else {
         return true;
     };
     let origin_host = origin
