@@ -280,7 +280,7 @@ impl PostRequest {
         };
         let email = bounded("email", &self.email, 254)?;
         if let Some(e) = &email
-            && !(e.contains('@') && !e.contains(char::is_whitespace))
+            && (!e.contains('@') || e.contains(char::is_whitespace))
         {
             return Err(Open311Error::bad("email is not an e-mail address"));
         }
