@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the gateway needs on a fresh Debian/Ubuntu machine, skipping what is there.
 #   scripts/setup.sh          what running the gateway needs (a Rust toolchain, a C compiler)
-#   scripts/setup.sh --test   also what the tests use (PostgreSQL server binaries)
+#   scripts/setup.sh --test   also what the tests use (PostgreSQL server binaries; Chromium, CJK
+#                             fonts and Node.js for the web form's browser test)
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
@@ -20,6 +21,10 @@ if [ "$want_test" = 1 ]; then
   if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=(postgresql)
   fi
+  command -v chromium >/dev/null || missing+=(chromium)
+  fc-list 2>/dev/null | grep -qi "noto sans cjk" || missing+=(fonts-noto-cjk)
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -10,9 +10,11 @@
 //! the gateway. Everything here is pure: no I/O, no clock, so it is tested and fuzzed alone.
 
 pub mod normalize;
+pub mod open311;
 pub mod order_number;
 pub mod sms;
 pub mod submission;
+pub mod webform;
 pub mod wechat;
 pub mod work_order;
 

@@ -25,6 +25,68 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub ivr: IvrConfig,
     pub channels: ChannelsConfig,
+    pub web: WebConfig,
+}
+
+/// The public web form and the Open311 endpoint (`[web]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Where uploaded photos are kept, named by their SHA-256; default `<data_dir>/uploads`.
+    pub upload_dir: Option<PathBuf>,
+    /// Largest photo accepted, in bytes.
+    pub max_upload_bytes: usize,
+    /// Photo types accepted, checked against the file's first bytes (JPEG, PNG, WebP).
+    pub allowed_types: Vec<String>,
+    /// Longest 诉求内容 (request text) in characters.
+    pub max_text_chars: usize,
+    /// A form sent back sooner than this after it was served is taken for a bot.
+    pub min_fill_seconds: u64,
+    /// A form older than this is refused as expired (and shown again, input kept).
+    pub form_max_age_seconds: u64,
+    /// Web form submissions per client IP: sustained rate and burst (token bucket).
+    pub rate_per_minute: u32,
+    pub rate_burst: u32,
+    /// Take the client IP from the first `X-Forwarded-For` entry (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    /// HMAC key of the form tokens; generated once into `<data_dir>/web-secret` when unset.
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// Prefix of attachment URLs in orders (`<public_url>/uploads/<sha256>`); relative when unset.
+    pub public_url: Option<String>,
+    /// The `jurisdiction_id` Open311 clients may send; another one is refused.
+    pub open311_jurisdiction_id: String,
+    /// Open311 `POST requests.json` needs an `api_key` from `[[api.keys]]`.
+    pub open311_require_api_key: bool,
+    /// Open311 `GET requests.json` lists orders of every channel (else only Open311 ones).
+    pub open311_list_all_channels: bool,
+    /// Open311 POSTs per API key (or client IP without one): sustained rate and burst.
+    pub open311_rate_per_minute: u32,
+    pub open311_rate_burst: u32,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            upload_dir: None,
+            max_upload_bytes: 5 * 1024 * 1024,
+            allowed_types: vec!["image/jpeg".into(), "image/png".into(), "image/webp".into()],
+            max_text_chars: 2000,
+            min_fill_seconds: 3,
+            form_max_age_seconds: 7200,
+            rate_per_minute: 6,
+            rate_burst: 10,
+            trust_forwarded_for: false,
+            secret: None,
+            secret_file: None,
+            public_url: None,
+            open311_jurisdiction_id: "wuhan.gov.cn".into(),
+            open311_require_api_key: true,
+            open311_list_all_channels: false,
+            open311_rate_per_minute: 120,
+            open311_rate_burst: 60,
+        }
+    }
 }
 
 /// `[channels]`: WeChat accounts and SMS providers (`/channels/wechat/{name}`,
@@ -367,7 +429,43 @@ impl Config {
                 bail!("api key {:?} needs key or key_file", key.name);
             }
         }
+        self.validate_web()?;
         Ok(())
+    }
+
+    fn validate_web(&self) -> anyhow::Result<()> {
+        let w = &self.web;
+        for t in &w.allowed_types {
+            if adapters::webform::ImageType::from_mime(t).is_none() {
+                bail!("web.allowed_types: {t:?} is not one of image/jpeg, image/png, image/webp");
+            }
+        }
+        if w.max_upload_bytes == 0 || w.max_text_chars == 0 {
+            bail!("web.max_upload_bytes and web.max_text_chars must be at least 1");
+        }
+        if w.rate_per_minute == 0
+            || w.rate_burst == 0
+            || w.open311_rate_per_minute == 0
+            || w.open311_rate_burst == 0
+        {
+            bail!("web rate limits (rate_per_minute, rate_burst, open311_*) must be at least 1");
+        }
+        if w.form_max_age_seconds <= w.min_fill_seconds {
+            bail!("web.form_max_age_seconds must be longer than web.min_fill_seconds");
+        }
+        if let Some(url) = &w.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("web.public_url must be an http:// or https:// URL, got {url:?}");
+        }
+        Ok(())
+    }
+
+    pub fn upload_dir(&self) -> PathBuf {
+        self.web
+            .upload_dir
+            .clone()
+            .unwrap_or_else(|| self.node.data_dir.join("uploads"))
     }
 
     pub fn utc_offset(&self) -> anyhow::Result<chrono::FixedOffset> {
@@ -452,6 +550,7 @@ mod tests {
         c.validate().expect("defaults valid");
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.sqlite_path(), PathBuf::from("./data/gateway.db"));
+        assert_eq!(c.upload_dir(), PathBuf::from("./data/uploads"));
     }
 
     #[test]

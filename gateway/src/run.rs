@@ -164,6 +164,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics,
         flows,
         channels,
+        web: Arc::new(api::WebState::from_config(&config)?),
     };
     let app = api::router(state, config.http.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(config.http.listen)

@@ -5,9 +5,13 @@
 pub mod auth;
 pub mod channels;
 pub mod error;
+mod open311;
 mod ops;
 mod orders;
 mod submissions;
+mod web;
+
+pub use web::WebState;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +42,8 @@ pub struct AppState {
     pub flows: Option<Arc<crate::ivr::LiveFlows>>,
     /// WeChat accounts and SMS providers.
     pub channels: Arc<channels::Channels>,
+    /// The web form and Open311 settings, form tokens and rate limits.
+    pub web: Arc<WebState>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -57,9 +63,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/admin", get(ops::console));
+    let public = web::routes(&state).merge(open311::routes());
     with_key
         .merge(open)
         .merge(channels::routes())
+        .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
