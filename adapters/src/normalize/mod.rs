@@ -5,6 +5,7 @@
 //! classification from a trained model, the district gazetteer and related-order detection build
 //! on the same [`Normalized`] result.
 
+pub mod classify;
 pub mod mask;
 
 use crate::submission::Submission;
