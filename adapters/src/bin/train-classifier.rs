@@ -85,8 +85,18 @@ fn run(input: &str, output: &str) -> Result<(), String> {
     classes.sort();
     classes.dedup();
     let class_of = |l: &str| classes.iter().position(|c| c == l).unwrap_or(0);
-    let train: Vec<&Row> = rows.iter().zip(&held).filter(|(_, h)| !**h).map(|(r, _)| r).collect();
-    let test: Vec<&Row> = rows.iter().zip(&held).filter(|(_, h)| **h).map(|(r, _)| r).collect();
+    let train: Vec<&Row> = rows
+        .iter()
+        .zip(&held)
+        .filter(|(_, h)| !**h)
+        .map(|(r, _)| r)
+        .collect();
+    let test: Vec<&Row> = rows
+        .iter()
+        .zip(&held)
+        .filter(|(_, h)| **h)
+        .map(|(r, _)| r)
+        .collect();
     eprintln!(
         "{} rows, {} classes: training on {}, holding out {}",
         rows.len(),
@@ -124,7 +134,12 @@ fn run(input: &str, output: &str) -> Result<(), String> {
             .iter()
             .map(|(b, cnt)| f64::from(sublinear_tf(*cnt)) * idf[*b as usize])
             .collect();
-        let norm = vals.iter().map(|v| v * v).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
+        let norm = vals
+            .iter()
+            .map(|v| v * v)
+            .sum::<f64>()
+            .sqrt()
+            .max(f64::MIN_POSITIVE);
         for ((b, _), v) in doc.iter().zip(vals) {
             per_class[*b as usize * k + c] += v / norm;
         }
@@ -167,7 +182,10 @@ fn run(input: &str, output: &str) -> Result<(), String> {
         }
     }
     let y: Array1<usize> = train.iter().map(|r| class_of(&r.label)).collect();
-    eprintln!("fitting multinomial logistic regression on {} features", dim);
+    eprintln!(
+        "fitting multinomial logistic regression on {} features",
+        dim
+    );
     let fitted = MultiLogisticRegression::default()
         .alpha(ALPHA)
         .max_iterations(MAX_ITERATIONS)
@@ -210,14 +228,21 @@ fn print_report(classes: &[String], confusion: &[Vec<usize>]) {
         "held-out accuracy: {:.4} ({correct}/{total})",
         correct as f64 / total.max(1) as f64
     );
-    println!("{:<12} {:>9} {:>9} {:>9} {:>7}", "class", "precision", "recall", "f1", "n");
+    println!(
+        "{:<12} {:>9} {:>9} {:>9} {:>7}",
+        "class", "precision", "recall", "f1", "n"
+    );
     for (i, c) in classes.iter().enumerate() {
         let tp = confusion[i][i] as f64;
         let predicted: usize = confusion.iter().map(|r| r[i]).sum();
         let actual: usize = confusion[i].iter().sum();
         let p = tp / predicted.max(1) as f64;
         let r = tp / actual.max(1) as f64;
-        let f1 = if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
+        let f1 = if p + r > 0.0 {
+            2.0 * p * r / (p + r)
+        } else {
+            0.0
+        };
         println!("{c:<12} {p:>9.3} {r:>9.3} {f1:>9.3} {actual:>7}");
     }
 }

@@ -154,11 +154,15 @@ impl CategoryModel {
                 *s += v * w;
             }
         }
-        let (best, max) = scores
-            .iter()
-            .copied()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |acc, (i, s)| if s > acc.1 { (i, s) } else { acc });
+        let (best, max) =
+            scores
+                .iter()
+                .copied()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |acc, (i, s)| if s > acc.1 { (i, s) } else { acc },
+                );
         let total: f32 = scores.iter().map(|s| (s - max).exp()).sum();
         Some(Prediction {
             category: &self.classes[best],
@@ -199,7 +203,9 @@ impl CategoryModel {
         }
         let version = r.u32()?;
         if version != VERSION {
-            return Err(ModelError(format!("format version {version}, expected {VERSION}")));
+            return Err(ModelError(format!(
+                "format version {version}, expected {VERSION}"
+            )));
         }
         let bits = r.u32()?;
         let subject_weight = r.f32()?;
@@ -292,7 +298,9 @@ pub fn holdout_split(rows: &[(&str, &str)]) -> Vec<bool> {
             .enumerate()
             .filter(|(_, (_, l))| *l == label)
             .map(|(i, (id, _))| {
-                let h = id.bytes().fold(SPLIT_SEED, |h, b| splitmix(h ^ u64::from(b)));
+                let h = id
+                    .bytes()
+                    .fold(SPLIT_SEED, |h, b| splitmix(h ^ u64::from(b)));
                 (h, i)
             })
             .collect();
@@ -358,7 +366,10 @@ mod tests {
         let m = shipped_model().expect("shipped model parses");
         assert_eq!(m.classes.len(), 7);
         let p = m
-            .predict("小区旁边工地夜间施工噪音扰民", "每天晚上十二点还在打桩，吵得睡不着")
+            .predict(
+                "小区旁边工地夜间施工噪音扰民",
+                "每天晚上十二点还在打桩，吵得睡不着",
+            )
             .expect("prediction");
         assert!(m.classes.iter().any(|c| c == p.category));
         assert!(p.confidence > 0.0 && p.confidence <= 1.0);
