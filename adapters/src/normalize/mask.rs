@@ -4,7 +4,7 @@
 //! services print them so a citizen still recognises their own), ID card numbers keep region
 //! and check digits (`420102********123X`), names keep the family name (`张*`). [`Masked`] wraps any
 //! free text for `tracing` fields so that a phone or ID number typed into a complaint is masked
-//! too.
+//! too, and so is a name the citizen introduces in the text ("我叫张三", "联系人：李四").
 
 use std::borrow::Cow;
 use std::fmt;
@@ -60,11 +60,88 @@ fn mask_run(run: &str) -> Option<String> {
     }
 }
 
+/// Words after which a citizen introduces a name: "我叫张三", "联系人：李四".
+const NAME_INTRODUCERS: &[&str] = &[
+    "我叫",
+    "名叫",
+    "名字叫",
+    "名字是",
+    "姓名",
+    "联系人",
+    "投诉人",
+    "举报人",
+    "求助人",
+    "来电人",
+    "当事人",
+];
+
+/// Characters that end a name early: what usually follows a name in a sentence.
+const AFTER_NAME: &[char] = &[
+    '住', '在', '是', '的', '电', '手', '家', '今', '现', '，', '。', '、', '先', '女', '老', '同',
+    '身', '联', '系', '和', '与', '及', '我', '他', '她', '反', '想', '要', '因', '从', '来', '年',
+];
+
+fn is_han(c: char) -> bool {
+    ('\u{4e00}'..='\u{9fff}').contains(&c)
+}
+
+/// Mask names that the text introduces ("我叫张三" -> "我叫张*"): two to four Han characters
+/// after an introducer (and an optional colon or "是"), ending early at a character that
+/// usually follows a name. Names elsewhere cannot be told from ordinary words without a
+/// dictionary, so they are left alone; the citizen's own name field is masked by [`mask_name`].
+pub fn mask_names(text: &str) -> Cow<'_, str> {
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some((at, intro)) = NAME_INTRODUCERS
+        .iter()
+        .filter_map(|w| text[search..].find(w).map(|i| (search + i, *w)))
+        .min()
+    {
+        let mut start = at + intro.len();
+        let rest = &text[start..];
+        let skipped = rest.len() - rest.trim_start_matches([':', '：', ' ', '是']).len();
+        start += skipped;
+        let mut end = start;
+        for (n, c) in text[start..].chars().enumerate() {
+            if n >= 4 || !is_han(c) || AFTER_NAME.contains(&c) {
+                break;
+            }
+            end += c.len_utf8();
+        }
+        if text[start..end].chars().count() >= 2 {
+            let buf = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            buf.push_str(&text[copied..start]);
+            buf.push_str(&mask_name(&text[start..end]));
+            copied = end;
+        }
+        search = end.max(at + intro.len());
+    }
+    match out {
+        None => Cow::Borrowed(text),
+        Some(mut buf) => {
+            buf.push_str(&text[copied..]);
+            Cow::Owned(buf)
+        }
+    }
+}
+
+/// Mask every phone number, ID number and introduced name inside free text.
+pub fn mask_text(text: &str) -> Cow<'_, str> {
+    match mask_numbers(text) {
+        Cow::Borrowed(t) => mask_names(t),
+        Cow::Owned(t) => match mask_names(&t) {
+            Cow::Borrowed(_) => Cow::Owned(t),
+            Cow::Owned(named) => Cow::Owned(named),
+        },
+    }
+}
+
 /// Mask every phone and ID number inside free text. A number is a run of digits that may be
 /// grouped by single spaces or dashes (`027-8888 6666`), may start with `+` and (ID cards) end
 /// with `X`. Written as a scanner rather than a regex because the boundaries (a run must not
 /// touch other digits) need look-around, which the `regex` crate deliberately lacks.
-pub fn mask_text(text: &str) -> Cow<'_, str> {
+pub fn mask_numbers(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
     let mut out: Option<String> = None;
     let mut copied = 0;
@@ -151,6 +228,23 @@ mod tests {
         assert_eq!(mask_text("13800138000X"), "138****8000X");
         let two = mask_text("13800138000,13900139000");
         assert_eq!(two, "138****8000,139****9000");
+    }
+
+    #[test]
+    fn introduced_names_are_masked() {
+        assert_eq!(
+            mask_text("我叫张三，电话13800138000"),
+            "我叫张*，电话138****8000"
+        );
+        assert_eq!(mask_text("联系人：李四光住在光谷"), "联系人：李**住在光谷");
+        assert_eq!(mask_text("姓名 欧阳娜娜。"), "姓名 欧***。");
+        assert_eq!(mask_text("我叫王五住在洪山"), "我叫王*住在洪山");
+        // No name after the introducer, or too short: nothing to mask.
+        assert_eq!(mask_text("联系人电话"), "联系人电话");
+        assert_eq!(mask_text("我叫了"), "我叫了");
+        assert_eq!(mask_text("我叫"), "我叫");
+        let logged = format!("{}", Masked("投诉人：赵六，手机13900139000"));
+        assert_eq!(logged, "投诉人：赵*，手机139****9000");
     }
 
     #[test]
