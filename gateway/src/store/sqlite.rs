@@ -472,7 +472,7 @@ fn writer_loop(
 /// What one write produced inside the transaction, answered once the commit is on disk.
 enum Outcome {
     Submit(SubmitOutcome),
-    Event(Option<WorkOrder>),
+    Event(Option<Box<WorkOrder>>),
     Claim(Vec<Claimed>),
     Unit,
     Flag(bool),
@@ -501,7 +501,7 @@ fn respond(w: Write, result: Result<Outcome, StoreError>) -> Pending {
         Write::Event(_, _, r) => pending(
             r,
             shape(result, |o| match o {
-                Outcome::Event(v) => Some(v),
+                Outcome::Event(v) => Some(v.map(|o| *o)),
                 _ => None,
             }),
         ),
@@ -529,7 +529,7 @@ fn respond(w: Write, result: Result<Outcome, StoreError>) -> Pending {
         Write::Attach(_, r) => pending(
             r,
             shape(result, |o| match o {
-                Outcome::Event(v) => Some(v),
+                Outcome::Event(v) => Some(v.map(|o| *o)),
                 _ => None,
             }),
         ),
@@ -629,7 +629,7 @@ fn apply(
 ) -> Result<Outcome, StoreError> {
     Ok(match w {
         Write::Submit(order, _) => Outcome::Submit(submit(tx, numbering, (**order).clone())?),
-        Write::Event(id, event, _) => Outcome::Event(event_update(tx, id, event)?),
+        Write::Event(id, event, _) => Outcome::Event(event_update(tx, id, event)?.map(Box::new)),
         Write::Claim {
             now,
             lease_until,
@@ -643,7 +643,7 @@ fn apply(
         Write::Replay(id, now, _) => Outcome::Flag(replay(tx, id, *now)?),
         Write::Attach(a, _) => {
             let (id, addition, by, at) = &**a;
-            Outcome::Event(channel_ops::sqlite::attach(tx, id, addition, by, *at)?)
+            Outcome::Event(channel_ops::sqlite::attach(tx, id, addition, by, *at)?.map(Box::new))
         }
         Write::SmsPart(p, _) => Outcome::SmsPart(channel_ops::sqlite::sms_part(tx, p)?),
         Write::SmsDone(provider, ids, now, _) => {
