@@ -506,15 +506,20 @@ impl Endpoint {
         peer: Peer,
     ) -> Option<Response> {
         let vias = req.get_all("Via").map(str::to_owned).collect::<Vec<_>>();
-        let top = req.top_via().ok()?;
+        // An unreadable Via (we are answering 400) is copied as is: the response goes to the
+        // packet's source anyway.
+        let top = req.top_via().ok();
+        if vias.is_empty() {
+            return None;
+        }
         let from = req.get("From")?;
         let to_raw = req.get("To")?;
         let call_id = req.get("Call-ID")?;
         let cseq = req.get("CSeq")?;
         let mut headers = Headers::default();
         for (i, v) in vias.iter().enumerate() {
-            if i == 0 {
-                headers.push("Via", stamp_via(&top, v, peer.addr));
+            if let (0, Some(top)) = (i, &top) {
+                headers.push("Via", stamp_via(top, v, peer.addr));
             } else {
                 headers.push("Via", v.clone());
             }
@@ -767,9 +772,11 @@ impl Endpoint {
                 reason: reason_phrase(505).into(),
             });
         }
+        // `?headers` follow the host part; a '?' in the user part is legal (RFC 4475 intmeth).
         let scheme = req.uri.split(':').next().unwrap_or_default();
+        let hostpart = req.uri.rsplit('@').next().unwrap_or_default();
         if (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips"))
-            && req.uri.contains('?')
+            && hostpart.contains('?')
         {
             return Err(Reject::bad("Request-URI carries headers"));
         }
