@@ -1,0 +1,22 @@
+//! The SIP endpoint on arbitrary datagrams, split into up to four messages fed in turn with
+//! timers run in between: no panic, whatever the trunk sends.
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use gateway::sip::{Endpoint, SipSettings, Transport};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut ep = Endpoint::new(SipSettings::default());
+    let from = std::net::SocketAddr::from(([127, 0, 0, 1], 5080));
+    let mut now = Instant::now();
+    for (i, part) in data.split(|b| *b == 0xfe).take(4).enumerate() {
+        let transport = if i % 2 == 0 { Transport::Udp } else { Transport::Tcp };
+        let _ = ep.handle_datagram(now, from, transport, part);
+        now += Duration::from_millis(700);
+        let _ = ep.handle_timeout(now);
+    }
+    now += Duration::from_secs(40);
+    let _ = ep.handle_timeout(now);
+});

@@ -1,0 +1,1309 @@
+//! The sans-IO UAS that the call layer drives.
+//!
+//! Feed it datagrams or framed stream messages ([`Endpoint::handle_datagram`]) and the time
+//! ([`Endpoint::handle_timeout`] when [`Endpoint::poll_timeout`] is due); give it commands
+//! ([`Endpoint::ring`], [`Endpoint::answer`], [`Endpoint::reject`], [`Endpoint::hangup`],
+//! [`Endpoint::send_info`]). Each call returns [`Output`]s: bytes to transmit and
+//! [`CallEvent`]s for the call layer. No sockets, no clock, no tasks.
+//!
+//! Decisions worth knowing:
+//! - Responses go back to the packet's source address and transport (symmetric signalling, as
+//!   RFC 3581 rport makes standard); in-dialog requests we send (BYE, INFO) go to the address the
+//!   INVITE came from. We face one carrier trunk and do no DNS.
+//! - Requests from addresses outside [`SipSettings::trunk_allow`] get a stateless 403 with a
+//!   Warning saying why; their malformed messages and responses are dropped.
+//! - A request that fails validation gets a stateless 400 whose reason phrase names the faulty
+//!   header, when it has the headers a response needs; otherwise it is dropped. An ACK is never
+//!   answered.
+//! - Transactions are found by a linear scan per timeout; a trunk carries hundreds of calls, not
+//!   millions, and a timer wheel would be premature.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::dialog::Dialog;
+use super::message::{Headers, Message, Method, Request, Response, Via, reason_phrase};
+use super::parse::{self, ParseError};
+use super::serialize;
+use super::transaction::{
+    ClientNonInvite, ServerInvite, ServerInviteState, ServerNonInvite, TxOutput,
+};
+use super::{SipSettings, Transport};
+
+use super::message;
+
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
+
+/// The call layer's handle for one call (one INVITE dialog).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub u64);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub transport: Transport,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Transmit(Transmit),
+    Event(CallEvent),
+}
+
+/// A DTMF digit carried by SIP INFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dtmf {
+    pub digit: char,
+    pub duration_ms: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminationReason {
+    /// The caller sent BYE.
+    RemoteBye,
+    /// Our BYE was answered (or the call was rejected/hung up before answer).
+    LocalHangup,
+    /// The caller cancelled before we answered.
+    Cancelled,
+    /// We rejected the call with this status.
+    Rejected(u16),
+    /// Our 2xx got no ACK within 64*T1; we sent BYE.
+    NoAck,
+    /// Our BYE got no final response within 64*T1.
+    ByeTimeout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent {
+    IncomingCall {
+        call: CallId,
+        sip_call_id: String,
+        /// The caller's From URI and display name.
+        from: String,
+        from_display: Option<String>,
+        /// The To URI (the number dialled).
+        to: String,
+        request_uri: String,
+        /// The INVITE body when it has one (normally application/sdp; multipart is passed
+        /// whole with its content type).
+        sdp_offer: Option<Vec<u8>>,
+        offer_content_type: Option<String>,
+        source: SocketAddr,
+        transport: Transport,
+    },
+    /// The ACK for our 2xx to the initial INVITE: media may flow both ways.
+    CallAcked { call: CallId },
+    /// A re-INVITE (hold/resume, codec change); answer with [`Endpoint::answer`] or
+    /// [`Endpoint::reject`].
+    ReInvite { call: CallId, sdp: Option<Vec<u8>> },
+    Info {
+        call: CallId,
+        content_type: Option<String>,
+        body: Vec<u8>,
+        dtmf: Option<Dtmf>,
+    },
+    /// The caller hung up (BYE answered 200); `CallTerminated` follows.
+    Bye { call: CallId },
+    /// The caller cancelled before answer (487 sent); `CallTerminated` follows.
+    Cancelled { call: CallId },
+    CallTerminated {
+        call: CallId,
+        reason: TerminationReason,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no such call")]
+    NoSuchCall,
+    #[error("the call is not in a state for this command")]
+    WrongState,
+    #[error("status {0} is not a final error status (300-699)")]
+    BadStatus(u16),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Peer {
+    addr: SocketAddr,
+    transport: Transport,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    /// Initial INVITE pending: no final response yet.
+    Offered,
+    /// 2xx sent, waiting for the ACK.
+    Answered,
+    Confirmed,
+    /// Our BYE is out.
+    Ending,
+}
+
+#[derive(Debug)]
+struct Call {
+    state: CallState,
+    dialog: Dialog,
+    peer: Peer,
+    /// The INVITE (initial or re-INVITE) the call layer answers next or whose ACK we wait for.
+    invite: Request,
+    invite_tx: String,
+    reinvite_pending: bool,
+    bye_after_ack: bool,
+}
+
+#[derive(Debug)]
+struct ServerInviteEntry {
+    tx: ServerInvite,
+    peer: Peer,
+    call: Option<CallId>,
+}
+
+#[derive(Debug)]
+struct ClientEntry {
+    tx: ClientNonInvite,
+    peer: Peer,
+    call: CallId,
+    method: Method,
+}
+
+/// The SIP user agent server for the trunk. See the module docs.
+#[derive(Debug)]
+pub struct Endpoint {
+    settings: SipSettings,
+    calls: HashMap<CallId, Call>,
+    server_invites: HashMap<String, ServerInviteEntry>,
+    server_others: HashMap<String, (ServerNonInvite, Peer)>,
+    clients: HashMap<String, ClientEntry>,
+    next_call: u64,
+    out: Vec<Output>,
+}
+
+/// What we check before acting on a request, with the response if it fails.
+struct Reject {
+    status: u16,
+    reason: String,
+}
+
+impl Reject {
+    fn bad(reason: impl Into<String>) -> Self {
+        Reject {
+            status: 400,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Endpoint {
+    pub fn new(settings: SipSettings) -> Self {
+        Endpoint {
+            settings,
+            calls: HashMap::new(),
+            server_invites: HashMap::new(),
+            server_others: HashMap::new(),
+            clients: HashMap::new(),
+            next_call: 1,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &SipSettings {
+        &self.settings
+    }
+
+    /// Calls in progress (offered, answered or confirmed).
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// One datagram (UDP) or one framed message (TCP, cut by [`parse::frame`]).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        transport: Transport,
+        bytes: &[u8],
+    ) -> Vec<Output> {
+        let peer = Peer {
+            addr: from,
+            transport,
+        };
+        let allowed = self.settings.allows(from.ip());
+        match parse::parse_datagram(bytes) {
+            Err(e) => {
+                if allowed {
+                    self.answer_parse_error(peer, &e);
+                } else {
+                    tracing::debug!(%from, "dropping unparsable message from outside the trunk allow-list");
+                }
+            }
+            Ok(Message::Response(r)) if allowed => self.handle_response(now, &r),
+            Ok(Message::Response(_)) => {
+                tracing::debug!(%from, "dropping response from outside the trunk allow-list");
+            }
+            Ok(Message::Request(r)) if !allowed => {
+                if r.method != Method::Ack {
+                    tracing::warn!(%from, method = %r.method, "request from outside the trunk allow-list: 403");
+                    let mut resp = match self.response(&r.headers, 403, "Forbidden", None, peer) {
+                        Some(resp) => resp,
+                        None => return self.drain(),
+                    };
+                    resp.headers.push(
+                        "Warning",
+                        format!(
+                            "399 {} \"source address not in the trunk allow-list\"",
+                            self.host()
+                        ),
+                    );
+                    resp.headers
+                        .push("Reason", "SIP;cause=403;text=\"source not allowed\"");
+                    self.send_response(peer, &resp);
+                }
+            }
+            Ok(Message::Request(r)) => self.handle_request(now, peer, r),
+        }
+        self.drain()
+    }
+
+    /// When [`Endpoint::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let a = self
+            .server_invites
+            .values()
+            .filter_map(|e| e.tx.poll_timeout());
+        let b = self
+            .server_others
+            .values()
+            .filter_map(|(t, _)| t.poll_timeout());
+        let c = self.clients.values().filter_map(|e| e.tx.poll_timeout());
+        a.chain(b).chain(c).min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Output> {
+        let mut no_ack = Vec::new();
+        for (key, e) in &mut self.server_invites {
+            if e.tx.poll_timeout().is_none_or(|t| t > now) {
+                continue;
+            }
+            for o in e.tx.handle_timeout(now) {
+                match o {
+                    TxOutput::Retransmit(bytes) => self.out.push(transmit(e.peer, bytes)),
+                    TxOutput::Timeout => {
+                        if let Some(call) = e.call {
+                            no_ack.push((call, key.clone()));
+                        }
+                    }
+                    TxOutput::Response(_) => {}
+                }
+            }
+        }
+        for (call, key) in no_ack {
+            self.invite_timed_out(now, call, &key);
+        }
+        for (tx, _) in self.server_others.values_mut() {
+            if tx.poll_timeout().is_some_and(|t| t <= now) {
+                tx.handle_timeout(now);
+            }
+        }
+        let mut bye_timeouts = Vec::new();
+        for e in self.clients.values_mut() {
+            if e.tx.poll_timeout().is_none_or(|t| t > now) {
+                continue;
+            }
+            for o in e.tx.handle_timeout(now) {
+                match o {
+                    TxOutput::Retransmit(bytes) => self.out.push(transmit(e.peer, bytes)),
+                    TxOutput::Timeout if e.method == Method::Bye => bye_timeouts.push(e.call),
+                    _ => {}
+                }
+            }
+        }
+        for call in bye_timeouts {
+            self.end_call(call, TerminationReason::ByeTimeout);
+        }
+        self.server_invites.retain(|_, e| !e.tx.is_terminated());
+        self.server_others.retain(|_, (t, _)| !t.is_terminated());
+        self.clients.retain(|_, e| !e.tx.is_terminated());
+        self.drain()
+    }
+
+    // ---- commands from the call layer -------------------------------------------------------
+
+    /// Send 180 Ringing for an offered call.
+    pub fn ring(&mut self, now: Instant, call: CallId) -> Result<Vec<Output>, CommandError> {
+        let c = self.calls.get(&call).ok_or(CommandError::NoSuchCall)?;
+        if c.state != CallState::Offered {
+            return Err(CommandError::WrongState);
+        }
+        let resp = self.dialog_response(call, 180, Vec::new())?;
+        self.invite_respond(now, call, &resp);
+        Ok(self.drain())
+    }
+
+    /// Answer the pending INVITE (initial or re-INVITE) with 200 OK and this SDP.
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        sdp: Vec<u8>,
+    ) -> Result<Vec<Output>, CommandError> {
+        let c = self.calls.get(&call).ok_or(CommandError::NoSuchCall)?;
+        let initial = c.state == CallState::Offered;
+        if !initial && !c.reinvite_pending {
+            return Err(CommandError::WrongState);
+        }
+        let resp = self.dialog_response(call, 200, sdp)?;
+        self.invite_respond(now, call, &resp);
+        if let Some(c) = self.calls.get_mut(&call) {
+            if initial {
+                c.state = CallState::Answered;
+            }
+            c.reinvite_pending = false;
+        }
+        Ok(self.drain())
+    }
+
+    /// Refuse the pending INVITE with a final error status (e.g. 486, 503, 488 for a re-INVITE).
+    /// For the initial INVITE the call ends; for a re-INVITE the call goes on unchanged.
+    pub fn reject(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        status: u16,
+    ) -> Result<Vec<Output>, CommandError> {
+        if !(300..=699).contains(&status) {
+            return Err(CommandError::BadStatus(status));
+        }
+        let c = self.calls.get(&call).ok_or(CommandError::NoSuchCall)?;
+        let initial = c.state == CallState::Offered;
+        if !initial && !c.reinvite_pending {
+            return Err(CommandError::WrongState);
+        }
+        let resp = self.dialog_response(call, status, Vec::new())?;
+        self.invite_respond(now, call, &resp);
+        if initial {
+            self.end_call(call, TerminationReason::Rejected(status));
+        } else if let Some(c) = self.calls.get_mut(&call) {
+            c.reinvite_pending = false;
+        }
+        Ok(self.drain())
+    }
+
+    /// End the call: BYE once answered (after the ACK, RFC 3261 15), 480 before answer.
+    pub fn hangup(&mut self, now: Instant, call: CallId) -> Result<Vec<Output>, CommandError> {
+        let c = self.calls.get_mut(&call).ok_or(CommandError::NoSuchCall)?;
+        match c.state {
+            CallState::Offered => {
+                let resp = self.dialog_response(call, 480, Vec::new())?;
+                self.invite_respond(now, call, &resp);
+                self.end_call(call, TerminationReason::LocalHangup);
+            }
+            CallState::Answered => c.bye_after_ack = true,
+            CallState::Confirmed => self.send_bye(now, call),
+            CallState::Ending => return Err(CommandError::WrongState),
+        }
+        Ok(self.drain())
+    }
+
+    /// Send INFO in the dialog (e.g. DTMF relay towards the trunk).
+    pub fn send_info(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<Output>, CommandError> {
+        let c = self.calls.get(&call).ok_or(CommandError::NoSuchCall)?;
+        if c.state != CallState::Confirmed {
+            return Err(CommandError::WrongState);
+        }
+        self.send_in_dialog(
+            now,
+            call,
+            Method::Info,
+            &[("Content-Type", content_type.to_owned())],
+            body,
+        );
+        Ok(self.drain())
+    }
+
+    // ---- internals ----------------------------------------------------------------------------
+
+    fn drain(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn event(&mut self, e: CallEvent) {
+        self.out.push(Output::Event(e));
+    }
+
+    fn host(&self) -> String {
+        self.settings
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| self.settings.udp.ip().to_string())
+    }
+
+    fn local_addr(&self, transport: Transport) -> SocketAddr {
+        match transport {
+            Transport::Udp => self.settings.udp,
+            Transport::Tcp => self.settings.tcp,
+        }
+    }
+
+    fn contact(&self, transport: Transport) -> String {
+        let port = self.local_addr(transport).port();
+        let host = match self.settings.advertised_host.clone() {
+            Some(h) => h,
+            None => match self.local_addr(transport).ip() {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            },
+        };
+        let tp = match transport {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+        };
+        format!("<sip:{}@{host}:{port}{tp}>", self.settings.contact_user)
+    }
+
+    fn answer_parse_error(&mut self, peer: Peer, e: &ParseError) {
+        let Some(s) = &e.salvage else {
+            tracing::debug!(from = %peer.addr, problem = e.problem, "dropping unparsable message");
+            return;
+        };
+        if !s.is_request || s.method == Some(Method::Ack) {
+            tracing::debug!(from = %peer.addr, problem = e.problem, "dropping malformed response or ACK");
+            return;
+        }
+        match self.response(
+            &s.headers,
+            400,
+            &format!("Bad Request ({})", e.problem),
+            None,
+            peer,
+        ) {
+            Some(resp) => {
+                tracing::info!(from = %peer.addr, problem = e.problem, "malformed request: 400");
+                self.send_response(peer, &resp);
+            }
+            None => {
+                tracing::debug!(from = %peer.addr, problem = e.problem, "malformed request without the headers to answer it");
+            }
+        }
+    }
+
+    /// Build a response from a request's headers (RFC 3261 8.2.6). `None` when the request
+    /// lacks what a response needs (Via, From, To, Call-ID, CSeq).
+    fn response(
+        &self,
+        req: &Headers,
+        status: u16,
+        reason: &str,
+        to_tag: Option<&str>,
+        peer: Peer,
+    ) -> Option<Response> {
+        let vias = req.get_all("Via").map(str::to_owned).collect::<Vec<_>>();
+        // An unreadable Via (we are answering 400) is copied as is: the response goes to the
+        // packet's source anyway.
+        let top = req.top_via().ok();
+        if vias.is_empty() {
+            return None;
+        }
+        let from = req.get("From")?;
+        let to_raw = req.get("To")?;
+        let call_id = req.get("Call-ID")?;
+        let cseq = req.get("CSeq")?;
+        let mut headers = Headers::default();
+        for (i, v) in vias.iter().enumerate() {
+            if let (0, Some(top)) = (i, &top) {
+                headers.push("Via", stamp_via(top, v, peer.addr));
+            } else {
+                headers.push("Via", v.clone());
+            }
+        }
+        headers.push("From", from.to_owned());
+        let to_value = match req.to() {
+            Ok(to) if to.tag().is_none() && status > 100 => {
+                let mut to = to.clone();
+                let tag = to_tag.map_or_else(new_tag, str::to_owned);
+                to.params.push(("tag".into(), Some(tag)));
+                to.render()
+            }
+            // unparsable To (we are answering 400): copy it and still tag it
+            Err(_) if status > 100 => format!("{to_raw};tag={}", new_tag()),
+            _ => to_raw.to_owned(),
+        };
+        headers.push("To", to_value);
+        headers.push("Call-ID", call_id.to_owned());
+        headers.push("CSeq", cseq.to_owned());
+        headers.push("Server", self.settings.user_agent.clone());
+        let reason = reason.replace(['\r', '\n'], " ");
+        Some(Response {
+            status,
+            reason,
+            version: "SIP/2.0".into(),
+            headers,
+            body: Vec::new(),
+        })
+    }
+
+    fn simple(&self, req: &Request, status: u16, peer: Peer) -> Option<Response> {
+        self.response(&req.headers, status, reason_phrase(status), None, peer)
+    }
+
+    fn send_response(&mut self, peer: Peer, resp: &Response) {
+        self.out.push(transmit(peer, serialize::response(resp)));
+    }
+
+    /// A response to the call's pending INVITE, with our tag, Contact and Record-Route.
+    fn dialog_response(
+        &self,
+        call: CallId,
+        status: u16,
+        sdp: Vec<u8>,
+    ) -> Result<Response, CommandError> {
+        let c = self.calls.get(&call).ok_or(CommandError::NoSuchCall)?;
+        let mut resp = self
+            .response(
+                &c.invite.headers,
+                status,
+                reason_phrase(status),
+                Some(&c.dialog.local_tag),
+                c.peer,
+            )
+            .ok_or(CommandError::WrongState)?;
+        if (101..300).contains(&status) {
+            for rr in c.invite.headers.get_all("Record-Route") {
+                resp.headers.push("Record-Route", rr.to_owned());
+            }
+            resp.headers.push("Contact", self.contact(c.peer.transport));
+        }
+        if status == 200 {
+            resp.headers.push("Allow", ALLOW);
+            if !sdp.is_empty() {
+                resp.headers.push("Content-Type", "application/sdp");
+            }
+            resp.body = sdp;
+        }
+        Ok(resp)
+    }
+
+    fn invite_respond(&mut self, now: Instant, call: CallId, resp: &Response) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let (peer, key) = (c.peer, c.invite_tx.clone());
+        let bytes = serialize::response(resp);
+        if let Some(e) = self.server_invites.get_mut(&key)
+            && e.tx.respond(now, resp.status, bytes.clone())
+        {
+            self.out.push(transmit(peer, bytes));
+        }
+    }
+
+    fn end_call(&mut self, call: CallId, reason: TerminationReason) {
+        if self.calls.remove(&call).is_some() {
+            tracing::info!(call = call.0, ?reason, "call ended");
+            self.event(CallEvent::CallTerminated { call, reason });
+        }
+    }
+
+    fn via(&self, transport: Transport) -> (String, String) {
+        let branch = format!("z9hG4bK{:016x}", rand::random::<u64>());
+        let addr = self.local_addr(transport);
+        let host = self
+            .settings
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| match addr.ip() {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            });
+        (
+            format!(
+                "SIP/2.0/{} {host}:{};branch={branch};rport",
+                transport.as_str(),
+                addr.port()
+            ),
+            branch,
+        )
+    }
+
+    fn send_in_dialog(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        method: Method,
+        extra: &[(&str, String)],
+        body: Vec<u8>,
+    ) {
+        let Some(transport) = self.calls.get(&call).map(|c| c.peer.transport) else {
+            return;
+        };
+        let (via, branch) = self.via(transport);
+        let ua = self.settings.user_agent.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let mut extra = extra.to_vec();
+        extra.push(("User-Agent", ua));
+        let req = c.dialog.request(method.clone(), via, &extra, body);
+        let bytes = serialize::request(&req);
+        let peer = c.peer;
+        self.out.push(transmit(peer, bytes.clone()));
+        let tx = ClientNonInvite::new(
+            now,
+            peer.transport.is_reliable(),
+            self.settings.timers,
+            bytes,
+        );
+        self.clients.insert(
+            branch,
+            ClientEntry {
+                tx,
+                peer,
+                call,
+                method,
+            },
+        );
+    }
+
+    fn send_bye(&mut self, now: Instant, call: CallId) {
+        self.send_in_dialog(now, call, Method::Bye, &[], Vec::new());
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.state = CallState::Ending;
+        }
+    }
+
+    /// Timer H/L fired for an INVITE server transaction.
+    fn invite_timed_out(&mut self, now: Instant, call: CallId, key: &str) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.invite_tx != key {
+            return;
+        }
+        match c.state {
+            CallState::Answered => {
+                tracing::warn!(
+                    call = call.0,
+                    "no ACK for our 200 OK within 64*T1: sending BYE"
+                );
+                self.send_bye(now, call);
+                self.end_call(call, TerminationReason::NoAck);
+            }
+            CallState::Confirmed => {
+                // a re-INVITE's 2xx was never ACKed: end the session as for the initial one
+                tracing::warn!(
+                    call = call.0,
+                    "no ACK for the re-INVITE's 200 OK: sending BYE"
+                );
+                self.send_bye(now, call);
+                self.end_call(call, TerminationReason::NoAck);
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, r: &Response) {
+        let Ok(via) = r.headers.top_via() else {
+            return;
+        };
+        let Some(branch) = via.branch() else {
+            return;
+        };
+        let Some(e) = self.clients.get_mut(branch) else {
+            tracing::debug!(status = r.status, "response matches no transaction");
+            return;
+        };
+        let method_ok = r.headers.cseq().is_ok_and(|c| c.method == e.method);
+        if !method_ok {
+            return;
+        }
+        let Some(TxOutput::Response(status)) = e.tx.on_response(now, r.status) else {
+            return;
+        };
+        let (call, method) = (e.call, e.method.clone());
+        if status >= 200 {
+            tracing::debug!(call = call.0, %method, status, "final response to our request");
+            if method == Method::Bye {
+                self.end_call(call, TerminationReason::LocalHangup);
+            }
+        }
+    }
+
+    /// Validation beyond the parser: RFC 4475's application-layer faults.
+    fn validate(req: &Request) -> Result<(), Reject> {
+        let h = &req.headers;
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            if h.get(name).is_none() {
+                return Err(Reject::bad(format!("Missing {name} header")));
+            }
+        }
+        for name in [
+            "From",
+            "To",
+            "Call-ID",
+            "CSeq",
+            "Max-Forwards",
+            "Content-Type",
+        ] {
+            if h.count(name) > 1 {
+                return Err(Reject::bad(format!("Multiple {name} headers")));
+            }
+        }
+        h.via().map_err(|e| Reject::bad(format!("Bad {e}")))?;
+        h.from().map_err(|e| Reject::bad(format!("Bad {e}")))?;
+        h.to().map_err(|e| Reject::bad(format!("Bad {e}")))?;
+        h.call_id().map_err(|e| Reject::bad(format!("Bad {e}")))?;
+        let cseq = h.cseq().map_err(|e| Reject::bad(format!("Bad {e}")))?;
+        h.max_forwards()
+            .map_err(|e| Reject::bad(format!("Bad {e}")))?;
+        h.contact().map_err(|e| Reject::bad(format!("Bad {e}")))?;
+        if cseq.method != req.method {
+            return Err(Reject::bad("CSeq method does not match the request line"));
+        }
+        if !req.version.eq_ignore_ascii_case("SIP/2.0") {
+            return Err(Reject {
+                status: 505,
+                reason: reason_phrase(505).into(),
+            });
+        }
+        // `?headers` follow the host part; a '?' in the user part is legal (RFC 4475 intmeth).
+        let scheme = req.uri.split(':').next().unwrap_or_default();
+        let hostpart = req.uri.rsplit('@').next().unwrap_or_default();
+        if (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips"))
+            && hostpart.contains('?')
+        {
+            return Err(Reject::bad("Request-URI carries headers"));
+        }
+        Ok(())
+    }
+
+    fn handle_request(&mut self, now: Instant, peer: Peer, req: Request) {
+        if let Err(rej) = Self::validate(&req) {
+            if req.method == Method::Ack {
+                return;
+            }
+            tracing::info!(from = %peer.addr, status = rej.status, reason = %rej.reason, "rejecting request");
+            if let Some(resp) = self.response(&req.headers, rej.status, &rej.reason, None, peer) {
+                self.send_response(peer, &resp);
+            }
+            return;
+        }
+        let key = tx_key(&req);
+        // Retransmissions and non-2xx ACKs are absorbed by their transaction.
+        match req.method {
+            Method::Ack => {
+                if let Some(e) = self.server_invites.get_mut(&key)
+                    && e.tx.state() == ServerInviteState::Completed
+                {
+                    e.tx.on_ack(now);
+                    return;
+                }
+                self.dialog_ack(now, &req);
+                return;
+            }
+            Method::Invite => {
+                if let Some(e) = self.server_invites.get(&key) {
+                    if let Some(bytes) = e.tx.on_retransmission() {
+                        self.out.push(transmit(peer, bytes));
+                    }
+                    return;
+                }
+            }
+            _ => {
+                if let Some((tx, _)) = self.server_others.get(&key) {
+                    if let Some(bytes) = tx.on_retransmission() {
+                        self.out.push(transmit(peer, bytes));
+                    }
+                    return;
+                }
+            }
+        }
+        // A new server transaction.
+        if req.method == Method::Invite {
+            self.server_invites.insert(
+                key.clone(),
+                ServerInviteEntry {
+                    tx: ServerInvite::new(peer.transport.is_reliable(), self.settings.timers),
+                    peer,
+                    call: None,
+                },
+            );
+        } else {
+            self.server_others.insert(
+                key.clone(),
+                (
+                    ServerNonInvite::new(peer.transport.is_reliable(), self.settings.timers),
+                    peer,
+                ),
+            );
+        }
+        if req.headers.max_forwards() == Ok(0) {
+            self.tx_reply(now, &key, &req, 483, peer);
+            return;
+        }
+        if !matches!(req.method, Method::Cancel) {
+            let unsupported: Vec<String> = req.headers.tokens("Require");
+            if !unsupported.is_empty() {
+                let resp = self.simple(&req, 420, peer).map(|mut r| {
+                    r.headers.push("Unsupported", unsupported.join(", "));
+                    r
+                });
+                self.tx_send(now, &key, req.method == Method::Invite, resp, peer);
+                return;
+            }
+        }
+        match req.method {
+            Method::Invite => self.on_invite(now, peer, key, req),
+            Method::Bye => self.on_bye(now, peer, &key, &req),
+            Method::Cancel => self.on_cancel(now, peer, &key, &req),
+            Method::Options => {
+                let resp = self.simple(&req, 200, peer).map(|mut r| {
+                    r.headers.push("Allow", ALLOW);
+                    r.headers.push("Accept", ACCEPT);
+                    r
+                });
+                self.tx_send(now, &key, false, resp, peer);
+            }
+            Method::Info => self.on_info(now, peer, &key, &req),
+            Method::Ack => {}
+            Method::Register
+            | Method::Subscribe
+            | Method::Notify
+            | Method::Message
+            | Method::Update
+            | Method::Prack
+            | Method::Refer
+            | Method::Publish => {
+                let resp = self.simple(&req, 405, peer).map(|mut r| {
+                    r.headers.push("Allow", ALLOW);
+                    r
+                });
+                self.tx_send(now, &key, false, resp, peer);
+            }
+            Method::Extension(_) => {
+                let resp = self.simple(&req, 501, peer).map(|mut r| {
+                    r.headers.push("Allow", ALLOW);
+                    r
+                });
+                self.tx_send(now, &key, false, resp, peer);
+            }
+        }
+    }
+
+    /// Send a response through the transaction under `key` (so retransmissions repeat it).
+    fn tx_send(
+        &mut self,
+        now: Instant,
+        key: &str,
+        invite: bool,
+        resp: Option<Response>,
+        peer: Peer,
+    ) {
+        let Some(resp) = resp else {
+            return;
+        };
+        let bytes = serialize::response(&resp);
+        let accepted = if invite {
+            self.server_invites
+                .get_mut(key)
+                .is_some_and(|e| e.tx.respond(now, resp.status, bytes.clone()))
+        } else {
+            self.server_others
+                .get_mut(key)
+                .is_some_and(|(t, _)| t.respond(now, resp.status, bytes.clone()))
+        };
+        if accepted {
+            self.out.push(transmit(peer, bytes));
+        }
+    }
+
+    fn tx_reply(&mut self, now: Instant, key: &str, req: &Request, status: u16, peer: Peer) {
+        let resp = self.simple(req, status, peer);
+        self.tx_send(now, key, req.method == Method::Invite, resp, peer);
+    }
+
+    fn find_dialog(&self, req: &Request) -> Option<CallId> {
+        let call_id = req.headers.call_id().ok()?;
+        let to = req.headers.to().ok()?;
+        let from = req.headers.from().ok()?;
+        self.calls
+            .iter()
+            .find(|(_, c)| c.dialog.matches(call_id, to.tag(), from.tag()))
+            .map(|(id, _)| *id)
+    }
+
+    fn on_invite(&mut self, now: Instant, peer: Peer, key: String, req: Request) {
+        let is_invite = true;
+        // Body checks apply to both initial and re-INVITEs.
+        if !req.body.is_empty() {
+            let ct = req.headers.content_type().unwrap_or_default();
+            if ct != "application/sdp" && !ct.starts_with("multipart/") {
+                let resp = self.simple(&req, 415, peer).map(|mut r| {
+                    r.headers.push("Accept", "application/sdp");
+                    r
+                });
+                self.tx_send(now, &key, is_invite, resp, peer);
+                return;
+            }
+        }
+        let accept = req.headers.values("Accept");
+        if !accept.is_empty()
+            && !accept.iter().any(|a| {
+                let t = a
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase();
+                t == "application/sdp" || t == "application/*" || t == "*/*"
+            })
+        {
+            let resp = self.simple(&req, 406, peer).map(|mut r| {
+                r.headers.push("Accept", "application/sdp");
+                r
+            });
+            self.tx_send(now, &key, is_invite, resp, peer);
+            return;
+        }
+        let to_tag = req
+            .headers
+            .to()
+            .ok()
+            .and_then(|t| t.tag().map(str::to_owned));
+        if to_tag.is_some() {
+            self.on_reinvite(now, peer, key, req);
+            return;
+        }
+        // Merged request (8.2.2.2): same Call-ID, From tag and CSeq on another branch.
+        let (Ok(call_id), Ok(from), Ok(cseq)) = (
+            req.headers.call_id(),
+            req.headers.from(),
+            req.headers.cseq(),
+        ) else {
+            return;
+        };
+        let merged = self.calls.values().any(|c| {
+            c.dialog.call_id == call_id
+                && c.dialog.remote_tag == from.tag().unwrap_or_default()
+                && c.invite.headers.cseq().is_ok_and(|s| s.seq == cseq.seq)
+        });
+        if merged {
+            self.tx_reply(now, &key, &req, 482, peer);
+            return;
+        }
+        let local_tag = new_tag();
+        let dialog = match Dialog::uas(&req, &local_tag) {
+            Ok(d) => d,
+            Err(e) => {
+                let resp = self.response(&req.headers, 400, &format!("Bad {e}"), None, peer);
+                self.tx_send(now, &key, is_invite, resp, peer);
+                return;
+            }
+        };
+        // 100 Trying at once, so the trunk stops retransmitting while the call layer decides.
+        if let Some(trying) = self.response(&req.headers, 100, "Trying", None, peer) {
+            self.tx_send(now, &key, is_invite, Some(trying), peer);
+        }
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        if let Some(e) = self.server_invites.get_mut(&key) {
+            e.call = Some(id);
+        }
+        let to = req.headers.to().map(|t| t.uri).unwrap_or_default();
+        let event = CallEvent::IncomingCall {
+            call: id,
+            sip_call_id: call_id.to_owned(),
+            from: from.uri.clone(),
+            from_display: from.display.clone(),
+            to,
+            request_uri: req.uri.clone(),
+            sdp_offer: (!req.body.is_empty()).then(|| req.body.clone()),
+            offer_content_type: req.headers.content_type(),
+            source: peer.addr,
+            transport: peer.transport,
+        };
+        tracing::info!(call = id.0, sip_call_id = call_id, from = %peer.addr, "incoming call");
+        self.calls.insert(
+            id,
+            Call {
+                state: CallState::Offered,
+                dialog,
+                peer,
+                invite: req,
+                invite_tx: key,
+                reinvite_pending: false,
+                bye_after_ack: false,
+            },
+        );
+        self.event(event);
+    }
+
+    fn on_reinvite(&mut self, now: Instant, peer: Peer, key: String, req: Request) {
+        let Some(id) = self.find_dialog(&req) else {
+            self.tx_reply(now, &key, &req, 481, peer);
+            return;
+        };
+        let seq = req.headers.cseq().map(|c| c.seq).unwrap_or_default();
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if c.state != CallState::Confirmed || c.reinvite_pending {
+            // an INVITE is still in progress (RFC 3261 14.2)
+            self.tx_reply(now, &key, &req, 491, peer);
+            return;
+        }
+        if !c.dialog.accept_remote_cseq(seq) {
+            self.tx_reply(now, &key, &req, 500, peer);
+            return;
+        }
+        c.reinvite_pending = true;
+        c.invite_tx = key.clone();
+        c.invite = req.clone();
+        if let Some(e) = self.server_invites.get_mut(&key) {
+            e.call = Some(id);
+        }
+        if let Some(trying) = self.response(&req.headers, 100, "Trying", None, peer) {
+            self.tx_send(now, &key, true, Some(trying), peer);
+        }
+        let sdp = (!req.body.is_empty()).then(|| req.body.clone());
+        self.event(CallEvent::ReInvite { call: id, sdp });
+    }
+
+    /// An ACK outside any INVITE transaction: the ACK for our 2xx (13.3.1.4).
+    fn dialog_ack(&mut self, now: Instant, req: &Request) {
+        let Some(id) = self.find_dialog(req) else {
+            tracing::debug!("ACK matches no dialog");
+            return;
+        };
+        let seq = req.headers.cseq().map(|c| c.seq).unwrap_or_default();
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if c.invite.headers.cseq().map(|c| c.seq).unwrap_or_default() != seq {
+            return;
+        }
+        let first = self
+            .server_invites
+            .get_mut(&c.invite_tx)
+            .is_some_and(|e| e.tx.on_ack(now));
+        if !first || c.state == CallState::Ending {
+            return;
+        }
+        let initial = c.state == CallState::Answered;
+        c.state = CallState::Confirmed;
+        let bye = c.bye_after_ack;
+        if initial {
+            self.event(CallEvent::CallAcked { call: id });
+        }
+        if bye {
+            self.send_bye(now, id);
+        }
+    }
+
+    fn on_bye(&mut self, now: Instant, peer: Peer, key: &str, req: &Request) {
+        let Some(id) = self.find_dialog(req) else {
+            self.tx_reply(now, key, req, 481, peer);
+            return;
+        };
+        self.tx_reply(now, key, req, 200, peer);
+        if self
+            .calls
+            .get(&id)
+            .is_some_and(|c| c.state == CallState::Offered)
+        {
+            // BYE on an early dialog: the INVITE ends with 487 (15.1.2)
+            if let Ok(resp) = self.dialog_response(id, 487, Vec::new()) {
+                self.invite_respond(now, id, &resp);
+            }
+        }
+        self.event(CallEvent::Bye { call: id });
+        self.end_call(id, TerminationReason::RemoteBye);
+    }
+
+    fn on_cancel(&mut self, now: Instant, peer: Peer, key: &str, req: &Request) {
+        let invite_key = key_with_method(req, "INVITE");
+        let Some(e) = self.server_invites.get(&invite_key) else {
+            self.tx_reply(now, key, req, 481, peer);
+            return;
+        };
+        let (pending, call) = (e.tx.state() == ServerInviteState::Proceeding, e.call);
+        let tag = call
+            .and_then(|id| self.calls.get(&id))
+            .map(|c| c.dialog.local_tag.clone());
+        let resp = self.response(&req.headers, 200, "OK", tag.as_deref(), peer);
+        self.tx_send(now, key, false, resp, peer);
+        let Some(id) = call.filter(|_| pending) else {
+            return;
+        };
+        if let Ok(resp) = self.dialog_response(id, 487, Vec::new()) {
+            self.invite_respond(now, id, &resp);
+        }
+        let initial = self
+            .calls
+            .get(&id)
+            .is_some_and(|c| c.state == CallState::Offered);
+        if initial {
+            self.event(CallEvent::Cancelled { call: id });
+            self.end_call(id, TerminationReason::Cancelled);
+        } else if let Some(c) = self.calls.get_mut(&id) {
+            c.reinvite_pending = false;
+        }
+    }
+
+    fn on_info(&mut self, now: Instant, peer: Peer, key: &str, req: &Request) {
+        let Some(id) = self.find_dialog(req) else {
+            self.tx_reply(now, key, req, 481, peer);
+            return;
+        };
+        let seq = req.headers.cseq().map(|c| c.seq).unwrap_or_default();
+        if let Some(c) = self.calls.get_mut(&id)
+            && !c.dialog.accept_remote_cseq(seq)
+        {
+            self.tx_reply(now, key, req, 500, peer);
+            return;
+        }
+        self.tx_reply(now, key, req, 200, peer);
+        let content_type = req.headers.content_type();
+        let dtmf = parse_dtmf(content_type.as_deref(), &req.body);
+        self.event(CallEvent::Info {
+            call: id,
+            content_type,
+            body: req.body.clone(),
+            dtmf,
+        });
+    }
+}
+
+fn transmit(peer: Peer, bytes: Vec<u8>) -> Output {
+    Output::Transmit(Transmit {
+        to: peer.addr,
+        transport: peer.transport,
+        bytes,
+    })
+}
+
+/// A fresh To/From tag.
+fn new_tag() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Add `received` (and fill an empty `rport`) to the top Via (RFC 3261 18.2.1, RFC 3581).
+fn stamp_via(top: &Via, raw_line: &str, source: SocketAddr) -> String {
+    // The top value is the first element of the first Via line; the rest of the line stays.
+    let rest = message::split_list(raw_line)
+        .into_iter()
+        .skip(1)
+        .collect::<Vec<_>>();
+    let mut v = top.clone();
+    let ip = source.ip().to_string();
+    let host_ip = v.host.trim_start_matches('[').trim_end_matches(']');
+    if host_ip != ip {
+        v.params.retain(|(n, _)| n != "received");
+        v.params.push(("received".into(), Some(ip)));
+    }
+    for (n, val) in &mut v.params {
+        if n == "rport" && val.is_none() {
+            *val = Some(source.port().to_string());
+        }
+    }
+    let mut s = format!("SIP/2.0/{} {}", v.transport, v.host);
+    if let Some(p) = v.port {
+        s.push_str(&format!(":{p}"));
+    }
+    for (n, val) in &v.params {
+        s.push(';');
+        s.push_str(n);
+        if let Some(val) = val {
+            s.push('=');
+            s.push_str(val);
+        }
+    }
+    for r in rest {
+        s.push_str(", ");
+        s.push_str(&r);
+    }
+    s
+}
+
+/// The server transaction key (17.2.3): branch + sent-by + method for RFC 3261 peers (ACK
+/// matches the INVITE); for RFC 2543 peers (no magic cookie) the identifying headers.
+fn tx_key(req: &Request) -> String {
+    let method = match req.method {
+        Method::Ack => "INVITE".to_owned(),
+        ref m => m.as_str().to_owned(),
+    };
+    key_with_method(req, &method)
+}
+
+fn key_with_method(req: &Request, method: &str) -> String {
+    let h = &req.headers;
+    let via = h.top_via().ok();
+    match via.as_ref().and_then(|v| v.branch().map(|b| (v, b))) {
+        Some((v, b)) if b.starts_with("z9hG4bK") => format!("{b}|{}|{method}", v.sent_by()),
+        _ => {
+            let from_tag = h.from().ok().and_then(|f| f.tag().map(str::to_owned));
+            let seq = h.cseq().map(|c| c.seq).unwrap_or_default();
+            format!(
+                "2543|{}|{}|{}|{}|{}|{method}",
+                h.call_id().unwrap_or_default(),
+                seq,
+                from_tag.unwrap_or_default(),
+                via.map(|v| v.sent_by()).unwrap_or_default(),
+                req.uri,
+            )
+        }
+    }
+}
+
+/// DTMF from an INFO body: `application/dtmf-relay` (`Signal=5`, `Duration=160`) or
+/// `application/dtmf` (the digit alone).
+pub fn parse_dtmf(content_type: Option<&str>, body: &[u8]) -> Option<Dtmf> {
+    let text = std::str::from_utf8(body).ok()?;
+    let digit_of = |s: &str| {
+        let s = s.trim();
+        let mut chars = s.chars();
+        let c = chars.next()?.to_ascii_uppercase();
+        if chars.next().is_some() {
+            return match s.parse::<u8>().ok()? {
+                10 => Some('*'),
+                11 => Some('#'),
+                _ => None,
+            };
+        }
+        matches!(c, '0'..='9' | '*' | '#' | 'A'..='D').then_some(c)
+    };
+    match content_type? {
+        "application/dtmf-relay" => {
+            let mut digit = None;
+            let mut duration = None;
+            for line in text.lines() {
+                let Some((k, v)) = line.split_once('=') else {
+                    continue;
+                };
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "signal" => digit = digit_of(v),
+                    "duration" => duration = v.trim().parse().ok(),
+                    _ => {}
+                }
+            }
+            digit.map(|digit| Dtmf {
+                digit,
+                duration_ms: duration,
+            })
+        }
+        "application/dtmf" => digit_of(text).map(|digit| Dtmf {
+            digit,
+            duration_ms: None,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,833 @@
+//! Endpoint behaviour, driven with a fake clock and hand-written trunk messages.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::sip::message::Message;
+use crate::sip::parse::parse_datagram;
+
+const TRUNK: &str = "127.0.0.1:5080";
+
+pub(crate) fn invite(branch: &str, call_id: &str) -> String {
+    format!(
+        "INVITE sip:12345@127.0.0.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5080;branch={branch};rport\r\n\
+Max-Forwards: 70\r\n\
+From: \"Citizen\" <sip:13800000000@trunk.example>;tag=caller1\r\n\
+To: <sip:12345@gw.example>\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:13800000000@127.0.0.1:5080>\r\n\
+Record-Route: <sip:sbc.example;lr>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 9\r\n\r\nv=0\r\no=-\n"
+    )
+}
+
+fn in_dialog(
+    method: &str,
+    branch: &str,
+    call_id: &str,
+    to_tag: &str,
+    seq: u32,
+    extra: &str,
+    body: &str,
+) -> String {
+    format!(
+        "{method} sip:12345@127.0.0.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5080;branch={branch}\r\n\
+From: \"Citizen\" <sip:13800000000@trunk.example>;tag=caller1\r\n\
+To: <sip:12345@gw.example>;tag={to_tag}\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: {seq} {method}\r\n\
+{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+struct Harness {
+    ep: Endpoint,
+    t0: Instant,
+    now: Instant,
+    from: SocketAddr,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let now = Instant::now();
+        Harness {
+            ep: Endpoint::new(SipSettings::default()),
+            t0: now,
+            now,
+            from: TRUNK.parse().expect("addr"),
+        }
+    }
+
+    fn send(&mut self, msg: &str) -> Vec<Output> {
+        self.ep
+            .handle_datagram(self.now, self.from, Transport::Udp, msg.as_bytes())
+    }
+
+    fn advance(&mut self, d: Duration) -> Vec<Output> {
+        self.now += d;
+        self.ep.handle_timeout(self.now)
+    }
+
+    /// Run timers up to `until` after start, collecting everything.
+    fn run_until(&mut self, until: Duration) -> Vec<(Duration, Output)> {
+        let mut all = Vec::new();
+        while let Some(t) = self.ep.poll_timeout() {
+            if t > self.t0 + until {
+                break;
+            }
+            self.now = t.max(self.now);
+            for o in self.ep.handle_timeout(self.now) {
+                all.push((self.now - self.t0, o));
+            }
+        }
+        all
+    }
+
+    fn incoming(&mut self, branch: &str, call_id: &str) -> (CallId, Vec<Output>) {
+        let out = self.send(&invite(branch, call_id));
+        let call = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Event(CallEvent::IncomingCall { call, .. }) => Some(*call),
+                _ => None,
+            })
+            .expect("IncomingCall");
+        (call, out)
+    }
+
+    /// Answer and return the To tag of our 200.
+    fn answer(&mut self, call: CallId) -> String {
+        let out = self
+            .ep
+            .answer(self.now, call, b"v=0 answer".to_vec())
+            .expect("answer");
+        let r = responses(&out);
+        assert_eq!(r.len(), 1);
+        r[0].headers
+            .to()
+            .expect("to")
+            .tag()
+            .expect("tag")
+            .to_owned()
+    }
+}
+
+fn responses(out: &[Output]) -> Vec<Response> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Transmit(t) => match parse_datagram(&t.bytes) {
+                Ok(Message::Response(r)) => Some(r),
+                _ => None,
+            },
+            Output::Event(_) => None,
+        })
+        .collect()
+}
+
+fn requests(out: &[Output]) -> Vec<Request> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Transmit(t) => match parse_datagram(&t.bytes) {
+                Ok(Message::Request(r)) => Some(r),
+                _ => None,
+            },
+            Output::Event(_) => None,
+        })
+        .collect()
+}
+
+fn statuses(out: &[Output]) -> Vec<u16> {
+    responses(out).iter().map(|r| r.status).collect()
+}
+
+fn events(out: &[Output]) -> Vec<CallEvent> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e.clone()),
+            Output::Transmit(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn invite_gets_100_and_an_incoming_call() {
+    let mut h = Harness::new();
+    let (call, out) = h.incoming("z9hG4bKa1", "c1");
+    assert_eq!(statuses(&out), [100]);
+    let r = &responses(&out)[0];
+    assert_eq!(
+        r.headers.to().expect("to").tag(),
+        None,
+        "100 carries no tag"
+    );
+    let via = r.headers.top_via().expect("via");
+    assert!(
+        via.params.contains(&("rport".into(), Some("5080".into()))),
+        "{via:?}"
+    );
+    match &events(&out)[0] {
+        CallEvent::IncomingCall {
+            call: c,
+            sip_call_id,
+            from,
+            from_display,
+            to,
+            sdp_offer,
+            source,
+            transport,
+            ..
+        } => {
+            assert_eq!(*c, call);
+            assert_eq!(sip_call_id, "c1");
+            assert_eq!(from, "sip:13800000000@trunk.example");
+            assert_eq!(from_display.as_deref(), Some("Citizen"));
+            assert_eq!(to, "sip:12345@gw.example");
+            assert_eq!(sdp_offer.as_deref(), Some(&b"v=0\r\no=-\n"[..]));
+            assert_eq!(source, &h.from);
+            assert_eq!(*transport, Transport::Udp);
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(h.ep.call_count(), 1);
+}
+
+#[test]
+fn ring_answer_ack_bye_from_caller() {
+    let mut h = Harness::new();
+    let (call, _) = h.incoming("z9hG4bKa2", "c2");
+    let out = h.ep.ring(h.now, call).expect("ring");
+    let ringing = responses(&out);
+    assert_eq!(ringing[0].status, 180);
+    let tag180 = ringing[0]
+        .headers
+        .to()
+        .expect("to")
+        .tag()
+        .map(str::to_owned);
+    assert!(ringing[0].headers.get("Contact").is_some());
+    assert_eq!(
+        ringing[0].headers.get("Record-Route"),
+        Some("<sip:sbc.example;lr>")
+    );
+    let out =
+        h.ep.answer(h.now, call, b"v=0 answer".to_vec())
+            .expect("answer");
+    let ok = &responses(&out)[0];
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.body, b"v=0 answer");
+    assert_eq!(
+        ok.headers.content_type().as_deref(),
+        Some("application/sdp")
+    );
+    let tag = ok.headers.to().expect("to").tag().expect("tag").to_owned();
+    assert_eq!(Some(tag.clone()), tag180, "one dialog, one tag");
+    assert_eq!(
+        h.ep.answer(h.now, call, Vec::new()),
+        Err(CommandError::WrongState)
+    );
+    let out = h.send(&in_dialog("ACK", "z9hG4bKack", "c2", &tag, 1, "", ""));
+    assert!(statuses(&out).is_empty(), "ACK is never answered");
+    assert_eq!(events(&out), [CallEvent::CallAcked { call }]);
+    // no more 200 retransmissions after the ACK
+    let later = h.run_until(Duration::from_secs(40));
+    assert!(
+        later.iter().all(|(_, o)| !matches!(o, Output::Transmit(_))),
+        "{later:?}"
+    );
+    let out = h.send(&in_dialog("BYE", "z9hG4bKbye", "c2", &tag, 2, "", ""));
+    assert_eq!(statuses(&out), [200]);
+    assert_eq!(
+        events(&out),
+        [
+            CallEvent::Bye { call },
+            CallEvent::CallTerminated {
+                call,
+                reason: TerminationReason::RemoteBye
+            }
+        ]
+    );
+    assert_eq!(h.ep.call_count(), 0);
+    // the BYE again: the same 200 from the transaction, no new events
+    let out = h.send(&in_dialog("BYE", "z9hG4bKbye", "c2", &tag, 2, "", ""));
+    assert_eq!(statuses(&out), [200]);
+    assert!(events(&out).is_empty());
+}
+
+#[test]
+fn ok_is_retransmitted_on_the_rfc_schedule_until_ack() {
+    let mut h = Harness::new();
+    let (call, _) = h.incoming("z9hG4bKa3", "c3");
+    let tag = h.answer(call);
+    let out = h.run_until(Duration::from_millis(11_600));
+    let times: Vec<Duration> = out
+        .iter()
+        .filter(|(_, o)| matches!(o, Output::Transmit(_)))
+        .map(|(t, _)| *t)
+        .collect();
+    let ms = Duration::from_millis;
+    assert_eq!(times, [ms(500), ms(1500), ms(3500), ms(7500), ms(11_500)]);
+    assert!(out.iter().all(|(_, o)| {
+        match o {
+            Output::Transmit(t) => parse_datagram(&t.bytes)
+                .is_ok_and(|m| matches!(m, Message::Response(r) if r.status == 200)),
+            Output::Event(_) => false,
+        }
+    }));
+    h.now = h.t0 + ms(12_000);
+    let out = h.send(&in_dialog("ACK", "z9hG4bKack3", "c3", &tag, 1, "", ""));
+    assert_eq!(events(&out), [CallEvent::CallAcked { call }]);
+    assert!(
+        h.run_until(Duration::from_secs(60))
+            .iter()
+            .all(|(_, o)| !matches!(o, Output::Transmit(_)))
+    );
+}
+
+#[test]
+fn no_ack_within_timer_h_ends_the_call_with_a_bye() {
+    let mut h = Harness::new();
+    let (call, _) = h.incoming("z9hG4bKa4", "c4");
+    h.answer(call);
+    let out = h.run_until(Duration::from_secs(32));
+    let ev: Vec<_> = out
+        .iter()
+        .filter_map(|(t, o)| match o {
+            Output::Event(e) => Some((*t, e.clone())),
+            Output::Transmit(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        ev,
+        [(
+            Duration::from_secs(32),
+            CallEvent::CallTerminated {
+                call,
+                reason: TerminationReason::NoAck
+            }
+        )]
+    );
+    let byes: Vec<_> = out
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Output::Transmit(t) => match parse_datagram(&t.bytes) {
+                Ok(Message::Request(r)) if r.method == Method::Bye => Some(r),
+                _ => None,
+            },
+            Output::Event(_) => None,
+        })
+        .collect();
+    assert_eq!(byes.len(), 1);
+    assert_eq!(
+        byes[0].uri, "sip:13800000000@127.0.0.1:5080",
+        "remote target"
+    );
+    assert_eq!(byes[0].headers.get("Route"), Some("<sip:sbc.example;lr>"));
+    assert_eq!(h.ep.call_count(), 0);
+}
+
+#[test]
+fn retransmitted_invite_gets_the_last_response_and_no_second_call() {
+    let mut h = Harness::new();
+    let (call, _) = h.incoming("z9hG4bKa5", "c5");
+    let out = h.send(&invite("z9hG4bKa5", "c5"));
+    assert_eq!(statuses(&out), [100]);
+    assert!(events(&out).is_empty());
+    h.ep.ring(h.now, call).expect("ring");
+    assert_eq!(statuses(&h.send(&invite("z9hG4bKa5", "c5"))), [180]);
+    h.answer(call);
+    let out = h.send(&invite("z9hG4bKa5", "c5"));
+    assert_eq!(statuses(&out), [200]);
+    assert!(events(&out).is_empty());
+    assert_eq!(h.ep.call_count(), 1);
+    // same Call-ID, From tag and CSeq on another branch: a merged request
+    assert_eq!(statuses(&h.send(&invite("z9hG4bKother", "c5"))), [482]);
+}
+
+#[test]
+fn cancel_before_answer() {
+    let mut h = Harness::new();
+    let (call, _) = h.incoming("z9hG4bKa6", "c6");
+    h.ep.ring(h.now, call).expect("ring");
+    let cancel = "CANCEL sip:12345@127.0.0.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKa6\r\n\
+From: \"Citizen\" <sip:13800000000@trunk.example>;tag=caller1\r\n\
+To: <sip:12345@gw.example>\r\nCall-ID: c6\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    let out = h.send(cancel);
+    let r = responses(&out);
+    assert_eq!(r.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 487]);
+    assert_eq!(r[0].headers.cseq().expect("cseq").method, Method::Cancel);
+    assert_eq!(r[1].headers.cseq().expect("cseq").method, Method::Invite);
+    assert_eq!(
+        events(&out),
+        [
+            CallEvent::Cancelled { call },
+            CallEvent::CallTerminated {
+                call,
+                reason: TerminationReason::Cancelled
+            }
+        ]
+    );
+    assert_eq!(
+        h.ep.answer(h.now, call, Vec::new()),
+        Err(CommandError::NoSuchCall)
+    );
+    // the 487 is retransmitted (timer G) until the ACK, which uses the INVITE's branch
+    let out = h.advance(Duration::from_millis(500));
+    assert_eq!(statuses(&out), [487]);
+    let tag = r[1]
+        .headers
+        .to()
+        .expect("to")
+        .tag()
+        .expect("tag")
+        .to_owned();
+    let ack = in_dialog("ACK", "z9hG4bKa6", "c6", &tag, 1, "", "");
+    assert!(h.send(&ack).is_empty());
+    let out = h.run_until(Duration::from_secs(40));
+    assert!(out.is_empty(), "{out:?}");
+    // CANCEL for nothing: 481
+    assert_eq!(
+        statuses(&h.send(&cancel.replace("z9hG4bKa6", "z9hG4bKnone"))),
+        [481]
+    );
+}
+
+#[test]
+fn cancel_after_answer_changes_nothing() {
+    let mut h = Harness::new();
+    let (call, _) = h.incoming("z9hG4bKa7", "c7");
+    h.answer(call);
+    let cancel = "CANCEL sip:12345@127.0.0.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKa7\r\n\
+From: <sip:13800000000@trunk.example>;tag=caller1\r\n\
+To: <sip:12345@gw.example>\r\nCall-ID: c7\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
+    let out = h.send(cancel);
+    assert_eq!(statuses(&out), [200]);
+    assert!(events(&out).is_empty());
+    assert_eq!(h.ep.call_count(), 1);
+}
+
+#[test]
+fn we_hang_up_with_bye_and_its_200_ends_the_call() {
+    let mut h = Harness::new();
+    let (call, _) = h.incoming("z9hG4bKa8", "c8");
+    let tag = h.answer(call);
+    // hangup before the ACK waits for it (RFC 3261 15)
+    let out = h.ep.hangup(h.now, call).expect("hangup");
+    assert!(out.is_empty());
+    let out = h.send(&in_dialog("ACK", "z9hG4bKack8", "c8", &tag, 1, "", ""));
+    assert_eq!(events(&out), [CallEvent::CallAcked { call }]);
+    let bye = requests(&out);
+    assert_eq!(bye.len(), 1);
+    let bye = &bye[0];
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(bye.headers.from().expect("from").tag(), Some(tag.as_str()));
+    assert_eq!(bye.headers.to().expect("to").tag(), Some("caller1"));
+    assert_eq!(h.ep.hangup(h.now, call), Err(CommandError::WrongState));
+    // UDP: BYE retransmitted at 500 ms
+    let again = h.advance(Duration::from_millis(500));
+    assert_eq!(requests(&again).len(), 1);
+    let branch = bye
+        .headers
+        .top_via()
+        .expect("via")
+        .branch()
+        .expect("branch")
+        .to_owned();
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: c8\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        bye.headers.get("Via").expect("via"),
+        bye.headers.get("From").expect("from"),
+        bye.headers.get("To").expect("to"),
+        bye.headers.get("CSeq").expect("cseq"),
+    );
+    assert!(ok.contains(&branch));
+    let out = h.send(&ok);
+    assert_eq!(
+        events(&out),
+        [CallEvent::CallTerminated {
+            call,
+            reason: TerminationReason::LocalHangup
+        }]
+    );
+    assert!(h.send(&ok).is_empty(), "retransmitted 200 absorbed");
+}
+
+#[test]
+fn bye_without_answer_times_out() {
+    let mut h = Harness::new();
+    let (call, _) = h.incoming("z9hG4bKa9", "c9");
+    let tag = h.answer(call);
+    h.send(&in_dialog("ACK", "z9hG4bKack9", "c9", &tag, 1, "", ""));
+    h.ep.hangup(h.now, call).expect("hangup");
+    let t = h.now - h.t0;
+    let out = h.run_until(t + Duration::from_secs(33));
+    let byes = out
+        .iter()
+        .filter(|(_, o)| matches!(o, Output::Transmit(_)))
+        .count();
+    assert!(byes >= 8, "{byes}");
+    assert!(out.iter().any(|(_, o)| *o
+        == Output::Event(CallEvent::CallTerminated {
+            call,
+            reason: TerminationReason::ByeTimeout
+        })));
+}
+
+#[test]
+fn reject_and_hangup_before_answer() {
+    let mut h = Harness::new();
+    let (call, _) = h.incoming("z9hG4bKb1", "d1");
+    assert_eq!(
+        h.ep.reject(h.now, call, 200),
+        Err(CommandError::BadStatus(200))
+    );
+    let out = h.ep.reject(h.now, call, 486).expect("reject");
+    assert_eq!(statuses(&out), [486]);
+    assert_eq!(
+        events(&out),
+        [CallEvent::CallTerminated {
+            call,
+            reason: TerminationReason::Rejected(486)
+        }]
+    );
+    let (call, _) = h.incoming("z9hG4bKb2", "d2");
+    let out = h.ep.hangup(h.now, call).expect("hangup");
+    assert_eq!(statuses(&out), [480]);
+    assert_eq!(h.ep.ring(h.now, CallId(999)), Err(CommandError::NoSuchCall));
+}
+
+#[test]
+fn reinvite_hold_and_resume() {
+    let mut h = Harness::new();
+    let (call, _) = h.incoming("z9hG4bKc1", "e1");
+    let tag = h.answer(call);
+    h.send(&in_dialog("ACK", "z9hG4bKack", "e1", &tag, 1, "", ""));
+    let hold = in_dialog(
+        "INVITE",
+        "z9hG4bKre1",
+        "e1",
+        &tag,
+        2,
+        "Content-Type: application/sdp\r\n",
+        "v=0\r\na=sendonly\r\n",
+    );
+    let out = h.send(&hold);
+    assert_eq!(statuses(&out), [100]);
+    assert_eq!(
+        events(&out),
+        [CallEvent::ReInvite {
+            call,
+            sdp: Some(b"v=0\r\na=sendonly\r\n".to_vec())
+        }]
+    );
+    // a second re-INVITE while one is pending: 491
+    let clash = in_dialog("INVITE", "z9hG4bKre2", "e1", &tag, 3, "", "");
+    assert_eq!(statuses(&h.send(&clash)), [491]);
+    let out =
+        h.ep.answer(h.now, call, b"v=0\r\na=recvonly\r\n".to_vec())
+            .expect("answer");
+    assert_eq!(statuses(&out), [200]);
+    let out = h.send(&in_dialog("ACK", "z9hG4bKack2", "e1", &tag, 2, "", ""));
+    assert!(out.is_empty(), "re-INVITE ACK is silent: {out:?}");
+    // resume, refused by the call layer: the call goes on
+    let resume = in_dialog("INVITE", "z9hG4bKre3", "e1", &tag, 4, "", "");
+    h.send(&resume);
+    assert_eq!(
+        statuses(&h.ep.reject(h.now, call, 488).expect("reject")),
+        [488]
+    );
+    assert_eq!(h.ep.call_count(), 1);
+    // an old CSeq in the dialog: 500
+    let stale = in_dialog("INVITE", "z9hG4bKre4", "e1", &tag, 3, "", "");
+    assert_eq!(statuses(&h.send(&stale)), [500]);
+}
+
+#[test]
+fn info_dtmf_in_both_formats() {
+    let mut h = Harness::new();
+    let (call, _) = h.incoming("z9hG4bKd1", "f1");
+    let tag = h.answer(call);
+    h.send(&in_dialog("ACK", "z9hG4bKack", "f1", &tag, 1, "", ""));
+    let relay = in_dialog(
+        "INFO",
+        "z9hG4bKi1",
+        "f1",
+        &tag,
+        2,
+        "Content-Type: application/dtmf-relay\r\n",
+        "Signal=5\r\nDuration=160\r\n",
+    );
+    let out = h.send(&relay);
+    assert_eq!(statuses(&out), [200]);
+    assert_eq!(
+        events(&out),
+        [CallEvent::Info {
+            call,
+            content_type: Some("application/dtmf-relay".into()),
+            body: b"Signal=5\r\nDuration=160\r\n".to_vec(),
+            dtmf: Some(Dtmf {
+                digit: '5',
+                duration_ms: Some(160)
+            }),
+        }]
+    );
+    let plain = in_dialog(
+        "INFO",
+        "z9hG4bKi2",
+        "f1",
+        &tag,
+        3,
+        "Content-Type: application/dtmf\r\n",
+        "#",
+    );
+    match &events(&h.send(&plain))[0] {
+        CallEvent::Info { dtmf, .. } => assert_eq!(
+            *dtmf,
+            Some(Dtmf {
+                digit: '#',
+                duration_ms: None
+            })
+        ),
+        e => panic!("{e:?}"),
+    }
+    // we send INFO too
+    let out =
+        h.ep.send_info(
+            h.now,
+            call,
+            "application/dtmf-relay",
+            b"Signal=1\r\n".to_vec(),
+        )
+        .expect("info");
+    assert_eq!(requests(&out)[0].method, Method::Info);
+    // INFO outside any dialog: 481
+    let stray = in_dialog("INFO", "z9hG4bKi3", "nope", "x", 2, "", "");
+    assert_eq!(statuses(&h.send(&stray)), [481]);
+}
+
+#[test]
+fn dtmf_parsing() {
+    assert_eq!(
+        parse_dtmf(
+            Some("application/dtmf-relay"),
+            b"Signal= *\r\nDuration= 250"
+        ),
+        Some(Dtmf {
+            digit: '*',
+            duration_ms: Some(250)
+        })
+    );
+    assert_eq!(
+        parse_dtmf(Some("application/dtmf-relay"), b"Signal=11"),
+        Some(Dtmf {
+            digit: '#',
+            duration_ms: None
+        })
+    );
+    assert_eq!(
+        parse_dtmf(Some("application/dtmf"), b"7\r\n"),
+        Some(Dtmf {
+            digit: '7',
+            duration_ms: None
+        })
+    );
+    assert_eq!(parse_dtmf(Some("application/dtmf"), b"x"), None);
+    assert_eq!(parse_dtmf(Some("text/plain"), b"5"), None);
+    assert_eq!(parse_dtmf(None, b"5"), None);
+    assert_eq!(parse_dtmf(Some("application/dtmf-relay"), &[0xff]), None);
+}
+
+#[test]
+fn out_of_dialog_requests() {
+    let mut h = Harness::new();
+    let bye = in_dialog("BYE", "z9hG4bKx1", "unknown", "t", 2, "", "");
+    assert_eq!(statuses(&h.send(&bye)), [481]);
+    let opt = in_dialog("OPTIONS", "z9hG4bKx2", "o1", "t", 1, "", "").replace(";tag=t", "");
+    let r = responses(&h.send(&opt));
+    assert_eq!(r[0].status, 200);
+    assert_eq!(r[0].headers.get("Allow"), Some(ALLOW));
+    assert!(r[0].headers.get("Accept").is_some());
+    assert!(
+        r[0].headers.to().expect("to").tag().is_some(),
+        "final responses carry a To tag"
+    );
+    for m in ["REGISTER", "SUBSCRIBE", "MESSAGE", "NOTIFY", "REFER"] {
+        let req = in_dialog(m, &format!("z9hG4bK{m}"), "o2", "t", 1, "", "").replace(";tag=t", "");
+        let r = responses(&h.send(&req));
+        assert_eq!(r[0].status, 405, "{m}");
+        assert_eq!(r[0].headers.get("Allow"), Some(ALLOW));
+    }
+    let req = in_dialog("FROBNICATE", "z9hG4bKf", "o3", "t", 1, "", "").replace(";tag=t", "");
+    assert_eq!(statuses(&h.send(&req)), [501]);
+    let req = in_dialog(
+        "OPTIONS",
+        "z9hG4bKr",
+        "o4",
+        "t",
+        1,
+        "Require: 100rel\r\n",
+        "",
+    )
+    .replace(";tag=t", "");
+    let r = responses(&h.send(&req));
+    assert_eq!(r[0].status, 420);
+    assert_eq!(r[0].headers.get("Unsupported"), Some("100rel"));
+    // re-INVITE for an unknown dialog
+    let re = in_dialog("INVITE", "z9hG4bKre", "nope", "t", 2, "", "");
+    assert_eq!(statuses(&h.send(&re)), [481]);
+    assert!(events(&h.send(&re)).is_empty());
+}
+
+#[test]
+fn max_forwards_zero_and_missing() {
+    let mut h = Harness::new();
+    let zero = invite("z9hG4bKm0", "m0").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let out = h.send(&zero);
+    assert_eq!(statuses(&out), [483]);
+    assert!(events(&out).is_empty());
+    let missing = invite("z9hG4bKm1", "m1").replace("Max-Forwards: 70\r\n", "");
+    assert_eq!(statuses(&h.send(&missing)), [100]);
+}
+
+#[test]
+fn allow_list_forbids_strangers() {
+    let mut h = Harness::new();
+    h.from = "192.0.2.9:5060".parse().expect("addr");
+    let out = h.send(&invite("z9hG4bKs1", "s1"));
+    let r = responses(&out);
+    assert_eq!(r[0].status, 403);
+    assert!(
+        r[0].headers
+            .get("Warning")
+            .is_some_and(|w| w.contains("allow-list"))
+    );
+    assert!(r[0].headers.get("Reason").is_some());
+    assert!(events(&out).is_empty());
+    assert!(h.send("garbage").is_empty());
+    assert!(
+        h.send(&in_dialog("ACK", "z9hG4bKs", "s1", "t", 1, "", ""))
+            .is_empty()
+    );
+    let mut settings = SipSettings::default();
+    settings
+        .trunk_allow
+        .push("192.0.2.0/24".parse().expect("net"));
+    h.ep = Endpoint::new(settings);
+    assert_eq!(statuses(&h.send(&invite("z9hG4bKs2", "s2"))), [100]);
+}
+
+#[test]
+fn malformed_requests_get_400_naming_the_problem() {
+    let mut h = Harness::new();
+    let cases = [
+        (
+            invite("z9hG4bKp1", "p1").replace("CSeq: 1 INVITE", "CSeq: 1 BYE"),
+            "CSeq method",
+        ),
+        (
+            invite("z9hG4bKp2", "p2")
+                .replace("To: <sip:12345@gw.example>", "To: \"unterminated <sip:a@b>"),
+            "To",
+        ),
+        (
+            invite("z9hG4bKp3", "p3").replace("CSeq: 1 INVITE", "CSeq: 99999999999 INVITE"),
+            "CSeq",
+        ),
+        (
+            invite("z9hG4bKp4", "p4").replace("Content-Length: 9", "Content-Length: 80"),
+            "Content-Length",
+        ),
+        (
+            invite("z9hG4bKp5", "p5").replace(
+                "INVITE sip:12345@127.0.0.1 SIP/2.0",
+                "INVITE <sip:12345@127.0.0.1> SIP/2.0",
+            ),
+            "Request-URI",
+        ),
+        (
+            invite("z9hG4bKp6", "p6").replace("Call-ID: p6\r\n", "Call-ID: p6\r\nCall-ID: p7\r\n"),
+            "Call-ID",
+        ),
+    ];
+    for (msg, needle) in cases {
+        let r = responses(&h.send(&msg));
+        assert_eq!(r.len(), 1, "{needle}");
+        assert_eq!(r[0].status, 400, "{needle}");
+        assert!(r[0].reason.contains(needle), "{needle}: {}", r[0].reason);
+    }
+    let v = invite("z9hG4bKp8", "p8").replace("SIP/2.0\r\n", "SIP/3.0\r\n");
+    assert_eq!(statuses(&h.send(&v)), [505]);
+    // nothing to address a response with: dropped
+    assert!(
+        h.send("INVITE sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+            .is_empty()
+    );
+    assert!(h.send("\u{0}\u{1}garbage").is_empty());
+    assert_eq!(h.ep.call_count(), 0);
+}
+
+#[test]
+fn unsupported_bodies_and_accept() {
+    let mut h = Harness::new();
+    let odd = invite("z9hG4bKu1", "u1").replace("application/sdp", "application/unknownformat");
+    let r = responses(&h.send(&odd));
+    assert_eq!(r[0].status, 415);
+    assert_eq!(r[0].headers.get("Accept"), Some("application/sdp"));
+    let acc = invite("z9hG4bKu2", "u2").replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nAccept: text/nobodyknowsthis\r\n",
+    );
+    assert_eq!(statuses(&h.send(&acc)), [406]);
+}
+
+#[test]
+fn tcp_calls_do_not_retransmit_errors() {
+    let mut h = Harness::new();
+    let msg = invite("z9hG4bKt1", "t1").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let out =
+        h.ep.handle_datagram(h.now, h.from, Transport::Tcp, msg.as_bytes());
+    let call = match &events(&out)[0] {
+        CallEvent::IncomingCall {
+            call, transport, ..
+        } => {
+            assert_eq!(*transport, Transport::Tcp);
+            *call
+        }
+        e => panic!("{e:?}"),
+    };
+    let out = h.ep.reject(h.now, call, 603).expect("reject");
+    match &out[0] {
+        Output::Transmit(t) => assert_eq!(t.transport, Transport::Tcp),
+        o => panic!("{o:?}"),
+    }
+    let later = h.run_until(Duration::from_secs(40));
+    assert!(
+        later.iter().all(|(_, o)| !matches!(o, Output::Transmit(_))),
+        "{later:?}"
+    );
+}
+
+#[test]
+fn contact_in_200_over_tcp_says_so() {
+    let mut h = Harness::new();
+    let msg = invite("z9hG4bKt2", "t2").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let out =
+        h.ep.handle_datagram(h.now, h.from, Transport::Tcp, msg.as_bytes());
+    let CallEvent::IncomingCall { call, .. } = events(&out)[0].clone() else {
+        panic!("no call");
+    };
+    let out = h.ep.answer(h.now, call, b"v=0".to_vec()).expect("answer");
+    let c = responses(&out)[0]
+        .headers
+        .get("Contact")
+        .expect("contact")
+        .to_owned();
+    assert!(c.contains("transport=tcp"), "{c}");
+}

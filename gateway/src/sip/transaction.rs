@@ -1,0 +1,760 @@
+//! RFC 3261 section 17 transactions as plain state machines.
+//!
+//! Each transaction is fed events (a retransmitted request, a response, an ACK) and the current
+//! time, and answers with [`TxOutput`]s; [`poll_timeout`](ServerInvite::poll_timeout) says when
+//! it next needs [`handle_timeout`](ServerInvite::handle_timeout). No clock and no socket inside,
+//! so the timer tables (A, B, D, E, F, G, H, I, J, K) are tested by adding durations to an
+//! `Instant`.
+//!
+//! Reliable transports (TCP) need no retransmission: timers A, E and G are not armed and the
+//! wait states (D, I, J, K) are zero, per RFC 3261 17.1/17.2. The one exception is a 2xx to
+//! INVITE: it is retransmitted end to end by the UAS core until the ACK arrives, whatever the
+//! first hop (13.3.1.4), because a proxy beyond the trunk may use UDP. We keep that loop here, in
+//! the server INVITE transaction's Accepted state (RFC 6026), so all retransmission lives in one
+//! module. Timer L (64*T1) bounds Accepted; without an ACK by then the caller is told (no ACK).
+
+use std::time::{Duration, Instant};
+
+/// T1, T2, T4 of RFC 3261 17.1.1.1 (defaults 500 ms, 4 s, 5 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    pub t1: Duration,
+    pub t2: Duration,
+    pub t4: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Timers {
+    /// 64*T1: timers B, F, H, J (on UDP) and L.
+    pub fn t1x64(&self) -> Duration {
+        self.t1 * 64
+    }
+}
+
+/// What a transaction asks of its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxOutput {
+    /// Send these bytes again to the transaction's peer.
+    Retransmit(Vec<u8>),
+    /// A response to pass up (client transactions); retransmissions are absorbed.
+    Response(u16),
+    /// The transaction gave up: B/F (no final response), H (no ACK for a non-2xx) or L without
+    /// an ACK for a 2xx.
+    Timeout,
+}
+
+/// A retransmission schedule: next instant and current interval.
+#[derive(Debug, Clone, Copy)]
+struct Retx {
+    at: Instant,
+    interval: Duration,
+}
+
+impl Retx {
+    fn start(now: Instant, t1: Duration) -> Self {
+        Retx {
+            at: now + t1,
+            interval: t1,
+        }
+    }
+    /// Advance after a retransmission; `cap` is T2 where the RFC caps the doubling.
+    fn next(&mut self, cap: Option<Duration>) {
+        let doubled = self.interval * 2;
+        self.interval = cap.map_or(doubled, |c| doubled.min(c));
+        self.at += self.interval;
+    }
+}
+
+fn earliest(times: &[Option<Instant>]) -> Option<Instant> {
+    times.iter().flatten().min().copied()
+}
+
+fn due(t: Option<Instant>, now: Instant) -> bool {
+    t.is_some_and(|t| t <= now)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerInviteState {
+    Proceeding,
+    /// Non-2xx final sent; waiting for the ACK (timers G, H).
+    Completed,
+    /// 2xx sent; retransmitting it until the ACK (RFC 6026 Accepted, timer L).
+    Accepted,
+    /// ACK for the non-2xx received; absorbing ACK retransmissions (timer I).
+    Confirmed,
+    Terminated,
+}
+
+/// Server INVITE transaction (RFC 3261 17.2.1 with RFC 6026).
+#[derive(Debug)]
+pub struct ServerInvite {
+    state: ServerInviteState,
+    reliable: bool,
+    timers: Timers,
+    last: Option<Vec<u8>>,
+    retx: Option<Retx>,
+    give_up: Option<Instant>,
+    end: Option<Instant>,
+    acked: bool,
+    final_status: Option<u16>,
+}
+
+impl ServerInvite {
+    pub fn new(reliable: bool, timers: Timers) -> Self {
+        ServerInvite {
+            state: ServerInviteState::Proceeding,
+            reliable,
+            timers,
+            last: None,
+            retx: None,
+            give_up: None,
+            end: None,
+            acked: false,
+            final_status: None,
+        }
+    }
+
+    pub fn state(&self) -> ServerInviteState {
+        self.state
+    }
+
+    /// The final status sent, if any.
+    pub fn final_status(&self) -> Option<u16> {
+        self.final_status
+    }
+
+    pub fn is_terminated(&self) -> bool {
+        self.state == ServerInviteState::Terminated
+    }
+
+    /// Record a response the TU sends (the owner transmits it the first time). Returns false
+    /// (and records nothing) when a final response was already sent.
+    pub fn respond(&mut self, now: Instant, status: u16, bytes: Vec<u8>) -> bool {
+        if self.state != ServerInviteState::Proceeding {
+            return false;
+        }
+        self.last = Some(bytes);
+        if status < 200 {
+            return true;
+        }
+        self.final_status = Some(status);
+        self.give_up = Some(now + self.timers.t1x64());
+        if status < 300 {
+            self.state = ServerInviteState::Accepted;
+            self.retx = Some(Retx::start(now, self.timers.t1));
+        } else {
+            self.state = ServerInviteState::Completed;
+            self.retx = (!self.reliable).then(|| Retx::start(now, self.timers.t1));
+        }
+        true
+    }
+
+    /// The INVITE arrived again: the last response goes out again (none yet: nothing).
+    pub fn on_retransmission(&self) -> Option<Vec<u8>> {
+        match self.state {
+            ServerInviteState::Proceeding
+            | ServerInviteState::Completed
+            | ServerInviteState::Accepted => self.last.clone(),
+            _ => None,
+        }
+    }
+
+    /// An ACK for this transaction's final response. Returns true for the first one.
+    pub fn on_ack(&mut self, now: Instant) -> bool {
+        match self.state {
+            ServerInviteState::Completed => {
+                self.state = ServerInviteState::Confirmed;
+                self.retx = None;
+                self.give_up = None;
+                let i = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    self.timers.t4
+                };
+                self.end = Some(now + i);
+                true
+            }
+            ServerInviteState::Accepted if !self.acked => {
+                self.acked = true;
+                self.retx = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_terminated() {
+            return None;
+        }
+        earliest(&[self.retx.map(|r| r.at), self.give_up, self.end])
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
+        let mut out = Vec::new();
+        if due(self.give_up, now) {
+            // H (non-2xx) or L (2xx)
+            if !(self.state == ServerInviteState::Accepted && self.acked) {
+                out.push(TxOutput::Timeout);
+            }
+            self.terminate();
+            return out;
+        }
+        if due(self.end, now) {
+            self.terminate();
+            return out;
+        }
+        if let Some(r) = self.retx.as_mut() {
+            // G (capped at T2) for non-2xx; the 2xx schedule of 13.3.1.4 is the same.
+            while r.at <= now {
+                if let Some(b) = &self.last {
+                    out.push(TxOutput::Retransmit(b.clone()));
+                }
+                r.next(Some(self.timers.t2));
+            }
+        }
+        out
+    }
+
+    fn terminate(&mut self) {
+        self.state = ServerInviteState::Terminated;
+        self.retx = None;
+        self.give_up = None;
+        self.end = None;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerNonInviteState {
+    Trying,
+    Proceeding,
+    Completed,
+    Terminated,
+}
+
+/// Server non-INVITE transaction (RFC 3261 17.2.2): absorbs retransmitted requests by
+/// repeating the last response; timer J keeps it around for 64*T1 on UDP.
+#[derive(Debug)]
+pub struct ServerNonInvite {
+    state: ServerNonInviteState,
+    reliable: bool,
+    timers: Timers,
+    last: Option<Vec<u8>>,
+    end: Option<Instant>,
+}
+
+impl ServerNonInvite {
+    pub fn new(reliable: bool, timers: Timers) -> Self {
+        ServerNonInvite {
+            state: ServerNonInviteState::Trying,
+            reliable,
+            timers,
+            last: None,
+            end: None,
+        }
+    }
+
+    pub fn state(&self) -> ServerNonInviteState {
+        self.state
+    }
+
+    pub fn is_terminated(&self) -> bool {
+        self.state == ServerNonInviteState::Terminated
+    }
+
+    pub fn respond(&mut self, now: Instant, status: u16, bytes: Vec<u8>) -> bool {
+        if matches!(
+            self.state,
+            ServerNonInviteState::Completed | ServerNonInviteState::Terminated
+        ) {
+            return false;
+        }
+        self.last = Some(bytes);
+        if status < 200 {
+            self.state = ServerNonInviteState::Proceeding;
+        } else {
+            self.state = ServerNonInviteState::Completed;
+            let j = if self.reliable {
+                Duration::ZERO
+            } else {
+                self.timers.t1x64()
+            };
+            self.end = Some(now + j);
+        }
+        true
+    }
+
+    pub fn on_retransmission(&self) -> Option<Vec<u8>> {
+        match self.state {
+            ServerNonInviteState::Proceeding | ServerNonInviteState::Completed => self.last.clone(),
+            _ => None,
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_terminated() { None } else { self.end }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
+        if due(self.end, now) {
+            self.state = ServerNonInviteState::Terminated;
+            self.end = None;
+        }
+        Vec::new()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientState {
+    /// INVITE: Calling; non-INVITE: Trying.
+    Calling,
+    Proceeding,
+    Completed,
+    Terminated,
+}
+
+/// Client non-INVITE transaction (RFC 3261 17.1.2), for the BYE and INFO we send.
+#[derive(Debug)]
+pub struct ClientNonInvite {
+    state: ClientState,
+    reliable: bool,
+    timers: Timers,
+    request: Vec<u8>,
+    retx: Option<Retx>,
+    give_up: Option<Instant>,
+    end: Option<Instant>,
+}
+
+impl ClientNonInvite {
+    /// Start with the request the owner has just transmitted once.
+    pub fn new(now: Instant, reliable: bool, timers: Timers, request: Vec<u8>) -> Self {
+        ClientNonInvite {
+            state: ClientState::Calling,
+            reliable,
+            timers,
+            request,
+            retx: (!reliable).then(|| Retx::start(now, timers.t1)),
+            give_up: Some(now + timers.t1x64()),
+            end: None,
+        }
+    }
+
+    pub fn state(&self) -> ClientState {
+        self.state
+    }
+
+    pub fn is_terminated(&self) -> bool {
+        self.state == ClientState::Terminated
+    }
+
+    /// A response matched to this transaction. Returns it to pass up, or nothing when it is a
+    /// retransmission to absorb.
+    pub fn on_response(&mut self, now: Instant, status: u16) -> Option<TxOutput> {
+        match self.state {
+            ClientState::Calling | ClientState::Proceeding if status < 200 => {
+                self.state = ClientState::Proceeding;
+                Some(TxOutput::Response(status))
+            }
+            ClientState::Calling | ClientState::Proceeding => {
+                self.state = ClientState::Completed;
+                self.retx = None;
+                self.give_up = None;
+                let k = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    self.timers.t4
+                };
+                self.end = Some(now + k);
+                Some(TxOutput::Response(status))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_terminated() {
+            return None;
+        }
+        earliest(&[self.retx.map(|r| r.at), self.give_up, self.end])
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
+        let mut out = Vec::new();
+        if due(self.give_up, now) {
+            // Timer F
+            self.state = ClientState::Terminated;
+            self.retx = None;
+            self.give_up = None;
+            out.push(TxOutput::Timeout);
+            return out;
+        }
+        if due(self.end, now) {
+            // Timer K
+            self.state = ClientState::Terminated;
+            self.end = None;
+            return out;
+        }
+        let proceeding = self.state == ClientState::Proceeding;
+        if let Some(r) = self.retx.as_mut() {
+            // Timer E: doubling up to T2 while Trying, T2 once Proceeding.
+            while r.at <= now {
+                out.push(TxOutput::Retransmit(self.request.clone()));
+                if proceeding {
+                    r.interval = self.timers.t2;
+                    r.at += r.interval;
+                } else {
+                    r.next(Some(self.timers.t2));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Client INVITE transaction (RFC 3261 17.1.1): timers A (doubling, uncapped), B and D.
+/// For a non-2xx final response the owner supplies the ACK with [`ClientInvite::set_ack`];
+/// it is repeated for every retransmitted final response while Completed.
+#[derive(Debug)]
+pub struct ClientInvite {
+    state: ClientState,
+    reliable: bool,
+    request: Vec<u8>,
+    ack: Option<Vec<u8>>,
+    retx: Option<Retx>,
+    give_up: Option<Instant>,
+    end: Option<Instant>,
+}
+
+impl ClientInvite {
+    pub fn new(now: Instant, reliable: bool, timers: Timers, request: Vec<u8>) -> Self {
+        ClientInvite {
+            state: ClientState::Calling,
+            reliable,
+            request,
+            ack: None,
+            retx: (!reliable).then(|| Retx::start(now, timers.t1)),
+            give_up: Some(now + timers.t1x64()),
+            end: None,
+        }
+    }
+
+    pub fn state(&self) -> ClientState {
+        self.state
+    }
+
+    pub fn is_terminated(&self) -> bool {
+        self.state == ClientState::Terminated
+    }
+
+    /// Returns the response to pass up, or a retransmission of the ACK for a repeated non-2xx.
+    pub fn on_response(&mut self, now: Instant, status: u16) -> Option<TxOutput> {
+        match self.state {
+            ClientState::Calling | ClientState::Proceeding => {
+                self.retx = None;
+                if status < 200 {
+                    self.state = ClientState::Proceeding;
+                    self.give_up = None;
+                } else if status < 300 {
+                    // the 2xx goes to the TU, which ACKs it end to end
+                    self.state = ClientState::Terminated;
+                    self.give_up = None;
+                } else {
+                    self.state = ClientState::Completed;
+                    self.give_up = None;
+                    let d = if self.reliable {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_secs(32)
+                    };
+                    self.end = Some(now + d);
+                }
+                Some(TxOutput::Response(status))
+            }
+            ClientState::Completed if status >= 300 => self.ack.clone().map(TxOutput::Retransmit),
+            _ => None,
+        }
+    }
+
+    pub fn set_ack(&mut self, ack: Vec<u8>) {
+        self.ack = Some(ack);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_terminated() {
+            return None;
+        }
+        earliest(&[self.retx.map(|r| r.at), self.give_up, self.end])
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
+        let mut out = Vec::new();
+        if due(self.give_up, now) {
+            // Timer B
+            self.state = ClientState::Terminated;
+            self.retx = None;
+            self.give_up = None;
+            out.push(TxOutput::Timeout);
+            return out;
+        }
+        if due(self.end, now) {
+            // Timer D
+            self.state = ClientState::Terminated;
+            self.end = None;
+            return out;
+        }
+        if let Some(r) = self.retx.as_mut() {
+            while r.at <= now {
+                out.push(TxOutput::Retransmit(self.request.clone()));
+                r.next(None);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    trait Machine {
+        fn poll(&self) -> Option<Instant>;
+        fn fire(&mut self, now: Instant) -> Vec<TxOutput>;
+    }
+    macro_rules! machine {
+        ($($t:ty),*) => {$(
+            impl Machine for $t {
+                fn poll(&self) -> Option<Instant> { self.poll_timeout() }
+                fn fire(&mut self, now: Instant) -> Vec<TxOutput> { self.handle_timeout(now) }
+            }
+        )*};
+    }
+    machine!(ServerInvite, ClientNonInvite, ClientInvite);
+
+    /// Drive a machine to `until`, recording when it retransmitted and timed out.
+    fn drive(
+        m: &mut impl Machine,
+        start: Instant,
+        until: Duration,
+    ) -> (Vec<Duration>, Option<Duration>) {
+        let mut sent = Vec::new();
+        let mut timeout = None;
+        while let Some(t) = m.poll() {
+            if t > start + until {
+                break;
+            }
+            for o in m.fire(t) {
+                match o {
+                    TxOutput::Retransmit(_) => sent.push(t - start),
+                    TxOutput::Timeout => timeout = Some(t - start),
+                    TxOutput::Response(_) => {}
+                }
+            }
+        }
+        (sent, timeout)
+    }
+
+    #[test]
+    fn server_invite_2xx_retransmits_until_ack() {
+        let t0 = Instant::now();
+        let mut tx = ServerInvite::new(false, Timers::default());
+        assert!(tx.respond(t0, 100, b"100".to_vec()));
+        assert!(tx.respond(t0, 200, b"200".to_vec()));
+        assert!(!tx.respond(t0, 486, b"486".to_vec()), "one final only");
+        let mut sent = Vec::new();
+        let mut now = t0;
+        for _ in 0..5 {
+            now = tx.poll_timeout().expect("armed");
+            for o in tx.handle_timeout(now) {
+                assert_eq!(o, TxOutput::Retransmit(b"200".to_vec()));
+                sent.push(now - t0);
+            }
+        }
+        // intervals 500 ms, 1 s, 2 s, 4 s, 4 s
+        assert_eq!(sent, [ms(500), ms(1500), ms(3500), ms(7500), ms(11500)]);
+        assert_eq!(tx.on_retransmission(), Some(b"200".to_vec()));
+        assert!(tx.on_ack(now));
+        assert!(!tx.on_ack(now), "second ACK is a retransmission");
+        // no more retransmissions; timer L ends it quietly
+        let l = tx.poll_timeout().expect("timer L");
+        assert_eq!(l - t0, ms(32_000));
+        assert!(tx.handle_timeout(l).is_empty());
+        assert!(tx.is_terminated());
+    }
+
+    #[test]
+    fn server_invite_2xx_without_ack_times_out_at_64_t1() {
+        let t0 = Instant::now();
+        let mut tx = ServerInvite::new(true, Timers::default());
+        tx.respond(t0, 200, b"200".to_vec());
+        let (sent, timeout) = drive(&mut tx, t0, Duration::from_secs(60));
+        // retransmitted even over TCP (13.3.1.4), every 4 s once capped
+        assert_eq!(sent.first(), Some(&ms(500)));
+        assert_eq!(sent.last(), Some(&ms(31_500)));
+        assert_eq!(timeout, Some(ms(32_000)));
+    }
+
+    #[test]
+    fn server_invite_non_2xx_udp_timer_g_h_i() {
+        let t0 = Instant::now();
+        let mut tx = ServerInvite::new(false, Timers::default());
+        tx.respond(t0, 486, b"486".to_vec());
+        assert_eq!(tx.state(), ServerInviteState::Completed);
+        let (sent, _) = drive(&mut tx, t0, ms(8000));
+        assert_eq!(sent, [ms(500), ms(1500), ms(3500), ms(7500)]);
+        let now = t0 + ms(8000);
+        assert!(tx.on_ack(now));
+        assert_eq!(tx.state(), ServerInviteState::Confirmed);
+        assert!(tx.on_retransmission().is_none(), "Confirmed absorbs");
+        assert_eq!(tx.poll_timeout(), Some(now + ms(5000)), "timer I = T4");
+        assert!(tx.handle_timeout(now + ms(5000)).is_empty());
+        assert!(tx.is_terminated());
+    }
+
+    #[test]
+    fn server_invite_non_2xx_tcp_has_no_timer_g_and_zero_i() {
+        let t0 = Instant::now();
+        let mut tx = ServerInvite::new(true, Timers::default());
+        tx.respond(t0, 487, b"487".to_vec());
+        assert_eq!(tx.poll_timeout(), Some(t0 + ms(32_000)), "only timer H");
+        assert!(tx.on_ack(t0 + ms(10)));
+        assert_eq!(tx.poll_timeout(), Some(t0 + ms(10)));
+        tx.handle_timeout(t0 + ms(10));
+        assert!(tx.is_terminated());
+    }
+
+    #[test]
+    fn server_invite_timer_h_without_ack() {
+        let t0 = Instant::now();
+        let mut tx = ServerInvite::new(false, Timers::default());
+        tx.respond(t0, 603, b"603".to_vec());
+        let (sent, timeout) = drive(&mut tx, t0, ms(40_000));
+        assert_eq!(timeout, Some(ms(32_000)));
+        assert_eq!(sent.len(), 10, "{sent:?}");
+        assert!(tx.is_terminated());
+    }
+
+    #[test]
+    fn server_non_invite_timer_j() {
+        let t0 = Instant::now();
+        let mut udp = ServerNonInvite::new(false, Timers::default());
+        assert!(udp.on_retransmission().is_none(), "nothing sent yet");
+        udp.respond(t0, 200, b"200".to_vec());
+        assert_eq!(udp.on_retransmission(), Some(b"200".to_vec()));
+        assert!(!udp.respond(t0, 500, b"500".to_vec()));
+        assert_eq!(udp.poll_timeout(), Some(t0 + ms(32_000)));
+        udp.handle_timeout(t0 + ms(31_999));
+        assert_eq!(udp.state(), ServerNonInviteState::Completed);
+        udp.handle_timeout(t0 + ms(32_000));
+        assert!(udp.is_terminated());
+        let mut tcp = ServerNonInvite::new(true, Timers::default());
+        tcp.respond(t0, 200, b"200".to_vec());
+        assert_eq!(tcp.poll_timeout(), Some(t0));
+    }
+
+    #[test]
+    fn client_non_invite_udp_timer_e_f() {
+        let t0 = Instant::now();
+        let mut tx = ClientNonInvite::new(t0, false, Timers::default(), b"BYE".to_vec());
+        let (sent, timeout) = drive(&mut tx, t0, ms(40_000));
+        assert_eq!(
+            sent[..6],
+            [
+                ms(500),
+                ms(1500),
+                ms(3500),
+                ms(7500),
+                ms(11_500),
+                ms(15_500)
+            ]
+        );
+        assert_eq!(timeout, Some(ms(32_000)));
+        assert!(tx.is_terminated());
+    }
+
+    #[test]
+    fn client_non_invite_proceeding_uses_t2_and_timer_k() {
+        let t0 = Instant::now();
+        let mut tx = ClientNonInvite::new(t0, false, Timers::default(), b"BYE".to_vec());
+        assert_eq!(
+            tx.on_response(t0 + ms(100), 100),
+            Some(TxOutput::Response(100))
+        );
+        let (sent, _) = drive(&mut tx, t0, ms(9000));
+        assert_eq!(sent, [ms(500), ms(4500), ms(8500)]);
+        let now = t0 + ms(9000);
+        assert_eq!(tx.on_response(now, 200), Some(TxOutput::Response(200)));
+        assert_eq!(tx.on_response(now, 200), None, "retransmitted 200 absorbed");
+        assert_eq!(tx.poll_timeout(), Some(now + ms(5000)), "timer K = T4");
+        tx.handle_timeout(now + ms(5000));
+        assert!(tx.is_terminated());
+    }
+
+    #[test]
+    fn client_non_invite_tcp_never_retransmits() {
+        let t0 = Instant::now();
+        let mut tx = ClientNonInvite::new(t0, true, Timers::default(), b"BYE".to_vec());
+        assert_eq!(tx.poll_timeout(), Some(t0 + ms(32_000)));
+        let (sent, timeout) = drive(&mut tx, t0, ms(40_000));
+        assert!(sent.is_empty());
+        assert_eq!(timeout, Some(ms(32_000)));
+        let mut tx = ClientNonInvite::new(t0, true, Timers::default(), b"BYE".to_vec());
+        tx.on_response(t0, 200);
+        assert_eq!(tx.poll_timeout(), Some(t0), "timer K = 0 on TCP");
+    }
+
+    #[test]
+    fn client_invite_timer_a_doubles_without_cap_then_b() {
+        let t0 = Instant::now();
+        let mut tx = ClientInvite::new(t0, false, Timers::default(), b"INVITE".to_vec());
+        let (sent, timeout) = drive(&mut tx, t0, ms(40_000));
+        assert_eq!(
+            sent,
+            [
+                ms(500),
+                ms(1500),
+                ms(3500),
+                ms(7500),
+                ms(15_500),
+                ms(31_500)
+            ]
+        );
+        assert_eq!(timeout, Some(ms(32_000)));
+    }
+
+    #[test]
+    fn client_invite_non_2xx_acks_and_timer_d() {
+        let t0 = Instant::now();
+        let mut tx = ClientInvite::new(t0, false, Timers::default(), b"INVITE".to_vec());
+        assert_eq!(tx.on_response(t0, 180), Some(TxOutput::Response(180)));
+        assert_eq!(tx.poll_timeout(), None, "proceeding: A and B stopped");
+        assert_eq!(tx.on_response(t0, 486), Some(TxOutput::Response(486)));
+        tx.set_ack(b"ACK".to_vec());
+        assert_eq!(
+            tx.on_response(t0, 486),
+            Some(TxOutput::Retransmit(b"ACK".to_vec()))
+        );
+        assert_eq!(tx.poll_timeout(), Some(t0 + ms(32_000)), "timer D");
+        let mut ok = ClientInvite::new(t0, true, Timers::default(), b"INVITE".to_vec());
+        assert_eq!(ok.on_response(t0, 200), Some(TxOutput::Response(200)));
+        assert!(ok.is_terminated());
+    }
+}
