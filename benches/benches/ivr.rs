@@ -56,10 +56,7 @@ fn call(set: &Arc<FlowSet>, script: &[Event]) -> (usize, bool) {
         },
     });
     let mut inputs = script.iter().cloned();
-    loop {
-        let Some(event) = queue.pop_front().or_else(|| inputs.next()) else {
-            break;
-        };
+    while let Some(event) = queue.pop_front().or_else(|| inputs.next()) {
         now += 20;
         handled += 1;
         for action in session.handle(now, event) {
