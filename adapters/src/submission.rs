@@ -147,7 +147,11 @@ impl Submission {
             text: self.text,
             transcript: self.transcript,
             language: self.language,
-            location: self.location,
+            location: Location {
+                district: self.location.district.or(normalized.district),
+                street: self.location.street.or(normalized.street),
+                ..self.location
+            },
             urgency: normalized.urgency,
             emergency_referral: normalized.emergency_referral,
             attachments: self.attachments,

@@ -8,6 +8,7 @@
 //! with tokio at the edge.
 
 pub mod api;
+pub mod classify_cli;
 pub mod cli;
 pub mod config;
 pub mod dispatch;

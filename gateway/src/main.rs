@@ -21,6 +21,12 @@ enum Command {
         #[arg(long, short, env = "GATEWAY_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Normalize a CSV of messages (`id`, `subject`, `detail` columns) and print
+    /// `id,category,kind,district,emergency` as CSV.
+    Classify {
+        /// The CSV file; `-` reads standard input.
+        file: PathBuf,
+    },
     /// Check, try and draw the IVR flow files.
     Flows {
         #[command(subcommand)]
@@ -123,11 +129,24 @@ fn flows(command: FlowsCommand) -> anyhow::Result<()> {
     }
 }
 
+fn classify(file: &std::path::Path) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let out = std::io::BufWriter::new(stdout.lock());
+    if file == std::path::Path::new("-") {
+        gateway::classify_cli::classify_csv(std::io::stdin().lock(), out)
+    } else {
+        let input = std::fs::File::open(file)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
+        gateway::classify_cli::classify_csv(std::io::BufReader::new(input), out)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => gateway::run::run(config.as_deref()),
         Command::Flows { command } => flows(command),
+        Command::Classify { file } => classify(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

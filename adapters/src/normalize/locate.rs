@@ -71,6 +71,9 @@ pub struct Gazetteer {
     names: Vec<Name>,
 }
 
+/// Words before a place name that make it a citizen's origin, not the place of the matter.
+const ORIGIN_MARKERS: &[&str] = &["户口在", "户籍在", "老家在", "老家是", "户口是"];
+
 static WUHAN: LazyLock<Result<Gazetteer, String>> =
     LazyLock::new(|| Gazetteer::from_toml(include_str!("../../data/gazetteer/wuhan.toml")));
 
@@ -156,6 +159,10 @@ impl Gazetteer {
                             || text[..pos].ends_with(|c: char| c.is_ascii_alphanumeric())))
             });
             match hit {
+                // "户口在新洲区" says where the citizen is registered, not where the matter is.
+                Some(n) if ORIGIN_MARKERS.iter().any(|m| text[..pos].ends_with(m)) => {
+                    pos += n.text.len();
+                }
                 Some(n) => {
                     found.push(Place {
                         district: self.districts[n.district].clone(),

@@ -144,7 +144,7 @@ pub fn normalize_text(subject: &str, detail: &str) -> Normalized {
     if let Some(cue) = urgent_cue {
         reasons.push(format!("urgent: {cue}"));
     }
-    let (kind, cues) = rules::kind(text);
+    let (kind, cues) = rules::kind_with(text, emergency_referral);
     reasons.push(if cues.is_empty() {
         format!("kind {}: no cue, default", kind.as_str())
     } else {

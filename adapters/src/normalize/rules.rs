@@ -23,8 +23,6 @@ const EMERGENCY_CUES: [(EmergencyReferral, &[&str]); 4] = [
             "烧起来",
             "大火",
             "燃起来",
-            "浓烟",
-            "冒烟",
             "燃气泄漏",
             "煤气泄漏",
             "天然气泄漏",
@@ -35,7 +33,9 @@ const EMERGENCY_CUES: [(EmergencyReferral, &[&str]); 4] = [
             "电梯困人",
             "被困电梯",
             "电梯里出不来",
-            "爆炸",
+            "a fire",
+            "on fire",
+            "gas leak",
         ],
     ),
     (
@@ -80,6 +80,19 @@ const EMERGENCY_CUES: [(EmergencyReferral, &[&str]); 4] = [
             "砸车",
             "闹事",
             "持枪",
+            "在撬",
+            "撬我家",
+            "在家打我",
+            "动手打",
+            "打伤",
+            "还没回家",
+            "孩子不见了",
+            "找不到孩子",
+            "抱走",
+            "拐走",
+            "robbery",
+            "robbed",
+            "stabbed",
         ],
     ),
     (
@@ -99,6 +112,9 @@ const EMERGENCY_CUES: [(EmergencyReferral, &[&str]); 4] = [
             "相撞",
             "肇事逃逸",
             "撞到人",
+            "撞上",
+            "car accident",
+            "car crash",
         ],
     ),
     (
@@ -134,9 +150,23 @@ const EMERGENCY_CUES: [(EmergencyReferral, &[&str]); 4] = [
             "口吐白沫",
             "难产",
             "快不行了",
+            "喝了农药",
+            "误喝",
+            "误服",
+            "误食",
+            "安眠药",
+            "叫不醒",
+            "unconscious",
+            "ambulance",
+            "heart attack",
         ],
     ),
 ];
+
+/// Cues that mean fire only when nothing more specific matched (a crashed car "冒烟" is 122's)
+/// and the text is not about cooking fumes or chimneys.
+const WEAK_FIRE_CUES: &[&str] = &["冒烟", "浓烟", "爆炸", "火光"];
+const WEAK_FIRE_CONTEXT_OFF: &[&str] = &["油烟", "烧烤", "烟囱", "焚烧", "秸秆", "烧纸"];
 
 /// Markers before a cue in the same clause that make it not a present emergency.
 const NEGATORS: &[&str] = &[
@@ -163,6 +193,7 @@ const NEGATORS: &[&str] = &[
     "容易",
     "可能会",
     "会不会",
+    "算不算",
     "烟囱",
     "模拟",
     "去年",
@@ -212,6 +243,9 @@ const AFTER_NEGATORS: &[&str] = &[
     "案件进展",
     "案子",
     "理赔",
+    "找回",
+    "找到了",
+    "回家了",
     "收费",
     "费用",
     "价格",
@@ -227,6 +261,10 @@ const FALSE_FRIENDS: &[&str] = &[
     "急救中心",
     "打架子鼓",
     "自杀式",
+    "急救箱",
+    "急救包",
+    "急救药",
+    "急救培训",
 ];
 
 /// Cues that make a matter urgent without being an emergency.
@@ -353,6 +391,11 @@ const KIND_CUES: [(Kind, &[(&str, u32)]); 6] = [
         Kind::Help,
         &[
             ("求助", 4),
+            ("求帮助", 3),
+            ("求帮忙", 3),
+            ("请帮忙", 2),
+            ("快派人", 2),
+            ("没办法", 2),
             ("求求", 3),
             ("帮帮", 3),
             ("救救", 3),
@@ -465,11 +508,22 @@ pub fn emergency(text: &str) -> Option<(EmergencyReferral, &'static str)> {
         }
     }
     let text = cleaned.as_str();
-    EMERGENCY_CUES.iter().find_map(|(service, cues)| {
-        cues.iter()
-            .find(|cue| live(text, cue))
-            .map(|cue| (*service, *cue))
-    })
+    EMERGENCY_CUES
+        .iter()
+        .find_map(|(service, cues)| {
+            cues.iter()
+                .find(|cue| live(text, cue))
+                .map(|cue| (*service, *cue))
+        })
+        .or_else(|| {
+            if WEAK_FIRE_CONTEXT_OFF.iter().any(|c| text.contains(c)) {
+                return None;
+            }
+            WEAK_FIRE_CUES
+                .iter()
+                .find(|cue| live(text, cue))
+                .map(|cue| (EmergencyReferral::Fire, *cue))
+        })
 }
 
 /// Urgency, with the cue that decided it.
@@ -490,6 +544,37 @@ pub fn urgency(text: &str, referral: Option<EmergencyReferral>) -> (Urgency, Opt
 /// complaint (what most unlabelled hotline messages are). Ties go to the order of [`KIND_CUES`]:
 /// praise and suggestion first because their explicit words are rarely incidental.
 pub fn kind(text: &str) -> (Kind, Vec<&'static str>) {
+    kind_with(text, None)
+}
+
+/// Words showing the caller (or someone with them) needs rescue, not just reports what they saw.
+const FIRST_PERSON: &[&str] = &[
+    "我",
+    "救命",
+    "快来",
+    "赶紧",
+    "求求",
+    "被困",
+    "困在",
+    "出不去",
+    "还有人",
+    "没下来",
+    "呼救",
+];
+
+/// Kind, knowing the emergency referral: someone ill is asking for help; a fire, crime or
+/// accident is a call for help when the caller is in it, otherwise a witness's report.
+pub fn kind_with(text: &str, referral: Option<EmergencyReferral>) -> (Kind, Vec<&'static str>) {
+    match referral {
+        Some(EmergencyReferral::Medical) => return (Kind::Help, vec!["120"]),
+        Some(_) => {
+            return match FIRST_PERSON.iter().find(|w| text.contains(*w)) {
+                Some(w) => (Kind::Help, vec![*w]),
+                None => (Kind::Report, vec!["witness"]),
+            };
+        }
+        None => {}
+    }
     let mut best: Option<(u32, Kind, Vec<&'static str>)> = None;
     for (kind, cues) in &KIND_CUES {
         let mut score = 0;
