@@ -108,7 +108,9 @@ const SEG_UEND: [i32; 8] = [0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF
 const SEG_AEND: [i32; 8] = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF];
 
 fn segment(value: i32, ends: &[i32; 8]) -> u8 {
-    ends.iter().position(|&end| value <= end).map_or(8, |p| p as u8)
+    ends.iter()
+        .position(|&end| value <= end)
+        .map_or(8, |p| p as u8)
 }
 
 /// Linear 16-bit to μ-law (G.711 table 2a, via the 14-bit magnitude).
