@@ -52,10 +52,10 @@ async fn relay(socket: UdpSocket, a: SocketAddr, b: SocketAddr) {
         let data = buf[..n].to_vec();
         if from == a {
             n_ab += 1;
-            if n_ab % 20 == 0 {
+            if n_ab.is_multiple_of(20) {
                 continue;
             }
-            if n_ab % 7 == 0 && held.is_none() {
+            if n_ab.is_multiple_of(7) && held.is_none() {
                 held = Some(data);
                 continue;
             }
