@@ -1,0 +1,433 @@
+//! The tokio driver for one call's media: an RTP/RTCP port pair from the configured range, an
+//! [`RtpSession`] driven by the sockets and a timer, and channels to the call task.
+//!
+//! All protocol logic is in the session; this only moves datagrams and time. The call talks to it
+//! with [`MediaCommand`]s (send frames, play a [`Player`], barge-in, send a digit, apply a
+//! re-INVITE) and hears [`MediaEvent`]s (played-out caller frames, digits, latching, media
+//! timeout, RTCP reports). Frames are handed over with `try_send`: a slow call task loses frames
+//! rather than stalling the 20 ms clock that also paces what the caller hears. The in-band DTMF
+//! detector runs here on the played-out frames when enabled, so digits from both RTP paths come
+//! out as [`MediaEvent::Digit`] with their [`DigitSource`]; the call layer merges them with SIP
+//! INFO in a [`super::dtmf::DtmfMerger`].
+//!
+//! Ports: RTP takes an even port and RTCP the odd one above (RFC 3550 §11); the pair is leased
+//! from a [`PortAllocator`] and released when the driver ends (the lease is dropped).
+
+use std::collections::HashSet;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::Frame;
+use super::dtmf::{DigitSource, InbandDetector};
+use super::prompt::Player;
+use super::rtp_session::{Channel, RtcpReport, RtpEvent, RtpSession, RtpStats};
+use super::sdp::Negotiated;
+
+/// Hands out even RTP ports (with the odd RTCP port above) from a range.
+#[derive(Debug)]
+pub struct PortAllocator {
+    first: u16,
+    last: u16,
+    state: Mutex<(u16, HashSet<u16>)>,
+}
+
+impl PortAllocator {
+    pub fn new(range: RangeInclusive<u16>) -> Arc<Self> {
+        let first = range.start().saturating_add(range.start() % 2);
+        Arc::new(Self {
+            first,
+            last: *range.end(),
+            state: Mutex::new((first, HashSet::new())),
+        })
+    }
+
+    /// Ports leased now.
+    pub fn in_use(&self) -> usize {
+        self.lock().1.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u16, HashSet<u16>)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bind a free pair on `ip`, skipping ports other programs hold.
+    pub async fn bind(self: &Arc<Self>, ip: IpAddr) -> io::Result<BoundPorts> {
+        let pairs = usize::from(self.last.saturating_sub(self.first)).div_ceil(2);
+        for _ in 0..pairs.max(1) {
+            let Some(port) = self.reserve() else { break };
+            let lease = PortLease {
+                allocator: Arc::clone(self),
+                port,
+            };
+            let rtp = match UdpSocket::bind(SocketAddr::new(ip, port)).await {
+                Ok(s) => s,
+                Err(_) => continue,
+            };
+            let rtcp = match UdpSocket::bind(SocketAddr::new(ip, port + 1)).await {
+                Ok(s) => s,
+                Err(_) => continue,
+            };
+            return Ok(BoundPorts { rtp, rtcp, lease });
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "no free RTP port pair in the configured range",
+        ))
+    }
+
+    /// The next free even port (round robin, so a just-released port rests before reuse).
+    fn reserve(&self) -> Option<u16> {
+        let mut guard = self.lock();
+        let (next, used) = &mut *guard;
+        let mut port = *next;
+        for _ in 0..=(self.last.saturating_sub(self.first) / 2) {
+            if port < self.first || port.checked_add(1).is_none_or(|p| p > self.last) {
+                port = self.first;
+            }
+            if port.checked_add(1).is_none_or(|p| p > self.last) {
+                return None;
+            }
+            if used.insert(port) {
+                *next = port.saturating_add(2);
+                return Some(port);
+            }
+            port = port.saturating_add(2);
+        }
+        None
+    }
+
+    fn release(&self, port: u16) {
+        self.lock().1.remove(&port);
+    }
+}
+
+/// A leased port pair; released on drop.
+#[derive(Debug)]
+pub struct PortLease {
+    allocator: Arc<PortAllocator>,
+    port: u16,
+}
+
+impl PortLease {
+    pub fn rtp_port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        self.allocator.release(self.port);
+    }
+}
+
+/// Bound sockets of one call.
+#[derive(Debug)]
+pub struct BoundPorts {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+    pub lease: PortLease,
+}
+
+impl BoundPorts {
+    pub fn local_rtp(&self) -> io::Result<SocketAddr> {
+        self.rtp.local_addr()
+    }
+}
+
+/// From the call to its media.
+#[derive(Debug)]
+pub enum MediaCommand {
+    /// Send one frame of PCM (queued behind what is already queued).
+    Frame(Box<Frame>),
+    /// Play prompts; replaces what is playing.
+    Play(Player),
+    /// Barge-in: stop playback now (the next frame is silence).
+    StopPlayback,
+    /// Send a digit by RFC 4733.
+    Digit(char, Duration),
+    /// A re-INVITE changed the stream.
+    Update(Negotiated),
+    /// Hang up the media: the driver ends and returns its statistics.
+    Close,
+}
+
+/// From the media to its call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaEvent {
+    /// 20 ms of caller audio at playout time.
+    Frame {
+        frame: Box<Frame>,
+        received: bool,
+    },
+    Digit {
+        digit: char,
+        source: DigitSource,
+        at: Instant,
+    },
+    Latched(SocketAddr),
+    MediaTimeout,
+    PlaybackFinished,
+    Report {
+        report: RtcpReport,
+        round_trip: Option<Duration>,
+    },
+}
+
+/// The call's side of a running media driver.
+#[derive(Debug)]
+pub struct MediaHandle {
+    pub local_rtp: SocketAddr,
+    pub commands: mpsc::Sender<MediaCommand>,
+    pub events: mpsc::Receiver<MediaEvent>,
+    task: JoinHandle<RtpStats>,
+}
+
+impl MediaHandle {
+    /// Stop the driver and get its final statistics.
+    pub async fn close(self) -> RtpStats {
+        let _ = self.commands.send(MediaCommand::Close).await;
+        drop(self.events);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// Options of the driver that are not the session's.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverOptions {
+    pub inband_dtmf: bool,
+    /// Frames kept queued in the session from a playing prompt (absorbs scheduling delays).
+    pub prefill: usize,
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        Self {
+            inband_dtmf: true,
+            prefill: 2,
+        }
+    }
+}
+
+/// Start driving `session` on `ports`.
+pub fn spawn(
+    ports: BoundPorts,
+    session: RtpSession,
+    options: DriverOptions,
+) -> io::Result<MediaHandle> {
+    let local_rtp = ports.local_rtp()?;
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (ev_tx, ev_rx) = mpsc::channel(512);
+    let task = tokio::spawn(drive(ports, session, options, cmd_rx, ev_tx));
+    Ok(MediaHandle {
+        local_rtp,
+        commands: cmd_tx,
+        events: ev_rx,
+        task,
+    })
+}
+
+struct Driver {
+    session: RtpSession,
+    player: Option<Player>,
+    inband: Option<InbandDetector>,
+    events: mpsc::Sender<MediaEvent>,
+    options: DriverOptions,
+    dropped_events: u64,
+}
+
+impl Driver {
+    fn emit(&mut self, ev: MediaEvent) {
+        if self.events.try_send(ev).is_err() {
+            self.dropped_events += 1;
+            if self.dropped_events.is_power_of_two() {
+                tracing::warn!(
+                    dropped = self.dropped_events,
+                    "call task is not keeping up with media events"
+                );
+            }
+        }
+    }
+
+    fn top_up(&mut self) {
+        let Some(player) = self.player.as_mut() else {
+            return;
+        };
+        while self.session.queued() < self.options.prefill {
+            match player.next_frame() {
+                Some(f) => self.session.send_payload(f),
+                None => {
+                    let stopped = player.is_stopped();
+                    self.player = None;
+                    if !stopped {
+                        self.emit(MediaEvent::PlaybackFinished);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Returns false when the driver should end.
+    fn command(&mut self, cmd: MediaCommand) -> bool {
+        match cmd {
+            MediaCommand::Frame(f) => self.session.send_frame(&f),
+            MediaCommand::Play(p) => {
+                self.session.clear_queued();
+                self.player = Some(p);
+            }
+            MediaCommand::StopPlayback => {
+                if let Some(p) = self.player.as_mut() {
+                    p.stop();
+                }
+                self.player = None;
+                self.session.clear_queued();
+            }
+            MediaCommand::Digit(d, len) => {
+                if !self.session.send_digit(d, len) {
+                    tracing::debug!(digit = %d, "peer has no telephone-event: digit not sent");
+                }
+            }
+            MediaCommand::Update(n) => self.session.update(&n),
+            MediaCommand::Close => return false,
+        }
+        true
+    }
+
+    fn drain_events(&mut self, now: Instant) {
+        while let Some(ev) = self.session.poll_event() {
+            match ev {
+                RtpEvent::Frame { frame, received } => {
+                    if let Some(det) = self.inband.as_mut() {
+                        for d in det.process(&frame) {
+                            self.emit(MediaEvent::Digit {
+                                digit: d.digit,
+                                source: DigitSource::Inband,
+                                at: now,
+                            });
+                        }
+                    }
+                    self.emit(MediaEvent::Frame {
+                        frame: Box::new(frame),
+                        received,
+                    });
+                }
+                RtpEvent::Digit { digit, .. } => self.emit(MediaEvent::Digit {
+                    digit,
+                    source: DigitSource::Rfc4733,
+                    at: now,
+                }),
+                RtpEvent::Latched(a) => self.emit(MediaEvent::Latched(a)),
+                RtpEvent::MediaTimeout => self.emit(MediaEvent::MediaTimeout),
+                RtpEvent::Report { report, round_trip } => {
+                    self.emit(MediaEvent::Report { report, round_trip })
+                }
+            }
+        }
+    }
+}
+
+async fn drive(
+    ports: BoundPorts,
+    session: RtpSession,
+    options: DriverOptions,
+    mut commands: mpsc::Receiver<MediaCommand>,
+    events: mpsc::Sender<MediaEvent>,
+) -> RtpStats {
+    let BoundPorts { rtp, rtcp, lease } = ports;
+    let mut d = Driver {
+        session,
+        player: None,
+        inband: options.inband_dtmf.then(InbandDetector::new),
+        events,
+        options,
+        dropped_events: 0,
+    };
+    let mut rtp_buf = vec![0u8; 2048];
+    let mut rtcp_buf = vec![0u8; 2048];
+    loop {
+        let deadline = tokio::time::Instant::from_std(d.session.poll_timeout());
+        tokio::select! {
+            r = rtp.recv_from(&mut rtp_buf) => match r {
+                Ok((n, from)) => {
+                    let data = &rtp_buf[..n];
+                    // RTP/RTCP mux (RFC 5761): RTCP packet types 200-204 on the RTP port.
+                    if n > 1 && (200..=204).contains(&data[1]) {
+                        d.session.handle_rtcp(Instant::now(), from, data);
+                    } else {
+                        d.session.handle_rtp(Instant::now(), from, data);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "RTP receive error"),
+            },
+            r = rtcp.recv_from(&mut rtcp_buf) => match r {
+                Ok((n, from)) => d.session.handle_rtcp(Instant::now(), from, &rtcp_buf[..n]),
+                Err(e) => tracing::debug!(error = %e, "RTCP receive error"),
+            },
+            cmd = commands.recv() => match cmd {
+                Some(cmd) => if !d.command(cmd) { break },
+                None => break,
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                d.top_up();
+                d.session.handle_timeout(Instant::now());
+            }
+        }
+        while let Some(t) = d.session.poll_transmit() {
+            let socket = match t.channel {
+                Channel::Rtp => &rtp,
+                Channel::Rtcp => &rtcp,
+            };
+            if let Err(e) = socket.send_to(&t.data, t.destination).await {
+                tracing::debug!(error = %e, to = %t.destination, "media send failed");
+            }
+        }
+        d.drain_events(Instant::now());
+    }
+    let stats = d.session.stats();
+    tracing::debug!(?stats, port = lease.rtp_port(), "media closed");
+    drop(lease);
+    stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[tokio::test]
+    async fn allocates_even_pairs_and_releases_them() {
+        let alloc = PortAllocator::new(41201..=41210);
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let a = alloc.bind(ip).await.expect("a");
+        let b = alloc.bind(ip).await.expect("b");
+        assert_eq!(a.lease.rtp_port() % 2, 0);
+        assert_eq!(a.local_rtp().expect("addr").port(), a.lease.rtp_port());
+        assert_eq!(
+            a.rtcp.local_addr().expect("addr").port(),
+            a.lease.rtp_port() + 1
+        );
+        assert_ne!(a.lease.rtp_port(), b.lease.rtp_port());
+        assert_eq!(alloc.in_use(), 2);
+        drop(a);
+        assert_eq!(alloc.in_use(), 1);
+        let mut held = vec![b];
+        while let Ok(p) = alloc.bind(ip).await {
+            held.push(p);
+        }
+        // 41202..=41210 holds 4 pairs (41210 has no odd partner in range).
+        assert_eq!(held.len(), 4);
+        assert!(
+            held.iter()
+                .all(|p| (41202..=41208).contains(&p.lease.rtp_port()))
+        );
+        held.clear();
+        assert_eq!(alloc.in_use(), 0);
+    }
+}

@@ -1,0 +1,258 @@
+//! Two media drivers over real UDP on 127.0.0.1, with a relay that reorders and drops packets:
+//! RFC 4733 digits arrive exactly once, the jitter buffer keeps a continuous frame clock, loss is
+//! counted, a WAV prompt plays with the expected level and length, barge-in silences it at once,
+//! and garbage on the media port changes nothing.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use gateway::media::dtmf::{DigitSource, DtmfMerger};
+use gateway::media::prompt::{PlayItem, Player, PromptCache};
+use gateway::media::rtp_session::{RtpConfig, RtpSession};
+use gateway::media::sdp::{Direction, Negotiated};
+use gateway::media::udp::{
+    DriverOptions, MediaCommand, MediaEvent, MediaHandle, PortAllocator, spawn,
+};
+use gateway::media::{Codec, MediaSettings};
+use tokio::net::UdpSocket;
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn negotiated(remote: SocketAddr) -> Negotiated {
+    Negotiated {
+        codec: Codec::Pcma,
+        payload_type: 8,
+        telephone_event: Some(101),
+        remote: Some(remote),
+        ptime: Some(20),
+        remote_direction: Direction::SendRecv,
+        local_direction: Direction::SendRecv,
+        media_index: 0,
+    }
+}
+
+async fn start(alloc: &Arc<PortAllocator>, remote: SocketAddr) -> MediaHandle {
+    let ports = alloc.bind(LOCAL).await.expect("ports");
+    let settings = MediaSettings::default();
+    let cfg = RtpConfig::new(&settings, &negotiated(remote));
+    let session = RtpSession::new(cfg, Instant::now(), SystemTime::now());
+    spawn(ports, session, DriverOptions::default()).expect("spawn")
+}
+
+/// Forwards a->b dropping every 20th and swapping every 7th with the next; b->a as is.
+async fn relay(socket: UdpSocket, a: SocketAddr, b: SocketAddr) {
+    let mut buf = [0u8; 2048];
+    let mut n_ab = 0u32;
+    let mut held: Option<Vec<u8>> = None;
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+            return;
+        };
+        let data = buf[..n].to_vec();
+        if from == a {
+            n_ab += 1;
+            if n_ab.is_multiple_of(20) {
+                continue;
+            }
+            if n_ab.is_multiple_of(7) && held.is_none() {
+                held = Some(data);
+                continue;
+            }
+            let _ = socket.send_to(&data, b).await;
+            if let Some(h) = held.take() {
+                let _ = socket.send_to(&h, b).await;
+            }
+        } else {
+            let _ = socket.send_to(&data, a).await;
+        }
+    }
+}
+
+fn tone_wav(path: &std::path::Path, rate: u32, seconds: f32, amp: f32) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("wav");
+    for i in 0..(rate as f32 * seconds) as usize {
+        let v = amp * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / rate as f32).sin();
+        w.write_sample(v as i16).expect("sample");
+    }
+    w.finalize().expect("finalize");
+}
+
+fn rms(frame: &[i16]) -> f64 {
+    (frame.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / frame.len() as f64).sqrt()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tone_and_digits_through_a_lossy_reordering_relay() {
+    let alloc = PortAllocator::new(42000..=42100);
+    let relay_socket = UdpSocket::bind((LOCAL, 0)).await.expect("relay");
+    let relay_addr = relay_socket.local_addr().expect("addr");
+    let a = start(&alloc, relay_addr).await;
+    let mut b = start(&alloc, relay_addr).await;
+    tokio::spawn(relay(relay_socket, a.local_rtp, b.local_rtp));
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let wav = dir.path().join("tone.wav");
+    tone_wav(&wav, 16000, 2.0, 8000.0);
+    let cache = PromptCache::new();
+    let clip = cache.get(&wav, Codec::Pcma).expect("prompt");
+    a.commands
+        .send(MediaCommand::Play(Player::new(
+            Codec::Pcma,
+            [PlayItem::Clip(clip)],
+        )))
+        .await
+        .expect("play");
+
+    // Garbage on B's media port from a stranger.
+    let stranger = UdpSocket::bind((LOCAL, 0)).await.expect("stranger");
+    for i in 0..20u8 {
+        let _ = stranger.send_to(&[i; 37], b.local_rtp).await;
+    }
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for d in ['1', '2', '3', '3'] {
+        a.commands
+            .send(MediaCommand::Digit(d, Duration::from_millis(100)))
+            .await
+            .expect("digit");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let mut merger = DtmfMerger::new(Duration::from_millis(200));
+    let mut digits = String::new();
+    let mut frames = 0usize;
+    let mut received = 0usize;
+    let mut loud = 0usize;
+    let mut inband = 0usize;
+    while let Ok(ev) = b.events.try_recv() {
+        match ev {
+            MediaEvent::Frame { frame, received: r } => {
+                frames += 1;
+                received += usize::from(r);
+                if rms(&frame[..]) > 3000.0 {
+                    loud += 1;
+                }
+            }
+            MediaEvent::Digit { digit, source, at } => {
+                if source == DigitSource::Inband {
+                    inband += 1;
+                }
+                if let Some(d) = merger.push(digit, at, source) {
+                    digits.push(d);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(digits, "1233", "each key press exactly once");
+    assert_eq!(inband, 0, "a 440 Hz tone is not a digit");
+    // About 2.0 s of playout at one frame per 20 ms: the clock is continuous.
+    assert!((85..=110).contains(&frames), "frames {frames}");
+    // Real audio except the relay's losses and the ticks the 4 digit events took (5 packets each:
+    // the telephone-event packets replace audio and play out as concealment).
+    assert!(received + 4 * 8 + 10 >= frames, "{received} of {frames}");
+    assert!(loud >= 40, "tone frames {loud}");
+
+    let stats_b = b.close().await;
+    let stats_a = a.close().await;
+    assert!(stats_a.packets_sent >= 90);
+    // One in 20 dropped by the relay.
+    assert!(stats_b.packets_lost >= 3, "{stats_b:?}");
+    assert!(stats_b.packets_lost <= 8, "{stats_b:?}");
+    assert!(stats_b.discarded >= 20, "garbage counted: {stats_b:?}");
+    assert_eq!(alloc.in_use(), 0, "ports released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_level_duration_and_barge_in() {
+    let alloc = PortAllocator::new(42200..=42300);
+    // Each end learns the other's address up front (no relay).
+    let pa = alloc.bind(LOCAL).await.expect("a");
+    let pb = alloc.bind(LOCAL).await.expect("b");
+    let (addr_a, addr_b) = (pa.local_rtp().expect("a"), pb.local_rtp().expect("b"));
+    let settings = MediaSettings::default();
+    let mk = |remote| {
+        RtpSession::new(
+            RtpConfig::new(&settings, &negotiated(remote)),
+            Instant::now(),
+            SystemTime::now(),
+        )
+    };
+    let a = spawn(pa, mk(addr_b), DriverOptions::default()).expect("a");
+    let mut b = spawn(pb, mk(addr_a), DriverOptions::default()).expect("b");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let short = dir.path().join("short.wav");
+    tone_wav(&short, 44100, 0.5, 10000.0);
+    let long = dir.path().join("long.wav");
+    tone_wav(&long, 8000, 5.0, 10000.0);
+    let cache = PromptCache::new();
+
+    // 0.5 s prompt: ~25 loud frames at the tone's level (RMS 7071, G.711 keeps it within 2%).
+    let clip = cache.get(&short, Codec::Pcma).expect("short");
+    assert_eq!(clip.frames.len(), 25);
+    a.commands
+        .send(MediaCommand::Play(Player::new(
+            Codec::Pcma,
+            [PlayItem::Clip(clip)],
+        )))
+        .await
+        .expect("play");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let mut loud = Vec::new();
+    while let Ok(ev) = b.events.try_recv() {
+        if let MediaEvent::Frame { frame, .. } = ev {
+            let r = rms(&frame[..]);
+            if r > 1000.0 {
+                loud.push(r);
+            }
+        }
+    }
+    assert!((23..=26).contains(&loud.len()), "{}", loud.len());
+    let mid = loud[loud.len() / 2];
+    assert!((mid - 7071.0).abs() < 300.0, "{mid}");
+
+    // Long prompt, barge-in after 300 ms: silence follows almost at once.
+    let clip = cache.get(&long, Codec::Pcma).expect("long");
+    a.commands
+        .send(MediaCommand::Play(Player::new(
+            Codec::Pcma,
+            [PlayItem::Clip(clip)],
+        )))
+        .await
+        .expect("play");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.commands
+        .send(MediaCommand::StopPlayback)
+        .await
+        .expect("stop");
+    let stopped_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut loud_frames = 0;
+    let mut total = 0;
+    while let Ok(ev) = b.events.try_recv() {
+        if let MediaEvent::Frame { frame, .. } = ev {
+            total += 1;
+            if rms(&frame[..]) > 1000.0 {
+                loud_frames += 1;
+            }
+        }
+    }
+    let _ = stopped_at;
+    // ~15 frames played before the stop, plus at most the prefill and the jitter buffer depth.
+    assert!(
+        loud_frames <= 15 + 2 + 3 + 3,
+        "{loud_frames} loud of {total}"
+    );
+    assert!(loud_frames >= 10, "{loud_frames}");
+    b.close().await;
+    a.close().await;
+}
