@@ -13,3 +13,4 @@
 pub mod model;
 pub mod matcher;
 pub mod vad;
+pub mod recognizer;

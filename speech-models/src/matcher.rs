@@ -90,23 +90,28 @@ impl Matcher {
     /// Best option for `transcript`, or `NoMatch` below the threshold.
     pub fn best(&self, transcript: &str) -> MatchOutcome {
         let t = prepare(transcript);
-        let mut best: Option<(&str, &Phrase, f32)> = None;
+        let mut best: Option<(&str, &Phrase, f32, usize)> = None;
         for (id, phrases) in &self.options {
             for p in phrases {
-                let s = score(&t, p);
+                let (s, at) = score(&t, p);
+                // Ties go to what was said first (the answer, not what a recognizer loop added
+                // after it), then to the longer phrase: "不是的" beats "是的".
                 let better = match best {
                     None => true,
-                    // Ties go to the longer phrase: "不是" beats "是" in "不是的".
-                    Some((_, bp, bs)) => s > bs + 1e-6 || ((s - bs).abs() <= 1e-6 && p.syllables.len() > bp.syllables.len()),
+                    Some((_, bp, bs, bat)) => {
+                        s > bs + 1e-6
+                            || ((s - bs).abs() <= 1e-6
+                                && (at < bat || (at == bat && p.syllables.len() > bp.syllables.len())))
+                    }
                 };
                 if better {
-                    best = Some((id, p, s));
+                    best = Some((id, p, s, at));
                 }
             }
         }
         match best {
-            Some((id, p, s)) if s >= self.threshold => MatchOutcome::Match { id: id.to_owned(), phrase: p.text.clone(), score: s },
-            other => MatchOutcome::NoMatch { best: other.map(|(id, _, s)| (id.to_owned(), s)) },
+            Some((id, p, s, _)) if s >= self.threshold => MatchOutcome::Match { id: id.to_owned(), phrase: p.text.clone(), score: s },
+            other => MatchOutcome::NoMatch { best: other.map(|(id, _, s, _)| (id.to_owned(), s)) },
         }
     }
 }
@@ -155,23 +160,31 @@ fn fuzzy(syllable: &str) -> String {
 /// distance alone rates unrelated pairs such as "tianqi"/"jianyi" at 0.5, while a misheard
 /// keyword nearly always keeps one syllable ("zuo su" for "tou su"). One-syllable phrases must
 /// match exactly.
-fn score(t: &Phrase, phrase: &Phrase) -> f32 {
-    if !phrase.chars.is_empty() && t.chars.contains(&phrase.chars) {
-        return 1.0;
+fn score(t: &Phrase, phrase: &Phrase) -> (f32, usize) {
+    if !phrase.chars.is_empty()
+        && let Some(byte) = t.chars.find(&phrase.chars)
+    {
+        return (1.0, t.chars[..byte].chars().count());
     }
     let n = phrase.syllables.len();
     if n == 1 {
-        return if t.syllables.contains(&phrase.syllables[0]) { 1.0 } else { 0.0 };
+        return match t.syllables.iter().position(|s| *s == phrase.syllables[0]) {
+            Some(at) => (1.0, at),
+            None => (0.0, usize::MAX),
+        };
     }
     let target: String = phrase.syllables.concat();
     let anchored = |w: &[String]| w.iter().any(|s| phrase.syllables.contains(s));
-    let mut best = 0.0f32;
+    let mut best = (0.0f32, usize::MAX);
     // Windows of n-1..=n+1 syllables, so one inserted or dropped syllable still matches; a
     // transcript shorter than that is compared whole.
     for len in (n - 1).max(1)..=n + 1 {
-        let len = len.min(t.syllables.len());
-        for window in t.syllables.windows(len.max(1)).filter(|w| anchored(w)) {
-            best = best.max(strsim::normalized_levenshtein(&window.concat(), &target) as f32);
+        let len = len.min(t.syllables.len()).max(1);
+        for (at, window) in t.syllables.windows(len).enumerate().filter(|(_, w)| anchored(w)) {
+            let s = strsim::normalized_levenshtein(&window.concat(), &target) as f32;
+            if s > best.0 + 1e-6 || ((s - best.0).abs() <= 1e-6 && at < best.1) {
+                best = (s, at);
+            }
         }
     }
     best
@@ -209,6 +222,7 @@ mod tests {
         );
         assert_eq!(d.best("江汗区").id(), Some("jianghan"));
         assert_eq!(d.best("在武场区").id(), Some("wuchang"));
+        assert_eq!(d.best("江汉区，武昌区").id(), Some("jianghan"));
         let yn = Matcher::yes_no();
         assert_eq!(yn.best("是的").id(), Some("yes"));
         assert_eq!(yn.best("不是的").id(), Some("no"));

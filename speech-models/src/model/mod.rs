@@ -155,6 +155,12 @@ pub fn prepare(cache_dir: &Path, opts: &PrepareOptions) -> Result<PathBuf, Model
     tmp.as_file().sync_all().map_err(io_err("syncing the model"))?;
     drop(model_bin);
     let summary = verify(tmp.path())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // tempfile creates 0600; the gateway may run as another user than `models prepare`.
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644)).map_err(io_err("setting model permissions"))?;
+    }
     tmp.persist(&out).map_err(|e| ModelError::Io { context: format!("renaming to {}", out.display()), source: e.error })?;
 
     let manifest = Manifest {
