@@ -19,18 +19,47 @@ use speech_models::recognizer::{Language, Recognizer, RecognizerConfig, Request}
 
 fn phone_audio(text: &str, voice: &str) -> Result<Vec<f32>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (wav, ulaw, raw) = (dir.path().join("a.wav"), dir.path().join("u.wav"), dir.path().join("b.raw"));
+    let (wav, ulaw, raw) = (
+        dir.path().join("a.wav"),
+        dir.path().join("u.wav"),
+        dir.path().join("b.raw"),
+    );
     let run = |cmd: &mut Command| -> Result<(), String> {
         match cmd.status() {
             Ok(s) if s.success() => Ok(()),
-            other => Err(format!("{cmd:?}: {other:?} (install espeak-ng and sox: scripts/setup.sh --test)")),
+            other => Err(format!(
+                "{cmd:?}: {other:?} (install espeak-ng and sox: scripts/setup.sh --test)"
+            )),
         }
     };
-    run(Command::new("espeak-ng").args(["-v", voice, "-s", "150", "-w"]).arg(&wav).arg(text))?;
-    run(Command::new("sox").arg(&wav).args(["-r", "8000", "-c", "1", "-e", "u-law"]).arg(&ulaw))?;
-    run(Command::new("sox").arg(&ulaw).args(["-t", "raw", "-e", "signed-integer", "-b", "16", "-r", "8000", "-c", "1"]).arg(&raw))?;
+    run(Command::new("espeak-ng")
+        .args(["-v", voice, "-s", "150", "-w"])
+        .arg(&wav)
+        .arg(text))?;
+    run(Command::new("sox")
+        .arg(&wav)
+        .args(["-r", "8000", "-c", "1", "-e", "u-law"])
+        .arg(&ulaw))?;
+    run(Command::new("sox")
+        .arg(&ulaw)
+        .args([
+            "-t",
+            "raw",
+            "-e",
+            "signed-integer",
+            "-b",
+            "16",
+            "-r",
+            "8000",
+            "-c",
+            "1",
+        ])
+        .arg(&raw))?;
     let bytes = std::fs::read(&raw).map_err(|e| e.to_string())?;
-    let pcm: Vec<i16> = bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    let pcm: Vec<i16> = bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
     Ok(speech_models::vad::to_whisper_input(&pcm, 8000))
 }
 
@@ -42,14 +71,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() -> Result<(), String> {
-    let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(6);
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(6);
     let cache = std::env::var_os("SPEECH_MODELS_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
     let model = model::prepare(&cache, &PrepareOptions::default()).map_err(|e| e.to_string())?;
     let recognizer = Recognizer::new(RecognizerConfig::new(model)).map_err(|e| e.to_string())?;
     let answer = Arc::new(phone_audio("tou2 su4", "cmn-latn-pinyin")?);
-    let hints: Arc<Vec<String>> = Arc::new(["投诉", "咨询", "建议", "求助"].map(String::from).to_vec());
+    let hints: Arc<Vec<String>> =
+        Arc::new(["投诉", "咨询", "建议", "求助"].map(String::from).to_vec());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "pool: {} recognizers, {} cores; answer {:.2} s of audio; {rounds} rounds",
@@ -59,7 +92,11 @@ fn main() -> Result<(), String> {
     );
 
     // Warm up (first run allocates buffers).
-    let _ = recognizer.try_recognize(&Request { audio: &answer, language: Language::Zh, hints: &hints });
+    let _ = recognizer.try_recognize(&Request {
+        audio: &answer,
+        language: Language::Zh,
+        hints: &hints,
+    });
 
     for callers in [1usize, 2, 4] {
         let mut latencies = Vec::new();
@@ -67,7 +104,8 @@ fn main() -> Result<(), String> {
         for _ in 0..rounds {
             let handles: Vec<_> = (0..callers)
                 .map(|_| {
-                    let (r, audio, hints) = (recognizer.clone(), Arc::clone(&answer), Arc::clone(&hints));
+                    let (r, audio, hints) =
+                        (recognizer.clone(), Arc::clone(&answer), Arc::clone(&hints));
                     std::thread::spawn(move || {
                         let end_of_speech = Instant::now();
                         let mut was_busy = false;
@@ -79,13 +117,22 @@ fn main() -> Result<(), String> {
                             std::thread::sleep(Duration::from_millis(5));
                         };
                         let mut lease = lease;
-                        let result = lease.recognize(&Request { audio: &audio, language: Language::Zh, hints: &hints });
-                        (end_of_speech.elapsed(), was_busy, result.text().map(str::to_owned))
+                        let result = lease.recognize(&Request {
+                            audio: &audio,
+                            language: Language::Zh,
+                            hints: &hints,
+                        });
+                        (
+                            end_of_speech.elapsed(),
+                            was_busy,
+                            result.text().map(str::to_owned),
+                        )
                     })
                 })
                 .collect();
             for h in handles {
-                let (took, was_busy, _) = h.join().map_err(|_| "caller thread panicked".to_string())?;
+                let (took, was_busy, _) =
+                    h.join().map_err(|_| "caller thread panicked".to_string())?;
                 latencies.push(took);
                 busy += usize::from(was_busy);
             }
@@ -100,14 +147,21 @@ fn main() -> Result<(), String> {
         );
     }
 
-    let sentence = phone_audio("I would like to report a broken street light near the school.", "en")?;
+    let sentence = phone_audio(
+        "I would like to report a broken street light near the school.",
+        "en",
+    )?;
     let three_s = &sentence[..sentence.len().min(3 * 16_000)];
     let mut times = Vec::new();
     let mut text = String::new();
     for _ in 0..rounds.max(3) {
         let started = Instant::now();
         let r = recognizer
-            .try_recognize(&Request { audio: three_s, language: Language::En, hints: &[] })
+            .try_recognize(&Request {
+                audio: three_s,
+                language: Language::En,
+                hints: &[],
+            })
             .map_err(|e| e.to_string())?;
         times.push(started.elapsed());
         text = format!("{r:?}");

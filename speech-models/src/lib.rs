@@ -10,7 +10,8 @@
 //! - [`recognizer`]: a bounded pool of whisper states; `Busy` at once when saturated.
 //! - [`matcher`]: picks the option a step expects from a noisy transcript, in pinyin.
 
-pub mod model;
 pub mod matcher;
-pub mod vad;
+pub mod model;
+#[cfg(feature = "recognizer")]
 pub mod recognizer;
+pub mod vad;

@@ -21,8 +21,14 @@ pub struct Choice {
 }
 
 impl Choice {
-    pub fn new(id: impl Into<String>, phrases: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        Choice { id: id.into(), phrases: phrases.into_iter().map(Into::into).collect() }
+    pub fn new(
+        id: impl Into<String>,
+        phrases: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Choice {
+            id: id.into(),
+            phrases: phrases.into_iter().map(Into::into).collect(),
+        }
     }
 }
 
@@ -71,7 +77,16 @@ impl Matcher {
     pub fn new(choices: &[Choice], threshold: f32) -> Self {
         let options = choices
             .iter()
-            .map(|c| (c.id.clone(), c.phrases.iter().map(|p| prepare(p)).filter(|p| !p.syllables.is_empty()).collect()))
+            .map(|c| {
+                (
+                    c.id.clone(),
+                    c.phrases
+                        .iter()
+                        .map(|p| prepare(p))
+                        .filter(|p| !p.syllables.is_empty())
+                        .collect(),
+                )
+            })
             .collect();
         Matcher { options, threshold }
     }
@@ -80,8 +95,34 @@ impl Matcher {
     pub fn yes_no() -> Self {
         Matcher::new(
             &[
-                Choice::new("yes", ["是", "是的", "对", "对的", "好", "好的", "可以", "没错", "确认", "嗯", "yes", "yeah", "right"]),
-                Choice::new("no", ["不", "不是", "不是的", "不对", "不对的", "不好", "不行", "不可以", "不用", "不要", "没有", "错了", "取消", "no", "nope", "not"]),
+                Choice::new(
+                    "yes",
+                    [
+                        "是", "是的", "对", "对的", "好", "好的", "可以", "没错", "确认", "嗯",
+                        "yes", "yeah", "right",
+                    ],
+                ),
+                Choice::new(
+                    "no",
+                    [
+                        "不",
+                        "不是",
+                        "不是的",
+                        "不对",
+                        "不对的",
+                        "不好",
+                        "不行",
+                        "不可以",
+                        "不用",
+                        "不要",
+                        "没有",
+                        "错了",
+                        "取消",
+                        "no",
+                        "nope",
+                        "not",
+                    ],
+                ),
             ],
             0.7,
         )
@@ -101,7 +142,8 @@ impl Matcher {
                     Some((_, bp, bs, bat)) => {
                         s > bs + 1e-6
                             || ((s - bs).abs() <= 1e-6
-                                && (at < bat || (at == bat && p.syllables.len() > bp.syllables.len())))
+                                && (at < bat
+                                    || (at == bat && p.syllables.len() > bp.syllables.len())))
                     }
                 };
                 if better {
@@ -110,8 +152,14 @@ impl Matcher {
             }
         }
         match best {
-            Some((id, p, s, _)) if s >= self.threshold => MatchOutcome::Match { id: id.to_owned(), phrase: p.text.clone(), score: s },
-            other => MatchOutcome::NoMatch { best: other.map(|(id, _, s, _)| (id.to_owned(), s)) },
+            Some((id, p, s, _)) if s >= self.threshold => MatchOutcome::Match {
+                id: id.to_owned(),
+                phrase: p.text.clone(),
+                score: s,
+            },
+            other => MatchOutcome::NoMatch {
+                best: other.map(|(id, _, s, _)| (id.to_owned(), s)),
+            },
         }
     }
 }
@@ -135,7 +183,11 @@ fn prepare(text: &str) -> Phrase {
         }
     }
     flush(&mut word, &mut syllables);
-    Phrase { text: text.to_owned(), chars, syllables }
+    Phrase {
+        text: text.to_owned(),
+        chars,
+        syllables,
+    }
 }
 
 fn flush(word: &mut String, out: &mut Vec<String>) {
@@ -146,8 +198,11 @@ fn flush(word: &mut String, out: &mut Vec<String>) {
 
 /// Merges sounds that Southern speakers, telephone bandwidth and Whisper confuse.
 fn fuzzy(syllable: &str) -> String {
-    let s = syllable.replace('ü', "u").replace('v', "u");
-    let s = ["zh", "ch", "sh"].iter().find(|p| s.starts_with(*p)).map_or(s.clone(), |p| format!("{}{}", &p[..1], &s[2..]));
+    let s = syllable.replace(['ü', 'v'], "u");
+    let s = ["zh", "ch", "sh"]
+        .iter()
+        .find(|p| s.starts_with(*p))
+        .map_or(s.clone(), |p| format!("{}{}", &p[..1], &s[2..]));
     match s.strip_suffix("ng") {
         Some(stem) => format!("{stem}n"),
         None => s,
@@ -180,7 +235,12 @@ fn score(t: &Phrase, phrase: &Phrase) -> (f32, usize) {
     // transcript shorter than that is compared whole.
     for len in (n - 1).max(1)..=n + 1 {
         let len = len.min(t.syllables.len()).max(1);
-        for (at, window) in t.syllables.windows(len).enumerate().filter(|(_, w)| anchored(w)) {
+        for (at, window) in t
+            .syllables
+            .windows(len)
+            .enumerate()
+            .filter(|(_, w)| anchored(w))
+        {
             let s = strsim::normalized_levenshtein(&window.concat(), &target) as f32;
             if s > best.0 + 1e-6 || ((s - best.0).abs() <= 1e-6 && at < best.1) {
                 best = (s, at);
@@ -208,7 +268,10 @@ mod tests {
     #[test]
     fn misheard_words_still_pick_the_right_option() {
         assert_eq!(menu().best("我要投诉").id(), Some("complaint"));
-        assert_eq!(menu().best("你好,我要做素小串早飲飄明").id(), Some("complaint"));
+        assert_eq!(
+            menu().best("你好,我要做素小串早飲飄明").id(),
+            Some("complaint")
+        );
         assert_eq!(menu().best("我想咨詢一下").id(), Some("consult"));
         assert_eq!(menu().best("今天天气很好").id(), None);
         assert_eq!(menu().best("").id(), None);
@@ -217,7 +280,11 @@ mod tests {
     #[test]
     fn districts_and_yes_no() {
         let d = Matcher::new(
-            &[Choice::new("jianghan", ["江汉区"]), Choice::new("jiangan", ["江岸区"]), Choice::new("wuchang", ["武昌区"])],
+            &[
+                Choice::new("jianghan", ["江汉区"]),
+                Choice::new("jiangan", ["江岸区"]),
+                Choice::new("wuchang", ["武昌区"]),
+            ],
             DEFAULT_THRESHOLD,
         );
         assert_eq!(d.best("江汗区").id(), Some("jianghan"));

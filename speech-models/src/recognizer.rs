@@ -25,7 +25,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
 
 /// Whisper's sample rate.
 pub const SAMPLE_RATE: usize = 16_000;
@@ -38,8 +40,16 @@ const MAX_PROMPT_TOKENS: usize = 96;
 /// Distinct prompts cached before the cache is cleared.
 const MAX_CACHED_PROMPTS: usize = 256;
 /// Phrases Whisper invents on silence and noise (subtitle credits from its training data).
-const HALLUCINATIONS: &[&str] =
-    &["谢谢观看", "谢谢收看", "字幕", "请不吝点赞", "订阅", "thank you for watching", "thanks for watching", "amara.org"];
+const HALLUCINATIONS: &[&str] = &[
+    "谢谢观看",
+    "谢谢收看",
+    "字幕",
+    "请不吝点赞",
+    "订阅",
+    "thank you for watching",
+    "thanks for watching",
+    "amara.org",
+];
 
 /// Recognizer settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -213,7 +223,11 @@ impl std::fmt::Debug for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(state) = self.state.take() {
-            self.inner.free.lock().unwrap_or_else(|p| p.into_inner()).push(state);
+            self.inner
+                .free
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(state);
         }
     }
 }
@@ -226,18 +240,40 @@ impl Recognizer {
     /// Loads the model and creates the pool's states (a few hundred ms and ~100 MB each).
     pub fn new(cfg: RecognizerConfig) -> Result<Self, RecognizerError> {
         whisper_rs::install_logging_hooks();
-        let pool_size = if cfg.pool_size == 0 { cores().min(2) } else { cfg.pool_size };
-        let threads = if cfg.threads == 0 { (cores() / pool_size).max(1) } else { cfg.threads };
+        let pool_size = if cfg.pool_size == 0 {
+            cores().min(2)
+        } else {
+            cfg.pool_size
+        };
+        let threads = if cfg.threads == 0 {
+            (cores() / pool_size).max(1)
+        } else {
+            cfg.threads
+        };
         let path = cfg.model.to_string_lossy().into_owned();
-        let load_err = |message: String| RecognizerError::Load { path: cfg.model.clone(), message };
+        let load_err = |message: String| RecognizerError::Load {
+            path: cfg.model.clone(),
+            message,
+        };
         let mut params = WhisperContextParameters::default();
         params.use_gpu(false);
-        let ctx = WhisperContext::new_with_params(&path, params).map_err(|e| load_err(e.to_string()))?;
+        let ctx =
+            WhisperContext::new_with_params(&path, params).map_err(|e| load_err(e.to_string()))?;
         let states = (0..pool_size)
-            .map(|_| ctx.create_state().map_err(|e| RecognizerError::State(e.to_string())))
+            .map(|_| {
+                ctx.create_state()
+                    .map_err(|e| RecognizerError::State(e.to_string()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Recognizer {
-            inner: Arc::new(Inner { ctx, free: Mutex::new(states), prompts: Mutex::new(HashMap::new()), cfg, pool_size, threads }),
+            inner: Arc::new(Inner {
+                ctx,
+                free: Mutex::new(states),
+                prompts: Mutex::new(HashMap::new()),
+                cfg,
+                pool_size,
+                threads,
+            }),
         })
     }
 
@@ -253,8 +289,16 @@ impl Recognizer {
 
     /// Takes a free recognizer, or `None` at once when all are busy.
     pub fn try_acquire(&self) -> Option<Lease> {
-        let state = self.inner.free.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
-        Some(Lease { inner: Arc::clone(&self.inner), state: Some(state) })
+        let state = self
+            .inner
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()?;
+        Some(Lease {
+            inner: Arc::clone(&self.inner),
+            state: Some(state),
+        })
     }
 
     /// Recognizes on the calling thread (blocking, up to about a second), or `Err(Busy)` at once.
@@ -292,7 +336,11 @@ pub fn collapse_repeats(text: &str) -> (String, bool) {
                     .find(|&e| matches!(c[e - 1], ',' | '，' | ' ' | '。' | '.'))
                     .unwrap_or(start + period);
                 let kept: String = c[..end].iter().collect();
-                return (kept.trim_end_matches([',', '，', ' ', '。', '.']).to_owned(), true);
+                return (
+                    kept.trim_end_matches([',', '，', ' ', '。', '.'])
+                        .to_owned(),
+                    true,
+                );
             }
         }
     }
@@ -302,17 +350,25 @@ pub fn collapse_repeats(text: &str) -> (String, bool) {
 /// Encoder frames for `samples` of audio: the utterance's own plus a margin, at most 1500 (30 s).
 pub fn audio_ctx_for(samples: usize, margin: usize) -> usize {
     let seconds = samples as f64 / SAMPLE_RATE as f64;
-    ((seconds * FRAMES_PER_SECOND).ceil() as usize + margin).min((MAX_SECONDS * FRAMES_PER_SECOND) as usize)
+    ((seconds * FRAMES_PER_SECOND).ceil() as usize + margin)
+        .min((MAX_SECONDS * FRAMES_PER_SECOND) as usize)
 }
 
 fn level_dbfs(audio: &[f32]) -> f32 {
-    let energy = audio.iter().map(|s| f64::from(*s) * f64::from(*s)).sum::<f64>() / audio.len().max(1) as f64;
+    let energy = audio
+        .iter()
+        .map(|s| f64::from(*s) * f64::from(*s))
+        .sum::<f64>()
+        / audio.len().max(1) as f64;
     (10.0 * energy.max(1e-12).log10()) as f32
 }
 
 /// Letters and digits only, lower-case: for comparing text with prompts and hallucinations.
 fn bare(text: &str) -> String {
-    text.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+    text.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 impl Lease {
@@ -331,7 +387,10 @@ impl Lease {
             return not(NotUnderstoodReason::NoSpeech, None);
         }
         let Some(state) = self.state.as_mut() else {
-            return not(NotUnderstoodReason::Failed("recognizer state missing".into()), None);
+            return not(
+                NotUnderstoodReason::Failed("recognizer state missing".into()),
+                None,
+            );
         };
         let prompt = prompt_tokens(&inner, request.hints);
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
@@ -368,8 +427,12 @@ impl Lease {
 
 /// The hints as prompt tokens, tokenized once per distinct prompt.
 fn prompt_tokens(inner: &Inner, hints: &[String]) -> Arc<Vec<i32>> {
-    let text: String =
-        hints.iter().map(|h| h.replace('\0', "")).filter(|h| !h.trim().is_empty()).collect::<Vec<_>>().join("，");
+    let text: String = hints
+        .iter()
+        .map(|h| h.replace('\0', ""))
+        .filter(|h| !h.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("，");
     if text.is_empty() {
         return Arc::new(Vec::new());
     }
@@ -378,7 +441,10 @@ fn prompt_tokens(inner: &Inner, hints: &[String]) -> Arc<Vec<i32>> {
         return Arc::clone(tokens);
     }
     // A token is at least one byte, so this many slots always suffice.
-    let mut tokens = inner.ctx.tokenize(&text, text.len() + 8).unwrap_or_default();
+    let mut tokens = inner
+        .ctx
+        .tokenize(&text, text.len() + 8)
+        .unwrap_or_default();
     if tokens.len() > MAX_PROMPT_TOKENS {
         tokens.drain(..tokens.len() - MAX_PROMPT_TOKENS);
     }
@@ -390,7 +456,12 @@ fn prompt_tokens(inner: &Inner, hints: &[String]) -> Arc<Vec<i32>> {
     tokens
 }
 
-fn collect(inner: &Inner, state: &WhisperState, language: Language, started: Instant) -> Transcript {
+fn collect(
+    inner: &Inner,
+    state: &WhisperState,
+    language: Language,
+    started: Instant,
+) -> Transcript {
     let eot = inner.ctx.token_eot();
     let mut text = String::new();
     let (mut probs, mut logps) = (Vec::new(), Vec::new());
@@ -407,17 +478,36 @@ fn collect(inner: &Inner, state: &WhisperState, language: Language, started: Ins
             }
         }
     }
-    let mean = |v: &[f32]| if v.is_empty() { 0.0 } else { v.iter().sum::<f32>() / v.len() as f32 };
+    let mean = |v: &[f32]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f32>() / v.len() as f32
+        }
+    };
     let (text, looped) = collapse_repeats(text.trim());
     if looped {
         tracing::debug!(%text, "whisper repetition loop cut");
     }
-    let text = if language == Language::Zh { hanconv::t2s(&text) } else { text };
-    Transcript { text, confidence: mean(&probs), avg_logprob: mean(&logps), language, elapsed: started.elapsed() }
+    let text = if language == Language::Zh {
+        hanconv::t2s(&text)
+    } else {
+        text
+    };
+    Transcript {
+        text,
+        confidence: mean(&probs),
+        avg_logprob: mean(&logps),
+        language,
+        elapsed: started.elapsed(),
+    }
 }
 
 fn judge(t: Transcript, hints: &[String], min_confidence: f32) -> Recognition {
-    let not = |reason, t| Recognition::NotUnderstood { reason, heard: Some(t) };
+    let not = |reason, t| Recognition::NotUnderstood {
+        reason,
+        heard: Some(t),
+    };
     let text = bare(&t.text);
     if text.is_empty() {
         return not(NotUnderstoodReason::Empty, t);
@@ -426,8 +516,16 @@ fn judge(t: Transcript, hints: &[String], min_confidence: f32) -> Recognition {
         return not(NotUnderstoodReason::Hallucination, t);
     }
     // The prompt echoed: two or more hints, back to back, as given.
-    let hints: Vec<String> = hints.iter().map(|h| bare(h)).filter(|h| !h.is_empty()).collect();
-    if hints.len() >= 2 && hints.windows(2).any(|w| text.contains(&format!("{}{}", w[0], w[1]))) {
+    let hints: Vec<String> = hints
+        .iter()
+        .map(|h| bare(h))
+        .filter(|h| !h.is_empty())
+        .collect();
+    if hints.len() >= 2
+        && hints
+            .windows(2)
+            .any(|w| text.contains(&format!("{}{}", w[0], w[1])))
+    {
         return not(NotUnderstoodReason::Hallucination, t);
     }
     if t.confidence < min_confidence {
@@ -442,9 +540,18 @@ mod tests {
 
     #[test]
     fn repetition_loops_are_cut() {
-        assert_eq!(collapse_repeats("我要求数１我要求数１我要求数１我要"), ("我要求数１".to_owned(), true));
-        assert_eq!(collapse_repeats("江汉区，硚口区，硚口区，硚口区，硚"), ("江汉区，硚口区".to_owned(), true));
-        assert_eq!(collapse_repeats("你好,我要投诉"), ("你好,我要投诉".to_owned(), false));
+        assert_eq!(
+            collapse_repeats("我要求数１我要求数１我要求数１我要"),
+            ("我要求数１".to_owned(), true)
+        );
+        assert_eq!(
+            collapse_repeats("江汉区，硚口区，硚口区，硚口区，硚"),
+            ("江汉区，硚口区".to_owned(), true)
+        );
+        assert_eq!(
+            collapse_repeats("你好,我要投诉"),
+            ("你好,我要投诉".to_owned(), false)
+        );
         assert_eq!(collapse_repeats("谢谢"), ("谢谢".to_owned(), false));
         assert_eq!(collapse_repeats(""), (String::new(), false));
         assert_eq!(max_tokens_for(16_000, 48), 18);
@@ -459,16 +566,49 @@ mod tests {
     }
 
     fn t(text: &str, confidence: f32) -> Transcript {
-        Transcript { text: text.into(), confidence, avg_logprob: 0.0, language: Language::Zh, elapsed: Duration::ZERO }
+        Transcript {
+            text: text.into(),
+            confidence,
+            avg_logprob: 0.0,
+            language: Language::Zh,
+            elapsed: Duration::ZERO,
+        }
     }
 
     #[test]
     fn judging_results() {
         let hints = vec!["投诉".to_owned(), "咨询".to_owned()];
-        assert!(matches!(judge(t("我要投诉", 0.8), &hints, 0.35), Recognition::Text(_)));
-        assert!(matches!(judge(t("投诉,咨询", 0.9), &hints, 0.35), Recognition::NotUnderstood { reason: NotUnderstoodReason::Hallucination, .. }));
-        assert!(matches!(judge(t("。", 0.9), &hints, 0.35), Recognition::NotUnderstood { reason: NotUnderstoodReason::Empty, .. }));
-        assert!(matches!(judge(t("谢谢观看!", 0.9), &hints, 0.35), Recognition::NotUnderstood { reason: NotUnderstoodReason::Hallucination, .. }));
-        assert!(matches!(judge(t("嗯", 0.1), &hints, 0.35), Recognition::NotUnderstood { reason: NotUnderstoodReason::LowConfidence, .. }));
+        assert!(matches!(
+            judge(t("我要投诉", 0.8), &hints, 0.35),
+            Recognition::Text(_)
+        ));
+        assert!(matches!(
+            judge(t("投诉,咨询", 0.9), &hints, 0.35),
+            Recognition::NotUnderstood {
+                reason: NotUnderstoodReason::Hallucination,
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge(t("。", 0.9), &hints, 0.35),
+            Recognition::NotUnderstood {
+                reason: NotUnderstoodReason::Empty,
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge(t("谢谢观看!", 0.9), &hints, 0.35),
+            Recognition::NotUnderstood {
+                reason: NotUnderstoodReason::Hallucination,
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge(t("嗯", 0.1), &hints, 0.35),
+            Recognition::NotUnderstood {
+                reason: NotUnderstoodReason::LowConfidence,
+                ..
+            }
+        ));
     }
 }

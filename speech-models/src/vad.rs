@@ -120,9 +120,16 @@ fn samples(d: Duration, rate: u32) -> usize {
 
 /// Level (dBFS) and zero-crossing rate of a frame.
 fn analyse(frame: &[i16]) -> (f32, f32) {
-    let energy: f64 = frame.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / frame.len().max(1) as f64;
+    let energy: f64 = frame
+        .iter()
+        .map(|&s| f64::from(s) * f64::from(s))
+        .sum::<f64>()
+        / frame.len().max(1) as f64;
     let db = 10.0 * (energy / (32768.0 * 32768.0)).max(1e-12).log10();
-    let crossings = frame.windows(2).filter(|w| (w[0] >= 0) != (w[1] >= 0)).count();
+    let crossings = frame
+        .windows(2)
+        .filter(|w| (w[0] >= 0) != (w[1] >= 0))
+        .count();
     (db as f32, crossings as f32 / frame.len().max(1) as f32)
 }
 
@@ -188,7 +195,9 @@ impl Vad {
     /// The floor follows quiet frames quickly downwards and slowly upwards, and creeps up even
     /// under "speech" so a steady loud noise eventually becomes the floor instead of endless speech.
     fn adapt_floor(&mut self, db: f32, loud: bool) {
-        let Some(floor) = self.floor.as_mut() else { return };
+        let Some(floor) = self.floor.as_mut() else {
+            return;
+        };
         let alpha = if db < *floor {
             0.3
         } else if loud {
@@ -201,18 +210,25 @@ impl Vad {
 
     fn idle(&mut self, frame: &[i16], now_ms: u64, voiced: bool) -> Option<VadEvent> {
         self.history.extend(frame.iter().copied());
-        let keep = samples(self.cfg.pre_roll, self.cfg.sample_rate) + samples(self.cfg.start_speech, self.cfg.sample_rate) + frame.len();
+        let keep = samples(self.cfg.pre_roll, self.cfg.sample_rate)
+            + samples(self.cfg.start_speech, self.cfg.sample_rate)
+            + frame.len();
         while self.history.len() > keep {
             self.history.pop_front();
         }
-        self.voiced_run = if voiced { self.voiced_run + frame.len() } else { 0 };
+        self.voiced_run = if voiced {
+            self.voiced_run + frame.len()
+        } else {
+            0
+        };
         if self.voiced_run < samples(self.cfg.start_speech, self.cfg.sample_rate).max(1) {
             return None;
         }
         self.state = State::Speech;
         self.current = self.history.drain(..).collect();
         let rate = u64::from(self.cfg.sample_rate);
-        self.started_at_ms = (now_ms + frame.len() as u64 * 1000 / rate).saturating_sub(self.current.len() as u64 * 1000 / rate);
+        self.started_at_ms = (now_ms + frame.len() as u64 * 1000 / rate)
+            .saturating_sub(self.current.len() as u64 * 1000 / rate);
         self.silence_run = 0;
         self.since_partial = 0;
         self.voiced_run = 0;
@@ -221,7 +237,11 @@ impl Vad {
 
     fn speech(&mut self, frame: &[i16], loud: bool) -> Option<VadEvent> {
         self.current.extend_from_slice(frame);
-        self.silence_run = if loud { 0 } else { self.silence_run + frame.len() };
+        self.silence_run = if loud {
+            0
+        } else {
+            self.silence_run + frame.len()
+        };
         self.since_partial += frame.len();
         let rate = self.cfg.sample_rate;
         if self.silence_run >= samples(self.cfg.end_silence, rate) {
@@ -254,7 +274,11 @@ impl Vad {
     fn utterance(&self, pcm: &[i16]) -> Utterance {
         let audio = to_whisper_input(pcm, self.cfg.sample_rate);
         let duration = Duration::from_secs_f64(audio.len() as f64 / 16_000.0);
-        Utterance { audio, started_at_ms: self.started_at_ms, duration }
+        Utterance {
+            audio,
+            started_at_ms: self.started_at_ms,
+            duration,
+        }
     }
 }
 
@@ -280,12 +304,19 @@ mod tests {
 
     fn tone(ms: usize, amp: f32, rate: usize) -> Vec<i16> {
         (0..ms * rate / 1000)
-            .map(|i| (amp * 32767.0 * (i as f32 * 2.0 * std::f32::consts::PI * 200.0 / rate as f32).sin()) as i16)
+            .map(|i| {
+                (amp * 32767.0
+                    * (i as f32 * 2.0 * std::f32::consts::PI * 200.0 / rate as f32).sin())
+                    as i16
+            })
             .collect()
     }
 
     fn run(vad: &mut Vad, pcm: &[i16], t0: u64) -> Vec<VadEvent> {
-        pcm.chunks(160).enumerate().filter_map(|(i, f)| vad.push(f, t0 + i as u64 * 20).ok().flatten()).collect()
+        pcm.chunks(160)
+            .enumerate()
+            .filter_map(|(i, f)| vad.push(f, t0 + i as u64 * 20).ok().flatten())
+            .collect()
     }
 
     #[test]
@@ -295,10 +326,19 @@ mod tests {
         pcm.extend(tone(1000, 0.3, 8000));
         pcm.extend(vec![0i16; 8000]);
         let events = run(&mut vad, &pcm, 0);
-        assert!(matches!(events[0], VadEvent::SpeechStarted { at_ms } if (1000..1200).contains(&at_ms)), "{events:?}");
-        let VadEvent::SpeechEnded(u) = &events[1] else { panic!("{events:?}") };
+        assert!(
+            matches!(events[0], VadEvent::SpeechStarted { at_ms } if (1000..1200).contains(&at_ms)),
+            "{events:?}"
+        );
+        let VadEvent::SpeechEnded(u) = &events[1] else {
+            panic!("{events:?}")
+        };
         // 1 s of tone plus pre-roll and a short tail.
-        assert!(u.duration > Duration::from_millis(1100) && u.duration < Duration::from_millis(1700), "{:?}", u.duration);
+        assert!(
+            u.duration > Duration::from_millis(1100) && u.duration < Duration::from_millis(1700),
+            "{:?}",
+            u.duration
+        );
         assert_eq!(events.len(), 2);
     }
 
@@ -315,15 +355,27 @@ mod tests {
             })
             .collect();
         assert!(run(&mut vad, &noise, 0).is_empty());
-        let mut vad = Vad::new(VadConfig { max_utterance: Duration::from_secs(2), ..VadConfig::default() }).expect("config");
+        let mut vad = Vad::new(VadConfig {
+            max_utterance: Duration::from_secs(2),
+            ..VadConfig::default()
+        })
+        .expect("config");
         let events = run(&mut vad, &tone(5000, 0.3, 8000), 0);
-        assert!(events.iter().any(|e| matches!(e, VadEvent::MaxLength(u) if u.duration <= Duration::from_millis(2100))));
+        assert!(events.iter().any(
+            |e| matches!(e, VadEvent::MaxLength(u) if u.duration <= Duration::from_millis(2100))
+        ));
     }
 
     #[test]
     fn rejects_bad_frames() {
         let mut vad = Vad::new(VadConfig::default()).expect("config");
         assert_eq!(vad.push(&[0; 3], 0), Err(VadError::FrameLength(3)));
-        assert!(Vad::new(VadConfig { sample_rate: 44100, ..VadConfig::default() }).is_err());
+        assert!(
+            Vad::new(VadConfig {
+                sample_rate: 44100,
+                ..VadConfig::default()
+            })
+            .is_err()
+        );
     }
 }

@@ -13,19 +13,34 @@ fn converts_whisper_base_and_prepares_idempotently() {
     assert_eq!(summary.hparams, Hparams::BASE);
     assert_eq!(summary.tensors.len(), 245);
     assert_eq!(summary.vocab, 50_257);
-    assert!(summary.tensors.iter().any(|t| t == "decoder.blocks.5.cross_attn.value.bias"));
+    assert!(
+        summary
+            .tensors
+            .iter()
+            .any(|t| t == "decoder.blocks.5.cross_attn.value.bias")
+    );
     assert!(!summary.tensors.iter().any(|t| t.contains("key.bias")));
 
-    let manifest: model::Manifest =
-        serde_json::from_slice(&std::fs::read(common::cache_dir().join(model::MANIFEST_FILE)).expect("manifest")).expect("json");
+    let manifest: model::Manifest = serde_json::from_slice(
+        &std::fs::read(common::cache_dir().join(model::MANIFEST_FILE)).expect("manifest"),
+    )
+    .expect("json");
     assert_eq!(manifest.tensors, 245);
-    assert_eq!(manifest.size, std::fs::metadata(&path).expect("model").len());
+    assert_eq!(
+        manifest.size,
+        std::fs::metadata(&path).expect("model").len()
+    );
 
     // Second call: nothing converted, only checked.
     let started = Instant::now();
-    let again = model::prepare(&common::cache_dir(), &PrepareOptions::default()).expect("prepares again");
+    let again =
+        model::prepare(&common::cache_dir(), &PrepareOptions::default()).expect("prepares again");
     assert_eq!(again, path);
-    assert!(started.elapsed().as_secs() < 20, "re-prepare took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "re-prepare took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -36,6 +51,9 @@ fn verify_rejects_a_truncated_model() {
     for cut in [10, 5000, bytes.len() / 2] {
         let short = dir.path().join(format!("cut{cut}.bin"));
         std::fs::write(&short, &bytes[..cut]).expect("write");
-        assert!(model::verify(&short).is_err(), "accepted a model cut at {cut}");
+        assert!(
+            model::verify(&short).is_err(),
+            "accepted a model cut at {cut}"
+        );
     }
 }

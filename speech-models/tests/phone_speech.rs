@@ -11,18 +11,24 @@ use std::time::{Duration, Instant};
 
 use speech_models::matcher::{Choice, DEFAULT_THRESHOLD, Matcher};
 use speech_models::recognizer::{Language, Recognition, Recognizer, RecognizerConfig, Request};
-use speech_models::vad::{Vad, VadConfig, VadEvent, Utterance};
+use speech_models::vad::{Utterance, Vad, VadConfig, VadEvent};
 
 fn recognizer() -> &'static Recognizer {
     static R: OnceLock<Recognizer> = OnceLock::new();
-    R.get_or_init(|| Recognizer::new(RecognizerConfig::new(common::model_path())).expect("loads the model"))
+    R.get_or_init(|| {
+        Recognizer::new(RecognizerConfig::new(common::model_path())).expect("loads the model")
+    })
 }
 
 /// Waits for a free recognizer (tests share the pool), then recognizes.
 fn recognize(audio: &[f32], language: Language, hints: &[String]) -> (Recognition, Duration) {
     let started = Instant::now();
     loop {
-        let request = Request { audio, language, hints };
+        let request = Request {
+            audio,
+            language,
+            hints,
+        };
         if let Ok(result) = recognizer().try_recognize(&request) {
             return (result, started.elapsed());
         }
@@ -46,15 +52,43 @@ fn endpoint(pcm: &[i16], cfg: VadConfig) -> Vec<VadEvent> {
 /// The single utterance the VAD found in a spoken sentence.
 fn one_utterance(pcm: &[i16]) -> Utterance {
     let events = endpoint(pcm, VadConfig::default());
-    assert!(matches!(events.first(), Some(VadEvent::SpeechStarted { .. })), "no speech start: {events:?}");
-    let ended: Vec<&Utterance> =
-        events.iter().filter_map(|e| if let VadEvent::SpeechEnded(u) = e { Some(u) } else { None }).collect();
-    assert_eq!(ended.len(), 1, "expected one utterance, got {} ({:?})", ended.len(), events.iter().map(std::mem::discriminant).collect::<Vec<_>>());
+    assert!(
+        matches!(events.first(), Some(VadEvent::SpeechStarted { .. })),
+        "no speech start: {events:?}"
+    );
+    let ended: Vec<&Utterance> = events
+        .iter()
+        .filter_map(|e| {
+            if let VadEvent::SpeechEnded(u) = e {
+                Some(u)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(
+        ended.len(),
+        1,
+        "expected one utterance, got {} ({:?})",
+        ended.len(),
+        events
+            .iter()
+            .map(std::mem::discriminant)
+            .collect::<Vec<_>>()
+    );
     ended[0].clone()
 }
 
 fn words(s: &str) -> Vec<String> {
-    s.split_whitespace().map(|w| w.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()).filter(|w: &String| !w.is_empty()).collect()
+    s.split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric())
+                .flat_map(char::to_lowercase)
+                .collect()
+        })
+        .filter(|w: &String| !w.is_empty())
+        .collect()
 }
 
 /// Recognizes and returns what was heard, understood or not.
@@ -77,13 +111,22 @@ fn english_sentence_is_transcribed() {
     let sentence = "I want to report a broken street light.";
     let utterance = one_utterance(&common::phone_audio(sentence, "en"));
     let (result, took) = recognize(&utterance.audio, Language::En, &[]);
-    let Recognition::Text(t) = &result else { panic!("not understood: {result:?}") };
-    eprintln!("english: {:?} confidence {:.2} in {took:?}", t.text, t.confidence);
+    let Recognition::Text(t) = &result else {
+        panic!("not understood: {result:?}")
+    };
+    eprintln!(
+        "english: {:?} confidence {:.2} in {took:?}",
+        t.text, t.confidence
+    );
     let (want, got) = (words(sentence), words(&t.text));
     // "Exactly-ish": espeak-ng over 8 kHz mu-law loses consonants ("a reporter" for "to report a"),
     // so up to a quarter of the words may be missed.
     let missed = want.iter().filter(|w| !got.contains(w)).count();
-    assert!(missed * 4 <= want.len() && got.len() <= want.len() + 2, "heard {:?}", t.text);
+    assert!(
+        missed * 4 <= want.len() && got.len() <= want.len() + 2,
+        "heard {:?}",
+        t.text
+    );
     assert!(took < Duration::from_secs(20));
 }
 
@@ -152,16 +195,29 @@ fn bad_audio_gives_a_clean_answer_quickly() {
     assert!(matches!(r, Recognition::NotUnderstood { .. }), "{r:?}");
     assert!(took < Duration::from_millis(100));
     // Too short, NaN: rejected before Whisper.
-    assert!(matches!(recognize(&[0.5; 100], Language::Zh, &[]).0, Recognition::NotUnderstood { .. }));
-    assert!(matches!(recognize(&[f32::NAN; 16_000], Language::Zh, &[]).0, Recognition::NotUnderstood { .. }));
+    assert!(matches!(
+        recognize(&[0.5; 100], Language::Zh, &[]).0,
+        Recognition::NotUnderstood { .. }
+    ));
+    assert!(matches!(
+        recognize(&[f32::NAN; 16_000], Language::Zh, &[]).0,
+        Recognition::NotUnderstood { .. }
+    ));
     // White noise: the VAD does not start, and Whisper, if asked anyway, does not hang.
     let hiss = noise(16_000 * 3, 0.3);
-    let pcm: Vec<i16> = hiss.iter().step_by(2).map(|s| (s * 32767.0) as i16).collect();
+    let pcm: Vec<i16> = hiss
+        .iter()
+        .step_by(2)
+        .map(|s| (s * 32767.0) as i16)
+        .collect();
     assert!(endpoint(&pcm, VadConfig::default()).is_empty());
     let (r, took) = recognize(&hiss, Language::Zh, &["投诉".into(), "咨询".into()]);
     eprintln!("white noise: {r:?} in {took:?}");
     assert!(took < bound);
-    assert!(!matches!(&r, Recognition::Text(t) if t.confidence > 0.9), "{r:?}");
+    assert!(
+        !matches!(&r, Recognition::Text(t) if t.confidence > 0.9),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -172,23 +228,42 @@ fn clipped_and_endless_talk_end_cleanly() {
     }
     let bound = Duration::from_secs(20);
     // Hard clipping (a shouting caller on a hot line): still one clean answer.
-    let pcm: Vec<i16> = common::phone_audio("Hello, the water pipe on our street burst this morning", "en")
-        .iter()
-        .map(|&s| s.saturating_mul(8))
-        .collect();
+    let pcm: Vec<i16> = common::phone_audio(
+        "Hello, the water pipe on our street burst this morning",
+        "en",
+    )
+    .iter()
+    .map(|&s| s.saturating_mul(8))
+    .collect();
     let utterance = one_utterance(&pcm);
     let (r, took) = recognize(&utterance.audio, Language::En, &[]);
     eprintln!("clipped: {:?} in {took:?}", r.text());
     assert!(took < bound);
 
     // 30 s of talking: the VAD cuts at max_utterance, and recognition of the cut stays bounded.
-    let long = "The street light outside number twelve has been broken for three weeks and nobody came. ".repeat(6);
+    let long =
+        "The street light outside number twelve has been broken for three weeks and nobody came. "
+            .repeat(6);
     let pcm = common::phone_audio(&long, "en");
-    assert!(pcm.len() > 8000 * 25, "only {} s of speech", pcm.len() / 8000);
+    assert!(
+        pcm.len() > 8000 * 25,
+        "only {} s of speech",
+        pcm.len() / 8000
+    );
     let events = endpoint(&pcm, VadConfig::default());
-    let cut = events.iter().find_map(|e| if let VadEvent::MaxLength(u) = e { Some(u) } else { None });
+    let cut = events.iter().find_map(|e| {
+        if let VadEvent::MaxLength(u) = e {
+            Some(u)
+        } else {
+            None
+        }
+    });
     let cut = cut.unwrap_or_else(|| panic!("no MaxLength: {events:?}"));
-    assert!(cut.duration <= Duration::from_millis(15_100), "{:?}", cut.duration);
+    assert!(
+        cut.duration <= Duration::from_millis(15_100),
+        "{:?}",
+        cut.duration
+    );
     let (r, took) = recognize(&cut.audio, Language::En, &[]);
     eprintln!("15 s cut: {:?} in {took:?}", r.text());
     assert!(took < bound);

@@ -24,13 +24,25 @@ pub enum Ct2Error {
     #[error("{what} is not valid UTF-8 or lacks its NUL terminator at byte {at}")]
     BadString { what: &'static str, at: usize },
     #[error("too many {what}: {count} (at most {max})")]
-    TooMany { what: &'static str, count: u64, max: usize },
+    TooMany {
+        what: &'static str,
+        count: u64,
+        max: usize,
+    },
     #[error("variable {name}: rank {rank} is above {MAX_RANK}")]
     Rank { name: String, rank: u8 },
     #[error("variable {name}: unknown data type {dtype}")]
     DType { name: String, dtype: u8 },
-    #[error("variable {name}: shape {shape:?} of {dtype:?} needs {expected} bytes but {actual} are declared")]
-    Size { name: String, shape: Vec<usize>, dtype: DType, expected: u64, actual: u64 },
+    #[error(
+        "variable {name}: shape {shape:?} of {dtype:?} needs {expected} bytes but {actual} are declared"
+    )]
+    Size {
+        name: String,
+        shape: Vec<usize>,
+        dtype: DType,
+        expected: u64,
+        actual: u64,
+    },
     #[error("{0} trailing bytes after the alias table")]
     Trailing(usize),
 }
@@ -162,7 +174,12 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn count(&mut self, what: &'static str, max: usize, min_entry: usize) -> Result<usize, Ct2Error> {
+    fn count(
+        &mut self,
+        what: &'static str,
+        max: usize,
+        min_entry: usize,
+    ) -> Result<usize, Ct2Error> {
         let count = self.u32(what)?;
         let left = self.buf.len().saturating_sub(self.pos);
         // Every entry takes at least `min_entry` bytes, so a count beyond that is a lie.
@@ -170,7 +187,11 @@ impl<'a> Cursor<'a> {
         usize::try_from(count)
             .ok()
             .filter(|&c| c <= cap)
-            .ok_or(Ct2Error::TooMany { what, count: u64::from(count), max: cap })
+            .ok_or(Ct2Error::TooMany {
+                what,
+                count: u64::from(count),
+                max: cap,
+            })
     }
 }
 
@@ -200,7 +221,13 @@ pub fn parse(buf: &[u8]) -> Result<Ct2Model, Ct2Error> {
     if trailing != 0 {
         return Err(Ct2Error::Trailing(trailing));
     }
-    Ok(Ct2Model { version, spec, revision, variables, aliases })
+    Ok(Ct2Model {
+        version,
+        spec,
+        revision,
+        variables,
+        aliases,
+    })
 }
 
 fn variable(c: &mut Cursor<'_>) -> Result<Variable, Ct2Error> {
@@ -217,15 +244,29 @@ fn variable(c: &mut Cursor<'_>) -> Result<Variable, Ct2Error> {
         shape.push(dim as usize);
     }
     let code = c.u8("variable data type")?;
-    let dtype = DType::from_code(code).ok_or_else(|| Ct2Error::DType { name: name.clone(), dtype: code })?;
+    let dtype = DType::from_code(code).ok_or_else(|| Ct2Error::DType {
+        name: name.clone(),
+        dtype: code,
+    })?;
     let actual = u64::from(c.u32("variable byte count")?);
     let expected = elements.saturating_mul(dtype.size());
     if expected != actual {
-        return Err(Ct2Error::Size { name, shape, dtype, expected, actual });
+        return Err(Ct2Error::Size {
+            name,
+            shape,
+            dtype,
+            expected,
+            actual,
+        });
     }
     let start = c.pos;
     c.take(actual as usize, "variable data")?;
-    Ok(Variable { name, shape, dtype, data: start..c.pos })
+    Ok(Variable {
+        name,
+        shape,
+        dtype,
+        data: start..c.pos,
+    })
 }
 
 #[cfg(test)]
@@ -280,7 +321,11 @@ mod tests {
         b[22..26].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(parse(&b), Err(Ct2Error::TooMany { .. })));
         let mut b = sample();
-        let at = b.windows(5).position(|w| w == [4, 12, 0, 0, 0]).expect("dtype and size") + 1;
+        let at = b
+            .windows(5)
+            .position(|w| w == [4, 12, 0, 0, 0])
+            .expect("dtype and size")
+            + 1;
         b[at..at + 4].copy_from_slice(&13u32.to_le_bytes());
         assert!(parse(&b).is_err());
     }

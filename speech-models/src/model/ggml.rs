@@ -95,7 +95,11 @@ pub enum GgmlError {
     #[error("CTranslate2 model has no variable {0}")]
     Missing(String),
     #[error("variable {name} has shape {shape:?}, expected {expected}")]
-    Shape { name: String, shape: Vec<usize>, expected: String },
+    Shape {
+        name: String,
+        shape: Vec<usize>,
+        expected: String,
+    },
     #[error("variable {name} has data type {dtype:?}; only f16, bf16 and f32 are converted")]
     DType { name: String, dtype: DType },
     #[error("the model is not a Whisper model: {0}")]
@@ -110,17 +114,35 @@ pub enum GgmlError {
 
 /// The names of the tensors a Whisper model of this shape has, in the order we write them.
 pub fn expected_tensor_names(h: &Hparams) -> Vec<String> {
-    let mut names: Vec<String> = ["encoder.conv1.weight", "encoder.conv1.bias", "encoder.conv2.weight"]
-        .into_iter()
-        .chain(["encoder.conv2.bias", "encoder.positional_embedding"])
-        .map(str::to_owned)
-        .collect();
+    let mut names: Vec<String> = [
+        "encoder.conv1.weight",
+        "encoder.conv1.bias",
+        "encoder.conv2.weight",
+    ]
+    .into_iter()
+    .chain(["encoder.conv2.bias", "encoder.positional_embedding"])
+    .map(str::to_owned)
+    .collect();
     let attn = |p: &str| {
-        ["query.weight", "query.bias", "key.weight", "value.weight", "value.bias", "out.weight", "out.bias"]
-            .map(|s| format!("{p}.{s}"))
+        [
+            "query.weight",
+            "query.bias",
+            "key.weight",
+            "value.weight",
+            "value.bias",
+            "out.weight",
+            "out.bias",
+        ]
+        .map(|s| format!("{p}.{s}"))
     };
     let pair = |p: &str| [format!("{p}.weight"), format!("{p}.bias")];
-    let mlp = |b: &str| [pair(&format!("{b}.mlp_ln")), pair(&format!("{b}.mlp.0")), pair(&format!("{b}.mlp.2"))];
+    let mlp = |b: &str| {
+        [
+            pair(&format!("{b}.mlp_ln")),
+            pair(&format!("{b}.mlp.0")),
+            pair(&format!("{b}.mlp.2")),
+        ]
+    };
     for i in 0..h.n_audio_layer.max(0) {
         let b = format!("encoder.blocks.{i}");
         names.extend(pair(&format!("{b}.attn_ln")));
@@ -154,7 +176,9 @@ struct Plan<'m> {
 
 impl<'m> Plan<'m> {
     fn var(&self, name: &str) -> Result<&'m Variable, GgmlError> {
-        self.model.get(name).ok_or_else(|| GgmlError::Missing(name.to_owned()))
+        self.model
+            .get(name)
+            .ok_or_else(|| GgmlError::Missing(name.to_owned()))
     }
 
     fn whole(&self, name: &str) -> Result<Source<'m>, GgmlError> {
@@ -173,14 +197,21 @@ impl<'m> Plan<'m> {
                 expected: format!("{} rows ({n} fused blocks of {state})", n * state),
             });
         }
-        Ok(Source { var, rows: k * state..(k + 1) * state })
+        Ok(Source {
+            var,
+            rows: k * state..(k + 1) * state,
+        })
     }
 }
 
 /// Counts `prefix/layer_N/` blocks, requiring them to be numbered 0..n.
 fn count_layers(model: &Ct2Model, prefix: &str) -> usize {
     let mut n = 0;
-    while model.variables.iter().any(|v| v.name.starts_with(&format!("{prefix}/layer_{n}/"))) {
+    while model
+        .variables
+        .iter()
+        .any(|v| v.name.starts_with(&format!("{prefix}/layer_{n}/")))
+    {
         n += 1;
     }
     n
@@ -190,7 +221,11 @@ fn dim(var: &Variable, axis: usize) -> Result<i32, GgmlError> {
     var.shape
         .get(axis)
         .and_then(|&d| i32::try_from(d).ok())
-        .ok_or_else(|| GgmlError::Shape { name: var.name.clone(), shape: var.shape.clone(), expected: format!("axis {axis}") })
+        .ok_or_else(|| GgmlError::Shape {
+            name: var.name.clone(),
+            shape: var.shape.clone(),
+            expected: format!("axis {axis}"),
+        })
 }
 
 fn heads(model: &Ct2Model, buf: &[u8], name: &str, state: i32) -> i32 {
@@ -214,7 +249,8 @@ pub fn hparams_of(model: &Ct2Model, buf: &[u8]) -> Result<Hparams, GgmlError> {
     let conv1 = plan.var("encoder/conv1/weight")?;
     let n_audio_state = dim(enc_pos, 1)?;
     let n_text_state = dim(dec_pos, 1)?;
-    let to_i32 = |n: usize| i32::try_from(n).map_err(|_| GgmlError::NotWhisper("too many layers".into()));
+    let to_i32 =
+        |n: usize| i32::try_from(n).map_err(|_| GgmlError::NotWhisper("too many layers".into()));
     Ok(Hparams {
         n_vocab: dim(emb, 0)?,
         n_audio_ctx: dim(enc_pos, 0)?,
@@ -240,23 +276,44 @@ fn sources<'m>(model: &'m Ct2Model, h: &Hparams) -> Result<Vec<(String, Source<'
         Ok(())
     };
     for n in ["conv1", "conv2"] {
-        whole(&mut out, format!("encoder.{n}.weight"), &format!("encoder/{n}/weight"))?;
-        whole(&mut out, format!("encoder.{n}.bias"), &format!("encoder/{n}/bias"))?;
+        whole(
+            &mut out,
+            format!("encoder.{n}.weight"),
+            &format!("encoder/{n}/weight"),
+        )?;
+        whole(
+            &mut out,
+            format!("encoder.{n}.bias"),
+            &format!("encoder/{n}/bias"),
+        )?;
     }
-    whole(&mut out, "encoder.positional_embedding".into(), "encoder/position_encodings/encodings")?;
+    whole(
+        &mut out,
+        "encoder.positional_embedding".into(),
+        "encoder/position_encodings/encodings",
+    )?;
     let ln = |out: &mut Vec<_>, dst: &str, src: &str| -> Result<(), GgmlError> {
-        out.push((format!("{dst}.weight"), plan.whole(&format!("{src}/gamma"))?));
+        out.push((
+            format!("{dst}.weight"),
+            plan.whole(&format!("{src}/gamma"))?,
+        ));
         out.push((format!("{dst}.bias"), plan.whole(&format!("{src}/beta"))?));
         Ok(())
     };
     let linear = |out: &mut Vec<_>, dst: &str, src: &str| -> Result<(), GgmlError> {
-        out.push((format!("{dst}.weight"), plan.whole(&format!("{src}/weight"))?));
+        out.push((
+            format!("{dst}.weight"),
+            plan.whole(&format!("{src}/weight"))?,
+        ));
         out.push((format!("{dst}.bias"), plan.whole(&format!("{src}/bias"))?));
         Ok(())
     };
     // Self-attention: linear_0 is q, k, v stacked; the k bias (zero) is dropped.
     let self_attn = |out: &mut Vec<_>, dst: &str, src: &str, s: usize| -> Result<(), GgmlError> {
-        let (w, b) = (format!("{src}/linear_0/weight"), format!("{src}/linear_0/bias"));
+        let (w, b) = (
+            format!("{src}/linear_0/weight"),
+            format!("{src}/linear_0/bias"),
+        );
         out.push((format!("{dst}.query.weight"), plan.part(&w, 0, 3, s)?));
         out.push((format!("{dst}.query.bias"), plan.part(&b, 0, 3, s)?));
         out.push((format!("{dst}.key.weight"), plan.part(&w, 1, 3, s)?));
@@ -266,38 +323,103 @@ fn sources<'m>(model: &'m Ct2Model, h: &Hparams) -> Result<Vec<(String, Source<'
     };
     for i in 0..h.n_audio_layer as usize {
         let (d, s) = (format!("encoder.blocks.{i}"), format!("encoder/layer_{i}"));
-        ln(&mut out, &format!("{d}.attn_ln"), &format!("{s}/self_attention/layer_norm"))?;
-        self_attn(&mut out, &format!("{d}.attn"), &format!("{s}/self_attention"), sa)?;
-        ln(&mut out, &format!("{d}.mlp_ln"), &format!("{s}/ffn/layer_norm"))?;
-        linear(&mut out, &format!("{d}.mlp.0"), &format!("{s}/ffn/linear_0"))?;
-        linear(&mut out, &format!("{d}.mlp.2"), &format!("{s}/ffn/linear_1"))?;
+        ln(
+            &mut out,
+            &format!("{d}.attn_ln"),
+            &format!("{s}/self_attention/layer_norm"),
+        )?;
+        self_attn(
+            &mut out,
+            &format!("{d}.attn"),
+            &format!("{s}/self_attention"),
+            sa,
+        )?;
+        ln(
+            &mut out,
+            &format!("{d}.mlp_ln"),
+            &format!("{s}/ffn/layer_norm"),
+        )?;
+        linear(
+            &mut out,
+            &format!("{d}.mlp.0"),
+            &format!("{s}/ffn/linear_0"),
+        )?;
+        linear(
+            &mut out,
+            &format!("{d}.mlp.2"),
+            &format!("{s}/ffn/linear_1"),
+        )?;
     }
     ln(&mut out, "encoder.ln_post", "encoder/layer_norm")?;
-    whole(&mut out, "decoder.token_embedding.weight".into(), "decoder/embeddings/weight")?;
-    whole(&mut out, "decoder.positional_embedding".into(), "decoder/position_encodings/encodings")?;
+    whole(
+        &mut out,
+        "decoder.token_embedding.weight".into(),
+        "decoder/embeddings/weight",
+    )?;
+    whole(
+        &mut out,
+        "decoder.positional_embedding".into(),
+        "decoder/position_encodings/encodings",
+    )?;
     for i in 0..h.n_text_layer as usize {
         let (d, s) = (format!("decoder.blocks.{i}"), format!("decoder/layer_{i}"));
-        ln(&mut out, &format!("{d}.attn_ln"), &format!("{s}/self_attention/layer_norm"))?;
-        self_attn(&mut out, &format!("{d}.attn"), &format!("{s}/self_attention"), st)?;
-        ln(&mut out, &format!("{d}.cross_attn_ln"), &format!("{s}/attention/layer_norm"))?;
+        ln(
+            &mut out,
+            &format!("{d}.attn_ln"),
+            &format!("{s}/self_attention/layer_norm"),
+        )?;
+        self_attn(
+            &mut out,
+            &format!("{d}.attn"),
+            &format!("{s}/self_attention"),
+            st,
+        )?;
+        ln(
+            &mut out,
+            &format!("{d}.cross_attn_ln"),
+            &format!("{s}/attention/layer_norm"),
+        )?;
         // Cross-attention: linear_0 is q; linear_1 is k, v stacked; linear_2 is the output.
         let a = format!("{s}/attention");
         let c = format!("{d}.cross_attn");
         linear(&mut out, &format!("{c}.query"), &format!("{a}/linear_0"))?;
-        out.push((format!("{c}.key.weight"), plan.part(&format!("{a}/linear_1/weight"), 0, 2, st)?));
-        out.push((format!("{c}.value.weight"), plan.part(&format!("{a}/linear_1/weight"), 1, 2, st)?));
-        out.push((format!("{c}.value.bias"), plan.part(&format!("{a}/linear_1/bias"), 1, 2, st)?));
+        out.push((
+            format!("{c}.key.weight"),
+            plan.part(&format!("{a}/linear_1/weight"), 0, 2, st)?,
+        ));
+        out.push((
+            format!("{c}.value.weight"),
+            plan.part(&format!("{a}/linear_1/weight"), 1, 2, st)?,
+        ));
+        out.push((
+            format!("{c}.value.bias"),
+            plan.part(&format!("{a}/linear_1/bias"), 1, 2, st)?,
+        ));
         linear(&mut out, &format!("{c}.out"), &format!("{a}/linear_2"))?;
-        ln(&mut out, &format!("{d}.mlp_ln"), &format!("{s}/ffn/layer_norm"))?;
-        linear(&mut out, &format!("{d}.mlp.0"), &format!("{s}/ffn/linear_0"))?;
-        linear(&mut out, &format!("{d}.mlp.2"), &format!("{s}/ffn/linear_1"))?;
+        ln(
+            &mut out,
+            &format!("{d}.mlp_ln"),
+            &format!("{s}/ffn/layer_norm"),
+        )?;
+        linear(
+            &mut out,
+            &format!("{d}.mlp.0"),
+            &format!("{s}/ffn/linear_0"),
+        )?;
+        linear(
+            &mut out,
+            &format!("{d}.mlp.2"),
+            &format!("{s}/ffn/linear_1"),
+        )?;
     }
     ln(&mut out, "decoder.ln", "decoder/layer_norm")?;
     Ok(out)
 }
 
 fn keeps_f32(name: &str, ndims: usize) -> bool {
-    ndims < 2 || name.ends_with("positional_embedding") || name.starts_with("encoder.conv") && name.ends_with(".bias")
+    ndims < 2
+        || name.ends_with("positional_embedding")
+        || name.starts_with("encoder.conv") && name.ends_with(".bias")
 }
 
 fn w_i32(out: &mut impl Write, v: i32) -> io::Result<()> {
@@ -309,7 +431,12 @@ fn len_i32(n: usize) -> io::Result<i32> {
 }
 
 /// Writes one tensor's values, converting element type on the way.
-fn write_data(out: &mut impl Write, buf: &[u8], src: &Source<'_>, to_f16: bool) -> Result<(), GgmlError> {
+fn write_data(
+    out: &mut impl Write,
+    buf: &[u8],
+    src: &Source<'_>,
+    to_f16: bool,
+) -> Result<(), GgmlError> {
     let var = src.var;
     let row_elems: usize = var.shape.iter().skip(1).product();
     let es = var.dtype.size() as usize;
@@ -329,7 +456,12 @@ fn write_data(out: &mut impl Write, buf: &[u8], src: &Source<'_>, to_f16: bool) 
             DType::F16 => f16::from_le_bytes([chunk[0], chunk[1]]).to_f32(),
             DType::Bf16 => half::bf16::from_le_bytes([chunk[0], chunk[1]]).to_f32(),
             DType::F32 => f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
-            other => return Err(GgmlError::DType { name: var.name.clone(), dtype: other }),
+            other => {
+                return Err(GgmlError::DType {
+                    name: var.name.clone(),
+                    dtype: other,
+                });
+            }
         };
         if to_f16 {
             tmp.extend_from_slice(&f16::from_f32(v).to_le_bytes());
@@ -351,12 +483,21 @@ pub struct Converted {
 
 /// Converts a parsed CT2 Whisper model (`buf` is the whole `model.bin`) and its `vocabulary.txt`
 /// into a ggml file written to `out`.
-pub fn convert(model: &Ct2Model, buf: &[u8], vocabulary: &[u8], out: &mut impl Write) -> Result<Converted, GgmlError> {
+pub fn convert(
+    model: &Ct2Model,
+    buf: &[u8],
+    vocabulary: &[u8],
+    out: &mut impl Write,
+) -> Result<Converted, GgmlError> {
     let h = hparams_of(model, buf)?;
     let sources = sources(model, &h)?;
     let tokens = vocab::regular_tokens(vocabulary)?;
     if tokens.len() > h.n_vocab as usize {
-        return Err(GgmlError::NotWhisper(format!("{} regular tokens for n_vocab {}", tokens.len(), h.n_vocab)));
+        return Err(GgmlError::NotWhisper(format!(
+            "{} regular tokens for n_vocab {}",
+            tokens.len(),
+            h.n_vocab
+        )));
     }
     for (name, src) in &sources {
         if name.ends_with("key.weight") {
@@ -398,7 +539,11 @@ pub fn convert(model: &Ct2Model, buf: &[u8], vocabulary: &[u8], out: &mut impl W
         out.write_all(name.as_bytes())?;
         write_data(out, buf, src, !f32_out)?;
     }
-    Ok(Converted { hparams: h, tensors: sources.len(), vocab: tokens.len() })
+    Ok(Converted {
+        hparams: h,
+        tensors: sources.len(),
+        vocab: tokens.len(),
+    })
 }
 
 fn check_zero_key_bias(model: &Ct2Model, buf: &[u8], bias: &str, rows: std::ops::Range<usize>) {
@@ -407,7 +552,10 @@ fn check_zero_key_bias(model: &Ct2Model, buf: &[u8], bias: &str, rows: std::ops:
     let range = var.data.start + rows.start * es..var.data.start + rows.end * es;
     let nonzero = buf.get(range).is_some_and(|b| b.iter().any(|&x| x != 0));
     if nonzero {
-        tracing::warn!(variable = bias, "key bias is not zero; whisper.cpp has none, so it is dropped");
+        tracing::warn!(
+            variable = bias,
+            "key bias is not zero; whisper.cpp has none, so it is dropped"
+        );
     }
 }
 
@@ -421,7 +569,8 @@ pub struct GgmlSummary {
 
 fn r_i32(r: &mut impl Read) -> Result<i32, GgmlError> {
     let mut b = [0u8; 4];
-    r.read_exact(&mut b).map_err(|e| GgmlError::Invalid(format!("truncated: {e}")))?;
+    r.read_exact(&mut b)
+        .map_err(|e| GgmlError::Invalid(format!("truncated: {e}")))?;
     Ok(i32::from_le_bytes(b))
 }
 
@@ -429,7 +578,9 @@ fn bounded(v: i32, max: i32, what: &str) -> Result<usize, GgmlError> {
     if (0..=max).contains(&v) {
         Ok(v as usize)
     } else {
-        Err(GgmlError::Invalid(format!("{what} {v} out of range 0..={max}")))
+        Err(GgmlError::Invalid(format!(
+            "{what} {v} out of range 0..={max}"
+        )))
     }
 }
 
@@ -446,12 +597,22 @@ pub fn verify<R: Read + Seek>(r: &mut R) -> Result<GgmlSummary, GgmlError> {
         *v = r_i32(r)?;
     }
     let h = Hparams::from_array(a);
-    if h.n_vocab <= 0 || h.n_mels <= 0 || h.n_audio_layer <= 0 || h.n_text_layer <= 0 || h.n_audio_layer > 64 || h.n_text_layer > 64 {
-        return Err(GgmlError::Invalid(format!("implausible hyperparameters {h:?}")));
+    if h.n_vocab <= 0
+        || h.n_mels <= 0
+        || h.n_audio_layer <= 0
+        || h.n_text_layer <= 0
+        || h.n_audio_layer > 64
+        || h.n_text_layer > 64
+    {
+        return Err(GgmlError::Invalid(format!(
+            "implausible hyperparameters {h:?}"
+        )));
     }
     let (mels, freqs) = (r_i32(r)?, r_i32(r)?);
     if mels != h.n_mels || freqs != (mel::N_FFT / 2 + 1) as i32 {
-        return Err(GgmlError::Invalid(format!("mel filters are {mels}x{freqs}")));
+        return Err(GgmlError::Invalid(format!(
+            "mel filters are {mels}x{freqs}"
+        )));
     }
     r.seek(SeekFrom::Current(i64::from(mels) * i64::from(freqs) * 4))?;
     let n_tokens = bounded(r_i32(r)?, MAX_VOCAB.min(h.n_vocab), "vocabulary size")?;
@@ -474,19 +635,27 @@ pub fn verify<R: Read + Seek>(r: &mut R) -> Result<GgmlSummary, GgmlError> {
         let es: u64 = match ty {
             TYPE_F32 => 4,
             TYPE_F16 => 2,
-            other => return Err(GgmlError::Invalid(format!("tensor type {other} (only f32 and f16 are written)"))),
+            other => {
+                return Err(GgmlError::Invalid(format!(
+                    "tensor type {other} (only f32 and f16 are written)"
+                )));
+            }
         };
         let mut elems: u64 = 1;
         for _ in 0..ndims {
             elems = elems.saturating_mul(bounded(r_i32(r)?, i32::MAX, "tensor dimension")? as u64);
         }
         let mut name = vec![0u8; name_len];
-        r.read_exact(&mut name).map_err(|e| GgmlError::Invalid(format!("truncated tensor name: {e}")))?;
-        let name = String::from_utf8(name).map_err(|_| GgmlError::Invalid("tensor name is not UTF-8".into()))?;
+        r.read_exact(&mut name)
+            .map_err(|e| GgmlError::Invalid(format!("truncated tensor name: {e}")))?;
+        let name = String::from_utf8(name)
+            .map_err(|_| GgmlError::Invalid("tensor name is not UTF-8".into()))?;
         let bytes = elems.saturating_mul(es);
         let end = r.stream_position()?.saturating_add(bytes);
         if end > file_len {
-            return Err(GgmlError::Invalid(format!("tensor {name} runs past the end of the file")));
+            return Err(GgmlError::Invalid(format!(
+                "tensor {name} runs past the end of the file"
+            )));
         }
         r.seek(SeekFrom::Start(end))?;
         tensors.push(name);
@@ -499,9 +668,15 @@ pub fn verify<R: Read + Seek>(r: &mut R) -> Result<GgmlSummary, GgmlError> {
     if found != expected {
         let missing: Vec<_> = expected.difference(&found).take(5).collect();
         let extra: Vec<_> = found.difference(&expected).take(5).collect();
-        return Err(GgmlError::Invalid(format!("tensor names differ: missing {missing:?}, unexpected {extra:?}")));
+        return Err(GgmlError::Invalid(format!(
+            "tensor names differ: missing {missing:?}, unexpected {extra:?}"
+        )));
     }
-    Ok(GgmlSummary { hparams: h, vocab: n_tokens, tensors })
+    Ok(GgmlSummary {
+        hparams: h,
+        vocab: n_tokens,
+        tensors,
+    })
 }
 
 #[cfg(test)]

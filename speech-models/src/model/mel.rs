@@ -13,7 +13,11 @@ fn hz_to_mel(hz: f64) -> f64 {
     const MIN_LOG_HZ: f64 = 1000.0;
     let min_log_mel = MIN_LOG_HZ / F_SP;
     let logstep = 6.4f64.ln() / 27.0;
-    if hz >= MIN_LOG_HZ { min_log_mel + (hz / MIN_LOG_HZ).ln() / logstep } else { hz / F_SP }
+    if hz >= MIN_LOG_HZ {
+        min_log_mel + (hz / MIN_LOG_HZ).ln() / logstep
+    } else {
+        hz / F_SP
+    }
 }
 
 fn mel_to_hz(mel: f64) -> f64 {
@@ -21,13 +25,19 @@ fn mel_to_hz(mel: f64) -> f64 {
     const MIN_LOG_HZ: f64 = 1000.0;
     let min_log_mel = MIN_LOG_HZ / F_SP;
     let logstep = 6.4f64.ln() / 27.0;
-    if mel >= min_log_mel { MIN_LOG_HZ * (logstep * (mel - min_log_mel)).exp() } else { mel * F_SP }
+    if mel >= min_log_mel {
+        MIN_LOG_HZ * (logstep * (mel - min_log_mel)).exp()
+    } else {
+        mel * F_SP
+    }
 }
 
 /// `n_mels` x (`n_fft`/2 + 1) weights, row-major, as `librosa.filters.mel(sr, n_fft, n_mels)`.
 pub fn filterbank(sample_rate: f64, n_fft: usize, n_mels: usize) -> Vec<f32> {
     let n_freqs = n_fft / 2 + 1;
-    let fft_freqs: Vec<f64> = (0..n_freqs).map(|k| k as f64 * sample_rate / n_fft as f64).collect();
+    let fft_freqs: Vec<f64> = (0..n_freqs)
+        .map(|k| k as f64 * sample_rate / n_fft as f64)
+        .collect();
     let (lo, hi) = (hz_to_mel(0.0), hz_to_mel(sample_rate / 2.0));
     let mel_f: Vec<f64> = (0..n_mels + 2)
         .map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64))

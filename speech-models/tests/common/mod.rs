@@ -17,16 +17,20 @@ pub fn cache_dir() -> PathBuf {
 /// Prepares the model once per test binary (downloads about 135 MB the first time).
 pub fn model_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| match model::prepare(&cache_dir(), &PrepareOptions::default()) {
-        Ok(path) => path,
-        Err(e) => panic!("preparing the speech model: {e}"),
-    })
+    PATH.get_or_init(
+        || match model::prepare(&cache_dir(), &PrepareOptions::default()) {
+            Ok(path) => path,
+            Err(e) => panic!("preparing the speech model: {e}"),
+        },
+    )
     .clone()
 }
 
 /// Whether espeak-ng and sox are installed (scripts/setup.sh --test installs them).
 pub fn have_tools() -> bool {
-    ["espeak-ng", "sox"].iter().all(|t| Command::new(t).arg("--version").output().is_ok())
+    ["espeak-ng", "sox"]
+        .iter()
+        .all(|t| Command::new(t).arg("--version").output().is_ok())
 }
 
 /// Speaks `text` with espeak-ng `voice`, carries it over an 8 kHz G.711 mu-law line with sox,
@@ -41,14 +45,43 @@ pub fn phone_audio_at(text: &str, voice: &str, speed: u32) -> Vec<i16> {
     let wav = dir.path().join("tts.wav");
     let ulaw = dir.path().join("line.wav");
     let raw = dir.path().join("back.raw");
-    let ok = Command::new("espeak-ng").args(["-v", voice, "-s", &speed.to_string(), "-w"]).arg(&wav).arg(text).status().expect("espeak-ng");
+    let ok = Command::new("espeak-ng")
+        .args(["-v", voice, "-s", &speed.to_string(), "-w"])
+        .arg(&wav)
+        .arg(text)
+        .status()
+        .expect("espeak-ng");
     assert!(ok.success(), "espeak-ng failed");
-    let ok = Command::new("sox").arg(&wav).args(["-r", "8000", "-c", "1", "-e", "u-law"]).arg(&ulaw).status().expect("sox");
+    let ok = Command::new("sox")
+        .arg(&wav)
+        .args(["-r", "8000", "-c", "1", "-e", "u-law"])
+        .arg(&ulaw)
+        .status()
+        .expect("sox");
     assert!(ok.success(), "sox to mu-law failed");
-    let ok = Command::new("sox").arg(&ulaw).args(["-t", "raw", "-e", "signed-integer", "-b", "16", "-r", "8000", "-c", "1"]).arg(&raw).status().expect("sox");
+    let ok = Command::new("sox")
+        .arg(&ulaw)
+        .args([
+            "-t",
+            "raw",
+            "-e",
+            "signed-integer",
+            "-b",
+            "16",
+            "-r",
+            "8000",
+            "-c",
+            "1",
+        ])
+        .arg(&raw)
+        .status()
+        .expect("sox");
     assert!(ok.success(), "sox back to PCM failed");
     let bytes = std::fs::read(&raw).expect("raw audio");
-    bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
 }
 
 /// Hanzi -> tone-numbered pinyin for espeak-ng's `cmn-latn-pinyin` voice ("ni3 hao3").
@@ -67,13 +100,19 @@ pub fn tone_pinyin(text: &str) -> String {
 
 /// Character error rate (Levenshtein over characters / reference length), ignoring punctuation.
 pub fn cer(reference: &str, hypothesis: &str) -> f64 {
-    let clean = |s: &str| s.chars().filter(|c| c.is_alphanumeric()).collect::<Vec<char>>();
+    let clean = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .collect::<Vec<char>>()
+    };
     let (r, h) = (clean(reference), clean(hypothesis));
     let mut prev: Vec<usize> = (0..=h.len()).collect();
     for (i, rc) in r.iter().enumerate() {
         let mut cur = vec![i + 1; h.len() + 1];
         for (j, hc) in h.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(rc != hc)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(rc != hc))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
