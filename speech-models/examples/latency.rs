@@ -79,7 +79,18 @@ fn main() -> Result<(), String> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
     let model = model::prepare(&cache, &PrepareOptions::default()).map_err(|e| e.to_string())?;
-    let recognizer = Recognizer::new(RecognizerConfig::new(model)).map_err(|e| e.to_string())?;
+    // SPEECH_POOL / SPEECH_THREADS override the pool's sizing, to compare layouts.
+    let env = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut cfg = RecognizerConfig::new(model);
+    cfg.pool_size = env("SPEECH_POOL");
+    cfg.threads = env("SPEECH_THREADS");
+    let threads = cfg.threads;
+    let recognizer = Recognizer::new(cfg).map_err(|e| e.to_string())?;
     let answer = Arc::new(phone_audio("tou2 su4", "cmn-latn-pinyin")?);
     let hints: Arc<Vec<String>> =
         Arc::new(["投诉", "咨询", "建议", "求助"].map(String::from).to_vec());
@@ -172,7 +183,11 @@ fn main() -> Result<(), String> {
         "3 s utterance: median {} ms, real-time factor {:.3} ({} threads per recognition)",
         median.as_millis(),
         median.as_secs_f64() / (three_s.len() as f64 / 16_000.0),
-        (cores / recognizer.capacity()).max(1)
+        if threads > 0 {
+            threads
+        } else {
+            (cores / recognizer.capacity()).max(1)
+        }
     );
     println!("last result: {text}");
     Ok(())

@@ -57,3 +57,16 @@ fn verify_rejects_a_truncated_model() {
         );
     }
 }
+
+#[test]
+fn a_configured_model_path_is_used_as_given() {
+    let path = common::model_path();
+    let opts = PrepareOptions::default();
+    let resolved = model::resolve(Some(&path), &common::cache_dir(), &opts).expect("resolves");
+    assert_eq!(resolved, path);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bogus = dir.path().join("not-a-model.bin");
+    std::fs::write(&bogus, b"GGUF and then some").expect("write");
+    assert!(model::resolve(Some(&bogus), dir.path(), &opts).is_err());
+    assert!(model::resolve(Some(&dir.path().join("missing.bin")), dir.path(), &opts).is_err());
+}

@@ -589,6 +589,12 @@ fn bounded(v: i32, max: i32, what: &str) -> Result<usize, GgmlError> {
 pub fn verify<R: Read + Seek>(r: &mut R) -> Result<GgmlSummary, GgmlError> {
     let file_len = r.seek(SeekFrom::End(0))?;
     r.seek(SeekFrom::Start(0))?;
+    let h = read_header(r)?;
+    verify_rest(r, h, file_len)
+}
+
+/// Reads and sanity-checks the magic and hyperparameters.
+pub fn read_header<R: Read>(r: &mut R) -> Result<Hparams, GgmlError> {
     if r_i32(r)? as u32 != MAGIC {
         return Err(GgmlError::Invalid("bad magic".into()));
     }
@@ -608,6 +614,14 @@ pub fn verify<R: Read + Seek>(r: &mut R) -> Result<GgmlSummary, GgmlError> {
             "implausible hyperparameters {h:?}"
         )));
     }
+    Ok(h)
+}
+
+fn verify_rest<R: Read + Seek>(
+    r: &mut R,
+    h: Hparams,
+    file_len: u64,
+) -> Result<GgmlSummary, GgmlError> {
     let (mels, freqs) = (r_i32(r)?, r_i32(r)?);
     if mels != h.n_mels || freqs != (mel::N_FFT / 2 + 1) as i32 {
         return Err(GgmlError::Invalid(format!(

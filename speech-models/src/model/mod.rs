@@ -225,6 +225,28 @@ pub fn prepare(cache_dir: &Path, opts: &PrepareOptions) -> Result<PathBuf, Model
     Ok(out)
 }
 
+/// The model the recognizer should load: `configured` when the operator named one (any ggml
+/// Whisper file, quantized ones included, e.g. downloaded from a model hub where that is
+/// reachable), checked only for the ggml magic and plausible hyperparameters since whisper.cpp
+/// validates the rest on load; otherwise Whisper base, prepared in `cache_dir`.
+pub fn resolve(
+    configured: Option<&Path>,
+    cache_dir: &Path,
+    opts: &PrepareOptions,
+) -> Result<PathBuf, ModelError> {
+    match configured {
+        Some(path) => {
+            let file = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+            ggml::read_header(&mut BufReader::new(file)).map_err(|source| ModelError::Ggml {
+                path: path.to_owned(),
+                source,
+            })?;
+            Ok(path.to_owned())
+        }
+        None => prepare(cache_dir, opts),
+    }
+}
+
 /// Checks a ggml Whisper file: header, hyperparameters, mel filters, vocabulary, tensor names.
 pub fn verify(path: &Path) -> Result<GgmlSummary, ModelError> {
     let file = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
