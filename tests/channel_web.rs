@@ -260,7 +260,8 @@ async fn a_person_files_the_form_in_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_input_stores_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let extra = "[web]\nmin_fill_seconds = 1\nmax_upload_bytes = 100000\nrate_burst = 100\n";
+    // Three seconds leave room for a loaded machine between serving and posting the "too fast" form.
+    let extra = "[web]\nmin_fill_seconds = 3\nmax_upload_bytes = 100000\nrate_burst = 100\n";
     let gw = Gateway::start_with_extra(GatewayOptions::new(dir.path()), extra).await;
 
     // Too fast: posted right after the form was served. The form comes back, input kept.
@@ -270,11 +271,11 @@ async fn refused_input_stores_nothing() {
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("太快"), "{}", r.text);
     assert!(r.text.contains("珞喻路100号"), "input kept");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
 
     // Invalid fields: every problem named next to its field, input kept.
     let s = serve_form(&gw).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let mut f = good_fields(&s.token);
     f[1].1 = String::new();
     f[2].1 = "北京区".into();
@@ -319,7 +320,7 @@ async fn refused_input_stores_nothing() {
     ];
     for (name, mime, bytes, status) in cases {
         let s = serve_form(&gw).await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        tokio::time::sleep(Duration::from_millis(3100)).await;
         let f = good_fields(&s.token);
         let r = post_form(
             &gw,
@@ -337,7 +338,7 @@ async fn refused_input_stores_nothing() {
 
     // The honeypot, a missing cookie, a forged token.
     let s = serve_form(&gw).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let mut f = good_fields(&s.token);
     f[6].1 = "http://spam.example".into();
     let r = post_form(
