@@ -201,9 +201,15 @@ impl Gateway {
 
     /// Start the process without waiting for it to be ready.
     pub fn spawn(opts: GatewayOptions, port: u16) -> Gateway {
+        Self::spawn_with_extra(opts, port, "")
+    }
+
+    /// Like [`Gateway::spawn`], with `extra` TOML (e.g. a `[web]` section) appended to the config.
+    pub fn spawn_with_extra(opts: GatewayOptions, port: u16, extra: &str) -> Gateway {
         std::fs::create_dir_all(&opts.data_dir).expect("create data dir");
         let config_path = opts.data_dir.join(format!("gateway-{}.toml", opts.node_id));
-        std::fs::write(&config_path, opts.toml(port)).expect("write the config file");
+        std::fs::write(&config_path, format!("{}\n{extra}\n", opts.toml(port)))
+            .expect("write the config file");
         let log_path = opts
             .data_dir
             .join(format!("gateway-{}-{}.log", opts.node_id, port));
@@ -951,38 +957,7 @@ impl Drop for PgServer {
 impl Gateway {
     /// Start a gateway whose config is the usual one plus `extra` TOML, and wait until ready.
     pub async fn start_with_extra(opts: GatewayOptions, extra: &str) -> Gateway {
-        let port = free_port();
-        std::fs::create_dir_all(&opts.data_dir).expect("create data dir");
-        let config_path = opts.data_dir.join(format!("gateway-{}.toml", opts.node_id));
-        std::fs::write(&config_path, format!("{}\n{extra}\n", opts.toml(port)))
-            .expect("write the config file");
-        let log_path = opts
-            .data_dir
-            .join(format!("gateway-{}-{}.log", opts.node_id, port));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("open the log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .env_remove("RUST_LOG")
-            .env_remove("GATEWAY_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn the gateway binary");
-        let mut gw = Gateway {
-            child: Some(child),
-            port,
-            opts,
-            log_path,
-            config_path,
-            http: http_client(),
-        };
+        let mut gw = Self::spawn_with_extra(opts, free_port(), extra);
         gw.wait_ready().await;
         gw
     }
