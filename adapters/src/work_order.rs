@@ -153,6 +153,31 @@ impl Status {
         Status::Rejected,
     ];
 
+    /// What citizens are told (WeChat replies, the web status page, the phone).
+    pub fn label_zh(self) -> &'static str {
+        match self {
+            Status::Accepted => "已受理",
+            Status::Delivered => "已转交承办单位",
+            Status::Assigned => "已派单",
+            Status::InProgress => "办理中",
+            Status::Resolved => "已办结",
+            Status::Closed => "已关闭",
+            Status::Rejected => "已退回",
+        }
+    }
+
+    pub fn label_en(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Delivered => "passed to the responsible department",
+            Status::Assigned => "assigned",
+            Status::InProgress => "in progress",
+            Status::Resolved => "resolved",
+            Status::Closed => "closed",
+            Status::Rejected => "returned",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Accepted => "accepted",

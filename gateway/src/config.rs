@@ -26,6 +26,9 @@ pub struct Config {
     pub ivr: IvrConfig,
     pub channels: ChannelsConfig,
     pub web: WebConfig,
+    pub sip: SipConfig,
+    pub media: MediaConfig,
+    pub calls: CallsConfig,
 }
 
 /// The public web form and the Open311 endpoint (`[web]`).
@@ -169,6 +172,108 @@ pub struct SmsProviderConfig {
     /// Addresses (`203.0.113.7`) or networks (`203.0.113.0/24`) callbacks may come from; empty
     /// means any.
     pub allow_ips: Vec<String>,
+}
+
+/// SIP towards the carrier trunk (`[sip]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Answer calls at all; with `false` no SIP port is opened.
+    pub enabled: bool,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    /// Networks the trunk sends from; requests from anywhere else are answered 403.
+    pub trunk_allow: Vec<String>,
+    /// Host written into Via, Contact and SDP when the bound address is not what peers reach.
+    pub advertised_host: Option<String>,
+    /// Sent as Server and User-Agent.
+    pub user_agent: String,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            enabled: true,
+            udp: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            tcp: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            trunk_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            advertised_host: None,
+            user_agent: "12345-gateway".into(),
+        }
+    }
+}
+
+/// RTP/RTCP for calls (`[media]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Address RTP binds to and SDP advertises.
+    pub bind_ip: std::net::IpAddr,
+    /// RTP takes even ports in this range, RTCP the odd port above.
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    /// A call whose media stops for this long is hung up (not while on hold).
+    pub media_timeout_s: u64,
+    /// Jitter buffer depth in milliseconds (whole 20 ms frames).
+    pub jitter_ms: u32,
+    /// Codecs in our order of preference: "PCMA", "PCMU".
+    pub codecs: Vec<String>,
+    /// Also detect DTMF tones in the audio (for trunks that do not send RFC 4733).
+    pub inband_dtmf: bool,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            bind_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            rtp_port_min: 20000,
+            rtp_port_max: 30000,
+            media_timeout_s: 30,
+            jitter_ms: 60,
+            codecs: vec!["PCMA".into(), "PCMU".into()],
+            inband_dtmf: true,
+        }
+    }
+}
+
+/// Call handling (`[calls]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallsConfig {
+    /// The flow every call starts in.
+    pub entry_flow: String,
+    /// Calls held at once; more are answered 503 so the trunk can route them elsewhere.
+    pub max_calls: usize,
+    /// Where voice messages and call recordings go; default `<data_dir>/recordings`.
+    pub recordings_dir: Option<PathBuf>,
+    /// Record every call's caller audio (not only voice messages).
+    pub record_calls: bool,
+    /// Agent queues for transfers: queue name -> SIP URI. `general` is also the fallback for
+    /// queues with no entry of their own. With none, transfers fail and the flow's `on_fail` runs.
+    pub agents: std::collections::BTreeMap<String, String>,
+    /// Seconds an agent's phone may ring before the transfer counts as failed.
+    pub transfer_timeout_s: u64,
+    /// A caller who hangs up before the flow ends leaves a callback order (so nobody who called
+    /// is lost).
+    pub callback_orders: bool,
+    /// Synthesize prompts that have no recording with this espeak-ng binary; without it they
+    /// are skipped (logged) and the flow goes on.
+    pub tts_command: Option<String>,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            entry_flow: "main".into(),
+            max_calls: 4000,
+            recordings_dir: None,
+            record_calls: false,
+            agents: std::collections::BTreeMap::new(),
+            transfer_timeout_s: 30,
+            callback_orders: true,
+            tts_command: Some("espeak-ng".into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -389,6 +494,27 @@ impl Config {
         {
             bail!("dispatch.url must be an http:// or https:// URL, got {url:?}");
         }
+        if self.media.rtp_port_min >= self.media.rtp_port_max {
+            bail!("media.rtp_port_min must be below media.rtp_port_max");
+        }
+        for c in &self.media.codecs {
+            if crate::media::Codec::from_name(c).is_none() {
+                bail!("media.codecs: unknown codec {c:?} (PCMA or PCMU)");
+            }
+        }
+        if self.media.codecs.is_empty() {
+            bail!("media.codecs must name at least one codec");
+        }
+        for net in &self.sip.trunk_allow {
+            if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
+                bail!("sip.trunk_allow: {net:?} is not an address or network such as 10.0.0.0/8");
+            }
+        }
+        for (queue, uri) in &self.calls.agents {
+            if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
+                bail!("calls.agents.{queue}: {uri:?} is not a sip: URI");
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for a in &self.channels.wechat {
             let valid = !a.name.is_empty()
@@ -478,6 +604,13 @@ impl Config {
                     self.node.utc_offset
                 )
             })
+    }
+
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.calls
+            .recordings_dir
+            .clone()
+            .unwrap_or_else(|| self.node.data_dir.join("recordings"))
     }
 
     pub fn sqlite_path(&self) -> PathBuf {

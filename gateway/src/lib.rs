@@ -4,10 +4,11 @@
 //! durable work order ([`store`]) and is delivered to the dispatch backend ([`dispatch`]); the
 //! HTTP [`api`] takes app and integrator submissions and serves orders, health and metrics.
 //! [`config`] reads the one TOML file (with environment overrides) and [`telemetry`] sets up logs
-//! and metrics. Protocol and flow logic live in sans-IO modules and crates; this crate drives them
+//! and metrics; [`call`] answers SIP calls and runs them through the IVR flows. Protocol and flow logic live in sans-IO modules and crates; this crate drives them
 //! with tokio at the edge.
 
 pub mod api;
+pub mod call;
 pub mod classify_cli;
 pub mod cli;
 pub mod config;

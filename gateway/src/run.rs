@@ -1,4 +1,5 @@
-//! `gateway run`: wire the store, the dispatch worker and the HTTP API, and shut down cleanly.
+//! `gateway run`: wire the store, the dispatch worker, the HTTP API and SIP calls, and shut down
+//! cleanly.
 //!
 //! Shutdown on SIGTERM or SIGINT: stop accepting connections, let requests in flight finish (each
 //! is answered only after its commit), stop taking new deliveries and give those in flight a few
@@ -153,6 +154,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         _ => None,
     };
 
+    let calls = match (&flows, config.sip.enabled) {
+        (Some(flows), true) => Some(
+            crate::call::CallService::start(&config, Arc::clone(flows), store.clone()).await?,
+        ),
+        (None, true) => {
+            tracing::warn!("SIP calls are not answered: no IVR flows");
+            None
+        }
+        (_, false) => None,
+    };
+
     let channels = api::channels::Channels::start(&config.channels, &store)?;
     let state = AppState {
         store,
@@ -178,6 +190,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await?;
     tracing::info!("http stopped");
+    if let Some(calls) = calls {
+        calls.shutdown().await;
+        tracing::info!("calls stopped");
+    }
     let _ = stop_tx.send(true);
     if let Some(handle) = dispatcher {
         let _ = handle.await;

@@ -218,7 +218,14 @@ impl Gateway {
             .append(true)
             .open(&log_path)
             .expect("open the log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
+        if !extra.contains("[sip]") {
+            // Tests run in parallel: SIP on free ports unless the test places calls itself.
+            command
+                .env("GATEWAY__SIP__UDP", "127.0.0.1:0")
+                .env("GATEWAY__SIP__TCP", "127.0.0.1:0");
+        }
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&config_path)

@@ -73,15 +73,7 @@ pub fn attached(order_id: &str, what: &str) -> String {
 }
 
 pub fn status_zh(s: Status) -> &'static str {
-    match s {
-        Status::Accepted => "已受理",
-        Status::Delivered => "已转交承办单位",
-        Status::Assigned => "已派单",
-        Status::InProgress => "办理中",
-        Status::Resolved => "已办结",
-        Status::Closed => "已关闭",
-        Status::Rejected => "已退回",
-    }
+    s.label_zh()
 }
 
 /// The answer to "查询 <number>". The owner also reads the latest note of the history; anyone

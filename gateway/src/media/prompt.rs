@@ -189,6 +189,7 @@ pub struct Player {
     items: VecDeque<PlayItem>,
     position: usize,
     stopped: bool,
+    id: u64,
 }
 
 impl Player {
@@ -199,7 +200,18 @@ impl Player {
             items: items.into_iter().collect(),
             position: 0,
             stopped: false,
+            id: 0,
         }
+    }
+
+    /// Tag the player so that its end can be told from the end of one it replaced.
+    pub fn with_id(mut self, id: u64) -> Self {
+        self.id = id;
+        self
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Barge-in: no further frame is produced.

@@ -173,7 +173,10 @@ pub enum MediaEvent {
     },
     Latched(SocketAddr),
     MediaTimeout,
-    PlaybackFinished,
+    /// The player with this [`Player::id`] played to its end (not sent when stopped or replaced).
+    PlaybackFinished {
+        id: u64,
+    },
     Report {
         report: RtcpReport,
         round_trip: Option<Duration>,
@@ -264,9 +267,10 @@ impl Driver {
                 Some(f) => self.session.send_payload(f),
                 None => {
                     let stopped = player.is_stopped();
+                    let id = player.id();
                     self.player = None;
                     if !stopped {
-                        self.emit(MediaEvent::PlaybackFinished);
+                        self.emit(MediaEvent::PlaybackFinished { id });
                     }
                     return;
                 }

@@ -623,15 +623,7 @@ fn confirmation(order: &WorkOrder) -> Response {
 }
 
 fn status_label(s: Status) -> &'static str {
-    match s {
-        Status::Accepted => "已受理",
-        Status::Delivered => "已转交承办单位",
-        Status::Assigned => "已分派",
-        Status::InProgress => "办理中",
-        Status::Resolved => "已办结",
-        Status::Closed => "已关闭",
-        Status::Rejected => "已退回",
-    }
+    s.label_zh()
 }
 
 /// `GET /web/status?order=`

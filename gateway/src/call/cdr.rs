@@ -1,0 +1,86 @@
+//! Call detail records: one JSON line per finished call in `<data_dir>/cdr/YYYY-MM-DD.jsonl`.
+//!
+//! Operators reconcile calls with the carrier's bill and look for bad media here: the record
+//! keeps the outcome, the orders the call produced, the recording, and the RTP figures (loss,
+//! jitter, late packets) the media session measured. The caller's number is stored as data (the
+//! file is the gateway's own, like the database); it never goes to the logs unmasked.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    pub sip_call_id: String,
+    pub caller: String,
+    pub called: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    /// How the call ended: `caller_hangup`, `flow_hangup`, `transferred`, `media_timeout`, ...
+    pub outcome: String,
+    /// Flow and step the caller was in at the end.
+    pub last_step: Option<String>,
+    pub orders: Vec<String>,
+    pub callback_order: Option<String>,
+    pub recordings: Vec<String>,
+    pub transfer_to: Option<String>,
+    pub codec: Option<String>,
+    pub rtp: Option<RtpFigures>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RtpFigures {
+    pub packets_received: u64,
+    pub packets_sent: u64,
+    pub packets_lost: i64,
+    /// Interarrival jitter (RFC 3550) in milliseconds.
+    pub jitter_ms: f64,
+    /// Packets that came too late for the jitter buffer.
+    pub late: u64,
+    /// 20 ms frames filled in for missing audio.
+    pub concealed: u64,
+}
+
+#[derive(Debug)]
+pub struct CdrWriter {
+    dir: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl CdrWriter {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Append a record to today's file (UTC date of the call's end).
+    pub fn write(&self, record: &CallRecord) {
+        let path = self
+            .dir
+            .join(format!("{}.jsonl", record.ended_at.format("%Y-%m-%d")));
+        let line = match serde_json::to_string(record) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "call record not serializable");
+                return;
+            }
+        };
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let result = std::fs::create_dir_all(&self.dir).and_then(|()| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            writeln!(f, "{line}")
+        });
+        if let Err(e) = result {
+            tracing::warn!(error = %e, path = %path.display(), "call record not written");
+        }
+    }
+}

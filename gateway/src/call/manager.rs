@@ -1,0 +1,122 @@
+//! Admits calls and routes SIP events to their call tasks.
+//!
+//! One task owns the table of live calls, so admission (capacity, shutdown) and routing need no
+//! locks. A call task may own more than one SIP leg (a transfer's agent leg): it registers the
+//! leg here, and events for a leg that arrive before its registration are held until it comes,
+//! since the SIP driver may report the agent's first answer before the call task has heard back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::Shared;
+use super::session::{self, CallInput, Incoming};
+use crate::sip::transport::Command;
+use crate::sip::{CallEvent, CallId};
+
+/// Requests from call tasks to the manager.
+#[derive(Debug)]
+pub enum Control {
+    /// Route this leg's events to that call task too.
+    Register(CallId, mpsc::UnboundedSender<CallInput>),
+}
+
+fn call_of(ev: &CallEvent) -> CallId {
+    match ev {
+        CallEvent::IncomingCall { call, .. }
+        | CallEvent::CallAcked { call }
+        | CallEvent::ReInvite { call, .. }
+        | CallEvent::Info { call, .. }
+        | CallEvent::Bye { call }
+        | CallEvent::Cancelled { call }
+        | CallEvent::CallTerminated { call, .. } => *call,
+    }
+}
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    mut events: mpsc::UnboundedReceiver<CallEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (control_tx, mut control) = mpsc::unbounded_channel::<Control>();
+    let mut calls: HashMap<CallId, mpsc::UnboundedSender<CallInput>> = HashMap::new();
+    let mut orphans: HashMap<CallId, Vec<CallEvent>> = HashMap::new();
+    let mut tasks = JoinSet::new();
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                let id = call_of(&ev);
+                if let CallEvent::IncomingCall { .. } = ev {
+                    let live = tasks.len();
+                    if stopping || live >= shared.settings.max_calls {
+                        tracing::warn!(live, stopping, "call refused: 503");
+                        metrics::counter!("gateway_calls_total", "outcome" => "refused").increment(1);
+                        let _ = shared.sip.send(Command::Reject { call: id, status: 503 }).await;
+                        continue;
+                    }
+                    let Some(incoming) = Incoming::from_event(ev) else { continue };
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    calls.insert(id, tx);
+                    tasks.spawn(session::run(Arc::clone(&shared), incoming, rx, control_tx.clone()));
+                    metrics::gauge!("gateway_calls_active").set(tasks.len() as f64);
+                    continue;
+                }
+                let terminated = matches!(ev, CallEvent::CallTerminated { .. });
+                match calls.get(&id) {
+                    Some(tx) => {
+                        let _ = tx.send(CallInput::Sip(ev));
+                    }
+                    None => {
+                        // A leg whose registration is on its way (see the module doc); kept short.
+                        let held = orphans.entry(id).or_default();
+                        if held.len() < 16 {
+                            held.push(ev);
+                        }
+                        if orphans.len() > 1024 {
+                            orphans.clear();
+                        }
+                    }
+                }
+                if terminated {
+                    calls.remove(&id);
+                }
+            }
+            Some(c) = control.recv() => match c {
+                Control::Register(id, tx) => {
+                    for ev in orphans.remove(&id).unwrap_or_default() {
+                        let _ = tx.send(CallInput::Sip(ev));
+                    }
+                    calls.insert(id, tx);
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                metrics::gauge!("gateway_calls_active").set(tasks.len() as f64);
+                calls.retain(|_, tx| !tx.is_closed());
+                if stopping && tasks.is_empty() {
+                    break;
+                }
+            }
+            r = stop.changed(), if !stopping => {
+                stopping = true;
+                let _ = r;
+                tracing::info!(calls = tasks.len(), "shutting down: ending calls");
+                for tx in calls.values() {
+                    let _ = tx.send(CallInput::Shutdown);
+                }
+                if tasks.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    // Calls still running when SIP went away: give them a moment to write what they hold.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+}

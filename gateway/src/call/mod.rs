@@ -1,0 +1,187 @@
+//! Calls: one task per call joins SIP signalling, its media and the IVR interpreter, and carries
+//! out what the interpreter asks (play, listen, record, submit, look up, transfer, hang up).
+//!
+//! The protocol and flow logic stay in their sans-IO cores ([`crate::sip::Endpoint`],
+//! [`crate::media::rtp_session::RtpSession`], [`ivr_flows::Session`]); this module is the edge
+//! that connects them with tokio, the store and the file system:
+//!
+//! - [`manager`]: takes SIP events from the [`crate::sip::transport::SipService`], admits or
+//!   refuses new calls (capacity, shutdown) and routes every later event to its call's task.
+//! - [`session`]: the per-call task. It answers at once (the caller hears the greeting within one
+//!   round trip), feeds the interpreter events and its clock, and turns actions into media
+//!   commands, store writes and SIP commands.
+//! - [`order`]: work orders from a call: the flow's `submit` slots, and the callback order a
+//!   caller leaves by hanging up before the flow ended, so nobody who called is lost.
+//! - [`tts`]: prompts that have text but no recording, spoken by espeak-ng and cached.
+//! - [`cdr`]: one call detail record per call (outcome, orders, recording, RTP loss and jitter).
+
+pub mod cdr;
+pub mod manager;
+pub mod order;
+pub mod session;
+pub mod tts;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::ivr::LiveFlows;
+use crate::media::prompt::PromptCache;
+use crate::media::udp::PortAllocator;
+use crate::media::{Codec, MediaSettings};
+use crate::sip::transport::{Command, SipService};
+use crate::sip::{IpNet, SipSettings};
+use crate::store::Store;
+
+/// What calls need from the configuration.
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    pub entry_flow: String,
+    pub max_calls: usize,
+    pub recordings_dir: PathBuf,
+    pub record_calls: bool,
+    pub agents: BTreeMap<String, String>,
+    pub transfer_timeout: Duration,
+    pub callback_orders: bool,
+    pub utc_offset: chrono::FixedOffset,
+    pub media: MediaSettings,
+    pub cdr_dir: PathBuf,
+}
+
+/// Everything a call task shares with the others.
+#[derive(Debug)]
+pub struct Shared {
+    pub settings: CallSettings,
+    pub flows: Arc<LiveFlows>,
+    pub store: Store,
+    pub prompts: PromptCache,
+    pub tts: tts::Tts,
+    pub ports: Arc<PortAllocator>,
+    pub sip: mpsc::Sender<Command>,
+    pub cdr: cdr::CdrWriter,
+}
+
+/// The running call service: SIP listening and the call manager.
+#[derive(Debug)]
+pub struct CallService {
+    pub udp_addr: SocketAddr,
+    pub tcp_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    manager: JoinHandle<()>,
+    sip_task: JoinHandle<()>,
+}
+
+/// SIP settings from the configuration.
+pub fn sip_settings(config: &Config) -> anyhow::Result<SipSettings> {
+    let mut trunk_allow = Vec::new();
+    for net in &config.sip.trunk_allow {
+        let parsed: IpNet = match net.parse() {
+            Ok(n) => n,
+            Err(_) => net
+                .parse::<std::net::IpAddr>()
+                .map(IpNet::from)
+                .with_context(|| format!("sip.trunk_allow: {net:?}"))?,
+        };
+        trunk_allow.push(parsed);
+    }
+    Ok(SipSettings {
+        udp: config.sip.udp,
+        tcp: config.sip.tcp,
+        trunk_allow,
+        user_agent: config.sip.user_agent.clone(),
+        advertised_host: config.sip.advertised_host.clone(),
+        ..SipSettings::default()
+    })
+}
+
+/// Media settings from the configuration.
+pub fn media_settings(config: &Config) -> MediaSettings {
+    let m = &config.media;
+    MediaSettings {
+        bind_ip: m.bind_ip,
+        rtp_ports: m.rtp_port_min..=m.rtp_port_max,
+        media_timeout: Duration::from_secs(m.media_timeout_s),
+        jitter_ms: m.jitter_ms,
+        codecs: m.codecs.iter().filter_map(|c| Codec::from_name(c)).collect(),
+        inband_dtmf: m.inband_dtmf,
+        ..MediaSettings::default()
+    }
+}
+
+impl CallService {
+    /// Bind SIP and start taking calls into `flows`.
+    pub async fn start(
+        config: &Config,
+        flows: Arc<LiveFlows>,
+        store: Store,
+    ) -> anyhow::Result<CallService> {
+        let media = media_settings(config);
+        let recordings_dir = config.recordings_dir();
+        std::fs::create_dir_all(&recordings_dir).with_context(|| {
+            format!("cannot create recordings_dir {}", recordings_dir.display())
+        })?;
+        let settings = CallSettings {
+            entry_flow: config.calls.entry_flow.clone(),
+            max_calls: config.calls.max_calls,
+            recordings_dir,
+            record_calls: config.calls.record_calls,
+            agents: config.calls.agents.clone(),
+            transfer_timeout: Duration::from_secs(config.calls.transfer_timeout_s.max(1)),
+            callback_orders: config.calls.callback_orders,
+            utc_offset: config.utc_offset()?,
+            cdr_dir: config.node.data_dir.join("cdr"),
+            media,
+        };
+        let sip = SipService::start(sip_settings(config)?)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen for SIP on {} (UDP) / {} (TCP)",
+                    config.sip.udp, config.sip.tcp
+                )
+            })?;
+        tracing::info!(udp = %sip.udp_addr, tcp = %sip.tcp_addr, "SIP calls: listening");
+        let shared = Arc::new(Shared {
+            ports: PortAllocator::new(settings.media.rtp_ports.clone()),
+            tts: tts::Tts::new(
+                config.calls.tts_command.clone(),
+                config.node.data_dir.join("tts-cache"),
+            ),
+            cdr: cdr::CdrWriter::new(settings.cdr_dir.clone()),
+            settings,
+            flows,
+            store,
+            prompts: PromptCache::new(),
+            sip: sip.commands.clone(),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let manager = tokio::spawn(manager::run(shared, sip.events, stop_rx));
+        Ok(CallService {
+            udp_addr: sip.udp_addr,
+            tcp_addr: sip.tcp_addr,
+            stop,
+            manager,
+            sip_task: sip.task,
+        })
+    }
+
+    /// Stop taking calls, end those in progress (callers hear BYE; callback orders are written)
+    /// and wait for them, then stop SIP.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(Duration::from_secs(10), self.manager)
+            .await
+            .is_err()
+        {
+            tracing::warn!("calls did not end within 10 s of shutdown");
+        }
+        self.sip_task.abort();
+    }
+}

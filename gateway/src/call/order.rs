@@ -1,0 +1,215 @@
+//! Work orders from calls.
+//!
+//! A flow's `submit` step hands over named slots; they map onto the one submission schema every
+//! channel uses (`text`, `district`, `address`, `caller`, `name`, `kind`), and any other slot the
+//! caller chose (such as the report flow's topic) is kept in the text, so that nothing the caller
+//! said or keyed is lost and the classifier sees it. A caller who hangs up before the flow ended
+//! leaves a callback order with what was collected so far.
+//!
+//! Each order carries an idempotency claim on the SIP Call-ID and the submit's number within the
+//! call, so a retried write after a store hiccup cannot make two orders of one answer.
+
+use std::collections::BTreeMap;
+
+use adapters::work_order::{
+    Channel, Citizen, Kind, Location, Recording, Source, TranscriptSegment,
+};
+use adapters::{Submission, normalize::normalize};
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+use crate::store::{IdempotencyClaim, NewOrder};
+
+/// What a call knows about itself when it files an order.
+#[derive(Debug, Clone)]
+pub struct CallContext<'a> {
+    pub sip_call_id: &'a str,
+    /// The caller's number when the From header carried one.
+    pub caller: Option<&'a str>,
+    pub language: &'a str,
+    /// Final recognition results of the call, for the order's transcript.
+    pub speech: &'a [TranscriptSegment],
+}
+
+/// Labels for the topic codes of the shipped report flow.
+fn topic_label(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "noise" => "噪音扰民",
+        "traffic" => "道路交通",
+        "cityscape" => "市容环境",
+        "utilities" => "供水供电",
+        "other" => "其他问题",
+        _ => return None,
+    })
+}
+
+fn claim(ctx: &CallContext<'_>, seq: u32, what: &str) -> IdempotencyClaim {
+    let mut h = Sha256::new();
+    h.update(what.as_bytes());
+    IdempotencyClaim {
+        client: "phone".into(),
+        key: format!("{}#{seq}", ctx.sip_call_id),
+        body_sha256: h.finalize().into(),
+    }
+}
+
+fn base(ctx: &CallContext<'_>) -> Submission {
+    Submission {
+        channel: Channel::Phone,
+        citizen: Citizen {
+            name: None,
+            phone: ctx.caller.and_then(adapters::submission::normalize_phone),
+            channel_user: None,
+        },
+        kind: None,
+        text: String::new(),
+        transcript: Vec::new(),
+        language: ctx.language.to_owned(),
+        location: Location::default(),
+        attachments: Vec::new(),
+        recording: None,
+        source: Source {
+            call_id: Some(ctx.sip_call_id.to_owned()),
+            ..Source::default()
+        },
+    }
+}
+
+/// The order a flow's `submit` step asks for; `None` with a reason when it has no text.
+pub fn from_slots(
+    ctx: &CallContext<'_>,
+    seq: u32,
+    slots: &BTreeMap<String, String>,
+    recording: Option<Recording>,
+) -> Result<NewOrder, String> {
+    let mut s = base(ctx);
+    let mut extras = Vec::new();
+    for (key, value) in slots {
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        match key.as_str() {
+            "text" | "description" => s.text = value.to_owned(),
+            "district" => s.location.district = Some(value.to_owned()),
+            "address" => s.location.address = Some(value.to_owned()),
+            "caller" | "phone" => {
+                if let Some(p) = adapters::submission::normalize_phone(value) {
+                    s.citizen.phone = Some(p);
+                }
+            }
+            "name" => s.citizen.name = Some(value.to_owned()),
+            "kind" if Kind::parse(value).is_some() => s.kind = Kind::parse(value),
+            _ => extras.push(topic_label(value).map_or_else(|| value.to_owned(), str::to_owned)),
+        }
+    }
+    if !extras.is_empty() {
+        let joined = extras.join("，");
+        s.text = if s.text.is_empty() {
+            joined
+        } else {
+            format!("{}（{joined}）", s.text)
+        };
+    }
+    if s.text.trim().is_empty() {
+        return Err("the order has no text".into());
+    }
+    s.transcript = ctx
+        .speech
+        .iter()
+        .filter(|seg| s.text.contains(seg.text.as_str()))
+        .cloned()
+        .collect();
+    s.recording = recording;
+    let what = serde_json::to_string(slots).unwrap_or_default();
+    Ok(new_order(s, claim(ctx, seq, &what)))
+}
+
+/// The callback order of a caller who hung up before the flow ended.
+pub fn callback(
+    ctx: &CallContext<'_>,
+    seq: u32,
+    where_: &str,
+    collected: &BTreeMap<String, String>,
+    recording: Option<Recording>,
+) -> NewOrder {
+    let mut s = base(ctx);
+    s.kind = Some(Kind::Help);
+    let mut text = format!("来电在语音导航中挂断（{where_}），请回拨市民。");
+    for key in ["description", "text", "district", "order_no"] {
+        if let Some(v) = collected.get(key).filter(|v| !v.trim().is_empty()) {
+            text.push_str(&format!("{key}：{v}。"));
+        }
+    }
+    if let Some(d) = collected.get("district") {
+        s.location.district = Some(d.clone());
+    }
+    s.text = text;
+    s.transcript = ctx.speech.to_vec();
+    s.recording = recording;
+    new_order(s, claim(ctx, seq, "callback"))
+}
+
+fn new_order(submission: Submission, claim: IdempotencyClaim) -> NewOrder {
+    let normalized = normalize(&submission);
+    NewOrder {
+        submission,
+        normalized,
+        received_at: Utc::now(),
+        idempotency: Some(claim),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> CallContext<'static> {
+        CallContext {
+            sip_call_id: "abc@trunk",
+            caller: Some("13800138000"),
+            language: "zh",
+            speech: &[],
+        }
+    }
+
+    #[test]
+    fn slots_map_onto_the_submission() {
+        let slots: BTreeMap<String, String> = [
+            ("description", "小区门口晚上施工噪音很大"),
+            ("district", "江岸区"),
+            ("kind", "noise"),
+            ("caller", "13800138000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let o = from_slots(&ctx(), 1, &slots, None).expect("order");
+        let s = &o.submission;
+        assert_eq!(s.channel, Channel::Phone);
+        assert_eq!(s.location.district.as_deref(), Some("江岸区"));
+        assert_eq!(s.text, "小区门口晚上施工噪音很大（噪音扰民）");
+        assert_eq!(s.citizen.phone.as_deref(), Some("13800138000"));
+        assert_eq!(s.source.call_id.as_deref(), Some("abc@trunk"));
+        let claim = o.idempotency.expect("claim");
+        assert_eq!(claim.key, "abc@trunk#1");
+        assert_eq!(o.normalized.kind, Kind::Complaint);
+    }
+
+    #[test]
+    fn an_order_without_text_is_refused() {
+        let slots = [("district".to_owned(), "江岸区".to_owned())].into();
+        assert!(from_slots(&ctx(), 1, &slots, None).is_err());
+    }
+
+    #[test]
+    fn a_callback_keeps_what_was_collected() {
+        let collected = [("district".to_owned(), "洪山区".to_owned())].into();
+        let o = callback(&ctx(), 9, "report/kind", &collected, None);
+        assert_eq!(o.submission.kind, Some(Kind::Help));
+        assert!(o.submission.text.contains("请回拨"), "{}", o.submission.text);
+        assert!(o.submission.text.contains("洪山区"));
+        assert_eq!(o.submission.location.district.as_deref(), Some("洪山区"));
+        assert_eq!(o.idempotency.expect("claim").key, "abc@trunk#9");
+    }
+}
