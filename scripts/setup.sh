@@ -5,7 +5,8 @@
 #                             speech model)
 #   scripts/setup.sh --test   also what the tests use (PostgreSQL server binaries; Chromium, CJK
 #                             fonts and Node.js for the web form's browser test; espeak-ng and sox
-#                             to synthesize phone-line speech)
+#                             to synthesize phone-line speech; SIPp, from sip-tester, as the
+#                             agent's phone that the SIP transfer leg calls)
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
@@ -36,6 +37,7 @@ if [ "$want_test" = 1 ]; then
   command -v npm >/dev/null || missing+=(npm)
   command -v espeak-ng >/dev/null || missing+=(espeak-ng)
   command -v sox >/dev/null || missing+=(sox)
+  command -v sipp >/dev/null || missing+=(sip-tester)
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
