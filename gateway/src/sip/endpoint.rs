@@ -1,17 +1,34 @@
-//! The sans-IO UAS that the call layer drives.
+//! The sans-IO user agent that the call layer drives: the UAS for calls from the trunk, and the
+//! UAC for the legs we place to human agents when a call is transferred (we bridge the two as a
+//! B2BUA, so each leg is a plain call of its own).
 //!
 //! Feed it datagrams or framed stream messages ([`Endpoint::handle_datagram`]) and the time
 //! ([`Endpoint::handle_timeout`] when [`Endpoint::poll_timeout`] is due); give it commands
 //! ([`Endpoint::ring`], [`Endpoint::answer`], [`Endpoint::reject`], [`Endpoint::hangup`],
-//! [`Endpoint::send_info`]). Each call returns [`Output`]s: bytes to transmit and
-//! [`CallEvent`]s for the call layer. No sockets, no clock, no tasks.
+//! [`Endpoint::send_info`], [`Endpoint::invite`]). Each call returns [`Output`]s: bytes to
+//! transmit and [`CallEvent`]s for the call layer. No sockets, no clock, no tasks.
+//!
+//! An outgoing leg ([`Endpoint::invite`]) reports [`CallEvent::OutgoingProgress`] for each
+//! provisional response, then either [`CallEvent::OutgoingAnswered`] (the ACK is already out)
+//! or [`CallEvent::OutgoingFailed`], and ends with [`CallEvent::CallTerminated`] like any call.
+//! Hanging up before the answer cancels: CANCEL once a provisional response has arrived (RFC
+//! 3261 9.1 forbids it earlier; until then the hangup waits, and timer B bounds the wait). A 2xx
+//! that still arrives is ACKed and ended with BYE; one from a second fork likewise, since a leg
+//! bridges one agent.
 //!
 //! Decisions worth knowing:
 //! - Responses go back to the packet's source address and transport (symmetric signalling, as
 //!   RFC 3581 rport makes standard); in-dialog requests we send (BYE, INFO) go to the address the
 //!   INVITE came from. We face one carrier trunk and do no DNS.
+//! - Every request on an outgoing leg goes to its [`OutgoingCall::destination`], whatever the
+//!   callee's Contact says: the agents' PBX is a configured next hop, and we do no DNS. The
+//!   Contact and Record-Route still shape the requests themselves (Request-URI, Route).
 //! - Requests from addresses outside [`SipSettings::trunk_allow`] get a stateless 403 with a
-//!   Warning saying why; their malformed messages and responses are dropped.
+//!   Warning saying why; their malformed messages and responses are dropped. The exception is
+//!   the peer of an outgoing leg (an agents' PBX is not the trunk): responses to our client
+//!   transactions are taken from the address the request went to, and in-dialog requests (a BYE
+//!   from the agent) from that address are served. A new INVITE from it still gets 403: placing
+//!   a call to an agent must not open the trunk to it.
 //! - A request that fails validation gets a stateless 400 whose reason phrase names the faulty
 //!   header, when it has the headers a response needs; otherwise it is dropped. An ACK is never
 //!   answered.
@@ -27,7 +44,8 @@ use super::message::{Headers, Message, Method, Request, Response, Via, reason_ph
 use super::parse::{self, ParseError};
 use super::serialize;
 use super::transaction::{
-    ClientNonInvite, ServerInvite, ServerInviteState, ServerNonInvite, TxOutput,
+    ClientInvite, ClientNonInvite, ServerInvite, ServerInviteState, ServerNonInvite, TxOutput,
+    ack_for_non_2xx, cancel_for,
 };
 use super::{SipSettings, Transport};
 
@@ -60,11 +78,35 @@ pub struct Dtmf {
     pub duration_ms: Option<u32>,
 }
 
+/// A call leg to place ([`Endpoint::invite`]): the transfer of a caller to a human agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingCall {
+    /// The Request-URI: the agent's configured SIP URI (`sip:` only; we have no TLS for `sips:`).
+    pub target_uri: String,
+    /// Our identity in From, e.g. `sip:12345@gw.example`.
+    pub from_uri: String,
+    /// Display name in From (e.g. the caller's number, so the agent sees who waits).
+    pub from_display: Option<String>,
+    /// The To URI; normally the same as `target_uri`.
+    pub to_uri: String,
+    /// Where every request of this leg is sent (the agents' PBX or the agent's phone).
+    pub destination: SocketAddr,
+    pub transport: Transport,
+    /// The SDP offer (our media towards the agent); sent as application/sdp when not empty.
+    pub sdp_offer: Vec<u8>,
+    /// Headers the call layer adds, e.g. `X-12345-Order-Draft`. Headers the endpoint writes
+    /// itself (Via, From, To, Call-ID, CSeq, Contact, Route, Record-Route, Max-Forwards, Allow,
+    /// User-Agent, Content-Type, Content-Length) are refused: a second copy would break the
+    /// transaction or the dialog, or contradict us.
+    pub extra_headers: Vec<(String, String)>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TerminationReason {
-    /// The caller sent BYE.
+    /// The caller (or, on an outgoing leg, the agent) sent BYE.
     RemoteBye,
-    /// Our BYE was answered (or the call was rejected/hung up before answer).
+    /// Our BYE was answered (or the call was rejected/hung up before answer, or an outgoing leg
+    /// we hung up was cancelled).
     LocalHangup,
     /// The caller cancelled before we answered.
     Cancelled,
@@ -74,6 +116,9 @@ pub enum TerminationReason {
     NoAck,
     /// Our BYE got no final response within 64*T1.
     ByeTimeout,
+    /// Our outgoing INVITE got this final error status (3xx-6xx; 3xx redirects are not
+    /// followed), or 408 when nothing final came within timer B.
+    Failed(u16),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +154,20 @@ pub enum CallEvent {
     Bye { call: CallId },
     /// The caller cancelled before answer (487 sent); `CallTerminated` follows.
     Cancelled { call: CallId },
+    /// A provisional response to our outgoing INVITE (180 Ringing, 183 Session Progress...).
+    /// 100 Trying is not reported: it is hop by hop and says nothing of the agent.
+    OutgoingProgress { call: CallId, status: u16 },
+    /// The outgoing leg was answered with 2xx and our ACK is already sent: media may flow. `sdp`
+    /// is the answer to our offer.
+    OutgoingAnswered { call: CallId, sdp: Option<Vec<u8>> },
+    /// The outgoing leg failed: a 3xx-6xx final response (ACKed), or 408 when timer B expired.
+    /// `reason` is the response's reason phrase. `CallTerminated` follows. Not sent for a leg we
+    /// hung up ourselves.
+    OutgoingFailed {
+        call: CallId,
+        status: u16,
+        reason: String,
+    },
     CallTerminated {
         call: CallId,
         reason: TerminationReason,
@@ -123,6 +182,8 @@ pub enum CommandError {
     WrongState,
     #[error("status {0} is not a final error status (300-699)")]
     BadStatus(u16),
+    #[error("cannot place this call: {0}")]
+    InvalidCall(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,13 +194,33 @@ struct Peer {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CallState {
-    /// Initial INVITE pending: no final response yet.
+    /// Inbound: initial INVITE pending, no final response yet.
     Offered,
-    /// 2xx sent, waiting for the ACK.
+    /// Inbound: 2xx sent, waiting for the ACK.
     Answered,
+    /// Outbound: our INVITE is out, no response yet.
+    Dialing,
+    /// Outbound: a provisional response arrived, so a CANCEL may be sent.
+    Early,
+    /// Outbound: hung up before the final response. `sent`: the CANCEL is out; otherwise it
+    /// waits for the first provisional response (RFC 3261 9.1).
+    Cancelling {
+        sent: bool,
+    },
     Confirmed,
     /// Our BYE is out.
     Ending,
+}
+
+impl CallState {
+    /// An outgoing leg without a 2xx yet: its dialog is only our half ([`Dialog::uac_pending`])
+    /// and nothing may match it.
+    fn awaiting_answer(self) -> bool {
+        matches!(
+            self,
+            CallState::Dialing | CallState::Early | CallState::Cancelling { .. }
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -147,11 +228,17 @@ struct Call {
     state: CallState,
     dialog: Dialog,
     peer: Peer,
-    /// The INVITE (initial or re-INVITE) the call layer answers next or whose ACK we wait for.
+    /// The INVITE in progress. Inbound: the one (initial or re-INVITE) the call layer answers
+    /// next or whose ACK we wait for. Outbound: ours, until the agent sends a re-INVITE.
     invite: Request,
+    /// The key of `invite`'s transaction: in `server_invites`, or for our own INVITE its branch
+    /// in `client_invites`.
     invite_tx: String,
     reinvite_pending: bool,
     bye_after_ack: bool,
+    /// A leg we placed ([`Endpoint::invite`]); its peer may send in-dialog requests from outside
+    /// the trunk allow-list.
+    outbound: bool,
 }
 
 #[derive(Debug)]
@@ -165,8 +252,22 @@ struct ServerInviteEntry {
 struct ClientEntry {
     tx: ClientNonInvite,
     peer: Peer,
-    call: CallId,
+    /// `None` for the BYE that ends a second fork's dialog, which no call owns.
+    call: Option<CallId>,
     method: Method,
+}
+
+/// Our INVITE's client transaction and what the UAC core needs beside it.
+#[derive(Debug)]
+struct ClientInviteEntry {
+    tx: ClientInvite,
+    peer: Peer,
+    call: CallId,
+    /// The INVITE itself: the non-2xx ACK and the CANCEL are built from it.
+    invite: Request,
+    /// The ACK sent for each 2xx, by the 2xx's To tag: a retransmitted 2xx gets the same ACK
+    /// again (13.2.2.4), a 2xx with a new tag is a new fork.
+    acks: Vec<(String, Vec<u8>)>,
 }
 
 /// The SIP user agent server for the trunk. See the module docs.
@@ -177,6 +278,8 @@ pub struct Endpoint {
     server_invites: HashMap<String, ServerInviteEntry>,
     server_others: HashMap<String, (ServerNonInvite, Peer)>,
     clients: HashMap<String, ClientEntry>,
+    /// Our INVITEs, by branch.
+    client_invites: HashMap<String, ClientInviteEntry>,
     next_call: u64,
     out: Vec<Output>,
 }
@@ -204,6 +307,7 @@ impl Endpoint {
             server_invites: HashMap::new(),
             server_others: HashMap::new(),
             clients: HashMap::new(),
+            client_invites: HashMap::new(),
             next_call: 1,
             out: Vec::new(),
         }
@@ -213,7 +317,8 @@ impl Endpoint {
         &self.settings
     }
 
-    /// Calls in progress (offered, answered or confirmed).
+    /// Calls in progress: inbound ones offered, answered or confirmed, and outgoing legs from
+    /// their INVITE to their end.
     pub fn call_count(&self) -> usize {
         self.calls.len()
     }
@@ -239,11 +344,8 @@ impl Endpoint {
                     tracing::debug!(%from, "dropping unparsable message from outside the trunk allow-list");
                 }
             }
-            Ok(Message::Response(r)) if allowed => self.handle_response(now, &r),
-            Ok(Message::Response(_)) => {
-                tracing::debug!(%from, "dropping response from outside the trunk allow-list");
-            }
-            Ok(Message::Request(r)) if !allowed => {
+            Ok(Message::Response(r)) => self.handle_response(now, from, allowed, &r),
+            Ok(Message::Request(r)) if !allowed && !self.is_outbound_peer(from, &r) => {
                 if r.method != Method::Ack {
                     tracing::warn!(%from, method = %r.method, "request from outside the trunk allow-list: 403");
                     let mut resp = match self.response(&r.headers, 403, "Forbidden", None, peer) {
@@ -278,7 +380,11 @@ impl Endpoint {
             .values()
             .filter_map(|(t, _)| t.poll_timeout());
         let c = self.clients.values().filter_map(|e| e.tx.poll_timeout());
-        a.chain(b).chain(c).min()
+        let d = self
+            .client_invites
+            .values()
+            .filter_map(|e| e.tx.poll_timeout());
+        a.chain(b).chain(c).chain(d).min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Output> {
@@ -315,7 +421,9 @@ impl Endpoint {
             for o in e.tx.handle_timeout(now) {
                 match o {
                     TxOutput::Retransmit(bytes) => self.out.push(transmit(e.peer, bytes)),
-                    TxOutput::Timeout if e.method == Method::Bye => bye_timeouts.push(e.call),
+                    TxOutput::Timeout if e.method == Method::Bye => {
+                        bye_timeouts.extend(e.call);
+                    }
                     _ => {}
                 }
             }
@@ -323,9 +431,27 @@ impl Endpoint {
         for call in bye_timeouts {
             self.end_call(call, TerminationReason::ByeTimeout);
         }
+        let mut invite_timeouts = Vec::new();
+        for e in self.client_invites.values_mut() {
+            if e.tx.poll_timeout().is_none_or(|t| t > now) {
+                continue;
+            }
+            for o in e.tx.handle_timeout(now) {
+                match o {
+                    TxOutput::Retransmit(bytes) => self.out.push(transmit(e.peer, bytes)),
+                    TxOutput::Timeout => invite_timeouts.push(e.call),
+                    TxOutput::Response(_) => {}
+                }
+            }
+        }
+        for call in invite_timeouts {
+            tracing::info!(call = call.0, "no final response to our INVITE (timer B)");
+            self.outgoing_failed(call, 408, reason_phrase(408));
+        }
         self.server_invites.retain(|_, e| !e.tx.is_terminated());
         self.server_others.retain(|_, (t, _)| !t.is_terminated());
         self.clients.retain(|_, e| !e.tx.is_terminated());
+        self.client_invites.retain(|_, e| !e.tx.is_terminated());
         self.drain()
     }
 
@@ -392,6 +518,10 @@ impl Endpoint {
     }
 
     /// End the call: BYE once answered (after the ACK, RFC 3261 15), 480 before answer.
+    ///
+    /// An outgoing leg not yet answered is cancelled: CANCEL now if a provisional response has
+    /// arrived, otherwise as soon as one does (RFC 3261 9.1); if none comes, timer B ends the
+    /// leg. `CallTerminated` (LocalHangup) follows the INVITE's final response, normally 487.
     pub fn hangup(&mut self, now: Instant, call: CallId) -> Result<Vec<Output>, CommandError> {
         let c = self.calls.get_mut(&call).ok_or(CommandError::NoSuchCall)?;
         match c.state {
@@ -401,10 +531,133 @@ impl Endpoint {
                 self.end_call(call, TerminationReason::LocalHangup);
             }
             CallState::Answered => c.bye_after_ack = true,
+            CallState::Dialing => c.state = CallState::Cancelling { sent: false },
+            CallState::Early => {
+                c.state = CallState::Cancelling { sent: true };
+                self.send_cancel(now, call);
+            }
             CallState::Confirmed => self.send_bye(now, call),
-            CallState::Ending => return Err(CommandError::WrongState),
+            CallState::Ending | CallState::Cancelling { .. } => {
+                return Err(CommandError::WrongState);
+            }
         }
         Ok(self.drain())
+    }
+
+    /// Place an outgoing call leg: send the INVITE and run its client transaction (timers A and
+    /// B, RFC 3261 17.1.1). Returns the new leg's id with the INVITE to transmit; what follows
+    /// comes as [`CallEvent::OutgoingProgress`], then [`CallEvent::OutgoingAnswered`] or
+    /// [`CallEvent::OutgoingFailed`], then [`CallEvent::CallTerminated`].
+    ///
+    /// The URIs, display name and extra headers come from configuration and from the caller's
+    /// data; anything that would not survive the trip into a header is refused with
+    /// [`CommandError::InvalidCall`] rather than sent broken.
+    pub fn invite(
+        &mut self,
+        now: Instant,
+        call: OutgoingCall,
+    ) -> Result<(CallId, Vec<Output>), CommandError> {
+        let bad = |m: String| CommandError::InvalidCall(m);
+        check_uri("target_uri", &call.target_uri)?;
+        if !call.target_uri.to_ascii_lowercase().starts_with("sip:") {
+            return Err(bad(format!(
+                "target_uri {:?} is not a sip: URI",
+                call.target_uri
+            )));
+        }
+        check_uri("from_uri", &call.from_uri)?;
+        check_uri("to_uri", &call.to_uri)?;
+        let display = match &call.from_display {
+            Some(d) if d.chars().any(char::is_control) => {
+                return Err(bad("from_display has control characters".into()));
+            }
+            Some(d) => format!("\"{}\" ", d.replace('\\', "\\\\").replace('"', "\\\"")),
+            None => String::new(),
+        };
+        for (name, value) in &call.extra_headers {
+            if name.is_empty() || !name.bytes().all(message::is_token_byte) {
+                return Err(bad(format!("header name {name:?} is not a token")));
+            }
+            if RESERVED.contains(&message::canonical_name(name).as_str()) {
+                return Err(bad(format!("header {name} is the endpoint's own")));
+            }
+            if value.chars().any(|c| c.is_control() && c != '\t') {
+                return Err(bad(format!("header {name} has control characters")));
+            }
+        }
+        let peer = Peer {
+            addr: call.destination,
+            transport: call.transport,
+        };
+        let (via, branch) = self.via(call.transport);
+        let sip_call_id = format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
+        let mut h = Headers::default();
+        h.push("Via", via);
+        h.push("Max-Forwards", "70");
+        h.push(
+            "From",
+            format!("{display}<{}>;tag={}", call.from_uri, new_tag()),
+        );
+        h.push("To", format!("<{}>", call.to_uri));
+        h.push("Call-ID", sip_call_id.clone());
+        h.push("CSeq", "1 INVITE");
+        h.push("Contact", self.contact(call.transport));
+        h.push("Allow", ALLOW);
+        h.push("User-Agent", self.settings.user_agent.clone());
+        for (name, value) in call.extra_headers {
+            h.push(&name, value);
+        }
+        if !call.sdp_offer.is_empty() {
+            h.push("Content-Type", "application/sdp");
+        }
+        let invite = Request {
+            method: Method::Invite,
+            uri: call.target_uri,
+            version: "SIP/2.0".into(),
+            headers: h,
+            body: call.sdp_offer,
+        };
+        // Our own headers: this fails only if the checks above missed something.
+        let dialog = Dialog::uac_pending(&invite).map_err(|e| bad(e.to_string()))?;
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        let bytes = serialize::request(&invite);
+        self.out.push(transmit(peer, bytes.clone()));
+        let tx = ClientInvite::new(
+            now,
+            peer.transport.is_reliable(),
+            self.settings.timers,
+            bytes,
+        );
+        tracing::info!(call = id.0, sip_call_id, to = %peer.addr, transport = peer.transport.as_str(), "placing outgoing call");
+        self.client_invites.insert(
+            branch.clone(),
+            ClientInviteEntry {
+                tx,
+                peer,
+                call: id,
+                invite: invite.clone(),
+                acks: Vec::new(),
+            },
+        );
+        self.calls.insert(
+            id,
+            Call {
+                state: CallState::Dialing,
+                dialog,
+                peer,
+                invite,
+                invite_tx: branch,
+                reinvite_pending: false,
+                bye_after_ack: false,
+                outbound: true,
+            },
+        );
+        Ok((id, self.drain()))
     }
 
     /// Send INFO in the dialog (e.g. DTMF relay towards the trunk).
@@ -650,9 +903,21 @@ impl Endpoint {
         };
         let mut extra = extra.to_vec();
         extra.push(("User-Agent", ua));
-        let req = c.dialog.request(method.clone(), via, &extra, body);
-        let bytes = serialize::request(&req);
+        let req = c.dialog.request(method, via, &extra, body);
         let peer = c.peer;
+        self.send_non_invite(now, peer, branch, &req, Some(call));
+    }
+
+    /// Transmit a request of ours and start its non-INVITE client transaction.
+    fn send_non_invite(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        branch: String,
+        req: &Request,
+        call: Option<CallId>,
+    ) {
+        let bytes = serialize::request(req);
         self.out.push(transmit(peer, bytes.clone()));
         let tx = ClientNonInvite::new(
             now,
@@ -666,9 +931,24 @@ impl Endpoint {
                 tx,
                 peer,
                 call,
-                method,
+                method: req.method.clone(),
             },
         );
+    }
+
+    /// CANCEL our pending INVITE (9.1). The CANCEL shares the INVITE's branch, so its client
+    /// transaction sits in `clients` under the key the INVITE has in `client_invites`.
+    fn send_cancel(&mut self, now: Instant, call: CallId) {
+        let Some(branch) = self.calls.get(&call).map(|c| c.invite_tx.clone()) else {
+            return;
+        };
+        let Some(e) = self.client_invites.get_mut(&branch) else {
+            return;
+        };
+        e.tx.cancelled(now);
+        let (cancel, peer) = (cancel_for(&e.invite), e.peer);
+        tracing::info!(call = call.0, "cancelling outgoing call");
+        self.send_non_invite(now, peer, branch, &cancel, Some(call));
     }
 
     fn send_bye(&mut self, now: Instant, call: CallId) {
@@ -708,19 +988,39 @@ impl Endpoint {
         }
     }
 
-    fn handle_response(&mut self, now: Instant, r: &Response) {
+    /// Whether a request from outside the trunk allow-list belongs to a dialog of an outgoing
+    /// leg whose peer is that address (a BYE from the agent's side).
+    fn is_outbound_peer(&self, from: SocketAddr, req: &Request) -> bool {
+        self.find_dialog(req)
+            .and_then(|id| self.calls.get(&id))
+            .is_some_and(|c| c.outbound && c.peer.addr.ip() == from.ip())
+    }
+
+    /// A response, matched to our client transaction by branch and CSeq method (17.1.3). It is
+    /// taken from the trunk, or from the address the request went to (an agents' PBX).
+    fn handle_response(&mut self, now: Instant, from: SocketAddr, trusted: bool, r: &Response) {
         let Ok(via) = r.headers.top_via() else {
             return;
         };
         let Some(branch) = via.branch() else {
             return;
         };
+        let Ok(cseq) = r.headers.cseq() else {
+            return;
+        };
+        if cseq.method == Method::Invite {
+            self.invite_response(now, from, trusted, branch, r);
+            return;
+        }
         let Some(e) = self.clients.get_mut(branch) else {
             tracing::debug!(status = r.status, "response matches no transaction");
             return;
         };
-        let method_ok = r.headers.cseq().is_ok_and(|c| c.method == e.method);
-        if !method_ok {
+        if cseq.method != e.method {
+            return;
+        }
+        if !trusted && e.peer.addr.ip() != from.ip() {
+            tracing::debug!(%from, "dropping response from neither the trunk nor the request's peer");
             return;
         }
         let Some(TxOutput::Response(status)) = e.tx.on_response(now, r.status) else {
@@ -728,10 +1028,150 @@ impl Endpoint {
         };
         let (call, method) = (e.call, e.method.clone());
         if status >= 200 {
-            tracing::debug!(call = call.0, %method, status, "final response to our request");
-            if method == Method::Bye {
+            tracing::debug!(call = call.map(|c| c.0), %method, status, "final response to our request");
+            if let (Method::Bye, Some(call)) = (method, call) {
                 self.end_call(call, TerminationReason::LocalHangup);
             }
+        }
+    }
+
+    /// A response to one of our INVITEs.
+    fn invite_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        trusted: bool,
+        branch: &str,
+        r: &Response,
+    ) {
+        let Some(e) = self.client_invites.get_mut(branch) else {
+            tracing::debug!(status = r.status, "INVITE response matches no transaction");
+            return;
+        };
+        if !trusted && e.peer.addr.ip() != from.ip() {
+            tracing::debug!(%from, "dropping INVITE response from neither the trunk nor the callee");
+            return;
+        }
+        let status = match e.tx.on_response(now, r.status) {
+            Some(TxOutput::Response(status)) => status,
+            Some(TxOutput::Retransmit(ack)) => {
+                // a retransmitted non-2xx: the transaction repeats its ACK
+                self.out.push(transmit(e.peer, ack));
+                return;
+            }
+            _ => return,
+        };
+        let call = e.call;
+        match status {
+            ..=199 => self.outgoing_provisional(now, call, status),
+            200..=299 => self.outgoing_2xx(now, branch, r),
+            _ => {
+                let ack = serialize::request(&ack_for_non_2xx(&e.invite, r));
+                e.tx.set_ack(ack.clone());
+                self.out.push(transmit(e.peer, ack));
+                tracing::info!(call = call.0, status, "outgoing call failed");
+                self.outgoing_failed(call, status, &r.reason);
+            }
+        }
+    }
+
+    fn outgoing_provisional(&mut self, now: Instant, call: CallId, status: u16) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        match c.state {
+            CallState::Dialing | CallState::Early => {
+                c.state = CallState::Early;
+                if status > 100 {
+                    self.event(CallEvent::OutgoingProgress { call, status });
+                }
+            }
+            CallState::Cancelling { sent: false } => {
+                // the hangup was waiting for this (9.1)
+                c.state = CallState::Cancelling { sent: true };
+                self.send_cancel(now, call);
+            }
+            _ => {}
+        }
+    }
+
+    /// A 2xx to our INVITE, first copy or not: ACK it (13.2.2.4). The first 2xx confirms the
+    /// leg; a 2xx with another To tag comes from a second fork, and since a leg bridges one
+    /// agent that dialog is ended at once (13.2.2.4 allows either).
+    fn outgoing_2xx(&mut self, now: Instant, branch: &str, r: &Response) {
+        let to_tag = r
+            .headers
+            .to()
+            .ok()
+            .and_then(|t| t.tag().map(str::to_owned))
+            .unwrap_or_default();
+        let Some(e) = self.client_invites.get(branch) else {
+            return;
+        };
+        if let Some((_, ack)) = e.acks.iter().find(|(tag, _)| *tag == to_tag) {
+            self.out.push(transmit(e.peer, ack.clone()));
+            return;
+        }
+        let (call, peer) = (e.call, e.peer);
+        let dialog = match Dialog::uac(&e.invite, r) {
+            Ok(d) => d,
+            Err(err) => {
+                // Without a dialog there is no ACK to build; the callee gives up on its own
+                // when its 2xx goes unacknowledged.
+                tracing::warn!(call = call.0, error = %err, "unusable 2xx to our INVITE");
+                self.outgoing_failed(call, 502, "Bad Gateway (unusable 2xx)");
+                return;
+            }
+        };
+        let (via, _) = self.via(peer.transport);
+        let ack = serialize::request(&dialog.ack(via, &[]));
+        self.out.push(transmit(peer, ack.clone()));
+        if let Some(e) = self.client_invites.get_mut(branch) {
+            e.acks.push((to_tag, ack));
+        }
+        let state = self.calls.get(&call).map(|c| c.state);
+        match (state, self.calls.get_mut(&call)) {
+            (Some(CallState::Dialing | CallState::Early), Some(c)) => {
+                c.dialog = dialog;
+                c.state = CallState::Confirmed;
+                tracing::info!(call = call.0, "outgoing call answered");
+                let sdp = (!r.body.is_empty()).then(|| r.body.clone());
+                self.event(CallEvent::OutgoingAnswered { call, sdp });
+            }
+            (Some(CallState::Cancelling { .. }), Some(c)) => {
+                // answered while our CANCEL was on its way: the call is up, so end it
+                c.dialog = dialog;
+                c.state = CallState::Confirmed;
+                tracing::info!(call = call.0, "outgoing call answered after hangup: BYE");
+                self.send_bye(now, call);
+            }
+            _ => {
+                tracing::info!(call = call.0, "2xx from a second fork: ACK and BYE");
+                let mut dialog = dialog;
+                let (via, branch) = self.via(peer.transport);
+                let ua = self.settings.user_agent.clone();
+                let bye = dialog.request(Method::Bye, via, &[("User-Agent", ua)], Vec::new());
+                self.send_non_invite(now, peer, branch, &bye, None);
+            }
+        }
+    }
+
+    /// The outgoing leg got no answer: a final error, or a timeout (408). A leg the call layer
+    /// hung up ends quietly as LocalHangup; others report why first.
+    fn outgoing_failed(&mut self, call: CallId, status: u16, reason: &str) {
+        match self.calls.get(&call).map(|c| c.state) {
+            Some(CallState::Dialing | CallState::Early) => {
+                self.event(CallEvent::OutgoingFailed {
+                    call,
+                    status,
+                    reason: reason.to_owned(),
+                });
+                self.end_call(call, TerminationReason::Failed(status));
+            }
+            Some(CallState::Cancelling { .. }) => {
+                self.end_call(call, TerminationReason::LocalHangup);
+            }
+            _ => {}
         }
     }
 
@@ -934,7 +1374,9 @@ impl Endpoint {
         let from = req.headers.from().ok()?;
         self.calls
             .iter()
-            .find(|(_, c)| c.dialog.matches(call_id, to.tag(), from.tag()))
+            .find(|(_, c)| {
+                !c.state.awaiting_answer() && c.dialog.matches(call_id, to.tag(), from.tag())
+            })
             .map(|(id, _)| *id)
     }
 
@@ -1039,6 +1481,7 @@ impl Endpoint {
                 invite_tx: key,
                 reinvite_pending: false,
                 bye_after_ack: false,
+                outbound: false,
             },
         );
         self.event(event);
@@ -1177,6 +1620,36 @@ impl Endpoint {
             body: req.body.clone(),
             dtmf,
         });
+    }
+}
+
+/// Headers of an outgoing INVITE that the endpoint writes itself (canonical names).
+const RESERVED: &[&str] = &[
+    "Via",
+    "Max-Forwards",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "Route",
+    "Record-Route",
+    "Content-Type",
+    "Content-Length",
+    "Allow",
+    "User-Agent",
+];
+
+/// A URI for an outgoing call must come out of `<...>` unchanged: that rules out spaces, quotes
+/// and angle brackets, and anything that would read as header parameters.
+fn check_uri(field: &str, uri: &str) -> Result<(), CommandError> {
+    match message::NameAddr::parse("To", &format!("<{uri}>")) {
+        Ok(n) if n.uri == uri && n.params.is_empty() && !uri.chars().any(char::is_control) => {
+            Ok(())
+        }
+        _ => Err(CommandError::InvalidCall(format!(
+            "{field} {uri:?} is not a usable URI"
+        ))),
     }
 }
 

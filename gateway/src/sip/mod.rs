@@ -6,7 +6,8 @@
 //! `ezk` are async stacks tied to tokio, each driven by one author, so their timers and sockets
 //! would be inside code we cannot test deterministically; `rvoip` is not stable. A UAS facing a
 //! single carrier trunk needs a small part of SIP (INVITE/ACK/BYE/CANCEL/OPTIONS/INFO, no
-//! registration, no proxying), so we own a sans-IO core in the style of `quinn-proto` and
+//! registration, no proxying; outgoing INVITEs only to transfer a caller to an agent, with no
+//! authentication and no redirects), so we own a sans-IO core in the style of `quinn-proto` and
 //! `str0m`: plain state machines fed bytes and an `Instant`, returning bytes to send and call
 //! events. Everything here is deterministic and tested with a fake clock; only
 //! [`transport`] touches sockets and tokio time.
@@ -15,8 +16,9 @@
 //! - [`message`]: types and typed header access (Via, From/To tags, CSeq, Contact, ...).
 //! - [`parse`] / [`serialize`]: the wire format; the parser passes the RFC 4475 torture corpus.
 //! - [`transaction`]: RFC 3261 section 17 state machines and their timers.
-//! - [`dialog`]: UAS dialog state (tags, CSeq, route set, remote target).
-//! - [`endpoint`]: the UAS the call layer drives ([`Endpoint`]).
+//! - [`dialog`]: dialog state for both roles (tags, CSeq, route set, remote target).
+//! - [`endpoint`]: the user agent the call layer drives ([`Endpoint`]): UAS for calls from the
+//!   trunk, UAC for the legs to human agents that a transfer bridges ([`Endpoint::invite`]).
 //! - [`transport`]: the tokio UDP/TCP driver task ([`transport::SipService`]).
 
 use std::net::{IpAddr, SocketAddr};
@@ -30,7 +32,8 @@ pub mod transaction;
 pub mod transport;
 
 pub use endpoint::{
-    CallEvent, CallId, CommandError, Dtmf, Endpoint, Output, TerminationReason, Transmit,
+    CallEvent, CallId, CommandError, Dtmf, Endpoint, OutgoingCall, Output, TerminationReason,
+    Transmit,
 };
 pub use ipnet::IpNet;
 pub use transaction::Timers;

@@ -3,8 +3,8 @@
 //! Each transaction is fed events (a retransmitted request, a response, an ACK) and the current
 //! time, and answers with [`TxOutput`]s; [`poll_timeout`](ServerInvite::poll_timeout) says when
 //! it next needs [`handle_timeout`](ServerInvite::handle_timeout). No clock and no socket inside,
-//! so the timer tables (A, B, D, E, F, G, H, I, J, K) are tested by adding durations to an
-//! `Instant`.
+//! so the timer tables (A, B, D, E, F, G, H, I, J, K, L, M) are tested by adding durations to
+//! an `Instant`.
 //!
 //! Reliable transports (TCP) need no retransmission: timers A, E and G are not armed and the
 //! wait states (D, I, J, K) are zero, per RFC 3261 17.1/17.2. The one exception is a 2xx to
@@ -12,8 +12,14 @@
 //! first hop (13.3.1.4), because a proxy beyond the trunk may use UDP. We keep that loop here, in
 //! the server INVITE transaction's Accepted state (RFC 6026), so all retransmission lives in one
 //! module. Timer L (64*T1) bounds Accepted; without an ACK by then the caller is told (no ACK).
+//!
+//! Timer B (64*T1, no final response to our INVITE) runs on every transport (17.1.1.2): TCP
+//! spares us retransmissions, not a callee that never answers. The client INVITE transaction has
+//! the RFC 6026 Accepted state too, so that each 2xx copy reaches the TU to be ACKed again.
 
 use std::time::{Duration, Instant};
+
+use super::message::{Headers, Method, Request, Response, split_list};
 
 /// T1, T2, T4 of RFC 3261 17.1.1.1 (defaults 500 ms, 4 s, 5 s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,6 +331,8 @@ pub enum ClientState {
     Calling,
     Proceeding,
     Completed,
+    /// INVITE only: a 2xx arrived; later 2xx are passed up for the TU to ACK (RFC 6026).
+    Accepted,
     Terminated,
 }
 
@@ -426,13 +434,22 @@ impl ClientNonInvite {
     }
 }
 
-/// Client INVITE transaction (RFC 3261 17.1.1): timers A (doubling, uncapped), B and D.
-/// For a non-2xx final response the owner supplies the ACK with [`ClientInvite::set_ack`];
-/// it is repeated for every retransmitted final response while Completed.
+/// Client INVITE transaction (RFC 3261 17.1.1 with RFC 6026): timers A (doubling, uncapped),
+/// B, D and M.
+///
+/// For a non-2xx final response the owner builds the ACK with [`ack_for_non_2xx`] and hands it
+/// over with [`ClientInvite::set_ack`]; it is repeated for every retransmitted final response
+/// while Completed, so the TU never sees those. A 2xx moves the transaction to Accepted (RFC
+/// 6026) instead of ending it: every 2xx that arrives within timer M (64*T1), retransmitted or
+/// from another fork, is passed up, because the ACK for a 2xx is the TU's (13.2.2.4) and must be
+/// sent again for each copy. Had the transaction ended at the first 2xx (as RFC 3261 alone
+/// says), the retransmissions would match nothing and the callee would never learn that its
+/// answer arrived.
 #[derive(Debug)]
 pub struct ClientInvite {
     state: ClientState,
     reliable: bool,
+    timers: Timers,
     request: Vec<u8>,
     ack: Option<Vec<u8>>,
     retx: Option<Retx>,
@@ -441,10 +458,12 @@ pub struct ClientInvite {
 }
 
 impl ClientInvite {
+    /// Start with the INVITE the owner has just transmitted once.
     pub fn new(now: Instant, reliable: bool, timers: Timers, request: Vec<u8>) -> Self {
         ClientInvite {
             state: ClientState::Calling,
             reliable,
+            timers,
             request,
             ack: None,
             retx: (!reliable).then(|| Retx::start(now, timers.t1)),
@@ -466,16 +485,15 @@ impl ClientInvite {
         match self.state {
             ClientState::Calling | ClientState::Proceeding => {
                 self.retx = None;
+                self.give_up = None;
                 if status < 200 {
                     self.state = ClientState::Proceeding;
-                    self.give_up = None;
                 } else if status < 300 {
-                    // the 2xx goes to the TU, which ACKs it end to end
-                    self.state = ClientState::Terminated;
-                    self.give_up = None;
+                    // Timer M: absorb nothing, pass every 2xx up for its ACK (RFC 6026 8.4)
+                    self.state = ClientState::Accepted;
+                    self.end = Some(now + self.timers.t1x64());
                 } else {
                     self.state = ClientState::Completed;
-                    self.give_up = None;
                     let d = if self.reliable {
                         Duration::ZERO
                     } else {
@@ -485,6 +503,9 @@ impl ClientInvite {
                 }
                 Some(TxOutput::Response(status))
             }
+            ClientState::Accepted if (200..300).contains(&status) => {
+                Some(TxOutput::Response(status))
+            }
             ClientState::Completed if status >= 300 => self.ack.clone().map(TxOutput::Retransmit),
             _ => None,
         }
@@ -492,6 +513,15 @@ impl ClientInvite {
 
     pub fn set_ack(&mut self, ack: Vec<u8>) {
         self.ack = Some(ack);
+    }
+
+    /// The TU sent CANCEL for this INVITE. A server that never answers the CANCEL's 487 must
+    /// not keep the INVITE alive forever: with timer B already stopped by the provisional
+    /// response, we give up 64*T1 after the CANCEL (RFC 3261 9.1) and report a timeout.
+    pub fn cancelled(&mut self, now: Instant) {
+        if self.state == ClientState::Proceeding {
+            self.give_up = Some(now + self.timers.t1x64());
+        }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -504,7 +534,7 @@ impl ClientInvite {
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
         let mut out = Vec::new();
         if due(self.give_up, now) {
-            // Timer B
+            // Timer B, or the 64*T1 after a CANCEL
             self.state = ClientState::Terminated;
             self.retx = None;
             self.give_up = None;
@@ -512,7 +542,7 @@ impl ClientInvite {
             return out;
         }
         if due(self.end, now) {
-            // Timer D
+            // Timer D (Completed) or M (Accepted)
             self.state = ClientState::Terminated;
             self.end = None;
             return out;
@@ -524,6 +554,49 @@ impl ClientInvite {
             }
         }
         out
+    }
+}
+
+/// The ACK for a non-2xx final response (RFC 3261 17.1.1.3): the INVITE's Request-URI, Call-ID,
+/// From, CSeq number, top Via (same branch: it belongs to the INVITE's transaction) and Route,
+/// with the response's To (its tag names the dialog the server meant).
+pub fn ack_for_non_2xx(invite: &Request, response: &Response) -> Request {
+    let to = response
+        .headers
+        .get("To")
+        .or_else(|| invite.headers.get("To"));
+    on_invite_branch(invite, Method::Ack, to)
+}
+
+/// The CANCEL for an INVITE (RFC 3261 9.1): the same recipe as the non-2xx ACK with the
+/// INVITE's own To. Sharing the INVITE's branch is what lets the server find what to cancel.
+pub fn cancel_for(invite: &Request) -> Request {
+    on_invite_branch(invite, Method::Cancel, invite.headers.get("To"))
+}
+
+fn on_invite_branch(invite: &Request, method: Method, to: Option<&str>) -> Request {
+    let inv = &invite.headers;
+    let mut headers = Headers::default();
+    let top_via = inv
+        .get("Via")
+        .and_then(|line| split_list(line).into_iter().next())
+        .unwrap_or_default();
+    headers.push("Via", top_via);
+    headers.push("Max-Forwards", "70");
+    headers.push("From", inv.get("From").unwrap_or_default().to_owned());
+    headers.push("To", to.unwrap_or_default().to_owned());
+    headers.push("Call-ID", inv.get("Call-ID").unwrap_or_default().to_owned());
+    let seq = inv.cseq().map(|c| c.seq).unwrap_or_default();
+    headers.push("CSeq", format!("{seq} {method}"));
+    for r in inv.get_all("Route") {
+        headers.push("Route", r.to_owned());
+    }
+    Request {
+        method,
+        uri: invite.uri.clone(),
+        version: "SIP/2.0".into(),
+        headers,
+        body: Vec::new(),
     }
 }
 
@@ -753,8 +826,78 @@ mod tests {
             Some(TxOutput::Retransmit(b"ACK".to_vec()))
         );
         assert_eq!(tx.poll_timeout(), Some(t0 + ms(32_000)), "timer D");
+    }
+
+    #[test]
+    fn client_invite_2xx_accepted_passes_every_2xx_up_until_timer_m() {
+        let t0 = Instant::now();
         let mut ok = ClientInvite::new(t0, true, Timers::default(), b"INVITE".to_vec());
         assert_eq!(ok.on_response(t0, 200), Some(TxOutput::Response(200)));
+        assert_eq!(ok.state(), ClientState::Accepted);
+        assert_eq!(
+            ok.on_response(t0 + ms(500), 200),
+            Some(TxOutput::Response(200)),
+            "a retransmitted 2xx goes to the TU, which ACKs it again"
+        );
+        assert_eq!(
+            ok.on_response(t0 + ms(600), 486),
+            None,
+            "late non-2xx absorbed"
+        );
+        assert_eq!(ok.poll_timeout(), Some(t0 + ms(32_000)), "timer M");
+        assert!(ok.handle_timeout(t0 + ms(32_000)).is_empty());
         assert!(ok.is_terminated());
+    }
+
+    #[test]
+    fn client_invite_cancel_bounds_proceeding() {
+        let t0 = Instant::now();
+        let mut tx = ClientInvite::new(t0, false, Timers::default(), b"INVITE".to_vec());
+        tx.cancelled(t0);
+        assert_eq!(
+            tx.poll_timeout(),
+            Some(t0 + ms(500)),
+            "Calling: timers A and B as before"
+        );
+        tx.on_response(t0 + ms(100), 180);
+        assert_eq!(tx.poll_timeout(), None);
+        tx.cancelled(t0 + ms(200));
+        let (_, timeout) = drive(&mut tx, t0, ms(40_000));
+        assert_eq!(timeout, Some(ms(32_200)));
+    }
+
+    #[test]
+    fn ack_and_cancel_ride_on_the_invite_branch() {
+        use crate::sip::message::Message;
+        use crate::sip::parse::parse_datagram;
+        let invite = "INVITE sip:agent@pbx SIP/2.0\r\n\
+Via: SIP/2.0/UDP gw:5060;branch=z9hG4bKinv;rport\r\nMax-Forwards: 70\r\n\
+Route: <sip:p1;lr>\r\nFrom: <sip:12345@gw>;tag=ours\r\nTo: <sip:agent@pbx>\r\n\
+Call-ID: c1\r\nCSeq: 4 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let resp = "SIP/2.0 486 Busy Here\r\n\
+Via: SIP/2.0/UDP gw:5060;branch=z9hG4bKinv;rport=5060\r\n\
+From: <sip:12345@gw>;tag=ours\r\nTo: <sip:agent@pbx>;tag=theirs\r\n\
+Call-ID: c1\r\nCSeq: 4 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let (Ok(Message::Request(invite)), Ok(Message::Response(resp))) = (
+            parse_datagram(invite.as_bytes()),
+            parse_datagram(resp.as_bytes()),
+        ) else {
+            panic!("test messages parse");
+        };
+        let ack = ack_for_non_2xx(&invite, &resp);
+        assert_eq!(ack.method, Method::Ack);
+        assert_eq!(ack.uri, "sip:agent@pbx");
+        let h = &ack.headers;
+        assert_eq!(h.top_via().expect("via").branch(), Some("z9hG4bKinv"));
+        assert_eq!(h.to().expect("to").tag(), Some("theirs"));
+        assert_eq!(h.from().expect("from").tag(), Some("ours"));
+        assert_eq!(h.cseq().expect("cseq").to_string(), "4 ACK");
+        assert_eq!(h.route().expect("route").len(), 1);
+        let cancel = cancel_for(&invite);
+        assert_eq!(cancel.method, Method::Cancel);
+        let h = &cancel.headers;
+        assert_eq!(h.top_via().expect("via").branch(), Some("z9hG4bKinv"));
+        assert_eq!(h.to().expect("to").tag(), None);
+        assert_eq!(h.cseq().expect("cseq").to_string(), "4 CANCEL");
     }
 }

@@ -9,6 +9,12 @@
 //!
 //! Events go out on an unbounded channel: dropping an IncomingCall or a Bye because the call
 //! layer was busy would be worse than the memory of a queue of small structs.
+//!
+//! Outgoing legs ([`Command::Invite`]) use the same sockets: over UDP the INVITE leaves from our
+//! bound port (the one in Via), over TCP the driver connects to the destination and reads the
+//! responses from that connection. The new leg's [`CallId`] comes back on a oneshot channel,
+//! answered before the driver reads anything else, so the call layer knows the id before any
+//! event about the leg can reach it.
 
 use std::collections::HashMap;
 use std::io;
@@ -17,15 +23,15 @@ use std::net::SocketAddr;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::endpoint::{CallEvent, CallId, Endpoint, Output, Transmit};
+use super::endpoint::{CallEvent, CallId, CommandError, Endpoint, OutgoingCall, Output, Transmit};
 use super::parse;
 use super::{SipSettings, Transport};
 
 /// Commands from the call layer, applied by the driver task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Command {
     Ring(CallId),
     Answer {
@@ -42,6 +48,23 @@ pub enum Command {
         content_type: String,
         body: Vec<u8>,
     },
+    /// Place an outgoing leg ([`Endpoint::invite`]). `reply` gets its id, or why the call was
+    /// refused. If `reply` is dropped before the answer, the leg is hung up at once: without its
+    /// id nobody could ever end it.
+    Invite {
+        call: OutgoingCall,
+        reply: oneshot::Sender<Result<CallId, CommandError>>,
+    },
+}
+
+impl Command {
+    /// A [`Command::Invite`] with the receiver for its reply.
+    pub fn invite(
+        call: OutgoingCall,
+    ) -> (Command, oneshot::Receiver<Result<CallId, CommandError>>) {
+        let (reply, rx) = oneshot::channel();
+        (Command::Invite { call, reply }, rx)
+    }
 }
 
 /// A running SIP service. Dropping `commands` (or the whole service) stops the driver.
@@ -161,6 +184,22 @@ fn apply(endpoint: &mut Endpoint, now: std::time::Instant, cmd: Command) -> Vec<
             content_type,
             body,
         } => endpoint.send_info(now, call, &content_type, body),
+        Command::Invite { call, reply } => match endpoint.invite(now, call) {
+            Ok((id, mut out)) => {
+                if reply.send(Ok(id)).is_err() {
+                    tracing::warn!(
+                        call = id.0,
+                        "nobody waits for the outgoing call's id: hanging it up"
+                    );
+                    out.extend(endpoint.hangup(now, id).unwrap_or_default());
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.clone()));
+                Err(e)
+            }
+        },
     };
     r.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "SIP command refused");

@@ -831,3 +831,572 @@ fn contact_in_200_over_tcp_says_so() {
         .to_owned();
     assert!(c.contains("transport=tcp"), "{c}");
 }
+
+// ---- outgoing legs (UAC) ------------------------------------------------------------------
+
+/// The agents' PBX: deliberately outside the trunk allow-list (127.0.0.0/8).
+const AGENT: &str = "192.0.2.50:5070";
+
+fn agent() -> SocketAddr {
+    AGENT.parse().expect("addr")
+}
+
+fn outgoing(transport: Transport) -> OutgoingCall {
+    OutgoingCall {
+        target_uri: "sip:agent7@pbx.example".into(),
+        from_uri: "sip:12345@gw.example".into(),
+        from_display: Some("13800000000".into()),
+        to_uri: "sip:agent7@pbx.example".into(),
+        destination: agent(),
+        transport,
+        sdp_offer: b"v=0\r\no=gw\r\n".to_vec(),
+        extra_headers: vec![("X-12345-Order-Draft".into(), "D-42".into())],
+    }
+}
+
+/// A response to one of our requests, as the agent's side would write it.
+fn reply(req: &Request, status: u16, to_tag: Option<&str>, extra: &str, body: &str) -> String {
+    let h = &req.headers;
+    let get = |n: &str| h.get(n).unwrap_or_default().to_owned();
+    let to = match to_tag {
+        Some(t) => format!("{};tag={t}", get("To")),
+        None => get("To"),
+    };
+    format!(
+        "SIP/2.0 {status} {}\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n\
+{extra}Content-Length: {}\r\n\r\n{body}",
+        crate::sip::message::reason_phrase(status),
+        get("Via"),
+        get("From"),
+        get("Call-ID"),
+        get("CSeq"),
+        body.len()
+    )
+}
+
+const OK_EXTRA: &str = "Contact: <sip:agent7@192.0.2.51:5999>\r\n\
+Record-Route: <sip:edge2.example;lr>\r\nRecord-Route: <sip:edge1.example;lr>\r\n\
+Content-Type: application/sdp\r\n";
+
+impl Harness {
+    fn agent_sends(&mut self, msg: &str) -> Vec<Output> {
+        self.ep
+            .handle_datagram(self.now, agent(), Transport::Udp, msg.as_bytes())
+    }
+
+    /// Place a leg; return it with the INVITE that went out.
+    fn place(&mut self, call: OutgoingCall) -> (CallId, Request) {
+        let (id, out) = self.ep.invite(self.now, call).expect("invite");
+        assert!(events(&out).is_empty(), "{out:?}");
+        assert!(destinations(&out).iter().all(|d| *d == agent()));
+        let mut r = requests(&out);
+        assert_eq!(r.len(), 1, "{out:?}");
+        (id, r.remove(0))
+    }
+
+    /// Place a leg and have it answered: (call, INVITE, our ACK).
+    fn answered(&mut self) -> (CallId, Request, Request) {
+        let (call, inv) = self.place(outgoing(Transport::Udp));
+        self.agent_sends(&reply(&inv, 180, Some("agt"), "", ""));
+        let out = self.agent_sends(&reply(&inv, 200, Some("agt"), OK_EXTRA, "v=0 agent"));
+        let mut r = requests(&out);
+        assert_eq!(r.len(), 1, "{out:?}");
+        assert_eq!(
+            events(&out),
+            [CallEvent::OutgoingAnswered {
+                call,
+                sdp: Some(b"v=0 agent".to_vec())
+            }]
+        );
+        (call, inv, r.remove(0))
+    }
+}
+
+fn destinations(out: &[Output]) -> Vec<SocketAddr> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Transmit(t) => Some(t.to),
+            Output::Event(_) => None,
+        })
+        .collect()
+}
+
+fn methods(out: &[Output]) -> Vec<String> {
+    requests(out)
+        .iter()
+        .map(|r| r.method.as_str().to_owned())
+        .collect()
+}
+
+#[test]
+fn outgoing_invite_carries_what_the_agent_needs() {
+    let mut h = Harness::new();
+    let (_, inv) = h.place(outgoing(Transport::Udp));
+    assert_eq!(inv.method, Method::Invite);
+    assert_eq!(inv.uri, "sip:agent7@pbx.example");
+    let hd = &inv.headers;
+    let via = hd.top_via().expect("via");
+    assert_eq!(via.transport, "UDP");
+    assert!(via.branch().is_some_and(|b| b.starts_with("z9hG4bK")));
+    assert!(via.has_param("rport"));
+    assert_eq!(hd.max_forwards(), Ok(70));
+    let from = hd.from().expect("from");
+    assert_eq!(from.uri, "sip:12345@gw.example");
+    assert_eq!(from.display.as_deref(), Some("13800000000"));
+    assert!(from.tag().is_some());
+    let to = hd.to().expect("to");
+    assert_eq!(
+        (to.uri.as_str(), to.tag()),
+        ("sip:agent7@pbx.example", None)
+    );
+    assert!(hd.call_id().is_ok_and(|c| c.len() >= 32));
+    assert_eq!(hd.cseq().expect("cseq").to_string(), "1 INVITE");
+    assert_eq!(
+        hd.contact().expect("contact")[0].uri,
+        "sip:12345@127.0.0.1:5060"
+    );
+    assert_eq!(hd.content_type().as_deref(), Some("application/sdp"));
+    assert_eq!(hd.get("User-Agent"), Some("12345-gateway"));
+    assert_eq!(hd.get("X-12345-Order-Draft"), Some("D-42"));
+    assert_eq!(inv.body, b"v=0\r\no=gw\r\n");
+    assert_eq!(h.ep.call_count(), 1);
+    // a display name with quotes survives as one quoted string
+    let mut call = outgoing(Transport::Tcp);
+    call.from_display = Some("say \"hi\" \\ 市民".into());
+    let (_, inv) = h.place(call);
+    let from = inv.headers.from().expect("from");
+    assert_eq!(from.display.as_deref(), Some("say \\\"hi\\\" \\\\ 市民"));
+    assert_eq!(inv.headers.top_via().expect("via").transport, "TCP");
+    assert!(
+        inv.headers
+            .get("Contact")
+            .is_some_and(|c| c.contains("transport=tcp"))
+    );
+}
+
+#[test]
+fn outgoing_invite_over_udp_retransmits_on_timer_a_then_fails_408() {
+    let mut h = Harness::new();
+    let (call, inv) = h.place(outgoing(Transport::Udp));
+    let bytes = crate::sip::serialize::request(&inv);
+    let all = h.run_until(Duration::from_secs(40));
+    let resent: Vec<u64> = all
+        .iter()
+        .filter_map(|(t, o)| match o {
+            Output::Transmit(x) => {
+                assert_eq!((x.to, &x.bytes), (agent(), &bytes));
+                Some(t.as_millis() as u64)
+            }
+            Output::Event(_) => None,
+        })
+        .collect();
+    assert_eq!(resent, [500, 1500, 3500, 7500, 15_500, 31_500]);
+    let evs: Vec<(u64, CallEvent)> = all
+        .into_iter()
+        .filter_map(|(t, o)| match o {
+            Output::Event(e) => Some((t.as_millis() as u64, e)),
+            Output::Transmit(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        evs,
+        [
+            (
+                32_000,
+                CallEvent::OutgoingFailed {
+                    call,
+                    status: 408,
+                    reason: "Request Timeout".into()
+                }
+            ),
+            (
+                32_000,
+                CallEvent::CallTerminated {
+                    call,
+                    reason: TerminationReason::Failed(408)
+                }
+            ),
+        ]
+    );
+    assert_eq!(h.ep.call_count(), 0);
+    assert_eq!(h.ep.poll_timeout(), None, "nothing left running");
+}
+
+#[test]
+fn outgoing_invite_over_tcp_is_not_retransmitted_but_times_out() {
+    let mut h = Harness::new();
+    let (call, _) = h.place(outgoing(Transport::Tcp));
+    let all = h.run_until(Duration::from_secs(40));
+    assert!(
+        all.iter().all(|(_, o)| matches!(o, Output::Event(_))),
+        "{all:?}"
+    );
+    assert!(all.iter().any(|(t, o)| *t == Duration::from_secs(32)
+        && *o
+            == Output::Event(CallEvent::CallTerminated {
+                call,
+                reason: TerminationReason::Failed(408)
+            })));
+}
+
+#[test]
+fn busy_is_acked_by_the_transaction_and_reported() {
+    let mut h = Harness::new();
+    let (call, inv) = h.place(outgoing(Transport::Udp));
+    let out = h.agent_sends(&reply(&inv, 100, None, "", ""));
+    assert!(out.is_empty(), "100 is not reported: {out:?}");
+    assert_eq!(
+        h.ep.poll_timeout(),
+        None,
+        "provisional: timers A and B stop"
+    );
+    let out = h.agent_sends(&reply(&inv, 180, Some("agt"), "", ""));
+    assert_eq!(
+        events(&out),
+        [CallEvent::OutgoingProgress { call, status: 180 }]
+    );
+    let busy = reply(&inv, 486, Some("agt"), "", "");
+    let out = h.agent_sends(&busy);
+    let acks = requests(&out);
+    assert_eq!(acks.len(), 1);
+    let ack = &acks[0];
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(ack.uri, inv.uri);
+    assert_eq!(
+        ack.headers.top_via().expect("via").branch(),
+        inv.headers.top_via().expect("via").branch(),
+        "the non-2xx ACK belongs to the INVITE transaction"
+    );
+    assert_eq!(ack.headers.cseq().expect("cseq").to_string(), "1 ACK");
+    assert_eq!(ack.headers.to().expect("to").tag(), Some("agt"));
+    assert_eq!(destinations(&out), [agent()]);
+    assert_eq!(
+        events(&out),
+        [
+            CallEvent::OutgoingFailed {
+                call,
+                status: 486,
+                reason: "Busy Here".into()
+            },
+            CallEvent::CallTerminated {
+                call,
+                reason: TerminationReason::Failed(486)
+            }
+        ]
+    );
+    // the 486 again: the same ACK again, nothing for the call layer
+    let again = h.agent_sends(&busy);
+    assert_eq!(requests(&again), acks);
+    assert!(events(&again).is_empty());
+    assert_eq!(h.ep.call_count(), 0);
+    // timer D (32 s over UDP) then ends the transaction
+    assert_eq!(h.ep.poll_timeout(), Some(h.now + Duration::from_secs(32)));
+}
+
+#[test]
+fn answer_is_acked_once_per_2xx_and_reported_once() {
+    let mut h = Harness::new();
+    let (call, inv, ack) = h.answered();
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(ack.uri, "sip:agent7@192.0.2.51:5999", "the 2xx's Contact");
+    assert_ne!(
+        ack.headers.top_via().expect("via").branch(),
+        inv.headers.top_via().expect("via").branch(),
+        "the 2xx ACK is a transaction of its own"
+    );
+    assert_eq!(ack.headers.cseq().expect("cseq").to_string(), "1 ACK");
+    assert_eq!(ack.headers.to().expect("to").tag(), Some("agt"));
+    let route: Vec<String> = ack
+        .headers
+        .route()
+        .expect("route")
+        .into_iter()
+        .map(|r| r.uri)
+        .collect();
+    assert_eq!(route, ["sip:edge1.example;lr", "sip:edge2.example;lr"]);
+    // retransmitted 200: the same ACK again, no second event
+    let out = h.agent_sends(&reply(&inv, 200, Some("agt"), OK_EXTRA, "v=0 agent"));
+    assert_eq!(requests(&out), [ack]);
+    assert_eq!(destinations(&out), [agent()], "to the configured next hop");
+    assert!(events(&out).is_empty());
+    // we hang up: BYE in the dialog, its 200 ends the call
+    let out = h.ep.hangup(h.now, call).expect("hangup");
+    let bye = requests(&out).remove(0);
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(bye.uri, "sip:agent7@192.0.2.51:5999");
+    assert_eq!(bye.headers.cseq().expect("cseq").to_string(), "2 BYE");
+    assert_eq!(bye.headers.to().expect("to").tag(), Some("agt"));
+    assert_eq!(
+        bye.headers.from().expect("from").tag(),
+        inv.headers.from().expect("from").tag()
+    );
+    assert_eq!(
+        h.ep.hangup(h.now, call),
+        Err(CommandError::WrongState),
+        "BYE already out"
+    );
+    let out = h.agent_sends(&reply(&bye, 200, None, "", ""));
+    assert_eq!(
+        events(&out),
+        [CallEvent::CallTerminated {
+            call,
+            reason: TerminationReason::LocalHangup
+        }]
+    );
+    assert_eq!(h.ep.call_count(), 0);
+}
+
+#[test]
+fn agent_hangs_up_with_bye() {
+    let mut h = Harness::new();
+    let (call, inv, _) = h.answered();
+    let our_tag = inv
+        .headers
+        .from()
+        .expect("from")
+        .tag()
+        .expect("tag")
+        .to_owned();
+    let call_id = inv.headers.call_id().expect("call-id").to_owned();
+    let bye = format!(
+        "BYE sip:12345@127.0.0.1:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.50:5070;branch=z9hG4bKagentbye\r\n\
+From: <sip:agent7@pbx.example>;tag=agt\r\n\
+To: \"13800000000\" <sip:12345@gw.example>;tag={our_tag}\r\n\
+Call-ID: {call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = h.agent_sends(&bye);
+    assert_eq!(statuses(&out), [200]);
+    assert_eq!(destinations(&out), [agent()]);
+    assert_eq!(
+        events(&out),
+        [
+            CallEvent::Bye { call },
+            CallEvent::CallTerminated {
+                call,
+                reason: TerminationReason::RemoteBye
+            }
+        ]
+    );
+    assert_eq!(h.ep.call_count(), 0);
+    // the agent's address is no trunk: a new call from it is refused
+    let out = h.agent_sends(&invite("z9hG4bKfromagent", "agent-call"));
+    assert_eq!(statuses(&out), [403]);
+    assert!(events(&out).is_empty());
+}
+
+#[test]
+fn cancel_after_ringing_then_487_is_acked() {
+    let mut h = Harness::new();
+    let (call, inv) = h.place(outgoing(Transport::Udp));
+    h.agent_sends(&reply(&inv, 180, Some("agt"), "", ""));
+    let out = h.ep.hangup(h.now, call).expect("hangup");
+    let cancel = requests(&out).remove(0);
+    assert_eq!(cancel.method, Method::Cancel);
+    assert_eq!(cancel.uri, inv.uri);
+    assert_eq!(
+        cancel.headers.top_via().expect("via").branch(),
+        inv.headers.top_via().expect("via").branch()
+    );
+    assert_eq!(cancel.headers.cseq().expect("cseq").to_string(), "1 CANCEL");
+    assert_eq!(cancel.headers.to().expect("to").tag(), None);
+    assert!(events(&out).is_empty());
+    assert_eq!(h.ep.hangup(h.now, call), Err(CommandError::WrongState));
+    // the CANCEL is retransmitted like any non-INVITE request until answered
+    let out = h.advance(Duration::from_millis(500));
+    assert_eq!(methods(&out), ["CANCEL"]);
+    assert!(
+        h.agent_sends(&reply(&cancel, 200, Some("agt"), "", ""))
+            .is_empty()
+    );
+    let out = h.agent_sends(&reply(&inv, 487, Some("agt"), "", ""));
+    assert_eq!(methods(&out), ["ACK"]);
+    assert_eq!(
+        events(&out),
+        [CallEvent::CallTerminated {
+            call,
+            reason: TerminationReason::LocalHangup
+        }],
+        "our own hangup is no failure"
+    );
+}
+
+#[test]
+fn hangup_before_any_provisional_waits_for_one_before_cancelling() {
+    let mut h = Harness::new();
+    let (call, inv) = h.place(outgoing(Transport::Udp));
+    let out = h.ep.hangup(h.now, call).expect("hangup");
+    assert!(out.is_empty(), "no CANCEL before a provisional: {out:?}");
+    // timer A still retransmits the INVITE meanwhile
+    assert_eq!(methods(&h.advance(Duration::from_millis(500))), ["INVITE"]);
+    let out = h.agent_sends(&reply(&inv, 100, None, "", ""));
+    assert_eq!(methods(&out), ["CANCEL"]);
+    assert!(events(&out).is_empty());
+    let out = h.agent_sends(&reply(&inv, 487, Some("agt"), "", ""));
+    assert_eq!(methods(&out), ["ACK"]);
+    assert_eq!(
+        events(&out),
+        [CallEvent::CallTerminated {
+            call,
+            reason: TerminationReason::LocalHangup
+        }]
+    );
+}
+
+#[test]
+fn hangup_with_no_provisional_ever_gives_up_at_timer_b() {
+    let mut h = Harness::new();
+    let (call, _) = h.place(outgoing(Transport::Udp));
+    h.ep.hangup(h.now, call).expect("hangup");
+    let all = h.run_until(Duration::from_secs(40));
+    let methods_sent: Vec<String> = all
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Output::Transmit(t) => match parse_datagram(&t.bytes) {
+                Ok(Message::Request(r)) => Some(r.method.as_str().to_owned()),
+                _ => None,
+            },
+            Output::Event(_) => None,
+        })
+        .collect();
+    assert!(
+        methods_sent.iter().all(|m| m == "INVITE"),
+        "{methods_sent:?}"
+    );
+    let evs: Vec<_> = all
+        .into_iter()
+        .filter_map(|(t, o)| match o {
+            Output::Event(e) => Some((t, e)),
+            Output::Transmit(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        evs,
+        [(
+            Duration::from_secs(32),
+            CallEvent::CallTerminated {
+                call,
+                reason: TerminationReason::LocalHangup
+            }
+        )]
+    );
+}
+
+#[test]
+fn cancel_never_answered_gives_up_64_t1_later() {
+    let mut h = Harness::new();
+    let (call, inv) = h.place(outgoing(Transport::Tcp));
+    h.agent_sends(&reply(&inv, 183, Some("agt"), "", ""));
+    h.now += Duration::from_secs(10);
+    h.ep.hangup(h.now, call).expect("hangup");
+    let all = h.run_until(Duration::from_secs(60));
+    assert!(all.iter().any(|(t, o)| *t == Duration::from_secs(42)
+        && *o
+            == Output::Event(CallEvent::CallTerminated {
+                call,
+                reason: TerminationReason::LocalHangup
+            })));
+    assert_eq!(h.ep.call_count(), 0);
+}
+
+#[test]
+fn answer_racing_our_cancel_is_acked_then_ended_with_bye() {
+    let mut h = Harness::new();
+    let (call, inv) = h.place(outgoing(Transport::Udp));
+    h.agent_sends(&reply(&inv, 180, Some("agt"), "", ""));
+    h.ep.hangup(h.now, call).expect("hangup");
+    let out = h.agent_sends(&reply(&inv, 200, Some("agt"), OK_EXTRA, "v=0"));
+    assert_eq!(methods(&out), ["ACK", "BYE"]);
+    assert!(events(&out).is_empty(), "the call layer already hung up");
+    let bye = requests(&out).remove(1);
+    let out = h.agent_sends(&reply(&bye, 200, None, "", ""));
+    assert_eq!(
+        events(&out),
+        [CallEvent::CallTerminated {
+            call,
+            reason: TerminationReason::LocalHangup
+        }]
+    );
+}
+
+#[test]
+fn a_second_fork_answering_is_acked_and_ended() {
+    let mut h = Harness::new();
+    let (call, inv, _) = h.answered();
+    let out = h.agent_sends(&reply(&inv, 200, Some("other"), OK_EXTRA, "v=0"));
+    assert_eq!(methods(&out), ["ACK", "BYE"]);
+    let r = requests(&out);
+    assert!(
+        r.iter()
+            .all(|r| r.headers.to().expect("to").tag() == Some("other"))
+    );
+    assert!(events(&out).is_empty());
+    // its BYE completing leaves our call alone
+    let out = h.agent_sends(&reply(&r[1], 200, None, "", ""));
+    assert!(events(&out).is_empty(), "{out:?}");
+    assert_eq!(h.ep.call_count(), 1);
+    assert!(
+        h.ep.send_info(h.now, call, "application/dtmf", b"5".to_vec())
+            .is_ok()
+    );
+}
+
+#[test]
+fn responses_from_strangers_are_ignored() {
+    let mut h = Harness::new();
+    let (_, inv) = h.place(outgoing(Transport::Udp));
+    let stranger: SocketAddr = "203.0.113.9:5060".parse().expect("addr");
+    let out = h.ep.handle_datagram(
+        h.now,
+        stranger,
+        Transport::Udp,
+        reply(&inv, 200, Some("x"), OK_EXTRA, "v=0").as_bytes(),
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert!(h.ep.poll_timeout().is_some(), "still calling");
+}
+
+#[test]
+fn invalid_outgoing_calls_are_refused_before_anything_is_sent() {
+    let mut h = Harness::new();
+    type Change = Box<dyn Fn(&mut OutgoingCall)>;
+    let cases: Vec<(&str, Change)> = vec![
+        ("space", Box::new(|c| c.target_uri = "sip:a b@pbx".into())),
+        ("bracket", Box::new(|c| c.to_uri = "sip:a@pbx>;x=1".into())),
+        ("no scheme", Box::new(|c| c.from_uri = "12345".into())),
+        ("sips", Box::new(|c| c.target_uri = "sips:a@pbx".into())),
+        ("tel", Box::new(|c| c.target_uri = "tel:+8612345".into())),
+        (
+            "display",
+            Box::new(|c| c.from_display = Some("a\r\nVia: x".into())),
+        ),
+        (
+            "header crlf",
+            Box::new(|c| {
+                c.extra_headers = vec![("X-A".into(), "1\r\nVia: SIP/2.0/UDP evil".into())]
+            }),
+        ),
+        (
+            "header name",
+            Box::new(|c| c.extra_headers = vec![("X A".into(), "1".into())]),
+        ),
+        (
+            "reserved",
+            Box::new(|c| c.extra_headers = vec![("call-id".into(), "mine".into())]),
+        ),
+        (
+            "compact reserved",
+            Box::new(|c| c.extra_headers = vec![("v".into(), "SIP/2.0/UDP x".into())]),
+        ),
+    ];
+    for (name, change) in cases {
+        let mut call = outgoing(Transport::Udp);
+        change(&mut call);
+        match h.ep.invite(h.now, call) {
+            Err(CommandError::InvalidCall(_)) => {}
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert_eq!(h.ep.call_count(), 0);
+    assert_eq!(h.ep.poll_timeout(), None);
+}
