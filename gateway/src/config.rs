@@ -190,6 +190,9 @@ impl Default for WebConfig {
 pub struct ChannelsConfig {
     /// Photos and locations a citizen sends within this many seconds of a report are added to it.
     pub attach_window_s: u64,
+    /// WeChat pushes whose signed `timestamp` is further than this many seconds from now are
+    /// refused (a captured push replayed later); 0 turns the check off.
+    pub wechat_max_skew_s: u64,
     pub wechat: Vec<WechatAccountConfig>,
     pub sms: SmsConfig,
 }
@@ -198,6 +201,7 @@ impl Default for ChannelsConfig {
     fn default() -> Self {
         ChannelsConfig {
             attach_window_s: 1800,
+            wechat_max_skew_s: 300,
             wechat: Vec::new(),
             sms: SmsConfig::default(),
         }
