@@ -36,15 +36,16 @@
 //! it), its links point at [`Slot`]s, and [`RelatedIndex::confirm`] gives it its number once
 //! committed, or [`RelatedIndex::cancel`] forgets it when it was not (an idempotent replay, a
 //! failed commit). [`RelatedIndex::related`] turns links into [`Related`] entries for the links
-//! whose orders have numbers. Links only ever point at older slots, so waiting for them cannot
-//! form a cycle.
+//! whose orders have numbers. A duplicate link may point at an order still being committed (the
+//! caller waits for it); same-event links name only committed reports. Links only ever point at
+//! older slots, so waiting for them cannot form a cycle.
 //!
 //! It is pure (time is an argument) so the gateway can rebuild it from the store on start and
 //! tests need no clock.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -63,7 +64,10 @@ pub struct RelatedConfig {
     pub event_min_reports: usize,
     /// Most orders kept; the oldest go first.
     pub capacity: usize,
-    /// Most links of each relation in one order.
+    /// Most links of each relation in one order: the newest duplicates; an event's first report
+    /// and its newest. Every link makes the stored document longer (work for the store's single
+    /// writer), and two say what a dispatcher needs: which order is being handled, and that it
+    /// is still going on.
     pub max_links: usize,
     /// Most earlier orders compared with a new one in each bucket (caller, place), newest first.
     pub max_scan: usize,
@@ -78,7 +82,7 @@ impl Default for RelatedConfig {
             event_similarity: 0.2,
             event_min_reports: 3,
             capacity: 50_000,
-            max_links: 5,
+            max_links: 2,
             max_scan: 256,
         }
     }
@@ -109,15 +113,22 @@ fn pack(a: char, b: char) -> u32 {
 
 impl Grams {
     pub fn of(text: &str) -> Grams {
-        let chars: Vec<char> = text
+        let mut grams = Vec::with_capacity(text.len() / 3 + 1);
+        let (mut prev, mut chars) = (None, 0usize);
+        for c in text
             .chars()
             .filter(|c| c.is_alphanumeric())
             .take(MAX_GRAM_CHARS)
-            .collect();
-        let mut grams: Vec<u32> = match chars.as_slice() {
-            [only] => vec![pack(*only, *only)],
-            _ => chars.windows(2).map(|w| pack(w[0], w[1])).collect(),
-        };
+        {
+            if let Some(p) = prev {
+                grams.push(pack(p, c));
+            }
+            prev = Some(c);
+            chars += 1;
+        }
+        if let (1, Some(only)) = (chars, prev) {
+            grams.push(pack(only, only));
+        }
         grams.sort_unstable();
         grams.dedup();
         Grams(grams.into_boxed_slice())
@@ -132,19 +143,18 @@ impl Grams {
     }
 
     /// Jaccard similarity (0 when both are empty), by one merge of the sorted arrays.
+    ///
+    /// The merge is branch-free (which side advances is arithmetic, not a jump): whether the
+    /// next bigram of one text sorts before the other's is a coin toss the CPU cannot predict,
+    /// and the branchy merge spent most of its time in mispredictions.
     pub fn similarity(&self, other: &Grams) -> f64 {
         let (a, b) = (&self.0, &other.0);
         let (mut i, mut j, mut inter) = (0, 0, 0usize);
         while i < a.len() && j < b.len() {
-            match a[i].cmp(&b[j]) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Greater => j += 1,
-                std::cmp::Ordering::Equal => {
-                    inter += 1;
-                    i += 1;
-                    j += 1;
-                }
-            }
+            let (x, y) = (a[i], b[j]);
+            inter += usize::from(x == y);
+            i += usize::from(x <= y);
+            j += usize::from(y <= x);
         }
         let union = a.len() + b.len() - inter;
         if union == 0 {
@@ -196,16 +206,6 @@ impl OrderFacts {
         self.at
     }
 
-    /// Same district, and the same street when both name one.
-    fn same_place(&self, other: &OrderFacts) -> bool {
-        self.district.is_some()
-            && self.district == other.district
-            && match (&self.street, &other.street) {
-                (Some(a), Some(b)) => a == b,
-                _ => true,
-            }
-    }
-
     fn place(&self) -> String {
         match (&self.district, &self.street) {
             (Some(d), Some(s)) if !s.starts_with(&**d) => format!("{d}{s}"),
@@ -253,28 +253,72 @@ fn masked_caller(key: &str) -> String {
     }
 }
 
+/// Hasher of the index's maps, whose keys are slot and event numbers (sequential) or already
+/// hashes: one multiplication spreads them, where SipHash cost a fifth of a lookup.
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotHasher(u64);
+
+impl Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Map<V> = HashMap<u64, V, BuildHasherDefault<SlotHasher>>;
+
 fn hash_of(v: impl Hash) -> u64 {
     let mut h = DefaultHasher::new();
     v.hash(&mut h);
     h.finish()
 }
 
-fn ago(d: Duration) -> String {
-    let d = d.max(Duration::zero());
-    if d < Duration::hours(1) {
-        format!("{} min ago", d.num_minutes())
-    } else if d < Duration::hours(48) {
-        format!("{} h ago", d.num_hours())
-    } else {
-        format!("{} days ago", d.num_days())
+/// "25 min ago", "3 h ago", "4 days ago", written straight into the reason.
+struct Ago(Duration);
+
+impl std::fmt::Display for Ago {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0.max(Duration::zero());
+        if d < Duration::hours(1) {
+            write!(f, "{} min ago", d.num_minutes())
+        } else if d < Duration::hours(48) {
+            write!(f, "{} h ago", d.num_hours())
+        } else {
+            write!(f, "{} days ago", d.num_days())
+        }
     }
 }
 
-fn span(d: Duration) -> String {
-    if d < Duration::hours(1) {
-        format!("{} min", d.num_minutes())
-    } else {
-        format!("{} h", d.num_hours())
+/// A window as "30 min" or "24 h".
+struct Span(Duration);
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 < Duration::hours(1) {
+            write!(f, "{} min", self.0.num_minutes())
+        } else {
+            write!(f, "{} h", self.0.num_hours())
+        }
+    }
+}
+
+/// A similarity as two decimals ("0.82"), by integer arithmetic (exact float formatting was a
+/// visible share of a lookup).
+struct Sim(f64);
+
+impl std::fmt::Display for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hundredths = (self.0.clamp(0.0, 1.0) * 100.0).round() as u32;
+        write!(f, "{}.{:02}", hundredths / 100, hundredths % 100)
     }
 }
 
@@ -300,45 +344,62 @@ pub struct Reservation {
     pub links: Vec<Link>,
 }
 
+/// What a scan needs to know about a held order without visiting it: slot, time, and caller and
+/// street as hashes (0: none). Buckets and events hold these inline, so a scan reads
+/// consecutive memory and visits an order (a cache miss or two) only to compare texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cand {
+    slot: u64,
+    at_us: i64,
+    caller: u64,
+    street: u64,
+}
+
+impl Cand {
+    fn same_caller(&self, other: &Cand) -> bool {
+        self.caller != 0 && self.caller == other.caller
+    }
+
+    /// Same street, or at least one of them names none (the district is the bucket's).
+    fn street_fits(&self, other: &Cand) -> bool {
+        self.street == 0 || other.street == 0 || self.street == other.street
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     order_id: Option<OrderNumber>,
     facts: OrderFacts,
-    caller_hash: Option<u64>,
+    cand: Cand,
     place_hash: Option<u64>,
     /// Still in its place bucket (younger than the event window).
     placed: bool,
     event: Option<u64>,
 }
 
-impl Entry {
-    fn at_us(&self) -> i64 {
-        self.facts.at.timestamp_micros()
-    }
-}
-
 /// Reports of one matter at one place; members in slot order.
 #[derive(Debug, Default)]
 struct Event {
-    members: VecDeque<u64>,
+    members: VecDeque<Cand>,
     /// Members per caller (hashed), and members without one: distinct citizens.
-    callers: HashMap<u64, u32>,
+    callers: Map<u32>,
     anonymous: u32,
 }
 
 impl Event {
-    fn add(&mut self, slot: u64, caller: Option<u64>) {
-        self.members.push_back(slot);
-        match caller {
-            Some(c) => *self.callers.entry(c).or_default() += 1,
-            None => self.anonymous += 1,
+    fn add(&mut self, member: Cand) {
+        self.members.push_back(member);
+        match member.caller {
+            0 => self.anonymous += 1,
+            c => *self.callers.entry(c).or_default() += 1,
         }
     }
 
-    fn remove(&mut self, slot: u64, caller: Option<u64>) {
-        remove_from(&mut self.members, slot);
-        match caller {
-            Some(c) => {
+    fn remove(&mut self, member: &Cand) {
+        remove_from(&mut self.members, member.slot);
+        match member.caller {
+            0 => self.anonymous = self.anonymous.saturating_sub(1),
+            c => {
                 if let Some(n) = self.callers.get_mut(&c) {
                     *n -= 1;
                     if *n == 0 {
@@ -346,7 +407,6 @@ impl Event {
                     }
                 }
             }
-            None => self.anonymous = self.anonymous.saturating_sub(1),
         }
     }
 
@@ -357,15 +417,15 @@ impl Event {
 
 /// Remove `slot` from a queue kept in slot order; evictions take the oldest, so it is usually
 /// the front.
-fn remove_from(q: &mut VecDeque<u64>, slot: u64) {
-    if q.front() == Some(&slot) {
+fn remove_from(q: &mut VecDeque<Cand>, slot: u64) {
+    if q.front().is_some_and(|c| c.slot == slot) {
         q.pop_front();
-    } else if let Some(i) = q.iter().position(|s| *s == slot) {
+    } else if let Some(i) = q.iter().position(|c| c.slot == slot) {
         q.remove(i);
     }
 }
 
-fn unbucket(map: &mut HashMap<u64, VecDeque<u64>>, key: u64, slot: u64) {
+fn unbucket(map: &mut Map<VecDeque<Cand>>, key: u64, slot: u64) {
     if let Some(q) = map.get_mut(&key) {
         remove_from(q, slot);
         if q.is_empty() {
@@ -375,6 +435,9 @@ fn unbucket(map: &mut HashMap<u64, VecDeque<u64>>, key: u64, slot: u64) {
 }
 
 /// Recent orders, indexed for finding related ones.
+///
+/// Buckets are keyed by 64-bit hashes of the caller and of (category, district); two different
+/// keys sharing a hash (about one chance in 2^64 per pair) would be taken for the same.
 #[derive(Debug)]
 pub struct RelatedIndex {
     config: RelatedConfig,
@@ -382,20 +445,25 @@ pub struct RelatedIndex {
     next_event: u64,
     /// The latest order time seen: eviction never moves back for an order that arrives late.
     clock: Option<DateTime<Utc>>,
-    entries: HashMap<u64, Entry>,
+    entries: Map<Entry>,
     /// Every entry by (time, slot), for eviction.
     by_time: BTreeSet<(i64, u64)>,
     /// Entries still in a place bucket by (time, slot), for leaving events after their window.
     placed: BTreeSet<(i64, u64)>,
-    by_caller: HashMap<u64, VecDeque<u64>>,
-    by_place: HashMap<u64, VecDeque<u64>>,
-    events: HashMap<u64, Event>,
+    by_caller: Map<VecDeque<Cand>>,
+    by_place: Map<VecDeque<Cand>>,
+    events: Map<Event>,
 }
 
 impl Default for RelatedIndex {
     fn default() -> Self {
         RelatedIndex::new(RelatedConfig::default())
     }
+}
+
+/// A key hash, never 0 (0 means "none" in a [`Cand`]).
+fn key_of(v: impl Hash) -> u64 {
+    hash_of(v).max(1)
 }
 
 impl RelatedIndex {
@@ -405,12 +473,12 @@ impl RelatedIndex {
             next_slot: 0,
             next_event: 0,
             clock: None,
-            entries: HashMap::new(),
+            entries: Map::default(),
             by_time: BTreeSet::new(),
             placed: BTreeSet::new(),
-            by_caller: HashMap::new(),
-            by_place: HashMap::new(),
-            events: HashMap::new(),
+            by_caller: Map::default(),
+            by_place: Map::default(),
+            events: Map::default(),
         }
     }
 
@@ -449,38 +517,45 @@ impl RelatedIndex {
         self.evict(now);
         let slot = self.next_slot;
         self.next_slot += 1;
-        let caller_hash = facts.caller.as_deref().map(hash_of);
+        let cand = Cand {
+            slot,
+            at_us: facts.at.timestamp_micros(),
+            caller: facts.caller.as_deref().map_or(0, key_of),
+            street: facts.street.as_deref().map_or(0, key_of),
+        };
         let place_hash = match (&facts.category, &facts.district) {
-            (Some(c), Some(d)) => Some(hash_of((&**c, &**d))),
+            (Some(c), Some(d)) => Some(key_of((&**c, &**d))),
             _ => None,
         };
-        let mut links = self.duplicates(&facts, caller_hash);
-        let joined = place_hash.and_then(|h| self.similar_at_place(&facts, h));
+        let mut links = self.duplicates(&facts, &cand);
+        let joined = place_hash.and_then(|h| self.similar_at_place(&facts, &cand, h));
 
-        let at_us = facts.at.timestamp_micros();
-        self.by_time.insert((at_us, slot));
-        if let Some(h) = caller_hash {
-            self.by_caller.entry(h).or_default().push_back(slot);
+        self.by_time.insert((cand.at_us, slot));
+        if cand.caller != 0 {
+            self.by_caller
+                .entry(cand.caller)
+                .or_default()
+                .push_back(cand);
         }
         if let Some(h) = place_hash {
-            self.by_place.entry(h).or_default().push_back(slot);
-            self.placed.insert((at_us, slot));
+            self.by_place.entry(h).or_default().push_back(cand);
+            self.placed.insert((cand.at_us, slot));
         }
-        let event = joined.map(|(other, _)| self.join(other, slot, caller_hash));
+        let event = joined.map(|other| self.join(other, cand));
+        if let Some(event) = event {
+            self.event_links(&facts, &cand, event, &mut links);
+        }
         self.entries.insert(
             slot,
             Entry {
                 order_id: None,
                 facts,
-                caller_hash,
+                cand,
                 place_hash,
                 placed: place_hash.is_some(),
                 event,
             },
         );
-        if let Some(event) = event {
-            self.event_links(slot, event, &mut links);
-        }
         Reservation {
             slot: Slot(slot),
             links,
@@ -500,15 +575,15 @@ impl RelatedIndex {
     }
 
     /// The links whose orders are held and numbered, as the order's `related` entries.
-    pub fn related(&self, links: &[Link]) -> Vec<Related> {
+    pub fn related(&self, links: Vec<Link>) -> Vec<Related> {
         links
-            .iter()
+            .into_iter()
             .filter_map(|l| {
                 let id = self.entries.get(&l.slot.0)?.order_id.clone()?;
                 Some(Related {
                     order_id: id,
                     relation: l.relation,
-                    reason: l.reason.clone(),
+                    reason: l.reason,
                 })
             })
             .collect()
@@ -518,36 +593,41 @@ impl RelatedIndex {
     /// relates to among the numbered orders held.
     pub fn insert(&mut self, order_id: OrderNumber, facts: OrderFacts) -> Vec<Related> {
         let r = self.reserve(facts);
-        let related = self.related(&r.links);
+        let related = self.related(r.links);
         self.confirm(r.slot, order_id);
         related
     }
 
     /// The same caller's similar orders within the duplicate window, newest first.
-    fn duplicates(&self, new: &OrderFacts, caller_hash: Option<u64>) -> Vec<Link> {
+    fn duplicates(&self, new: &OrderFacts, me: &Cand) -> Vec<Link> {
         let cfg = &self.config;
         let mut out = Vec::new();
-        let Some(bucket) = caller_hash.and_then(|h| self.by_caller.get(&h)) else {
+        let Some(bucket) = self.by_caller.get(&me.caller) else {
             return out;
         };
-        for s in bucket.iter().rev().take(cfg.max_scan) {
-            let Some(e) = self.entries.get(s) else {
-                continue;
-            };
-            let age = new.at - e.facts.at;
-            if e.facts.caller != new.caller || age > cfg.duplicate_window {
+        let window = cfg.duplicate_window.num_microseconds().unwrap_or(i64::MAX);
+        let mut who: Option<String> = None;
+        for c in bucket.iter().rev().take(cfg.max_scan) {
+            let age = me.at_us.saturating_sub(c.at_us);
+            if age > window || !c.same_caller(me) {
                 continue;
             }
+            let Some(e) = self.entries.get(&c.slot) else {
+                continue;
+            };
             let sim = new.grams.similarity(&e.facts.grams);
             if sim >= cfg.duplicate_similarity {
+                let who = who.get_or_insert_with(|| {
+                    masked_caller(new.caller.as_deref().unwrap_or_default())
+                });
                 out.push(Link {
-                    slot: Slot(*s),
+                    slot: Slot(c.slot),
                     relation: Relation::Duplicate,
                     reason: format!(
-                        "same caller {} reported {} {} (similarity {sim:.2})",
-                        masked_caller(new.caller.as_deref().unwrap_or_default()),
+                        "same caller {who} reported {} {} (similarity {})",
                         e.facts.topic(),
-                        ago(age)
+                        Ago(Duration::microseconds(age)),
+                        Sim(sim)
                     ),
                 });
                 if out.len() >= cfg.max_links {
@@ -559,62 +639,67 @@ impl RelatedIndex {
     }
 
     /// The newest similar report of the same category at the same place within the event window.
-    fn similar_at_place(&self, new: &OrderFacts, place_hash: u64) -> Option<(u64, f64)> {
+    fn similar_at_place(&self, new: &OrderFacts, me: &Cand, place_hash: u64) -> Option<Cand> {
         let cfg = &self.config;
         let bucket = self.by_place.get(&place_hash)?;
-        for s in bucket.iter().rev().take(cfg.max_scan) {
-            let Some(e) = self.entries.get(s) else {
-                continue;
-            };
-            if e.facts.category != new.category
-                || !new.same_place(&e.facts)
-                || new.at - e.facts.at > cfg.event_window
-            {
+        let window = cfg.event_window.num_microseconds().unwrap_or(i64::MAX);
+        for c in bucket.iter().rev().take(cfg.max_scan) {
+            if me.at_us.saturating_sub(c.at_us) > window || !me.street_fits(c) {
                 continue;
             }
-            let sim = new.grams.similarity(&e.facts.grams);
-            if sim >= cfg.event_similarity {
-                return Some((*s, sim));
+            let Some(e) = self.entries.get(&c.slot) else {
+                continue;
+            };
+            if new.grams.similarity(&e.facts.grams) >= cfg.event_similarity {
+                return Some(*c);
             }
         }
         None
     }
 
-    /// Put `slot` into the event of `other` (starting one with `other` when it has none).
-    fn join(&mut self, other: u64, slot: u64, caller_hash: Option<u64>) -> u64 {
-        let existing = self.entries.get(&other).and_then(|e| e.event);
+    /// Put the new order into the event of `other` (starting one with `other` when it has none).
+    fn join(&mut self, other: Cand, me: Cand) -> u64 {
+        let existing = self.entries.get(&other.slot).and_then(|e| e.event);
         let id = match existing {
             Some(id) if self.events.contains_key(&id) => id,
             _ => {
                 let id = self.next_event;
                 self.next_event += 1;
                 let mut event = Event::default();
-                let other_caller = self.entries.get(&other).and_then(|e| e.caller_hash);
-                event.add(other, other_caller);
+                event.add(other);
                 self.events.insert(id, event);
-                if let Some(e) = self.entries.get_mut(&other) {
+                if let Some(e) = self.entries.get_mut(&other.slot) {
                     e.event = Some(id);
                 }
                 id
             }
         };
         if let Some(event) = self.events.get_mut(&id) {
-            event.add(slot, caller_hash);
+            event.add(me);
         }
         id
     }
 
-    /// Same-event links of the new order at `slot`, once its event has enough citizens: the
-    /// first report, then the latest ones, skipping the caller's own (duplicates say those).
-    fn event_links(&self, slot: u64, event: u64, links: &mut Vec<Link>) {
+    /// Same-event links of the new order, once its event has enough citizens: the first report,
+    /// then the latest ones, skipping the caller's own (duplicates say those) and reports still
+    /// being committed. Those are left out rather than waited for: an event has other reports to
+    /// name, and waiting would hold each report of a busy event behind the commit of the one
+    /// before it (which halved the group-commit batches under load).
+    fn event_links(&self, new: &OrderFacts, me: &Cand, event: u64, links: &mut Vec<Link>) {
         let cfg = &self.config;
-        let (Some(ev), Some(new)) = (self.events.get(&event), self.entries.get(&slot)) else {
+        let Some(ev) = self.events.get(&event) else {
             return;
         };
         let reporters = ev.reporters();
         if reporters < cfg.event_min_reports {
             return;
         }
+        let shared = format!(
+            "{reporters} citizens reported {} at {} within {}; this one",
+            new.topic(),
+            new.place(),
+            Span(cfg.event_window)
+        );
         let first = ev.members.front().copied();
         let candidates = first
             .into_iter()
@@ -623,33 +708,30 @@ impl RelatedIndex {
                     .iter()
                     .rev()
                     .copied()
-                    .filter(|s| Some(*s) != first),
+                    .filter(|c| Some(c.slot) != first.map(|f| f.slot)),
             )
             .take(cfg.max_scan);
         let mut added = 0;
-        for s in candidates {
+        for c in candidates {
             if added >= cfg.max_links {
                 break;
             }
-            let Some(e) = self.entries.get(&s) else {
-                continue;
-            };
-            let own = new.caller_hash.is_some() && e.caller_hash == new.caller_hash;
-            if s == slot || own || links.iter().any(|l| l.slot == Slot(s)) {
+            let committed = self
+                .entries
+                .get(&c.slot)
+                .is_some_and(|e| e.order_id.is_some());
+            if !committed
+                || c.slot == me.slot
+                || c.same_caller(me)
+                || links.iter().any(|l| l.slot == Slot(c.slot))
+            {
                 continue;
             }
-            let sim = new.facts.grams.similarity(&e.facts.grams);
+            let age = Duration::microseconds(me.at_us.saturating_sub(c.at_us));
             links.push(Link {
-                slot: Slot(s),
+                slot: Slot(c.slot),
                 relation: Relation::SameEvent,
-                reason: format!(
-                    "{reporters} citizens reported {} at {} within {}; this one {} \
-                     (similarity {sim:.2})",
-                    new.facts.topic(),
-                    new.facts.place(),
-                    span(cfg.event_window),
-                    ago(new.facts.at - e.facts.at)
-                ),
+                reason: format!("{shared} {}", Ago(age)),
             });
             added += 1;
         }
@@ -686,15 +768,15 @@ impl RelatedIndex {
             return;
         }
         e.placed = false;
-        let (at, place, event, caller) = (e.at_us(), e.place_hash, e.event.take(), e.caller_hash);
-        self.placed.remove(&(at, slot));
+        let (cand, place, event) = (e.cand, e.place_hash, e.event.take());
+        self.placed.remove(&(cand.at_us, slot));
         if let Some(h) = place {
             unbucket(&mut self.by_place, h, slot);
         }
         if let Some(id) = event
             && let Some(ev) = self.events.get_mut(&id)
         {
-            ev.remove(slot, caller);
+            ev.remove(&cand);
             if ev.members.is_empty() {
                 self.events.remove(&id);
             }
@@ -706,9 +788,9 @@ impl RelatedIndex {
         let Some(e) = self.entries.remove(&slot) else {
             return;
         };
-        self.by_time.remove(&(e.at_us(), slot));
-        if let Some(h) = e.caller_hash {
-            unbucket(&mut self.by_caller, h, slot);
+        self.by_time.remove(&(e.cand.at_us, slot));
+        if e.cand.caller != 0 {
+            unbucket(&mut self.by_caller, e.cand.caller, slot);
         }
     }
 }
@@ -822,8 +904,9 @@ mod tests {
         );
         assert!(third.iter().all(|r| r.relation == Relation::SameEvent));
         let linked: Vec<&OrderNumber> = third.iter().map(|r| &r.order_id).collect();
-        assert_eq!(linked[0], &id(1), "the first report comes first: {third:?}");
-        assert_eq!(linked.len(), 3, "{third:?}");
+        // The first report, then the newest (the first caller's second order: the third caller
+        // is another citizen, so it is linked too).
+        assert_eq!(linked, vec![&id(1), &id(3)], "{third:?}");
         assert!(
             third[0]
                 .reason
@@ -901,12 +984,12 @@ mod tests {
         assert_eq!(second.links.len(), 1);
         assert_eq!(second.links[0].slot, first.slot);
         assert!(
-            index.related(&second.links).is_empty(),
+            index.related(second.links.clone()).is_empty(),
             "no number to name yet"
         );
         index.confirm(first.slot, id(1));
         assert!(!index.is_pending(first.slot));
-        let named = index.related(&second.links);
+        let named = index.related(second.links.clone());
         assert_eq!(named.len(), 1);
         assert_eq!(named[0].order_id, id(1));
         // A cancelled reservation (a replay) is forgotten.
