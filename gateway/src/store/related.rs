@@ -21,10 +21,11 @@
 //! own index: it sees every order in the database when it starts and, after that, the orders it
 //! takes itself.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use adapters::normalize::related::{OrderFacts, RelatedConfig, RelatedIndex, Reservation, Slot};
+use adapters::normalize::related::{Link, OrderFacts, RelatedConfig, RelatedIndex, Slot};
 use adapters::work_order::{Channel, Citizen, Related};
 use adapters::{OrderNumber, WorkOrder};
 use chrono::{DateTime, Utc};
@@ -43,9 +44,16 @@ const REBUILD_PAGE: u32 = 1_000;
 /// The live related-order index of this node.
 #[derive(Debug)]
 pub struct RelatedOrders {
-    index: Mutex<RelatedIndex>,
-    /// Woken whenever a held order is numbered or dropped.
-    settled: Notify,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    index: RelatedIndex,
+    /// Orders still being committed that a newer order waits for, each with its own wake-up: a
+    /// commit wakes only those waiting for it (a wake-up of every waiter on every commit cost
+    /// more than the lookups themselves under load).
+    waiting: HashMap<Slot, Arc<Notify>>,
 }
 
 /// A new order's place in the index: dropped without [`Ticket::committed`], it is taken out.
@@ -58,7 +66,8 @@ pub(crate) struct Ticket {
 impl Ticket {
     pub(crate) fn committed(mut self, id: &OrderNumber) {
         if let Some(slot) = self.slot.take() {
-            self.owner.settle(|index| index.confirm(slot, id.clone()));
+            self.owner
+                .settle(slot, |index| index.confirm(slot, id.clone()));
         }
     }
 }
@@ -66,7 +75,7 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            self.owner.settle(|index| index.cancel(slot));
+            self.owner.settle(slot, |index| index.cancel(slot));
         }
     }
 }
@@ -112,70 +121,95 @@ pub fn facts_of_stored(order: &WorkOrder) -> OrderFacts {
 impl RelatedOrders {
     pub fn new(config: RelatedConfig) -> Arc<RelatedOrders> {
         Arc::new(RelatedOrders {
-            index: Mutex::new(RelatedIndex::new(config)),
-            settled: Notify::new(),
+            state: Mutex::new(State {
+                index: RelatedIndex::new(config),
+                waiting: HashMap::new(),
+            }),
         })
     }
 
     /// The index; a panic elsewhere while it was held can at worst have left a link out, so a
     /// poisoned lock is used as it is.
-    fn lock(&self) -> MutexGuard<'_, RelatedIndex> {
-        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn settle(&self, f: impl FnOnce(&mut RelatedIndex)) {
-        {
-            let mut index = self.lock();
-            f(&mut index);
-            metrics::gauge!("gateway_related_index_orders").set(index.len() as f64);
+    /// Number or drop the order at `slot`, and wake whoever waits for it.
+    fn settle(&self, slot: Slot, f: impl FnOnce(&mut RelatedIndex)) {
+        let (held, waiters) = {
+            let mut state = self.lock();
+            f(&mut state.index);
+            (state.index.len(), state.waiting.remove(&slot))
+        };
+        if let Some(waiters) = waiters {
+            waiters.notify_waiters();
         }
-        self.settled.notify_waiters();
+        metrics::gauge!("gateway_related_index_orders").set(held as f64);
     }
 
     /// Orders held.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().index.is_empty()
     }
 
     /// Before the store: hold the new order in the index and return its related orders.
     pub(crate) async fn prepare(self: &Arc<Self>, order: &NewOrder) -> (Ticket, Vec<Related>) {
         let facts = facts_of(order);
-        let reservation = self.lock().reserve(facts);
+        // One critical section in the common case: reserve, and name the links at once when
+        // none of them is still being committed.
+        let (slot, ready) = {
+            let mut state = self.lock();
+            let r = state.index.reserve(facts);
+            let ready = if r.links.iter().any(|l| state.index.is_pending(l.slot)) {
+                Err(r.links)
+            } else {
+                Ok(state.index.related(r.links))
+            };
+            (r.slot, ready)
+        };
         let ticket = Ticket {
             owner: self.clone(),
-            slot: Some(reservation.slot),
+            slot: Some(slot),
         };
-        let related = self.resolve(&reservation).await;
+        let related = match ready {
+            Ok(related) => related,
+            Err(links) => self.resolve(links).await,
+        };
         (ticket, related)
     }
 
     /// The reservation's links as `related` entries, once the orders they point at are
     /// numbered (or [`PENDING_WAIT`] has passed; links still pending are then left out).
-    async fn resolve(&self, r: &Reservation) -> Vec<Related> {
-        if r.links.is_empty() {
+    async fn resolve(&self, links: Vec<Link>) -> Vec<Related> {
+        if links.is_empty() {
             return Vec::new();
         }
         let deadline = tokio::time::Instant::now() + PENDING_WAIT;
         loop {
-            let notified = self.settled.notified();
-            tokio::pin!(notified);
-            // Registered before looking, so a settle between the look and the wait is not lost.
-            notified.as_mut().enable();
-            {
-                let index = self.lock();
-                if !r.links.iter().any(|l| index.is_pending(l.slot)) {
-                    return index.related(&r.links);
+            let (slot, wake) = {
+                let mut state = self.lock();
+                let pending = links.iter().find(|l| state.index.is_pending(l.slot));
+                match pending.map(|l| l.slot) {
+                    None => return state.index.related(links),
+                    Some(slot) => (slot, state.waiting.entry(slot).or_default().clone()),
                 }
+            };
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Settled between the look and the registration: its wake-up was missed; look again.
+            if !self.lock().index.is_pending(slot) {
+                continue;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 tracing::warn!(
                     "a related order was still being committed after {PENDING_WAIT:?}; link left out"
                 );
-                return self.lock().related(&r.links);
+                return self.lock().index.related(links);
             }
         }
     }
@@ -184,8 +218,8 @@ impl RelatedOrders {
     /// the longer window, oldest first. Returns how many were read.
     pub async fn rebuild(&self, store: &Store, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let (since, keep) = {
-            let index = self.lock();
-            let c = index.config();
+            let state = self.lock();
+            let c = state.index.config();
             let window = c.duplicate_window.max(c.event_window);
             (now - window, u32::try_from(c.capacity).unwrap_or(u32::MAX))
         };
@@ -203,11 +237,11 @@ impl RelatedOrders {
             let full = page.len() == REBUILD_PAGE as usize;
             read += page.len();
             {
-                let mut index = self.lock();
+                let mut state = self.lock();
                 for order in &page {
-                    index.insert(order.id.clone(), facts_of_stored(order));
+                    state.index.insert(order.id.clone(), facts_of_stored(order));
                 }
-                metrics::gauge!("gateway_related_index_orders").set(index.len() as f64);
+                metrics::gauge!("gateway_related_index_orders").set(state.index.len() as f64);
             }
             if !full {
                 break;
