@@ -23,8 +23,10 @@
 //! The index is on the submission path of every channel, so a lookup must not grow with the
 //! number of recent orders. Orders are indexed by caller and by (category, district); a lookup
 //! reads only those two buckets, newest first, and compares at most
-//! [`RelatedConfig::max_scan`] texts in each. Texts are compared as sorted arrays of packed
-//! bigrams (one `u32` per pair of BMP characters), merged in one pass. Memory is bounded twice:
+//! [`RelatedConfig::max_scan`] texts in each. Buckets hold small inline records (slot, time,
+//! caller and street hashes), so a scan reads consecutive memory and visits an order only to
+//! compare texts, which are sorted arrays of packed bigrams (one `u32` per pair of BMP
+//! characters) merged in one branch-free pass. Memory (about 0.8 KiB per order) is bounded twice:
 //! orders older than the longer window are evicted (and leave their place bucket and event once
 //! older than the event window), and at most [`RelatedConfig::capacity`] orders are kept.
 //!
