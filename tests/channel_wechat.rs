@@ -514,3 +514,122 @@ async fn mini_program_json_and_encrypted_push() {
     assert_eq!(orders.len(), 2);
     assert!(orders.iter().any(|o| o["text"] == "路面塌陷"));
 }
+
+#[tokio::test]
+async fn pushes_signed_too_far_from_now_are_refused() {
+    let (_d, gw) = gateway().await;
+    let query_at = |ts: i64, nonce: &str| {
+        let ts = ts.to_string();
+        format!(
+            "timestamp={ts}&nonce={nonce}&signature={}",
+            sha1_sig(&[TOKEN, &ts, nonce])
+        )
+    };
+    let post_at = |ts: i64, msg_id: u64| {
+        let path = format!("/channels/wechat/hotline?{}", query_at(ts, "fresh"));
+        let xml = text_xml("oReplayed", msg_id, "小区门口垃圾堆了三天没人清运");
+        let gw = &gw;
+        async move { gw.post_raw(&path, "text/xml", xml.into_bytes()).await }
+    };
+    // Correctly signed, but captured an hour ago, or dated an hour ahead: 401, nothing stored.
+    for (ts, msg_id) in [
+        (now_unix() - 3_600, 6500000000000000001),
+        (now_unix() + 3_600, 6500000000000000002),
+        (now_unix() - 301, 6500000000000000003),
+    ] {
+        let r = post_at(ts, msg_id).await;
+        assert_eq!(r.status, 401, "{}", r.text);
+        assert_eq!(r.error_code(), "stale_timestamp");
+        assert_eq!(r.error_field().as_deref(), Some("timestamp"));
+        let message = r.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("300 s") && message.contains("wechat_max_skew_s"),
+            "{message}"
+        );
+    }
+    // Encrypted (safe mode) pushes are dated too, after their msg_signature is checked.
+    let ts = (now_unix() - 7_200).to_string();
+    let enc = encrypt(
+        &text_xml("oReplayed", 6500000000000000004, "加密的旧消息"),
+        APPID,
+    );
+    let body = format!(
+        "<xml><ToUserName><![CDATA[gh_12345]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt></xml>"
+    );
+    let r = gw
+        .post_raw(
+            &format!(
+                "/channels/wechat/hotline?signature={}&timestamp={ts}&nonce=x&encrypt_type=aes&msg_signature={}",
+                sha1_sig(&[TOKEN, &ts, "x"]),
+                sha1_sig(&[TOKEN, &ts, "x", &enc])
+            ),
+            "text/xml",
+            body.into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(r.error_code(), "stale_timestamp");
+    // A bad signature is still reported as such, whatever the timestamp.
+    let stale_bad = format!(
+        "/channels/wechat/hotline?timestamp={}&nonce=n&signature={}",
+        now_unix() - 3_600,
+        "0".repeat(40)
+    );
+    let r = gw
+        .post_raw(
+            &stale_bad,
+            "text/xml",
+            text_xml("oReplayed", 6500000000000000005, "x").into_bytes(),
+        )
+        .await;
+    assert_eq!(r.error_code(), "bad_signature");
+    assert_eq!(count(&gw).await, 0, "refused pushes store nothing");
+    let m = gw.metrics().await;
+    assert!(
+        metric(
+            &m,
+            "gateway_channel_refused_total",
+            &[("channel", "wechat"), ("reason", "stale")]
+        ) >= 4.0
+    );
+
+    // A minute old (WeChat's retries come 5 s apart) is fine; URL verification is not dated.
+    let r = post_at(now_unix() - 60, 6500000000000000006).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(count(&gw).await, 1);
+    let r = gw
+        .get(
+            &format!(
+                "/channels/wechat/hotline?{}&echostr=still-ok",
+                query_at(now_unix() - 86_400, "v")
+            ),
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.text.as_str()), (200, "still-ok"));
+}
+
+#[tokio::test]
+async fn the_freshness_window_is_configurable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = extra().replace(
+        "[channels]\nattach_window_s = 1800\n",
+        "[channels]\nattach_window_s = 1800\nwechat_max_skew_s = 30\n",
+    );
+    let gw = Gateway::start_with_extra(GatewayOptions::new(dir.path()), &extra).await;
+    let ts = (now_unix() - 60).to_string();
+    let r = gw
+        .post_raw(
+            &format!(
+                "/channels/wechat/hotline?timestamp={ts}&nonce=w&signature={}",
+                sha1_sig(&[TOKEN, &ts, "w"])
+            ),
+            "text/xml",
+            text_xml("oTight", 6600000000000000001, "路灯不亮").into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(r.error_code(), "stale_timestamp");
+    assert!(r.text.contains("within 30 s"), "{}", r.text);
+    assert_eq!(count(&gw).await, 0);
+}

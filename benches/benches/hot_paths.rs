@@ -1,5 +1,5 @@
 //! Hot paths of one submission, each alone: order numbers, parsing the app body, normalization,
-//! masking personal data for logs, and the delivery signature.
+//! masking personal data for logs, the delivery signature, and the related-order lookup.
 
 use std::hint::black_box;
 
@@ -59,5 +59,48 @@ fn signature(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, order_numbers, submission, signature);
+/// The related-order lookup on a full index (50,000 orders) fed with the load generator's bodies
+/// one millisecond apart: every place holds thousands of similar reports in one large event, the
+/// worst case for the lookup (a real day spreads far fewer reports over far more texts).
+fn related(c: &mut Criterion) {
+    use adapters::normalize::related::{RelatedConfig, RelatedIndex};
+    use gateway::store::NewOrder;
+    use gateway::store::related::facts_of;
+
+    let start = chrono::Utc::now();
+    let mut orders: Vec<NewOrder> = benches::load::body::bodies(1024, 7)
+        .iter()
+        .filter_map(|b| Submission::from_app_json(b).ok())
+        .map(|submission| NewOrder {
+            normalized: normalize(&submission),
+            submission,
+            received_at: start,
+            idempotency: None,
+        })
+        .collect();
+    let sample = orders[0].clone();
+    let day = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap_or_default();
+    let mut index = RelatedIndex::new(RelatedConfig::default());
+    let mut seq = 0u64;
+    let mut next = |index: &mut RelatedIndex| {
+        seq += 1;
+        let k = seq as usize % orders.len();
+        orders[k].received_at = start + chrono::Duration::milliseconds(seq as i64);
+        let r = index.reserve(facts_of(&orders[k]));
+        index.confirm(r.slot, OrderNumber::compose(day, 1, seq));
+        r.links.len()
+    };
+    for _ in 0..60_000 {
+        next(&mut index);
+    }
+    let mut g = c.benchmark_group("related");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("facts_of", |b| b.iter(|| facts_of(black_box(&sample))));
+    g.bench_function("reserve_confirm_full_index", |b| {
+        b.iter(|| next(black_box(&mut index)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, order_numbers, submission, signature, related);
 criterion_main!(benches);

@@ -29,6 +29,100 @@ pub struct Config {
     pub sip: SipConfig,
     pub media: MediaConfig,
     pub calls: CallsConfig,
+    pub related: RelatedOrdersConfig,
+}
+
+/// `[related]`: duplicates and same-event reports, linked in every new order's `related`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelatedOrdersConfig {
+    /// Find related orders for every new order (off: `related` stays empty).
+    pub enabled: bool,
+    /// The same caller about the same matter within this many seconds is a duplicate.
+    pub duplicate_window_s: u64,
+    /// How alike (character-bigram Jaccard, 0 to 1) two texts of one caller must be.
+    pub duplicate_similarity: f64,
+    /// Reports of the same category at the same place within this many seconds form one event.
+    pub event_window_s: u64,
+    /// How alike a report must be to the event's latest similar one to join it.
+    pub event_similarity: f64,
+    /// Distinct citizens (the new one included) before reports are linked as one event.
+    pub event_min_reports: usize,
+    /// Most recent orders held in memory (the oldest go first).
+    pub capacity: usize,
+    /// Most links of each relation in one order.
+    pub max_links: usize,
+    /// Most earlier orders compared with a new one per caller and per place (newest first).
+    pub max_scan: usize,
+    /// Refill the index from the store's recent orders when the gateway starts (else it starts
+    /// empty and links only orders taken since).
+    pub rebuild_on_start: bool,
+}
+
+impl Default for RelatedOrdersConfig {
+    fn default() -> Self {
+        let d = adapters::normalize::related::RelatedConfig::default();
+        RelatedOrdersConfig {
+            enabled: true,
+            duplicate_window_s: d.duplicate_window.num_seconds().unsigned_abs(),
+            duplicate_similarity: d.duplicate_similarity,
+            event_window_s: d.event_window.num_seconds().unsigned_abs(),
+            event_similarity: d.event_similarity,
+            event_min_reports: d.event_min_reports,
+            capacity: d.capacity,
+            max_links: d.max_links,
+            max_scan: d.max_scan,
+            rebuild_on_start: true,
+        }
+    }
+}
+
+/// Longest related-order window accepted (a year): longer ones are a typo.
+const MAX_RELATED_WINDOW_S: u64 = 366 * 24 * 3600;
+
+impl RelatedOrdersConfig {
+    pub fn index_config(&self) -> adapters::normalize::related::RelatedConfig {
+        let secs = |s: u64| chrono::Duration::seconds(s.min(MAX_RELATED_WINDOW_S) as i64);
+        adapters::normalize::related::RelatedConfig {
+            duplicate_window: secs(self.duplicate_window_s),
+            duplicate_similarity: self.duplicate_similarity,
+            event_window: secs(self.event_window_s),
+            event_similarity: self.event_similarity,
+            event_min_reports: self.event_min_reports,
+            capacity: self.capacity,
+            max_links: self.max_links,
+            max_scan: self.max_scan,
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for (name, v) in [
+            ("duplicate_window_s", self.duplicate_window_s),
+            ("event_window_s", self.event_window_s),
+        ] {
+            if v == 0 || v > MAX_RELATED_WINDOW_S {
+                bail!("related.{name} must be 1 to {MAX_RELATED_WINDOW_S} seconds, got {v}");
+            }
+        }
+        for (name, v) in [
+            ("duplicate_similarity", self.duplicate_similarity),
+            ("event_similarity", self.event_similarity),
+        ] {
+            if !(v > 0.0 && v <= 1.0) {
+                bail!("related.{name} must be above 0 and at most 1, got {v}");
+            }
+        }
+        if self.event_min_reports < 2 {
+            bail!(
+                "related.event_min_reports must be at least 2 (one citizen is not an event), got {}",
+                self.event_min_reports
+            );
+        }
+        if self.capacity == 0 || self.max_links == 0 || self.max_scan == 0 {
+            bail!("related.capacity, related.max_links and related.max_scan must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// The public web form and the Open311 endpoint (`[web]`).
@@ -99,6 +193,9 @@ impl Default for WebConfig {
 pub struct ChannelsConfig {
     /// Photos and locations a citizen sends within this many seconds of a report are added to it.
     pub attach_window_s: u64,
+    /// WeChat pushes whose signed `timestamp` is further than this many seconds from now are
+    /// refused (a captured push replayed later); 0 turns the check off.
+    pub wechat_max_skew_s: u64,
     pub wechat: Vec<WechatAccountConfig>,
     pub sms: SmsConfig,
 }
@@ -107,6 +204,7 @@ impl Default for ChannelsConfig {
     fn default() -> Self {
         ChannelsConfig {
             attach_window_s: 1800,
+            wechat_max_skew_s: 300,
             wechat: Vec::new(),
             sms: SmsConfig::default(),
         }
@@ -556,6 +654,7 @@ impl Config {
             }
         }
         self.validate_web()?;
+        self.related.validate()?;
         Ok(())
     }
 

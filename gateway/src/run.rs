@@ -19,7 +19,7 @@ use crate::dispatch::backoff::Backoff;
 use crate::dispatch::{DispatchSettings, Dispatcher};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Numbering, Store};
+use crate::store::{Backend, Numbering, RelatedOrders, Store};
 use crate::telemetry;
 
 pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
@@ -72,7 +72,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
             )
             .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?;
             tracing::info!(path = %path.display(), "store: sqlite");
-            Store::Sqlite(store)
+            Store::new(Backend::Sqlite(store))
         }
         StoreKind::Postgres => {
             let url = config::secret(&config.store.postgres_url, &config.store.postgres_url_file)?
@@ -86,9 +86,34 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
             .await
             .context("cannot open the PostgreSQL store")?;
             tracing::info!("store: postgres");
-            Store::Postgres(store)
+            Store::new(Backend::Postgres(store))
         }
     })
+}
+
+/// The related-order index, refilled from the store's recent orders when configured, before the
+/// first request so that the first order after a restart is compared like any other.
+async fn related_orders(config: &Config, store: Store) -> anyhow::Result<Store> {
+    let r = &config.related;
+    if !r.enabled {
+        tracing::info!("related-order detection is off (related.enabled = false)");
+        return Ok(store);
+    }
+    let related = RelatedOrders::new(r.index_config());
+    if r.rebuild_on_start {
+        let started = std::time::Instant::now();
+        let read = related
+            .rebuild(&store, chrono::Utc::now())
+            .await
+            .context("cannot read recent orders to rebuild the related-order index")?;
+        tracing::info!(
+            read,
+            held = related.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "related-order index rebuilt from the store"
+        );
+    }
+    Ok(store.with_related(related))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -111,7 +136,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     let dispatch_secret = Arc::new(dispatch_secret.into_bytes());
-    let store = open_store(&config).await?;
+    let store = related_orders(&config, open_store(&config).await?).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let dispatcher = match &config.dispatch.url {

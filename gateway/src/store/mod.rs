@@ -13,16 +13,20 @@
 pub mod channel_ops;
 mod numbering;
 pub mod postgres;
+pub mod related;
 mod schema;
 pub mod sqlite;
 
+use std::sync::Arc;
+
 use adapters::normalize::Normalized;
-use adapters::work_order::Status;
+use adapters::work_order::{Related, Relation, Status};
 use adapters::{OrderNumber, Submission, WorkOrder};
 use chrono::{DateTime, Utc};
 
 pub use channel_ops::{Addition, SmsPart, SmsPartState};
 pub use numbering::Numbering;
+pub use related::RelatedOrders;
 
 /// A submission ready to be stored: the writer gives it its number.
 #[derive(Debug, Clone)]
@@ -31,6 +35,38 @@ pub struct NewOrder {
     pub normalized: Normalized,
     pub received_at: DateTime<Utc>,
     pub idempotency: Option<IdempotencyClaim>,
+}
+
+/// A new order as the writers take it: with the links the related-order index found before the
+/// writer, so the writer only copies them into the document.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub order: NewOrder,
+    pub related: Vec<Related>,
+}
+
+impl From<NewOrder> for Prepared {
+    fn from(order: NewOrder) -> Prepared {
+        Prepared {
+            order,
+            related: Vec::new(),
+        }
+    }
+}
+
+impl Prepared {
+    /// The WorkOrder this submission becomes under `id`.
+    pub(crate) fn into_order(self, id: OrderNumber) -> WorkOrder {
+        let NewOrder {
+            submission,
+            normalized,
+            received_at,
+            ..
+        } = self.order;
+        let mut order = submission.into_order(id, received_at, normalized);
+        order.related = self.related;
+        order
+    }
 }
 
 /// `Idempotency-Key` of a request, scoped to the API client that sent it.
@@ -112,26 +148,66 @@ pub enum StoreError {
     Failed(String),
 }
 
-/// The store of this node, whichever back end the config chose.
+/// The back end the config chose.
 #[derive(Debug, Clone)]
-pub enum Store {
+pub enum Backend {
     Sqlite(sqlite::SqliteStore),
     Postgres(postgres::PgStore),
 }
 
+/// The store of this node: its back end, and the related-order index every new order passes.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+    related: Option<Arc<RelatedOrders>>,
+}
+
 macro_rules! both {
     ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-            Store::Postgres($s) => $e,
+        match &$self.backend {
+            Backend::Sqlite($s) => $e,
+            Backend::Postgres($s) => $e,
         }
     };
 }
 
 impl Store {
+    /// A store without related-order detection (see [`Store::with_related`]).
+    pub fn new(backend: Backend) -> Store {
+        Store {
+            backend,
+            related: None,
+        }
+    }
+
+    /// Find related orders for every new order before it is stored.
+    pub fn with_related(mut self, related: Arc<RelatedOrders>) -> Store {
+        self.related = Some(related);
+        self
+    }
+
+    pub fn related(&self) -> Option<&Arc<RelatedOrders>> {
+        self.related.as_ref()
+    }
+
     /// Number, commit and sync a submission; returns only once it is durable.
+    ///
+    /// This is the one door every channel's new orders pass (app, web form, Open311, WeChat,
+    /// SMS, and calls), each exactly once, so related orders are found here: before the writer
+    /// (the index lookup runs on the caller's task, not in the single writer thread that limits
+    /// throughput), and the order is recorded in the index under its number once committed. A
+    /// replayed or conflicting idempotency key, or a failed commit, leaves the index as it was.
     pub async fn submit(&self, order: NewOrder) -> Result<SubmitOutcome, StoreError> {
-        both!(self, s => s.submit(order).await)
+        let Some(index) = &self.related else {
+            return both!(self, s => s.submit_prepared(order.into()).await);
+        };
+        let (ticket, related) = index.prepare(&order).await;
+        let outcome = both!(self, s => s.submit_prepared(Prepared { order, related }).await)?;
+        if let SubmitOutcome::Created(created) = &outcome {
+            ticket.committed(&created.id);
+            record_related(created);
+        }
+        Ok(outcome)
     }
 
     pub async fn order(&self, id: &OrderNumber) -> Result<Option<WorkOrder>, StoreError> {
@@ -146,6 +222,17 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<WorkOrder>, StoreError> {
         both!(self, s => s.orders(since, after, limit).await)
+    }
+
+    /// Where reading the newest `keep` orders received at or after `since` starts: the receipt
+    /// time of the `keep`-th newest of them, or `since` when there are fewer.
+    pub async fn recent_start(
+        &self,
+        since: DateTime<Utc>,
+        keep: u32,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let skip = keep.saturating_sub(1);
+        Ok(both!(self, s => s.newest_time(since, skip).await)?.unwrap_or(since))
     }
 
     /// Apply a status update; `None` when there is no such order.
@@ -238,6 +325,29 @@ impl Store {
     /// Wait until new outbox rows were committed (or a while passed).
     pub fn outbox_signal(&self) -> &tokio::sync::Notify {
         both!(self, s => s.outbox_signal())
+    }
+}
+
+/// Count what was linked, and log it (order numbers and relations only) at debug level.
+fn record_related(order: &WorkOrder) {
+    if order.related.is_empty() {
+        return;
+    }
+    let duplicates = order
+        .related
+        .iter()
+        .filter(|r| r.relation == Relation::Duplicate)
+        .count();
+    let same_event = order.related.len() - duplicates;
+    metrics::counter!("gateway_related_links_total", "relation" => "duplicate")
+        .increment(duplicates as u64);
+    metrics::counter!("gateway_related_links_total", "relation" => "same_event")
+        .increment(same_event as u64);
+    // Debug only: the links are in the order itself, and an info line per linked order would
+    // double the log volume when a large event is under way.
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let of: Vec<&str> = order.related.iter().map(|r| r.order_id.as_str()).collect();
+        tracing::debug!(order_id = %order.id, duplicates, same_event, related = ?of, "related orders");
     }
 }
 

@@ -20,7 +20,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::channel_ops::{self, Addition, SmsPart, SmsPartState};
 use super::{
-    Claimed, DeadLetter, DeliveryOutcome, NewOrder, Numbering, OutboxStats, StatusEvent,
+    Claimed, DeadLetter, DeliveryOutcome, NewOrder, Numbering, OutboxStats, Prepared, StatusEvent,
     StoreError, SubmitOutcome, apply_status, from_micros, mark_delivered, micros, schema,
 };
 
@@ -32,7 +32,7 @@ type SubmitReply = oneshot::Sender<Result<SubmitOutcome, StoreError>>;
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
-    submits: mpsc::Sender<(Box<NewOrder>, SubmitReply)>,
+    submits: mpsc::Sender<(Box<Prepared>, SubmitReply)>,
     outbox: Arc<Notify>,
 }
 
@@ -106,6 +106,11 @@ impl PgStore {
     }
 
     pub async fn submit(&self, order: NewOrder) -> Result<SubmitOutcome, StoreError> {
+        self.submit_prepared(order.into()).await
+    }
+
+    /// Submit with the related orders found beforehand.
+    pub async fn submit_prepared(&self, order: Prepared) -> Result<SubmitOutcome, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.submits
             .send((Box::new(order), tx))
@@ -282,6 +287,24 @@ impl PgStore {
         Ok(())
     }
 
+    /// Receipt time of the order `skip` places from the newest among those received at or after
+    /// `since`.
+    pub async fn newest_time(
+        &self,
+        since: DateTime<Utc>,
+        skip: u32,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT received_at FROM orders WHERE received_at >= $1 \
+                 ORDER BY received_at DESC, id DESC LIMIT 1 OFFSET $2",
+                &[&micros(since), &i64::from(skip)],
+            )
+            .await?;
+        Ok(row.map(|r| from_micros(r.get::<_, i64>(0))))
+    }
+
     pub async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
         let c = self.client().await?;
         let rows = c
@@ -395,7 +418,7 @@ impl PgStore {
 async fn writer_task(
     config: tokio_postgres::Config,
     mut client: Client,
-    mut rx: mpsc::Receiver<(Box<NewOrder>, SubmitReply)>,
+    mut rx: mpsc::Receiver<(Box<Prepared>, SubmitReply)>,
     mut numbering: Numbering,
     max_batch: usize,
     outbox: Arc<Notify>,
@@ -450,7 +473,7 @@ type Answered = Vec<(SubmitReply, Result<SubmitOutcome, StoreError>)>;
 async fn commit_batch(
     client: &mut Client,
     numbering: &mut Numbering,
-    batch: &mut Vec<(Box<NewOrder>, SubmitReply)>,
+    batch: &mut Vec<(Box<Prepared>, SubmitReply)>,
 ) -> Result<Answered, (Vec<SubmitReply>, StoreError)> {
     let mut replies_on_error = Vec::new();
     let mut answered: Answered = Vec::with_capacity(batch.len());
@@ -498,8 +521,9 @@ async fn commit_batch(
 async fn submit_one(
     tx: &mut tokio_postgres::Transaction<'_>,
     numbering: &mut Numbering,
-    order: NewOrder,
+    prepared: Prepared,
 ) -> Result<SubmitOutcome, StoreError> {
+    let order = &prepared.order;
     if let Some(day) = numbering.unseeded_day(order.received_at) {
         let last = tx
             .query_opt(
@@ -545,9 +569,7 @@ async fn submit_one(
             });
         }
     }
-    let work_order = order
-        .submission
-        .into_order(id, order.received_at, order.normalized);
+    let work_order = prepared.into_order(id);
     tx.execute(
         "INSERT INTO orders (id, received_at, status, doc) VALUES ($1, $2, $3, $4)",
         &[

@@ -20,14 +20,14 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::channel_ops::{self, Addition, SmsPart, SmsPartState};
 use super::{
-    Claimed, DeadLetter, DeliveryOutcome, NewOrder, Numbering, OutboxStats, StatusEvent,
+    Claimed, DeadLetter, DeliveryOutcome, NewOrder, Numbering, OutboxStats, Prepared, StatusEvent,
     StoreError, SubmitOutcome, apply_status, from_micros, mark_delivered, micros, schema,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Write {
-    Submit(Box<NewOrder>, Reply<SubmitOutcome>),
+    Submit(Box<Prepared>, Reply<SubmitOutcome>),
     Event(OrderNumber, StatusEvent, Reply<Option<WorkOrder>>),
     Claim {
         now: DateTime<Utc>,
@@ -174,6 +174,11 @@ impl SqliteStore {
     }
 
     pub async fn submit(&self, order: NewOrder) -> Result<SubmitOutcome, StoreError> {
+        self.submit_prepared(order.into()).await
+    }
+
+    /// Submit with the related orders found beforehand.
+    pub async fn submit_prepared(&self, order: Prepared) -> Result<SubmitOutcome, StoreError> {
         self.write(|r| Write::Submit(Box::new(order), r)).await
     }
 
@@ -246,6 +251,26 @@ impl SqliteStore {
                 out.push(serde_json::from_str(&doc?)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// Receipt time of the order `skip` places from the newest among those received at or after
+    /// `since` (the time index read backwards).
+    pub async fn newest_time(
+        &self,
+        since: DateTime<Utc>,
+        skip: u32,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.read(move |c| {
+            let at: Option<i64> = c
+                .prepare_cached(
+                    "SELECT received_at FROM orders WHERE received_at >= ?1 \
+                     ORDER BY received_at DESC, id DESC LIMIT 1 OFFSET ?2",
+                )?
+                .query_row(params![micros(since), skip], |r| r.get(0))
+                .optional()?;
+            Ok(at.map(from_micros))
         })
         .await
     }
@@ -656,8 +681,9 @@ fn apply(
 fn submit(
     tx: &Transaction<'_>,
     numbering: &mut Numbering,
-    order: NewOrder,
+    mut prepared: Prepared,
 ) -> Result<SubmitOutcome, StoreError> {
+    let order = &prepared.order;
     if let Some(idem) = &order.idempotency {
         let seen: Option<(Vec<u8>, String)> = tx
             .prepare_cached(
@@ -680,10 +706,8 @@ fn submit(
     let node = numbering.node();
     let id = numbering.issue(order.received_at, |day| last_counter(tx, node, day))?;
     let at = micros(order.received_at);
-    let idempotency = order.idempotency;
-    let work_order = order
-        .submission
-        .into_order(id, order.received_at, order.normalized);
+    let idempotency = prepared.order.idempotency.take();
+    let work_order = prepared.into_order(id);
     tx.prepare_cached("INSERT INTO orders (id, received_at, status, doc) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![
             work_order.id.as_str(),

@@ -83,6 +83,8 @@ pub struct Channels {
     tencent: SmsProvider,
     attach_window: chrono::Duration,
     part_wait: chrono::Duration,
+    /// Largest distance of a WeChat push's `timestamp` from now, in seconds; `None`: unchecked.
+    wechat_max_skew_s: Option<i64>,
 }
 
 impl Channels {
@@ -131,6 +133,8 @@ impl Channels {
             part_wait: chrono::Duration::seconds(
                 i64::try_from(c.sms.part_wait_s).unwrap_or(i64::MAX / 1_000_000),
             ),
+            wechat_max_skew_s: (c.wechat_max_skew_s > 0)
+                .then(|| i64::try_from(c.wechat_max_skew_s).unwrap_or(i64::MAX)),
         })
     }
 

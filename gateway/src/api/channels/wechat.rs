@@ -6,6 +6,13 @@
 //! then is the message read and acted on (new order, 查询, photo or location added to the
 //! citizen's latest order, welcome on subscribe).
 //!
+//! A push whose signed `timestamp` is further from now than `channels.wechat_max_skew_s`
+//! (default 300 s) is refused with 401 `stale_timestamp` once its signature is checked and
+//! before the message is acted on: a valid signature proves who sent the push, not when, so a
+//! captured push could otherwise be replayed at any later time. WeChat's own retries (5 s apart)
+//! fall well inside the window. URL verification (`GET`) is not dated: it stores nothing, and
+//! the administrator's console must not fail on a skewed clock.
+//!
 //! WeChat waits five seconds for the answer and otherwise retries the same message (same
 //! MsgId) up to three times. Answering `success` would stop the retries, so a slow commit is
 //! simply waited for: if WeChat gives up first, its retry meets the idempotency claim of the
@@ -79,6 +86,34 @@ fn check_signature(acct: &WechatAccount, q: &HashMap<String, String>) -> Result<
         return Err(unauthorized(
             "signature does not match this account's token",
         ));
+    }
+    Ok(())
+}
+
+/// Refuse a push signed too far from now: the signature is replayable, the timestamp is what
+/// dates it.
+fn check_fresh(state: &AppState, ts: &str, now: i64) -> Result<(), ApiError> {
+    let Some(max) = state.channels.wechat_max_skew_s else {
+        return Ok(());
+    };
+    let stale = |message: String| {
+        metrics::counter!("gateway_channel_refused_total", "channel" => "wechat", "reason" => "stale").increment(1);
+        ApiError::new(StatusCode::UNAUTHORIZED, "stale_timestamp", message).field("timestamp")
+    };
+    let Ok(at) = ts.parse::<i64>() else {
+        return Err(stale(format!(
+            "timestamp {:?} is not Unix seconds",
+            ts.chars().take(16).collect::<String>()
+        )));
+    };
+    let skew = now.saturating_sub(at);
+    if skew.unsigned_abs() > max.unsigned_abs() {
+        let when = if skew > 0 { "old" } else { "in the future" };
+        return Err(stale(format!(
+            "the push was signed {} s {when}; pushes are accepted within {max} s of now \
+             (channels.wechat_max_skew_s)",
+            skew.unsigned_abs()
+        )));
     }
     Ok(())
 }
@@ -186,6 +221,8 @@ pub async fn receive(
     } else {
         outer
     };
+    // Authenticated by now (signature, or msg_signature in safe mode): only then date it.
+    check_fresh(&state, ts, Utc::now().timestamp())?;
     let msg = Inbound::from_fields(&inner).map_err(|e| bad("invalid_message", e.to_string()))?;
     let envelope = Envelope {
         encrypted,
