@@ -1,0 +1,100 @@
+//! Sockets for the generator: UDP with kernel receive timestamps, bigger buffers, and a higher
+//! open-files limit (2,000 calls hold 4,000 RTP/RTCP sockets).
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
+use nix::sys::time::TimeSpec;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Raise the soft open-files limit to the hard limit. Returns the limit now in force.
+pub fn raise_nofile() -> io::Result<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
+        return Ok(hard);
+    }
+    Ok(soft)
+}
+
+/// A non-blocking UDP socket on `addr`; with `timestamps` the kernel stamps every datagram on
+/// arrival (`SO_TIMESTAMPNS`), so lateness is measured from when a packet reached this host, not
+/// from when the generator got round to reading it. Must be called inside the runtime.
+pub fn udp(addr: SocketAddr, rcvbuf: Option<usize>, timestamps: bool) -> io::Result<UdpSocket> {
+    let sock = std::net::UdpSocket::bind(addr)?;
+    sock.set_nonblocking(true)?;
+    if timestamps {
+        setsockopt(&sock, sockopt::ReceiveTimestampns, &true).map_err(io::Error::from)?;
+    }
+    if let Some(n) = rcvbuf {
+        // The kernel caps this at net.core.rmem_max; a smaller buffer is not an error.
+        let _ = setsockopt(&sock, sockopt::RcvBuf, &n);
+    }
+    UdpSocket::from_std(sock)
+}
+
+/// Control-message buffer for one `SO_TIMESTAMPNS` stamp.
+pub fn stamp_buffer() -> Vec<u8> {
+    nix::cmsg_space!(TimeSpec)
+}
+
+/// Now on the clock the kernel stamps with (`CLOCK_REALTIME`), in nanoseconds.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// One datagram read without blocking: its length, and its kernel arrival stamp in ns (when the
+/// socket has timestamps on). `WouldBlock` when nothing is queued.
+pub fn try_recv_stamped(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    cmsg: &mut [u8],
+) -> io::Result<(usize, Option<i64>)> {
+    let fd = sock.as_raw_fd();
+    sock.try_io(Interest::READABLE, || {
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg =
+            recvmsg::<()>(fd, &mut iov, Some(cmsg), MsgFlags::empty()).map_err(io::Error::from)?;
+        let mut stamp = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                    stamp = Some(ts.tv_sec() * 1_000_000_000 + ts.tv_nsec());
+                }
+            }
+        }
+        Ok((msg.bytes, stamp))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn datagrams_carry_kernel_stamps() {
+        let a = udp("127.0.0.1:0".parse().expect("addr"), Some(1 << 20), true).expect("bind");
+        let b = udp("127.0.0.1:0".parse().expect("addr"), None, false).expect("bind");
+        let before = now_ns();
+        b.send_to(b"hello", a.local_addr().expect("addr"))
+            .await
+            .expect("send");
+        a.readable().await.expect("readable");
+        let mut buf = [0u8; 64];
+        let mut cmsg = stamp_buffer();
+        let (n, stamp) = try_recv_stamped(&a, &mut buf, &mut cmsg).expect("recv");
+        assert_eq!(&buf[..n], b"hello");
+        let stamp = stamp.expect("a kernel stamp");
+        assert!(stamp >= before - 1_000_000 && stamp <= now_ns());
+        let again = try_recv_stamped(&a, &mut buf, &mut cmsg);
+        assert_eq!(again.map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+        assert!(raise_nofile().expect("getrlimit") >= 1024);
+    }
+}
