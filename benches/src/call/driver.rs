@@ -1,13 +1,20 @@
 //! The run: one signalling socket with one reader that hands each message to its call by
-//! Call-ID, one pacer that sends every call's 20 ms RTP frame from a 1 ms tick (calls spread over
-//! the 20 slots of a frame), one task per call for its SIP transactions and for reading its RTP,
-//! and a launcher that starts calls at the configured rate under the concurrency cap. All of it
-//! runs on one thread (a `LocalSet`), so state is shared with `Rc`/`RefCell` and never locked.
+//! Call-ID; one pacer on a 1 ms tick that, for the calls in that millisecond's slot (calls are
+//! spread over the 20 slots of a frame), sends the call's next 20 ms RTP frame and reads what the
+//! peer sent since the last frame; one task per call for its SIP transactions and timers; and a
+//! launcher that starts calls at the configured rate under the concurrency cap. All of it runs on
+//! one thread (a `LocalSet`), so state is shared with `Rc`/`RefCell` and never locked.
+//!
+//! Reading RTP from the pacer rather than on readiness costs one `recvmsg` per packet plus one
+//! that finds the socket empty, and no wake-up, epoll event or task poll per packet: at 2,000
+//! calls that is 100,000 wake-ups a second saved. The read is up to 20 ms after arrival, which
+//! does not touch the figures: arrival is the kernel's stamp (`SO_TIMESTAMPNS`), taken when the
+//! packet reached the socket.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdp};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,10 +66,11 @@ pub struct Plan {
     pub timeout: Duration,
     /// A packet later than this is late.
     pub late_us: u64,
+    /// Read each call's RTP socket every this many frames (arrival is the kernel's stamp, so
+    /// reading less often only saves system calls).
+    pub read_every: u32,
     /// A timestamp/arrival jump bigger than this re-anchors the lateness reference.
     pub reanchor_us: i64,
-    /// Use kernel arrival stamps (`SO_TIMESTAMPNS`) rather than the time of reading.
-    pub kernel_stamps: bool,
     pub report_every: Duration,
     /// Hard stop for the whole run.
     pub max_time: Duration,
@@ -115,9 +123,12 @@ struct Entry {
 /// What the pacer needs of a call.
 #[derive(Debug)]
 struct Media {
-    sock: Rc<UdpSocket>,
+    sock: StdUdp,
     dest: SocketAddr,
     sender: Sender,
+    receiver: Receiver,
+    /// Frames sent since the socket was last read.
+    unread: u32,
     active: bool,
 }
 
@@ -146,11 +157,7 @@ pub struct Outcome {
 
 /// Bind the signalling socket (inside the runtime) and what calls share.
 async fn shared(plan: Plan) -> io::Result<Rc<Shared>> {
-    let sip = net::udp(
-        SocketAddr::new(plan.local_ip, plan.sip_port),
-        Some(8 << 20),
-        false,
-    )?;
+    let sip = net::udp(SocketAddr::new(plan.local_ip, plan.sip_port), Some(8 << 20))?;
     let local = sip.local_addr()?;
     let ports = if plan.rtp_base == 0 {
         Vec::new()
@@ -177,7 +184,7 @@ async fn shared(plan: Plan) -> io::Result<Rc<Shared>> {
 /// Send an OPTIONS to the target and wait up to `within` for any answer (retransmitting every
 /// 500 ms). The status, or `None` when nothing answered.
 pub async fn probe(plan: &Plan, within: Duration) -> io::Result<Option<u16>> {
-    let sock = net::udp(SocketAddr::new(plan.local_ip, 0), None, false)?;
+    let sock = net::udp(SocketAddr::new(plan.local_ip, 0), None)?;
     let hostport = sock.local_addr()?.to_string();
     let call_id = format!("probe-{}", plan.run_id);
     let req = sip::options(&plan.uri, &hostport, &call_id, "z9hG4bK-probe");
@@ -294,17 +301,17 @@ impl Shared {
     }
 
     /// An RTP socket (and its RTCP neighbour, held so the peer's reports are not refused).
-    fn bind_rtp(&self) -> Option<(UdpSocket, Option<UdpSocket>, u16)> {
+    fn bind_rtp(&self) -> Option<(StdUdp, Option<StdUdp>, u16)> {
         let p = &self.plan;
         if p.rtp_base == 0 {
-            let s = net::udp(SocketAddr::new(p.local_ip, 0), None, p.kernel_stamps).ok()?;
+            let s = net::polled_udp(SocketAddr::new(p.local_ip, 0), None, true).ok()?;
             let port = s.local_addr().ok()?.port();
             return Some((s, None, port));
         }
         loop {
             let port = self.ports.borrow_mut().pop()?;
-            let rtp = net::udp(SocketAddr::new(p.local_ip, port), None, p.kernel_stamps);
-            let rtcp = net::udp(SocketAddr::new(p.local_ip, port + 1), None, false);
+            let rtp = net::polled_udp(SocketAddr::new(p.local_ip, port), None, true);
+            let rtcp = net::polled_udp(SocketAddr::new(p.local_ip, port + 1), None, false);
             if let (Ok(rtp), Ok(rtcp)) = (rtp, rtcp) {
                 return Some((rtp, Some(rtcp), port));
             }
@@ -404,9 +411,14 @@ async fn signalling(sh: Rc<Shared>) {
     }
 }
 
-/// Every millisecond, send the next frame of the calls in that millisecond's slot.
+/// Every millisecond, send the next frame of the calls in that millisecond's slot and read
+/// what their peers sent.
 async fn pacer(sh: Rc<Shared>) {
     let mut buf = [0u8; MAX_PACKET];
+    let mut rx_buf = vec![0u8; 2048];
+    let mut cmsg = net::stamp_buffer();
+    let late_us = sh.plan.late_us;
+    let read_every = sh.plan.read_every.max(1);
     let mut next = Instant::now();
     let mut k = 0usize;
     while !sh.done.get() {
@@ -427,9 +439,14 @@ async fn pacer(sh: Rc<Shared>) {
                 return false;
             }
             let n = m.sender.next_packet(&mut buf);
-            match m.sock.try_send_to(&buf[..n], m.dest) {
+            match m.sock.send_to(&buf[..n], m.dest) {
                 Ok(_) => st.rtp_sent += 1,
                 Err(_) => st.rtp_send_errors += 1,
+            }
+            m.unread += 1;
+            if m.unread >= read_every {
+                m.unread = 0;
+                m.drain(&mut rx_buf, &mut cmsg, &mut st, late_us);
             }
             true
         });
@@ -466,7 +483,7 @@ async fn call(sh: &Rc<Shared>, index: u64) {
                     sdp: sdp.clone(),
                 },
             );
-            place(sh, &mut dialog, Rc::new(rtp), &sdp, &mut rx).await;
+            place(sh, &mut dialog, rtp, &sdp, &mut rx).await;
             sh.calls.borrow_mut().remove(&call_id);
             drop(rtcp);
             sh.release_port(port);
@@ -478,7 +495,7 @@ async fn call(sh: &Rc<Shared>, index: u64) {
 async fn place(
     sh: &Rc<Shared>,
     dialog: &mut Dialog,
-    rtp: Rc<UdpSocket>,
+    rtp: StdUdp,
     sdp: &str,
     rx: &mut mpsc::UnboundedReceiver<Event>,
 ) {
@@ -574,27 +591,22 @@ async fn place(
         )
     };
     let media = Rc::new(RefCell::new(Media {
-        sock: rtp.clone(),
+        sock: rtp,
         dest: answer.rtp,
         sender,
+        receiver: Receiver::new(event_pt, p.reanchor_us),
+        // Spread the reads of calls in the same slot over the frames.
+        unread: rand::rng().random_range(0..p.read_every.max(1)),
         active: true,
     }));
     sh.add_media(media.clone());
-    let mut receiver = Receiver::new(event_pt, p.reanchor_us);
-    let mut buf = vec![0u8; 2048];
-    let mut cmsg = net::stamp_buffer();
-    let dtmf_at = answered + p.dtmf_after;
-    let hang_up_at = answered + p.hold;
+    let dtmf_at = sleep_until(answered + p.dtmf_after);
+    let hang_up_at = sleep_until(answered + p.hold);
+    tokio::pin!(dtmf_at, hang_up_at);
     let mut dtmf_pending = !p.digits.is_empty() && event_pt.is_some();
     let mut peer_hung_up = false;
     loop {
         tokio::select! {
-            r = rtp.readable() => {
-                if r.is_err() {
-                    break;
-                }
-                drain(sh, &rtp, &mut receiver, &mut buf, &mut cmsg);
-            }
             ev = rx.recv() => match ev {
                 Some(Event::Bye) => {
                     peer_hung_up = true;
@@ -607,26 +619,25 @@ async fn place(
                 Some(Event::Reply(_)) => {}
                 None => break,
             },
-            () = sleep_until(dtmf_at), if dtmf_pending => {
+            () = &mut dtmf_at, if dtmf_pending => {
                 dtmf_pending = false;
                 media.borrow_mut().sender.queue_digits(&p.digits);
             }
-            () = sleep_until(hang_up_at) => break,
+            () = &mut hang_up_at => break,
         }
     }
-    // Read what is still queued before the stream stops counting.
-    drain(sh, &rtp, &mut receiver, &mut buf, &mut cmsg);
-    let digits_sent = {
-        let mut m = media.borrow_mut();
-        m.active = false;
-        m.sender.digits_sent
-    };
     {
+        let mut m = media.borrow_mut();
         let mut st = sh.stats.borrow_mut();
+        // What is still queued counts before the stream stops.
+        let mut buf = [0u8; 2048];
+        let mut cmsg = net::stamp_buffer();
+        m.drain(&mut buf, &mut cmsg, &mut st, p.late_us);
+        m.active = false;
         st.held -= 1;
-        st.digits_sent += digits_sent;
-        st.lost += receiver.lost();
-        st.reanchors += receiver.reanchors;
+        st.digits_sent += m.sender.digits_sent;
+        st.lost += m.receiver.lost();
+        st.reanchors += m.receiver.reanchors;
         if peer_hung_up {
             st.bye_by_gateway += 1;
         }
@@ -636,47 +647,45 @@ async fn place(
     }
 }
 
-/// Read every queued RTP datagram of a call and measure it.
-fn drain(sh: &Shared, rtp: &UdpSocket, receiver: &mut Receiver, buf: &mut [u8], cmsg: &mut [u8]) {
-    let mut errors = 0;
-    loop {
-        let (n, stamp) = match net::try_recv_stamped(rtp, buf, cmsg) {
-            Ok(r) => r,
-            // WouldBlock: all read. Anything else (an ICMP error reported on the socket) is
-            // not a packet; a socket that keeps failing is left for the next wake-up.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(_) => {
-                errors += 1;
-                if errors > 8 {
-                    return;
+impl Media {
+    /// Read every queued RTP datagram of the call and measure it.
+    fn drain(&mut self, buf: &mut [u8], cmsg: &mut [u8], st: &mut Stats, late_us: u64) {
+        let mut errors = 0;
+        loop {
+            let (n, stamp) = match net::recv_stamped(&self.sock, buf, cmsg) {
+                Ok(r) => r,
+                // WouldBlock: all read. Anything else (an ICMP error reported on the socket) is
+                // not a packet; a socket that keeps failing is read again on the next frame.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    errors += 1;
+                    if errors > 8 {
+                        return;
+                    }
+                    continue;
                 }
+            };
+            let now = net::now_ns();
+            let arrival = match stamp {
+                Some(s) => {
+                    st.read_lag(u64::try_from((now - s) / 1000).unwrap_or(0));
+                    s
+                }
+                None => {
+                    st.unstamped += 1;
+                    now
+                }
+            };
+            let Some(h) = rtp::parse(&buf[..n.min(buf.len())]) else {
+                st.not_rtp += 1;
                 continue;
+            };
+            st.rtp_received += 1;
+            match self.receiver.on_packet(&h, arrival / 1000) {
+                Seen::Audio { late_us: late } => st.lateness(late, late_us),
+                Seen::Anchor => st.anchors += 1,
+                Seen::Event => st.events_received += 1,
             }
-        };
-        let now = net::now_ns();
-        let mut st = sh.stats.borrow_mut();
-        let arrival = match stamp {
-            Some(s) => {
-                st.read_lag(u64::try_from((now - s) / 1000).unwrap_or(0));
-                s
-            }
-            None => {
-                st.unstamped += 1;
-                now
-            }
-        };
-        let Some(h) = rtp::parse(&buf[..n.min(buf.len())]) else {
-            st.not_rtp += 1;
-            continue;
-        };
-        st.rtp_received += 1;
-        match receiver.on_packet(&h, arrival / 1000) {
-            Seen::Audio { late_us } => {
-                let threshold = sh.plan.late_us;
-                st.lateness(late_us, threshold);
-            }
-            Seen::Anchor => st.anchors += 1,
-            Seen::Event => st.events_received += 1,
         }
     }
 }

@@ -9,7 +9,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
 use nix::sys::time::TimeSpec;
-use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// Raise the soft open-files limit to the hard limit. Returns the limit now in force.
@@ -22,20 +21,32 @@ pub fn raise_nofile() -> io::Result<u64> {
     Ok(soft)
 }
 
-/// A non-blocking UDP socket on `addr`; with `timestamps` the kernel stamps every datagram on
-/// arrival (`SO_TIMESTAMPNS`), so lateness is measured from when a packet reached this host, not
-/// from when the generator got round to reading it. Must be called inside the runtime.
-pub fn udp(addr: SocketAddr, rcvbuf: Option<usize>, timestamps: bool) -> io::Result<UdpSocket> {
+/// A non-blocking UDP socket on `addr` registered with the runtime (for signalling). Must be
+/// called inside the runtime.
+pub fn udp(addr: SocketAddr, rcvbuf: Option<usize>) -> io::Result<UdpSocket> {
+    UdpSocket::from_std(polled_udp(addr, rcvbuf, false)?)
+}
+
+/// A non-blocking UDP socket on `addr` that the runtime does not watch: RTP sockets are polled
+/// once a frame, so a packet's arrival should not wake the generator. With `timestamps` the
+/// kernel stamps every datagram on arrival (`SO_TIMESTAMPNS`), so lateness is measured from when
+/// a packet reached this host, not from when the generator got round to reading it.
+pub fn polled_udp(
+    addr: SocketAddr,
+    rcvbuf: Option<usize>,
+    timestamps: bool,
+) -> io::Result<std::net::UdpSocket> {
     let sock = std::net::UdpSocket::bind(addr)?;
     sock.set_nonblocking(true)?;
     if timestamps {
-        setsockopt(&sock, sockopt::ReceiveTimestampns, &true).map_err(io::Error::from)?;
+        // Without stamps the read time is used, and counted as `unstamped` in the report.
+        let _ = setsockopt(&sock, sockopt::ReceiveTimestampns, &true);
     }
     if let Some(n) = rcvbuf {
         // The kernel caps this at net.core.rmem_max; a smaller buffer is not an error.
         let _ = setsockopt(&sock, sockopt::RcvBuf, &n);
     }
-    UdpSocket::from_std(sock)
+    Ok(sock)
 }
 
 /// Control-message buffer for one `SO_TIMESTAMPNS` stamp.
@@ -50,50 +61,48 @@ pub fn now_ns() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
-/// One datagram read without blocking: its length, and its kernel arrival stamp in ns (when the
-/// socket has timestamps on). `WouldBlock` when nothing is queued.
-pub fn try_recv_stamped(
-    sock: &UdpSocket,
+/// One datagram read from a non-blocking socket: its length (at most `buf.len()`), and its
+/// kernel arrival stamp in ns when the socket has stamps on. `WouldBlock` when nothing is queued.
+pub fn recv_stamped(
+    sock: &std::net::UdpSocket,
     buf: &mut [u8],
     cmsg: &mut [u8],
 ) -> io::Result<(usize, Option<i64>)> {
-    let fd = sock.as_raw_fd();
-    sock.try_io(Interest::READABLE, || {
-        let mut iov = [IoSliceMut::new(buf)];
-        let msg =
-            recvmsg::<()>(fd, &mut iov, Some(cmsg), MsgFlags::empty()).map_err(io::Error::from)?;
-        let mut stamp = None;
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::ScmTimestampns(ts) = c {
-                    stamp = Some(ts.tv_sec() * 1_000_000_000 + ts.tv_nsec());
-                }
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(cmsg), MsgFlags::empty())
+        .map_err(io::Error::from)?;
+    let mut stamp = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                stamp = Some(ts.tv_sec() * 1_000_000_000 + ts.tv_nsec());
             }
         }
-        Ok((msg.bytes, stamp))
-    })
+    }
+    Ok((msg.bytes, stamp))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn datagrams_carry_kernel_stamps() {
-        let a = udp("127.0.0.1:0".parse().expect("addr"), Some(1 << 20), true).expect("bind");
-        let b = udp("127.0.0.1:0".parse().expect("addr"), None, false).expect("bind");
+    #[test]
+    fn datagrams_carry_kernel_stamps() {
+        let any = "127.0.0.1:0".parse().expect("addr");
+        let a = polled_udp(any, Some(1 << 20), true).expect("bind");
+        let b = polled_udp(any, None, false).expect("bind");
         let before = now_ns();
         b.send_to(b"hello", a.local_addr().expect("addr"))
-            .await
             .expect("send");
-        a.readable().await.expect("readable");
+        std::thread::sleep(std::time::Duration::from_millis(5));
         let mut buf = [0u8; 64];
         let mut cmsg = stamp_buffer();
-        let (n, stamp) = try_recv_stamped(&a, &mut buf, &mut cmsg).expect("recv");
+        let (n, stamp) = recv_stamped(&a, &mut buf, &mut cmsg).expect("recv");
         assert_eq!(&buf[..n], b"hello");
+        // Stamped on arrival, not when read 5 ms later.
         let stamp = stamp.expect("a kernel stamp");
-        assert!(stamp >= before - 1_000_000 && stamp <= now_ns());
-        let again = try_recv_stamped(&a, &mut buf, &mut cmsg);
+        assert!(stamp >= before - 1_000_000 && stamp <= now_ns() - 4_000_000);
+        let again = recv_stamped(&a, &mut buf, &mut cmsg);
         assert_eq!(again.map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
         assert!(raise_nofile().expect("getrlimit") >= 1024);
     }

@@ -296,9 +296,9 @@ pub fn print(s: &Stats, window: Duration, late_ms: f64, cpu: Cpu) -> String {
         ms(s.lateness.max())
     );
     println!("lost (seq gaps)    {}", s.lost);
-    if s.read_lag.len() > 0 {
+    if !s.read_lag.is_empty() {
         println!(
-            "generator read lag p50 {} p99 {} max {} (kernel arrival stamp to read; not part of lateness)",
+            "generator read     p50 {} p99 {} max {} after arrival (sockets are read every --read-every-ms; lateness uses the kernel's arrival stamp)",
             q(&s.read_lag, 0.5),
             q(&s.read_lag, 0.99),
             ms(s.read_lag.max())
@@ -306,7 +306,7 @@ pub fn print(s: &Stats, window: Duration, late_ms: f64, cpu: Cpu) -> String {
     }
     if s.unstamped > 0 {
         println!(
-            "unstamped          {} packets had no kernel stamp (read time used)",
+            "unstamped          {} packets had no kernel arrival stamp: their lateness includes the generator's read delay",
             s.unstamped
         );
     }
