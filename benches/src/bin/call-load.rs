@@ -286,7 +286,9 @@ async fn run(args: Args, concurrent: usize) -> anyhow::Result<bool> {
             .filter(|(_, t)| !t.is_zero())
             .map(|(name, t)| format!("{name} {:.0}%", 100.0 * t.as_secs_f64() / secs))
             .collect();
-        println!("gateway threads    {} (of one core)", split.join(", "));
+        if !split.is_empty() {
+            println!("gateway threads    {} (of one core)", split.join(", "));
+        }
     }
     if outcome.cut_short {
         println!("stopped at --max-time {:.0} s", max_time.as_secs_f64());

@@ -714,7 +714,6 @@ async fn hang_up(
                         st.bye_ok += 1;
                     } else {
                         st.bye_failed += 1;
-                        st.fail(format!("bye-{}", r.status));
                     }
                     return;
                 }
@@ -731,9 +730,7 @@ async fn hang_up(
                 retransmit_at += every;
             }
             () = sleep_until(give_up) => {
-                let mut st = sh.stats.borrow_mut();
-                st.bye_failed += 1;
-                st.fail("bye-timeout");
+                sh.stats.borrow_mut().bye_failed += 1;
                 return;
             }
         }

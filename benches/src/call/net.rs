@@ -23,8 +23,13 @@ pub fn raise_nofile() -> io::Result<u64> {
 
 /// A non-blocking UDP socket on `addr` registered with the runtime (for signalling). Must be
 /// called inside the runtime.
+///
+/// It asks for arrival stamps too, though it never reads them: the kernel switches arrival
+/// stamping on shortly after the first socket asks (packets before that are stamped when read)
+/// and off when the last one closes, so the signalling socket, opened before any call, keeps it
+/// on for the whole run.
 pub fn udp(addr: SocketAddr, rcvbuf: Option<usize>) -> io::Result<UdpSocket> {
-    UdpSocket::from_std(polled_udp(addr, rcvbuf, false)?)
+    UdpSocket::from_std(polled_udp(addr, rcvbuf, true)?)
 }
 
 /// A non-blocking UDP socket on `addr` that the runtime does not watch: RTP sockets are polled
@@ -91,12 +96,17 @@ mod tests {
         let any = "127.0.0.1:0".parse().expect("addr");
         let a = polled_udp(any, Some(1 << 20), true).expect("bind");
         let b = polled_udp(any, None, false).expect("bind");
-        let before = now_ns();
-        b.send_to(b"hello", a.local_addr().expect("addr"))
-            .expect("send");
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        let to = a.local_addr().expect("addr");
         let mut buf = [0u8; 64];
         let mut cmsg = stamp_buffer();
+        // The kernel turns arrival stamping on shortly after the first socket asks for it
+        // (until then it stamps at read time): let a first datagram through.
+        b.send_to(b"warm", to).expect("send");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        recv_stamped(&a, &mut buf, &mut cmsg).expect("recv");
+        let before = now_ns();
+        b.send_to(b"hello", to).expect("send");
+        std::thread::sleep(std::time::Duration::from_millis(5));
         let (n, stamp) = recv_stamped(&a, &mut buf, &mut cmsg).expect("recv");
         assert_eq!(&buf[..n], b"hello");
         // Stamped on arrival, not when read 5 ms later.
