@@ -66,6 +66,9 @@ pub struct Plan {
     pub timeout: Duration,
     /// A packet later than this is late.
     pub late_us: u64,
+    /// `connect()` each RTP socket to the answer's address: the kernel then keeps the route
+    /// (about a sixth less generator CPU), but RTP from any other address is not received.
+    pub connect_rtp: bool,
     /// Read each call's RTP socket every this many frames (arrival is the kernel's stamp, so
     /// reading less often only saves system calls).
     pub read_every: u32,
@@ -124,7 +127,8 @@ struct Entry {
 #[derive(Debug)]
 struct Media {
     sock: StdUdp,
-    dest: SocketAddr,
+    /// Where RTP goes; `None` when the socket is connected there.
+    dest: Option<SocketAddr>,
     sender: Sender,
     receiver: Receiver,
     /// Frames sent since the socket was last read.
@@ -439,7 +443,11 @@ async fn pacer(sh: Rc<Shared>) {
                 return false;
             }
             let n = m.sender.next_packet(&mut buf);
-            match m.sock.send_to(&buf[..n], m.dest) {
+            let sent = match m.dest {
+                Some(dest) => m.sock.send_to(&buf[..n], dest),
+                None => m.sock.send(&buf[..n]),
+            };
+            match sent {
                 Ok(_) => st.rtp_sent += 1,
                 Err(_) => st.rtp_send_errors += 1,
             }
@@ -591,8 +599,12 @@ async fn place(
         )
     };
     let media = Rc::new(RefCell::new(Media {
+        dest: if p.connect_rtp && rtp.connect(answer.rtp).is_ok() {
+            None
+        } else {
+            Some(answer.rtp)
+        },
         sock: rtp,
-        dest: answer.rtp,
         sender,
         receiver: Receiver::new(event_pt, p.reanchor_us),
         // Spread the reads of calls in the same slot over the frames.
@@ -637,6 +649,9 @@ async fn place(
         st.held -= 1;
         st.digits_sent += m.sender.digits_sent;
         st.lost += m.receiver.lost();
+        if m.receiver.packets() == 0 {
+            st.silent_calls += 1;
+        }
         st.reanchors += m.receiver.reanchors;
         if peer_hung_up {
             st.bye_by_gateway += 1;

@@ -59,6 +59,8 @@ pub struct Stats {
     pub anchors: u64,
     pub reanchors: u64,
     pub lost: u64,
+    /// Answered calls that received no RTP at all.
+    pub silent_calls: u64,
     /// Datagrams on RTP ports that were not RTP.
     pub not_rtp: u64,
     /// Time from the kernel's arrival stamp to the generator reading the packet, us.
@@ -101,6 +103,7 @@ impl Default for Stats {
             anchors: 0,
             reanchors: 0,
             lost: 0,
+            silent_calls: 0,
             not_rtp: 0,
             read_lag: histogram(),
             unstamped: 0,
@@ -296,6 +299,12 @@ pub fn print(s: &Stats, window: Duration, late_ms: f64, cpu: Cpu) -> String {
         ms(s.lateness.max())
     );
     println!("lost (seq gaps)    {}", s.lost);
+    if s.silent_calls > 0 {
+        println!(
+            "silent calls       {} answered calls received no RTP at all (a peer that sends RTP from another address than its SDP's needs --no-connect-rtp)",
+            s.silent_calls
+        );
+    }
     if !s.read_lag.is_empty() {
         println!(
             "generator read     p50 {} p99 {} max {} after arrival (sockets are read every --read-every-ms; lateness uses the kernel's arrival stamp)",

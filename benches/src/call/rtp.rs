@@ -242,8 +242,9 @@ pub struct Receiver {
     event_pt: Option<u8>,
     reanchor_us: i64,
     stream: Option<Stream>,
-    /// Lost packets of earlier SSRCs.
+    /// Lost and received packets of earlier SSRCs.
     lost_before: u64,
+    received_before: u64,
     pub reanchors: u64,
 }
 
@@ -254,6 +255,7 @@ impl Receiver {
             reanchor_us,
             stream: None,
             lost_before: 0,
+            received_before: 0,
             reanchors: 0,
         }
     }
@@ -265,6 +267,7 @@ impl Receiver {
             other => {
                 if let Some(old) = other.take() {
                     self.lost_before += lost(&old);
+                    self.received_before += old.received;
                 }
                 let seq = i64::from(h.seq);
                 other.insert(Stream {
@@ -313,6 +316,11 @@ impl Receiver {
                 Seen::Anchor
             }
         }
+    }
+
+    /// Packets received (of every SSRC).
+    pub fn packets(&self) -> u64 {
+        self.received_before + self.stream.as_ref().map_or(0, |s| s.received)
     }
 
     /// Packets missing from sequence numbers so far (duplicates make up for losses, as in
@@ -440,6 +448,7 @@ mod tests {
         assert_eq!(r.on_packet(&n, 3_020_000), Seen::Audio { late_us: 0 });
         assert_eq!(r.lost(), 2);
         assert_eq!(r.reanchors, 2);
+        assert_eq!(r.packets(), 8);
         // Events are counted for loss but not timed.
         let mut e = n;
         e.seq = 503;
