@@ -102,6 +102,8 @@ impl Method {
 #[derive(Debug)]
 struct Reply {
     status: u16,
+    /// When it reached this host (the kernel's stamp), in ns of `CLOCK_REALTIME`.
+    arrival_ns: i64,
     method: Method,
     to_tag: Option<String>,
     contact: Option<String>,
@@ -340,10 +342,17 @@ impl Shared {
 /// The signalling reader: answers requests from the peer and hands responses to their calls.
 async fn signalling(sh: Rc<Shared>) {
     let mut buf = vec![0u8; 65536];
+    let mut cmsg = net::stamp_buffer();
     loop {
-        let Ok((n, from)) = sh.sip.recv_from(&mut buf).await else {
+        if sh.sip.readable().await.is_err() {
             continue;
+        }
+        let (n, from, stamp) = match net::try_recv_stamped_from(&sh.sip, &mut buf, &mut cmsg) {
+            Ok((n, Some(from), stamp)) => (n, from, stamp),
+            // WouldBlock (a spurious wake-up), an error, or no sender address: nothing to do.
+            Ok((_, None, _)) | Err(_) => continue,
         };
+        let arrival_ns = stamp.unwrap_or_else(net::now_ns);
         let Some(msg) = sip::parse(&buf[..n]) else {
             sh.stats.borrow_mut().sip_garbage += 1;
             continue;
@@ -367,6 +376,7 @@ async fn signalling(sh: Rc<Shared>) {
                 };
                 let _ = entry.tx.send(Event::Reply(Reply {
                     status,
+                    arrival_ns,
                     method,
                     to_tag: msg.to_tag().map(str::to_owned),
                     contact: msg.contact_uri().map(str::to_owned),
@@ -511,6 +521,7 @@ async fn place(
     let invite_branch = branch();
     let invite = dialog.invite(&invite_branch, sdp);
     let sent_at = Instant::now();
+    let sent_ns = net::now_ns();
     {
         let mut st = sh.stats.borrow_mut();
         st.attempted += 1;
@@ -578,9 +589,12 @@ async fn place(
             return;
         }
     };
-    sh.stats
-        .borrow_mut()
-        .answered_at(sh.start.into_std(), answered.into_std(), answered - sent_at);
+    sh.stats.borrow_mut().answered_at(
+        sh.start.into_std(),
+        answered.into_std(),
+        // From sending the INVITE to the 200's arrival, whenever the generator read it.
+        Duration::from_nanos(u64::try_from(reply.arrival_ns - sent_ns).unwrap_or(0)),
+    );
 
     let event_pt = answer.event_pt.or(p.event_pt);
     if answer.event_pt.is_none() && !p.digits.is_empty() {

@@ -7,7 +7,9 @@ use std::os::fd::AsRawFd;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
 use nix::sys::time::TimeSpec;
 use tokio::net::UdpSocket;
 
@@ -21,13 +23,13 @@ pub fn raise_nofile() -> io::Result<u64> {
     Ok(soft)
 }
 
-/// A non-blocking UDP socket on `addr` registered with the runtime (for signalling). Must be
-/// called inside the runtime.
+/// A non-blocking UDP socket on `addr` registered with the runtime (for signalling), with
+/// arrival stamps. Must be called inside the runtime.
 ///
-/// It asks for arrival stamps too, though it never reads them: the kernel switches arrival
-/// stamping on shortly after the first socket asks (packets before that are stamped when read)
-/// and off when the last one closes, so the signalling socket, opened before any call, keeps it
-/// on for the whole run.
+/// Besides timing answers, its stamps matter to RTP: the kernel switches arrival stamping on
+/// shortly after the first socket asks (packets before that are stamped when read) and off when
+/// the last one closes, so the signalling socket, opened before any call, keeps it on for the
+/// whole run.
 pub fn udp(addr: SocketAddr, rcvbuf: Option<usize>) -> io::Result<UdpSocket> {
     UdpSocket::from_std(polled_udp(addr, rcvbuf, true)?)
 }
@@ -76,15 +78,43 @@ pub fn recv_stamped(
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(cmsg), MsgFlags::empty())
         .map_err(io::Error::from)?;
+    let stamp = msg.cmsgs().ok().and_then(stamp_of);
+    Ok((msg.bytes, stamp))
+}
+
+/// Like [`recv_stamped`], with the sender's address, for a socket of the runtime (signalling):
+/// `WouldBlock` clears its readiness.
+pub fn try_recv_stamped_from(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    cmsg: &mut [u8],
+) -> io::Result<(usize, Option<SocketAddr>, Option<i64>)> {
+    let fd = sock.as_raw_fd();
+    sock.try_io(tokio::io::Interest::READABLE, || {
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(cmsg), MsgFlags::empty())
+            .map_err(io::Error::from)?;
+        let stamp = msg.cmsgs().ok().and_then(stamp_of);
+        let from = msg.address.and_then(|a| socket_addr(&a));
+        Ok((msg.bytes, from, stamp))
+    })
+}
+
+fn stamp_of(cmsgs: nix::sys::socket::CmsgIterator<'_>) -> Option<i64> {
     let mut stamp = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmTimestampns(ts) = c {
-                stamp = Some(ts.tv_sec() * 1_000_000_000 + ts.tv_nsec());
-            }
+    for c in cmsgs {
+        if let ControlMessageOwned::ScmTimestampns(ts) = c {
+            stamp = Some(ts.tv_sec() * 1_000_000_000 + ts.tv_nsec());
         }
     }
-    Ok((msg.bytes, stamp))
+    stamp
+}
+
+fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 #[cfg(test)]
@@ -115,5 +145,28 @@ mod tests {
         let again = recv_stamped(&a, &mut buf, &mut cmsg);
         assert_eq!(again.map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
         assert!(raise_nofile().expect("getrlimit") >= 1024);
+    }
+
+    #[tokio::test]
+    async fn signalling_reads_carry_the_sender_and_a_stamp() {
+        let any = "127.0.0.1:0".parse().expect("addr");
+        let a = udp(any, None).expect("bind");
+        let b = polled_udp(any, None, false).expect("bind");
+        b.send_to(b"OPTIONS", a.local_addr().expect("addr"))
+            .expect("send");
+        let mut buf = [0u8; 64];
+        let mut cmsg = stamp_buffer();
+        loop {
+            a.readable().await.expect("readable");
+            match try_recv_stamped_from(&a, &mut buf, &mut cmsg) {
+                Ok((n, from, stamp)) => {
+                    assert_eq!(&buf[..n], b"OPTIONS");
+                    assert_eq!(from, b.local_addr().ok());
+                    assert!(stamp.is_some());
+                    break;
+                }
+                Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
+            }
+        }
     }
 }

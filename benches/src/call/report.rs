@@ -282,6 +282,12 @@ pub fn print(s: &Stats, window: Duration, late_ms: f64, cpu: Cpu) -> String {
         q(&s.send_lag, 0.99),
         ms(s.send_lag.max())
     );
+    if (s.send_lag.value_at_quantile(0.99) as f64) > late_ms * 1000.0 {
+        println!(
+            "warning            the generator itself ran late (pacer lag p99 {} > {late_ms} ms): it was short of CPU, so its frames went out in bursts and the run offered less than planned",
+            q(&s.send_lag, 0.99)
+        );
+    }
     println!(
         "RTP received       {} packets: {} audio measured, {} stream/talkspurt starts ({} re-anchors), {} events; {} non-RTP datagrams",
         s.rtp_received, s.measured, s.anchors, s.reanchors, s.events_received, s.not_rtp
