@@ -2,22 +2,25 @@
 //! RFC 4733 digits, reporting calls held, call setups per second, late and lost packets and CPU.
 //!
 //! ```text
-//! call-load --spawn target/release/gateway --calls 2000 --concurrent 2000 --rate 500 --hold 30
+//! call-load --spawn target/release/gateway --calls 2000 --rate 500 --hold 30
 //! call-load --target 127.0.0.1:5060 --calls 200 --rate 50 --hold 10 --digits 1 --dtmf-after 3
 //! ```
 //!
 //! Why our own generator rather than SIPp (which the SIP tests use for correctness): the goal is
 //! 2,000 concurrent calls on a 2-core machine with every outgoing packet of the gateway within
 //! 5 ms of its schedule, and SIPp cannot tell us that. SIPp plays RTP from pcap files with a
-//! sending thread per playback, so thousands of streams mean thousands of threads that would
-//! take the cores away from the gateway being measured; it has no measure of the timing of the
-//! RTP it receives (`-rtp_echo` only reflects it); and RFC 4733 digits would be pre-recorded pcap
-//! files with fixed timestamps. This generator runs on one thread (so the gateway keeps the other
-//! core): one UDP socket for all signalling, demultiplexed by Call-ID; one RTP socket per call,
-//! its 20 ms frames sent by a single 1 ms pacer; and the lateness of every packet the gateway
-//! sends, measured from the kernel's arrival stamp (`SO_TIMESTAMPNS`) against the packet's RTP
-//! timestamp, so the generator's own scheduling delays do not count against the gateway.
-//! Lateness, loss and re-anchoring are defined in `benches::call::rtp::Receiver`.
+//! sending thread per playback (or `rtp_stream` threads of a few dozen streams each), so thousands
+//! of streams mean hundreds to thousands of threads that would take the cores away from the
+//! gateway being measured; it has no measure of the timing of the RTP it receives (`-rtp_echo`
+//! only reflects it); and RFC 4733 digits would be pre-recorded pcap files with fixed timestamps.
+//!
+//! This generator runs on one thread (so the gateway keeps the other core): one UDP socket for
+//! all signalling, demultiplexed by Call-ID; one RTP socket per call, not watched by epoll; a
+//! single 1 ms pacer that sends every call's 20 ms frame and reads its socket every 100 ms; and
+//! the lateness of every packet the gateway sends, measured from the kernel's arrival stamp
+//! (`SO_TIMESTAMPNS`) against the packet's RTP timestamp, so the generator's own scheduling
+//! delays do not count against the gateway. Lateness, loss and re-anchoring are defined on
+//! `benches::call::rtp::Receiver`; the run's structure is in `benches::call::driver`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

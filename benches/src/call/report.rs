@@ -284,7 +284,7 @@ pub fn print(s: &Stats, window: Duration, late_ms: f64, cpu: Cpu) -> String {
     );
     if (s.send_lag.value_at_quantile(0.99) as f64) > late_ms * 1000.0 {
         println!(
-            "warning            the generator itself ran late (pacer lag p99 {} > {late_ms} ms): it was short of CPU, so its frames went out in bursts and the run offered less than planned",
+            "warning            the generator itself ran late (pacer lag p99 {} > {late_ms} ms): it was short of CPU and sent its frames late, in bursts (against an echoing peer that lateness is measured too)",
             q(&s.send_lag, 0.99)
         );
     }
