@@ -193,8 +193,26 @@ async fn run(args: Args, concurrent: usize) -> anyhow::Result<bool> {
                         .with_context(|| format!("--gateway-env {kv:?} is not KEY=VALUE"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            let rtp_ports = parse_range(&args.gateway_rtp_ports)?;
+            // Ours: even ports from the base, twice the calls up at once, RTCP beside each.
+            let ours = (
+                u32::from(args.rtp_ports),
+                u32::from(args.rtp_ports) + 4 * concurrent as u32,
+            );
+            if args.rtp_ports != 0
+                && ours.0 <= u32::from(rtp_ports.1)
+                && u32::from(rtp_ports.0) < ours.1
+            {
+                bail!(
+                    "--rtp-ports {}-{} overlaps --gateway-rtp-ports {}-{}",
+                    ours.0,
+                    ours.1 - 1,
+                    rtp_ports.0,
+                    rtp_ports.1
+                );
+            }
             let settings = spawn::Settings {
-                rtp_ports: parse_range(&args.gateway_rtp_ports)?,
+                rtp_ports,
                 max_calls: args.gateway_max_calls.unwrap_or(concurrent + 100),
                 env,
             };

@@ -146,7 +146,7 @@ struct Shared {
     calls: RefCell<HashMap<String, Entry>>,
     stats: RefCell<Stats>,
     slots: RefCell<Vec<Vec<Rc<RefCell<Media>>>>>,
-    /// Free even RTP ports when `rtp_base` is set.
+    /// Free even RTP ports when `rtp_base` is set, taken from the end, given back at the front.
     ports: RefCell<Vec<u16>>,
     start: Instant,
     done: Cell<bool>,
@@ -168,7 +168,9 @@ async fn shared(plan: Plan) -> io::Result<Rc<Shared>> {
     let ports = if plan.rtp_base == 0 {
         Vec::new()
     } else {
-        (0..plan.concurrent as u32)
+        // Twice the ports calls can hold at once (where they fit), so a port rests for a while
+        // before a new call takes it: stray packets of the old call find it closed.
+        (0..2 * plan.concurrent as u32)
             .rev()
             .filter_map(|k| u16::try_from(u32::from(plan.rtp_base) + 2 * k).ok())
             .filter(|p| *p < u16::MAX)
@@ -801,5 +803,182 @@ async fn cancel(
             },
             () = sleep_until(until) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::thread::JoinHandle;
+
+    use super::*;
+
+    /// A minimal UAS on threads: answers INVITE with 100 and 200 (PCMA and telephone-event 96, a
+    /// Contact) or with 486 when `busy`, echoes RTP, answers BYE; counts the ACKs it gets.
+    struct FakeUas {
+        addr: SocketAddr,
+        acks: Arc<AtomicU64>,
+        stop: Arc<AtomicBool>,
+        threads: Vec<JoinHandle<()>>,
+    }
+
+    impl FakeUas {
+        fn start(busy: bool) -> FakeUas {
+            let sip = StdUdp::bind("127.0.0.1:0").expect("bind");
+            let rtp = StdUdp::bind("127.0.0.1:0").expect("bind");
+            for s in [&sip, &rtp] {
+                s.set_read_timeout(Some(Duration::from_millis(20)))
+                    .expect("timeout");
+            }
+            let addr = sip.local_addr().expect("addr");
+            let rtp_port = rtp.local_addr().expect("addr").port();
+            let acks = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (acks2, stop2, stop3) = (acks.clone(), stop.clone(), stop.clone());
+            let signalling = std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while !stop2.load(Ordering::Relaxed) {
+                    let Ok((n, from)) = sip.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let Some(msg) = sip::parse(&buf[..n]) else {
+                        continue;
+                    };
+                    let Start::Request { method, .. } = msg.start else {
+                        continue;
+                    };
+                    let sdp = format!(
+                        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                         m=audio {rtp_port} RTP/AVP 8 96\r\na=rtpmap:8 PCMA/8000\r\n\
+                         a=rtpmap:96 telephone-event/8000\r\n"
+                    );
+                    let answers = match method {
+                        "INVITE" if busy => {
+                            vec![sip::response(&msg, 486, "Busy Here", "uas", None)]
+                        }
+                        "INVITE" => vec![
+                            sip::response(&msg, 100, "Trying", "uas", None),
+                            sip::response(&msg, 200, "OK", "uas", Some(("application/sdp", &sdp)))
+                                .map(|r| {
+                                    String::from_utf8_lossy(&r)
+                                        .replacen(
+                                            "\r\n",
+                                            &format!("\r\nContact: <sip:ivr@{addr}>\r\n"),
+                                            1,
+                                        )
+                                        .into_bytes()
+                                }),
+                        ],
+                        "ACK" => {
+                            acks2.fetch_add(1, Ordering::Relaxed);
+                            vec![]
+                        }
+                        _ => vec![sip::response(&msg, 200, "OK", "uas", None)],
+                    };
+                    for a in answers.into_iter().flatten() {
+                        let _ = sip.send_to(&a, from);
+                    }
+                }
+            });
+            let echo = std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop3.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = rtp.recv_from(&mut buf) {
+                        let _ = rtp.send_to(&buf[..n], from);
+                    }
+                }
+            });
+            FakeUas {
+                addr,
+                acks,
+                stop,
+                threads: vec![signalling, echo],
+            }
+        }
+
+        fn stop(self) -> u64 {
+            self.stop.store(true, Ordering::Relaxed);
+            for t in self.threads {
+                let _ = t.join();
+            }
+            self.acks.load(Ordering::Relaxed)
+        }
+    }
+
+    fn plan(target: SocketAddr) -> Plan {
+        Plan {
+            target,
+            uri: format!("sip:12345@{target}"),
+            local_ip: "127.0.0.1".parse().expect("ip"),
+            sip_port: 0,
+            calls: 6,
+            concurrent: 3,
+            rate: 50.0,
+            hold: Duration::from_millis(1200),
+            dtmf_after: Duration::from_millis(200),
+            digits: "1#".into(),
+            digit_ms: 60,
+            digit_gap_ms: 40,
+            event_pt: None,
+            rtp_base: 0,
+            timeout: Duration::from_secs(3),
+            late_us: 5_000,
+            read_every: 5,
+            connect_rtp: true,
+            reanchor_us: 1_000_000,
+            report_every: Duration::from_secs(60),
+            max_time: Duration::from_secs(30),
+            run_id: "test".into(),
+        }
+    }
+
+    fn run_plan(plan: Plan) -> Outcome {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        tokio::task::LocalSet::new()
+            .block_on(&rt, run(plan, || (None, None)))
+            .expect("run")
+    }
+
+    #[test]
+    fn calls_are_answered_timed_sent_digits_and_hung_up() {
+        let uas = FakeUas::start(false);
+        let out = run_plan(plan(uas.addr));
+        let acks = uas.stop();
+        let s = out.stats;
+        assert!(!out.cut_short);
+        assert_eq!((s.attempted, s.answered, s.failures()), (6, 6, 0), "{s:?}");
+        assert_eq!(acks, 6);
+        assert_eq!(s.peak_held, 3);
+        assert_eq!((s.bye_sent, s.bye_ok), (6, 6));
+        assert_eq!(s.setup.len(), 6);
+        // Two digits a call, 3 event packets (60 ms) and 3 end packets each, echoed back with
+        // the answer's payload type 96 and told apart from the PCMA audio.
+        assert_eq!(s.digits_sent, 12);
+        assert_eq!(s.events_received, 12 * 6);
+        assert_eq!(s.lost, 0);
+        assert_eq!(s.silent_calls, 0);
+        // 60 frames a call: 12 events, 3 (re)starts of the stream, about 45 audio frames timed
+        // (the last ones may still be in flight at the BYE).
+        assert!(s.measured >= 6 * 30, "{}", s.measured);
+        assert_eq!(s.anchors, 6 * 3);
+        assert_eq!(s.in_progress, 0);
+    }
+
+    #[test]
+    fn a_busy_answer_fails_the_call_and_is_acked() {
+        let uas = FakeUas::start(true);
+        let out = run_plan(Plan {
+            calls: 3,
+            ..plan(uas.addr)
+        });
+        let acks = uas.stop();
+        let s = out.stats;
+        assert_eq!((s.attempted, s.answered), (3, 0));
+        assert_eq!(s.failed.get("486"), Some(&3));
+        assert_eq!(acks, 3);
+        assert_eq!((s.rtp_sent, s.bye_sent), (0, 0));
     }
 }
