@@ -180,9 +180,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
 
     let calls = match (&flows, config.sip.enabled) {
-        (Some(flows), true) => Some(
-            crate::call::CallService::start(&config, Arc::clone(flows), store.clone()).await?,
-        ),
+        (Some(flows), true) => {
+            Some(crate::call::CallService::start(&config, Arc::clone(flows), store.clone()).await?)
+        }
         (None, true) => {
             tracing::warn!("SIP calls are not answered: no IVR flows");
             None

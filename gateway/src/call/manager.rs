@@ -32,7 +32,10 @@ fn call_of(ev: &CallEvent) -> CallId {
         | CallEvent::Info { call, .. }
         | CallEvent::Bye { call }
         | CallEvent::Cancelled { call }
-        | CallEvent::CallTerminated { call, .. } => *call,
+        | CallEvent::CallTerminated { call, .. }
+        | CallEvent::OutgoingProgress { call, .. }
+        | CallEvent::OutgoingAnswered { call, .. }
+        | CallEvent::OutgoingFailed { call, .. } => *call,
     }
 }
 

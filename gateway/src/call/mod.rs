@@ -109,7 +109,11 @@ pub fn media_settings(config: &Config) -> MediaSettings {
         rtp_ports: m.rtp_port_min..=m.rtp_port_max,
         media_timeout: Duration::from_secs(m.media_timeout_s),
         jitter_ms: m.jitter_ms,
-        codecs: m.codecs.iter().filter_map(|c| Codec::from_name(c)).collect(),
+        codecs: m
+            .codecs
+            .iter()
+            .filter_map(|c| Codec::from_name(c))
+            .collect(),
         inband_dtmf: m.inband_dtmf,
         ..MediaSettings::default()
     }

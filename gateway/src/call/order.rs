@@ -207,7 +207,11 @@ mod tests {
         let collected = [("district".to_owned(), "洪山区".to_owned())].into();
         let o = callback(&ctx(), 9, "report/kind", &collected, None);
         assert_eq!(o.submission.kind, Some(Kind::Help));
-        assert!(o.submission.text.contains("请回拨"), "{}", o.submission.text);
+        assert!(
+            o.submission.text.contains("请回拨"),
+            "{}",
+            o.submission.text
+        );
         assert!(o.submission.text.contains("洪山区"));
         assert_eq!(o.submission.location.district.as_deref(), Some("洪山区"));
         assert_eq!(o.idempotency.expect("claim").key, "abc@trunk#9");

@@ -42,6 +42,7 @@ use crate::store::SubmitOutcome;
 
 /// Input to a call task.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per SIP event; boxing would allocate for each
 pub enum CallInput {
     Sip(CallEvent),
     /// The gateway is stopping: end the call.
@@ -485,16 +486,17 @@ impl Call {
                         TerminationReason::RemoteBye | TerminationReason::Cancelled => {
                             Ending::CallerHangup
                         }
-                        TerminationReason::NoAck | TerminationReason::ByeTimeout => {
-                            Ending::Failed
-                        }
+                        TerminationReason::NoAck | TerminationReason::ByeTimeout => Ending::Failed,
                         _ => Ending::FlowHangup,
                     });
                     self.pending.push_back(Event::HangUp);
                 }
                 self.sip_gone = true;
             }
-            CallEvent::IncomingCall { .. } => {}
+            CallEvent::IncomingCall { .. }
+            | CallEvent::OutgoingProgress { .. }
+            | CallEvent::OutgoingAnswered { .. }
+            | CallEvent::OutgoingFailed { .. } => {}
         }
     }
 
@@ -641,9 +643,10 @@ impl Call {
                 self.timers.remove(&id);
             }
             Action::Transfer { target, context } => self.transfer(target, context).await,
-            Action::Record { max_seconds, beep: with_beep } => {
-                self.start_recording(max_seconds, with_beep).await
-            }
+            Action::Record {
+                max_seconds,
+                beep: with_beep,
+            } => self.start_recording(max_seconds, with_beep).await,
             Action::SubmitOrder { slots } => self.submit(slots),
             Action::LookupOrder { order_id } => self.lookup(order_id),
             Action::HangUp { reason } => {
@@ -746,10 +749,7 @@ impl Call {
         CallContext {
             sip_call_id: &self.incoming.sip_call_id,
             caller: (!self.caller.is_empty()).then_some(self.caller.as_str()),
-            language: self
-                .ivr
-                .as_ref()
-                .map_or("zh", |s| s.language().code()),
+            language: self.ivr.as_ref().map_or("zh", |s| s.language().code()),
             speech: &self.speech,
         }
     }
@@ -953,8 +953,7 @@ impl Call {
             jitter_ms = record.rtp.as_ref().map_or(0.0, |r| r.jitter_ms),
             "call ended"
         );
-        metrics::counter!("gateway_calls_ended_total", "outcome" => ending.as_str())
-            .increment(1);
+        metrics::counter!("gateway_calls_ended_total", "outcome" => ending.as_str()).increment(1);
         let shared = Arc::clone(&self.shared);
         let _ = tokio::task::spawn_blocking(move || shared.cdr.write(&record)).await;
     }
@@ -992,7 +991,10 @@ mod tests {
 
     #[test]
     fn caller_numbers_come_from_the_uri_user_part() {
-        assert_eq!(uri_user("sip:13800138000@10.0.0.1;user=phone"), "13800138000");
+        assert_eq!(
+            uri_user("sip:13800138000@10.0.0.1;user=phone"),
+            "13800138000"
+        );
         assert_eq!(uri_user("<sip:02788886666@trunk>"), "02788886666");
         assert_eq!(uri_user("tel:+8613800138000"), "+8613800138000");
         assert_eq!(uri_user("sip:trunk.example"), "trunk.example");
@@ -1006,15 +1008,18 @@ mod tests {
             answer_offer(b"\xff\xfe", &[Codec::Pcmu], local).err(),
             Some(400)
         );
-        assert_eq!(answer_offer(b"garbage", &[Codec::Pcmu], local).err(), Some(400));
+        assert_eq!(
+            answer_offer(b"garbage", &[Codec::Pcmu], local).err(),
+            Some(400)
+        );
         let g729 = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
         assert_eq!(
             answer_offer(g729.as_bytes(), &[Codec::Pcmu], local).err(),
             Some(488)
         );
         let pcmu = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
-        let (answer, n) = answer_offer(pcmu.as_bytes(), &[Codec::Pcma, Codec::Pcmu], local)
-            .expect("answer");
+        let (answer, n) =
+            answer_offer(pcmu.as_bytes(), &[Codec::Pcma, Codec::Pcmu], local).expect("answer");
         assert_eq!(n.codec, Codec::Pcmu);
         assert_eq!(n.telephone_event, Some(101));
         assert!(answer.to_string().contains("m=audio 20000 RTP/AVP 0 101"));

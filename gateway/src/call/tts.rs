@@ -115,7 +115,9 @@ fn synthesize(
         .stderr(Stdio::null())
         .status()?;
     if !status.success() {
-        return Err(std::io::Error::other(format!("{command} exited with {status}")));
+        return Err(std::io::Error::other(format!(
+            "{command} exited with {status}"
+        )));
     }
     tmp.persist(out).map_err(|e| e.error)?;
     Ok(())
@@ -138,10 +140,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_command_gives_none_not_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let t = Tts::new(
-            Some("/nonexistent/espeak".into()),
-            dir.path().to_path_buf(),
-        );
+        let t = Tts::new(Some("/nonexistent/espeak".into()), dir.path().to_path_buf());
         assert_eq!(t.speak("工单号", Lang::Zh, 1.0).await, None);
         let none = Tts::new(None, dir.path().to_path_buf());
         assert_eq!(none.speak("工单号", Lang::Zh, 1.0).await, None);
@@ -157,10 +156,14 @@ mod tests {
             .expect("espeak-ng is installed by scripts/setup.sh");
         let pcm = crate::media::prompt::load_pcm8k(&p).expect("a WAV we can play");
         assert!(pcm.len() > 8000 / 4, "at least a quarter second of speech");
-        let modified = std::fs::metadata(&p).and_then(|m| m.modified()).expect("mtime");
+        let modified = std::fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .expect("mtime");
         assert_eq!(t.speak("办理中", Lang::Zh, 1.0).await, Some(p.clone()));
         assert_eq!(
-            std::fs::metadata(&p).and_then(|m| m.modified()).expect("mtime"),
+            std::fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .expect("mtime"),
             modified,
             "the second request is served from the cache"
         );

@@ -1,0 +1,157 @@
+//! Real SIP calls against the running gateway, placed by SIPp (Debian's `sip-tester`) with the
+//! scenarios in `tests/sipp/`: a citizen's call is answered with G.711 and a prompt is sent, a
+//! SIP INFO key press is taken, the caller's BYE ends the call, a callback order is left for the
+//! caller who hung up mid-flow, and the call detail record carries the RTP figures. An offer
+//! with no common codec is refused 488.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use support::{Gateway, GatewayOptions, free_port};
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/sipp")
+        .join(name)
+}
+
+fn flows_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ivr-flows/flows")
+}
+
+/// Run SIPp with a scenario against `target` for one call; returns its exit status and logs.
+fn sipp(scenario: &Path, target: &str, workdir: &Path) -> (i32, String) {
+    let port = free_port();
+    let rtp = free_port();
+    let out = Command::new("sipp")
+        .current_dir(workdir)
+        .arg("-sf")
+        .arg(scenario)
+        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &port.to_string(), "-mp", &rtp.to_string()])
+        .args(["-m", "1", "-timeout", "30", "-timeout_error", "-trace_err"])
+        .arg(target)
+        .output()
+        .expect("sipp is installed by scripts/setup.sh --test (Debian package sip-tester)");
+    let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
+    log.push_str(&String::from_utf8_lossy(&out.stderr));
+    for entry in std::fs::read_dir(workdir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().ends_with("errors.log") {
+            log.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    (out.status.code().unwrap_or(-1), log)
+}
+
+async fn gateway_with_sip(dir: &Path) -> (Gateway, u16) {
+    let sip_port = free_port();
+    let extra = format!(
+        "[sip]\nudp = \"127.0.0.1:{sip_port}\"\ntcp = \"127.0.0.1:{sip_port}\"\n\n\
+         [media]\nrtp_port_min = 42000\nrtp_port_max = 42999\n\n\
+         [ivr]\nflows_dir = {:?}\nreload = false\n",
+        flows_dir().display().to_string()
+    );
+    let mut gw = Gateway::spawn_with_extra(GatewayOptions::new(dir), free_port(), &extra);
+    gw.wait_ready().await;
+    (gw, sip_port)
+}
+
+#[tokio::test]
+async fn a_caller_who_hangs_up_mid_flow_leaves_a_callback_order_and_a_call_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, sip_port) = gateway_with_sip(&dir.path().join("gw")).await;
+    let work = dir.path().join("sipp");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let target = format!("127.0.0.1:{sip_port}");
+    let (code, log) =
+        tokio::task::spawn_blocking(move || sipp(&scenario("caller.xml"), &target, &work))
+            .await
+            .expect("sipp task");
+    assert_eq!(
+        code,
+        0,
+        "SIPp call failed: {log}\n--- gateway log ---\n{}",
+        gw.log()
+    );
+
+    // The call detail record: answered with G.711, prompt audio sent for the whole call.
+    let cdr_dir = dir.path().join("gw").join("cdr");
+    let mut records = Vec::new();
+    assert!(
+        support::wait_until(Duration::from_secs(10), || {
+            let dir = cdr_dir.clone();
+            async move {
+                std::fs::read_dir(&dir)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false)
+            }
+        })
+        .await,
+        "no call record written: {}",
+        gw.log()
+    );
+    for entry in std::fs::read_dir(&cdr_dir).expect("cdr dir").flatten() {
+        let text = std::fs::read_to_string(entry.path()).expect("read cdr");
+        for line in text.lines() {
+            records.push(serde_json::from_str::<serde_json::Value>(line).expect("JSON line"));
+        }
+    }
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!(r["outcome"], "caller_hangup", "{r}");
+    assert_eq!(r["caller"], "13800138000");
+    assert_eq!(r["codec"], "PCMU");
+    let sent = r["rtp"]["packets_sent"].as_u64().expect("packets_sent");
+    // 3.5 s of call at 50 packets/s: the greeting was being sent the whole time.
+    assert!(sent >= 150, "only {sent} RTP packets sent: {r}");
+    let duration = r["duration_ms"].as_u64().expect("duration");
+    assert!((3000..15000).contains(&duration), "{r}");
+
+    // The callback order: the caller's number, the call's Call-ID, where they hung up.
+    let callback = r["callback_order"]
+        .as_str()
+        .expect("callback order id")
+        .to_owned();
+    let order = gw.order(&callback).await;
+    assert_eq!(order["channel"], "phone");
+    assert_eq!(order["kind"], "help");
+    assert_eq!(order["citizen"]["phone"], "13800138000");
+    assert_eq!(order["source"]["call_id"], r["sip_call_id"]);
+    assert!(
+        order["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("请回拨"),
+        "{order}"
+    );
+    assert!(
+        !gw.log().contains("13800138000"),
+        "the caller's number appears unmasked in the log"
+    );
+}
+
+#[tokio::test]
+async fn an_offer_with_no_common_codec_is_refused_488() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, sip_port) = gateway_with_sip(&dir.path().join("gw")).await;
+    let work = dir.path().join("sipp");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let target = format!("127.0.0.1:{sip_port}");
+    let (code, log) =
+        tokio::task::spawn_blocking(move || sipp(&scenario("g729-only.xml"), &target, &work))
+            .await
+            .expect("sipp task");
+    assert_eq!(
+        code,
+        0,
+        "SIPp expected 488: {log}\n--- gateway log ---\n{}",
+        gw.log()
+    );
+    assert!(
+        gw.all_orders(100).await.is_empty(),
+        "a refused call leaves no order"
+    );
+}
