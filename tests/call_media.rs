@@ -769,6 +769,9 @@ steps:
     assert!(got_rms > 1000.0, "greeting too quiet: RMS {got_rms:.0}");
     // Contour: frame by frame, it is the greeting and not some other sound.
     let c = correlation(&got_env[g0..=g1], &ref_env[r0..=r1]);
+    eprintln!(
+        "greeting: heard {got_ms} ms at RMS {got_rms:.0}, prompt {ref_ms} ms at RMS {ref_rms:.0}, r = {c:.4}"
+    );
     assert!(c > 0.95, "the heard audio is not the greeting (r = {c:.3})");
     // Nothing else was played after it: silence until the BYE.
     assert!(
@@ -917,12 +920,15 @@ async fn a_voice_message_is_recorded_and_the_order_references_it() {
         "recording ({wav_ms} ms) shorter than the message ({ref_ms} ms)"
     );
     let c = correlation(&got_env[g0..=g1], &ref_env[r0..=r1]);
+    let got_rms = rms(&samples[g0 * FRAME..(g1 + 1) * FRAME]);
+    let ref_rms = rms(&message[r0 * FRAME..(r1 + 1) * FRAME]);
+    eprintln!(
+        "voice message: file {wav_ms} ms, sound {got_ms} ms at RMS {got_rms:.0}; said {ref_ms} ms at RMS {ref_rms:.0}; r = {c:.4}"
+    );
     assert!(
         c > 0.9,
         "the recording is not the caller's message (r = {c:.3})"
     );
-    let got_rms = rms(&samples[g0 * FRAME..(g1 + 1) * FRAME]);
-    let ref_rms = rms(&message[r0 * FRAME..(r1 + 1) * FRAME]);
     assert!(
         db(got_rms / ref_rms).abs() < 1.5,
         "recorded at RMS {got_rms:.0}, the caller spoke at {ref_rms:.0}"
@@ -1266,9 +1272,13 @@ async fn baresip_hears_the_menu_and_its_rfc4733_key_selects_an_option() {
     let played = (g1 - g0 + 1).min(r1 - r0 + 1);
     assert!(played * 20 >= 2000, "baresip heard only {} ms", played * 20);
     let c = correlation(&got_env[g0..g0 + played], &ref_env[r0..r0 + played]);
-    assert!(c > 0.9, "baresip did not hear the menu prompt (r = {c:.3})");
     let got_rms = rms(&heard[g0 * FRAME..(g0 + played) * FRAME]);
     let ref_rms = rms(&reference[r0 * FRAME..(r0 + played) * FRAME]);
+    eprintln!(
+        "baresip heard {} ms of the menu at RMS {got_rms:.0} (prompt RMS {ref_rms:.0}), r = {c:.4}",
+        played * 20
+    );
+    assert!(c > 0.9, "baresip did not hear the menu prompt (r = {c:.3})");
     assert!(
         db(got_rms / ref_rms).abs() < 1.5,
         "heard at RMS {got_rms:.0}, the prompt is {ref_rms:.0}"
