@@ -387,6 +387,14 @@ impl Phone {
         self.pause(100);
     }
 
+    /// Queue one key both ways, as a trunk that sends tones and RFC 4733 events does: the tones,
+    /// then the event right after them.
+    fn press_both(&self, key: char) {
+        self.say(&dtmf_tone(key, 120));
+        self.press_rfc4733(key, 100);
+        self.pause(300);
+    }
+
     /// Everything queued has been sent.
     async fn drained(&self, timeout: Duration) -> bool {
         let state = Arc::clone(&self.state);
@@ -524,8 +532,10 @@ fn flows_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../ivr-flows/flows")
 }
 
-fn scenario() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sipp/caller-until-bye.xml")
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/sipp")
+        .join(name)
 }
 
 /// A flows directory holding `main.yaml` and the shipped prompts.
@@ -548,27 +558,35 @@ async fn gateway(root: &Path, main_flow: &str) -> (Gateway, u16) {
         flows.display().to_string()
     );
     let mut opts = GatewayOptions::new(&root.join("gw"));
-    opts.log_level = "info,gateway::call=debug";
+    opts.log_level = "info,gateway::call=debug,gateway::media::dtmf=trace";
     let mut gw = Gateway::spawn_with_extra(opts, free_port(), &extra);
     gw.wait_ready().await;
     (gw, sip_port)
 }
 
-/// SIPp places one call offering the phone's RTP port and waits for the gateway's BYE.
-fn sipp_call(sip_port: u16, rtp_port: u16, workdir: &Path) -> (i32, String) {
+/// SIPp places one call with `scenario`, offering the phone's RTP port, and waits for the
+/// gateway's BYE; `keys` are further `-key` values of the scenario.
+fn sipp_call(
+    scenario_name: &str,
+    keys: &[(&str, String)],
+    sip_port: u16,
+    rtp_port: u16,
+    workdir: &Path,
+) -> (i32, String) {
     std::fs::create_dir_all(workdir).expect("mkdir sipp");
-    let out = Command::new("sipp")
+    let mut command = Command::new("sipp");
+    command
         .current_dir(workdir)
         .arg("-sf")
-        .arg(scenario())
+        .arg(scenario(scenario_name))
         .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args([
-            "-p",
-            &free_port().to_string(),
-            "-mp",
-            &free_port().to_string(),
-        ])
-        .args(["-key", "rtp_port", &rtp_port.to_string()])
+        .args(["-p", &free_port().to_string()])
+        .args(["-mp", &free_port().to_string()])
+        .args(["-key", "rtp_port", &rtp_port.to_string()]);
+    for (k, v) in keys {
+        command.args(["-key", k, v]);
+    }
+    let out = command
         .args(["-m", "1", "-timeout", "150", "-timeout_error", "-trace_err"])
         .arg(format!("127.0.0.1:{sip_port}"))
         .output()
@@ -589,10 +607,22 @@ struct Call {
 }
 
 fn place_call(root: &Path, sip_port: u16, phone: &Phone) -> Call {
+    place_call_with(root, sip_port, phone, "caller-until-bye.xml", Vec::new())
+}
+
+fn place_call_with(
+    root: &Path,
+    sip_port: u16,
+    phone: &Phone,
+    scenario_name: &'static str,
+    keys: Vec<(&'static str, String)>,
+) -> Call {
     let work = root.join("sipp");
     let rtp = phone.port();
     Call {
-        sipp: tokio::task::spawn_blocking(move || sipp_call(sip_port, rtp, &work)),
+        sipp: tokio::task::spawn_blocking(move || {
+            sipp_call(scenario_name, &keys, sip_port, rtp, &work)
+        }),
     }
 }
 
@@ -663,8 +693,9 @@ async fn the_order(gw: &Gateway) -> (Value, Value) {
 }
 
 /// The menu the key tests use: each key 1-9 submits an order whose text names the key; `0`
-/// records a voice message (ended by any key) and submits it; every path ends with a hang-up.
-const MENU_FLOW: &str = r#"
+/// records a voice message (ended by any key) and submits it; `*` collects digits up to `#` and
+/// submits them as the text; every path ends with a hang-up.
+const MENU_FLOW: &str = r##"
 flow: main
 start: menu
 settings:
@@ -691,6 +722,24 @@ steps:
       - { digit: "8", set: { choice: "key 8" }, goto: take }
       - { digit: "9", set: { choice: "key 9" }, goto: take }
       - { digit: "0", goto: message }
+      - { digit: "*", goto: keys }
+  keys:
+    type: collect
+    say:
+      zh: { text: "请输入号码，以井号键结束。", audio: prompts/zh/ask_order.wav }
+      en: { text: "Enter the number, then the hash key.", audio: prompts/en/ask_order.wav }
+    into: keys
+    digits: { min: 1, max: 8, terminator: "#" }
+    no_input: { max: 3 }
+    no_match: { max: 3 }
+    on_fail: bye
+    next: take_keys
+  take_keys:
+    type: submit
+    order: { kind: "'consultation'", text: vars.keys }
+    into: order_id
+    next: bye
+    on_fail: bye
   take:
     type: submit
     order: { kind: "'consultation'", text: vars.choice }
@@ -712,7 +761,7 @@ steps:
   bye:
     type: hangup
     reason: completed
-"#;
+"##;
 
 // ---------------------------------------------------------------------------------------------
 // The tests.
@@ -842,6 +891,58 @@ async fn an_inband_key_selects_the_menu_option() {
         "the key was not heard in-band: {log}"
     );
     assert!(!log.contains("Rfc4733"), "an RFC 4733 key appeared: {log}");
+}
+
+/// Keys that arrive both as tones and as RFC 4733 events count once each.
+#[tokio::test]
+async fn a_key_sent_both_in_band_and_by_rfc4733_counts_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
+    let phone = Phone::new().await;
+    let call = place_call(dir.path(), sip_port, &phone);
+    answered(&phone, &gw).await;
+    phone
+        .wait_for_sound(0, 5, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("the menu prompt was not heard: {}", gw.log()));
+    phone.press_rfc4733('*', 100);
+    for key in ['1', '2', '3'] {
+        phone.press_both(key);
+    }
+    phone.press_rfc4733('#', 100);
+    call.ended_by_gateway(&gw).await;
+
+    let (_, order) = the_order(&gw).await;
+    assert_eq!(order["text"], "123", "{order}");
+    let log = gw.log();
+    // Each of 1, 2, 3 was heard by both paths, and the second report was dropped.
+    let duplicates = log.matches("duplicate DTMF from a second path").count();
+    assert_eq!(duplicates, 3, "keys did not come both ways: {log}");
+}
+
+/// A key pressed by SIP INFO (application/dtmf-relay) selects its option.
+#[tokio::test]
+async fn a_sip_info_key_selects_the_menu_option() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
+    let phone = Phone::new().await;
+    let call = place_call_with(
+        dir.path(),
+        sip_port,
+        &phone,
+        "caller-info-until-bye.xml",
+        vec![("info_digit", "9".to_owned())],
+    );
+    answered(&phone, &gw).await;
+    call.ended_by_gateway(&gw).await;
+
+    let (_, order) = the_order(&gw).await;
+    assert_eq!(order["text"], "key 9", "{order}");
+    let log = gw.log();
+    assert!(
+        log.contains("SipInfo"),
+        "the key did not come by SIP INFO: {log}"
+    );
 }
 
 /// Key 0, the beep, the caller's message, `#` to finish: the WAV holds the message and the order
