@@ -143,6 +143,20 @@ fn read_wav(path: &Path) -> (hound::WavSpec, Vec<i16>) {
     (spec, samples)
 }
 
+fn write_wav(path: &Path, samples: &[i16]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("create a WAV file");
+    for &s in samples {
+        w.write_sample(s).expect("write a WAV file");
+    }
+    w.finalize().expect("finish a WAV file");
+}
+
 fn shipped_prompt(rel: &str) -> Vec<i16> {
     let path = flows_src().join(rel);
     let (spec, samples) = read_wav(&path);
@@ -542,6 +556,7 @@ fn scenario(name: &str) -> PathBuf {
 fn flows_dir(root: &Path, main: &str) -> PathBuf {
     let dir = root.join("flows");
     std::fs::create_dir_all(&dir).expect("mkdir flows");
+    // (A test may have put prompts of its own there already.)
     std::os::unix::fs::symlink(flows_src().join("prompts"), dir.join("prompts"))
         .expect("link the shipped prompts");
     std::fs::write(dir.join("main.yaml"), main).expect("write main.yaml");
@@ -839,6 +854,50 @@ steps:
         .expect("received");
     assert!(received >= 100, "{record}");
     assert!(received <= phone.sent(), "{record}");
+}
+
+/// The goodbye before the flow's BYE is heard to its last frame: the BYE waits until the prompt
+/// has been sent, not only handed to the media.
+#[tokio::test]
+async fn the_goodbye_is_heard_to_its_end_before_the_bye() {
+    let flow = r#"
+flow: main
+start: bye
+steps:
+  bye:
+    type: hangup
+    say:
+      zh: { text: "再见。", audio: tone.wav }
+      en: { text: "Goodbye.", audio: tone.wav }
+    reason: completed
+"#;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A goodbye that is sound to its very last sample: 1 s of 440 Hz.
+    let tone: Vec<i16> = (0..8000)
+        .map(|i| {
+            (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8000.0).sin()) as i16
+        })
+        .collect();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir_all(&flows).expect("mkdir flows");
+    write_wav(&flows.join("tone.wav"), &tone);
+    let (gw, sip_port) = gateway(dir.path(), flow).await;
+    let phone = Phone::new().await;
+    let call = place_call(dir.path(), sip_port, &phone);
+    answered(&phone, &gw).await;
+    call.ended_by_gateway(&gw).await;
+    // Packets sent just before the BYE may still be on their way.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let env = envelope(&phone.heard());
+    let (g0, g1) =
+        active_span(&env).unwrap_or_else(|| panic!("the goodbye was not heard: {}", gw.log()));
+    assert_eq!(
+        (g1 - g0 + 1) * 20,
+        1000,
+        "heard {} ms of a 1000 ms goodbye",
+        (g1 - g0 + 1) * 20
+    );
 }
 
 /// An RFC 4733 key pressed while the menu plays selects its option.
@@ -1181,17 +1240,7 @@ impl Baresip {
     async fn start(dir: &Path, microphone: &[i16]) -> Baresip {
         std::fs::create_dir_all(dir).expect("mkdir baresip");
         let mic = dir.join("microphone.wav");
-        let spec = hound::WavSpec {
-            channels: 1,
-            sample_rate: 8000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let mut w = hound::WavWriter::create(&mic, spec).expect("create microphone.wav");
-        for &s in microphone {
-            w.write_sample(s).expect("write microphone.wav");
-        }
-        w.finalize().expect("finish microphone.wav");
+        write_wav(&mic, microphone);
         let ctrl_port = free_port();
         let config = format!(
             "sip_listen\t127.0.0.1:{sip}\n\
