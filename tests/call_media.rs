@@ -640,29 +640,42 @@ fn sipp_call(
     workdir: &Path,
 ) -> (i32, String) {
     std::fs::create_dir_all(workdir).expect("mkdir sipp");
-    let mut command = Command::new("sipp");
-    command
-        .current_dir(workdir)
-        .arg("-sf")
-        .arg(scenario(scenario_name))
-        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &free_port().to_string()])
-        .args(["-mp", &free_port().to_string()])
-        .args(["-key", "rtp_port", &rtp_port.to_string()]);
-    command.args(extra);
-    let out = command
-        .args(["-m", "1", "-timeout", "150", "-timeout_error", "-trace_err"])
-        .arg(format!("127.0.0.1:{sip_port}"))
-        .output()
-        .expect("sipp is installed by `scripts/setup.sh --test` (Debian package sip-tester)");
-    let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
-    log.push_str(&String::from_utf8_lossy(&out.stderr));
-    for entry in std::fs::read_dir(workdir).into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().ends_with("errors.log") {
-            log.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+    let mut failed_binds = String::new();
+    // SIPp's own ports: its SIP port is left to the system; its (unused) media port must be
+    // named, and one that was free a moment ago may be taken by the time SIPp binds it, so a
+    // bind failure (before any message was sent) is retried on another.
+    for _ in 0..5 {
+        let out = Command::new("sipp")
+            .current_dir(workdir)
+            .arg("-sf")
+            .arg(scenario(scenario_name))
+            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-mp", &free_port().to_string()])
+            .args(["-key", "rtp_port", &rtp_port.to_string()])
+            .args(extra)
+            .args(["-m", "1", "-timeout", "150", "-timeout_error", "-trace_err"])
+            .arg(format!("127.0.0.1:{sip_port}"))
+            .output()
+            .expect("sipp is installed by `scripts/setup.sh --test` (Debian package sip-tester)");
+        let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
+        log.push_str(&String::from_utf8_lossy(&out.stderr));
+        for entry in std::fs::read_dir(workdir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().ends_with("errors.log") {
+                log.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
+        let code = out.status.code().unwrap_or(-1);
+        if code != 0 && log.contains("Unable to bind") {
+            failed_binds.push_str(&log);
+            continue;
+        }
+        return (code, log);
     }
-    (out.status.code().unwrap_or(-1), log)
+    (
+        -1,
+        format!("SIPp could not bind its ports 5 times: {failed_binds}"),
+    )
 }
 
 /// A call in progress: SIPp runs in a blocking task while the test plays the phone.
@@ -715,14 +728,27 @@ impl Call {
     }
 }
 
-async fn answered(phone: &Phone, gw: &Gateway) -> SocketAddr {
-    let ok = support::wait_until(Duration::from_secs(30), || {
-        let p = phone.peer();
-        async move { p.is_some() }
-    })
-    .await;
-    assert!(ok, "no RTP from the gateway within 30 s: {}", gw.log());
-    phone.peer().expect("peer")
+/// Wait for the gateway's first RTP packet (the call is answered and media flows).
+async fn answered(phone: &Phone, gw: &Gateway, call: &mut Call) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(peer) = phone.peer() {
+            return peer;
+        }
+        if call.sipp.is_finished() {
+            let (code, log) = (&mut call.sipp).await.expect("sipp task");
+            panic!(
+                "SIPp ended ({code}) before any RTP came: {log}\n--- gateway log ---\n{}",
+                gw.log()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no RTP from the gateway within 30 s: {}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The one call record the gateway wrote.
@@ -860,8 +886,8 @@ steps:
     let dir = tempfile::tempdir().expect("tempdir");
     let (gw, sip_port) = gateway(dir.path(), flow).await;
     let phone = Phone::new().await;
-    let call = place_call(dir.path(), sip_port, &phone);
-    answered(&phone, &gw).await;
+    let mut call = place_call(dir.path(), sip_port, &phone);
+    answered(&phone, &gw, &mut call).await;
     call.ended_by_gateway(&gw, &phone).await;
 
     let heard = phone.heard();
@@ -941,8 +967,8 @@ steps:
     write_wav(&flows.join("tone.wav"), &tone);
     let (gw, sip_port) = gateway(dir.path(), flow).await;
     let phone = Phone::new().await;
-    let call = place_call(dir.path(), sip_port, &phone);
-    answered(&phone, &gw).await;
+    let mut call = place_call(dir.path(), sip_port, &phone);
+    answered(&phone, &gw, &mut call).await;
     call.ended_by_gateway(&gw, &phone).await;
     // Packets sent just before the BYE may still be on their way.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -985,8 +1011,8 @@ async fn an_rfc4733_key_selects_the_menu_option() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
     let phone = Phone::new().await;
-    let call = place_call(dir.path(), sip_port, &phone);
-    answered(&phone, &gw).await;
+    let mut call = place_call(dir.path(), sip_port, &phone);
+    answered(&phone, &gw, &mut call).await;
     phone
         .wait_for_sound(0, 5, Duration::from_secs(30))
         .await
@@ -1012,8 +1038,8 @@ async fn an_inband_key_selects_the_menu_option() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
     let phone = Phone::new().await;
-    let call = place_call(dir.path(), sip_port, &phone);
-    answered(&phone, &gw).await;
+    let mut call = place_call(dir.path(), sip_port, &phone);
+    answered(&phone, &gw, &mut call).await;
     phone
         .wait_for_sound(0, 5, Duration::from_secs(30))
         .await
@@ -1037,8 +1063,8 @@ async fn a_key_sent_both_in_band_and_by_rfc4733_counts_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
     let phone = Phone::new().await;
-    let call = place_call(dir.path(), sip_port, &phone);
-    answered(&phone, &gw).await;
+    let mut call = place_call(dir.path(), sip_port, &phone);
+    answered(&phone, &gw, &mut call).await;
     phone
         .wait_for_sound(0, 5, Duration::from_secs(30))
         .await
@@ -1064,14 +1090,14 @@ async fn a_sip_info_key_selects_the_menu_option() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
     let phone = Phone::new().await;
-    let call = place_call_with(
+    let mut call = place_call_with(
         dir.path(),
         sip_port,
         &phone,
         "caller-info-until-bye.xml",
         &["-key", "info_digit", "9"],
     );
-    answered(&phone, &gw).await;
+    answered(&phone, &gw, &mut call).await;
     call.ended_by_gateway(&gw, &phone).await;
 
     let (_, order) = the_order(&gw).await;
@@ -1090,8 +1116,8 @@ async fn a_voice_message_is_recorded_and_the_order_references_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
     let phone = Phone::new().await;
-    let call = place_call(dir.path(), sip_port, &phone);
-    answered(&phone, &gw).await;
+    let mut call = place_call(dir.path(), sip_port, &phone);
+    answered(&phone, &gw, &mut call).await;
     let menu = phone
         .wait_for_sound(0, 5, Duration::from_secs(30))
         .await
@@ -1182,14 +1208,14 @@ async fn a_caller_who_hangs_up_after_the_message_leaves_it_in_the_callback_order
     let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
     let phone = Phone::new().await;
     // The caller hangs up 12 s after the answer: time enough to pick 0 and speak (about 6 s).
-    let call = place_call_with(
+    let mut call = place_call_with(
         dir.path(),
         sip_port,
         &phone,
         "caller-hangs-up.xml",
         &["-d", "12000"],
     );
-    answered(&phone, &gw).await;
+    answered(&phone, &gw, &mut call).await;
     let menu = phone
         .wait_for_sound(0, 5, Duration::from_secs(10))
         .await
@@ -1247,8 +1273,8 @@ async fn garbage_on_the_media_ports_does_not_disturb_the_call() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
     let phone = Phone::new().await;
-    let call = place_call(dir.path(), sip_port, &phone);
-    let rtp = answered(&phone, &gw).await;
+    let mut call = place_call(dir.path(), sip_port, &phone);
+    let rtp = answered(&phone, &gw, &mut call).await;
     let rtcp = SocketAddr::new(rtp.ip(), rtp.port() + 1);
     phone
         .wait_for_sound(0, 5, Duration::from_secs(30))
