@@ -611,23 +611,59 @@ fn flows_dir(root: &Path, main: &str) -> PathBuf {
 
 async fn gateway(root: &Path, main_flow: &str) -> (Gateway, u16) {
     let flows = flows_dir(root, main_flow);
-    let sip_port = free_port();
     // Each gateway its own RTP ports: a port another gateway just released may still receive
     // the end of its call's stream.
     static RANGES: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let i = RANGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 40;
     let (min, max) = (43000 + 50 * i, 43000 + 50 * i + 49);
-    let extra = format!(
-        "[sip]\nudp = \"127.0.0.1:{sip_port}\"\ntcp = \"127.0.0.1:{sip_port}\"\n\n\
-         [media]\nrtp_port_min = {min}\nrtp_port_max = {max}\n\n\
-         [ivr]\nflows_dir = {:?}\nreload = false\n",
-        flows.display().to_string()
-    );
     let mut opts = GatewayOptions::new(&root.join("gw"));
     opts.log_level = "info,gateway::call=debug,gateway::media::dtmf=trace";
-    let mut gw = Gateway::spawn_with_extra(opts, free_port(), &extra);
-    gw.wait_ready().await;
-    (gw, sip_port)
+    // A SIP port free a moment ago may be taken (UDP sockets come and go in parallel tests):
+    // another one then.
+    for _ in 0..5 {
+        let sip_port = free_sip_port();
+        let extra = format!(
+            "[sip]\nudp = \"127.0.0.1:{sip_port}\"\ntcp = \"127.0.0.1:{sip_port}\"\n\n\
+             [media]\nrtp_port_min = {min}\nrtp_port_max = {max}\n\n\
+             [ivr]\nflows_dir = {:?}\nreload = false\n",
+            flows.display().to_string()
+        );
+        let gw = Gateway::spawn_with_extra(opts.clone(), free_port(), &extra);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if gw.log().contains("cannot listen for SIP") {
+                break;
+            }
+            let ready = gw
+                .http
+                .get(gw.url("/readyz"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return (gw, sip_port);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready within 30 s: {}",
+                gw.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("no free SIP port in 5 tries");
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 a moment ago.
+fn free_sip_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// SIPp places one call with `scenario`, offering the phone's RTP port, and waits for the
