@@ -1,23 +1,31 @@
-//! End-to-end calls that check the media, not only the signalling: SIPp places the call (the
-//! scenario `tests/sipp/caller-until-bye.xml` offers PCMU + RFC 4733 on the test's own RTP socket,
-//! then waits for the gateway's BYE and answers it 200), and the test is the caller's phone on
-//! that socket: it records every RTP packet the gateway sends and speaks with 20 ms packets of
-//! its own (silence, tones, a voice clip, RFC 4733 events, and garbage).
+//! End-to-end calls that check the media, not only the signalling, with real SIP user agents.
 //!
-//! - the greeting prompt is heard: the audio received, decoded from G.711, has the greeting's
-//!   duration, level and loudness contour (compared with the prompt's WAV);
-//! - an RFC 4733 key and an in-band (tone) key each select a menu option, seen in the order the
-//!   option submits;
-//! - a voice message is recorded: the WAV exists, is 8 kHz mono, holds the caller's clip (its
-//!   duration and contour), and the order and the call record reference it;
-//! - every call is ended by the flow: the caller sees the BYE and answers 200 (SIPp's scenario
-//!   fails otherwise), and the call record says `flow_hangup`;
+//! SIPp (Debian's `sip-tester`) places most calls with the scenarios in `tests/sipp/`
+//! (`caller-until-bye.xml` offers PCMU + RFC 4733 on the test's own RTP socket and waits for the
+//! gateway's BYE, answering it 200; `caller-info-until-bye.xml` also presses a key by SIP INFO;
+//! `caller-hangs-up.xml` hangs up itself), and the test is the caller's phone on that socket: it
+//! keeps every RTP packet the gateway sends and speaks in 20 ms packets of its own (silence,
+//! DTMF tones, a voice clip, RFC 4733 events, garbage). baresip (Debian's `baresip`) is a whole
+//! softphone with its own RTP stack: it hears with its `sndfile` recorder, speaks from a WAV file
+//! and presses keys by RFC 4733.
+//!
+//! - the greeting is heard whole: the decoded audio has the prompt's duration (to the frame),
+//!   level and loudness contour; a goodbye before the flow's BYE is heard to its last frame;
+//! - RFC 4733, in-band tones and SIP INFO each select a menu option, seen in the order the option
+//!   submits (and in the gateway's log, which names the path); a key sent both as tones and as
+//!   RFC 4733 counts once;
+//! - a voice message is recorded: the WAV exists, is 8 kHz mono 16-bit, holds the caller's clip
+//!   (duration, level and contour), and the order and the call record reference it; a caller who
+//!   hangs up after the message leaves it in the callback order;
+//! - calls the flow ends are ended by the gateway's BYE: SIPp must receive it and answer 200, and
+//!   baresip reports the session reset by the peer;
 //! - garbage datagrams on the RTP and RTCP ports, from the caller's own address and from another
-//!   one, change nothing: the prompt keeps coming, a key still selects an option, and none of the
-//!   garbage counts as received media.
+//!   one, change nothing: the prompt keeps coming from the same port, a key still selects an
+//!   option, none of the garbage counts as media and nothing is sent to the stranger.
 //!
-//! The flows are the test's own (written to a temporary flows directory whose `prompts` is the
-//! shipped prompts directory), so each call does one thing and ends by itself.
+//! The flows are the test's own (a temporary flows directory whose `prompts` is the shipped
+//! prompts directory), so that each call does one thing and ends by itself. Missing tools fail
+//! the tests (`scripts/setup.sh --test` installs them); nothing is skipped.
 
 mod support;
 
