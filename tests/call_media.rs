@@ -276,6 +276,8 @@ struct PhoneState {
     sent: u64,
     /// The call is over: send nothing more.
     hung_up: bool,
+    /// RTP packets that arrived at the address the SDP names, when the phone is behind NAT.
+    at_signalled: u64,
 }
 
 const PT_PCMU: u8 = 0;
@@ -283,6 +285,8 @@ const PT_EVENT: u8 = 101;
 
 struct Phone {
     socket: Arc<UdpSocket>,
+    /// Behind NAT: the socket the SDP names, which the phone never sends from.
+    signalled: Option<Arc<UdpSocket>>,
     state: Arc<Mutex<PhoneState>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -297,6 +301,16 @@ impl Drop for Phone {
 
 impl Phone {
     async fn new() -> Phone {
+        Self::start(false).await
+    }
+
+    /// A phone behind NAT: its SDP names one address (where nothing is ever sent from) and its
+    /// media comes from another, as a NAT maps it.
+    async fn behind_nat() -> Phone {
+        Self::start(true).await
+    }
+
+    async fn start(nat: bool) -> Phone {
         let socket = Arc::new(
             UdpSocket::bind("127.0.0.1:0")
                 .await
@@ -369,10 +383,35 @@ impl Phone {
                 }
             })
         };
+        let mut tasks = vec![receiver, sender];
+        let mut signalled = None;
+        if nat {
+            let decoy = Arc::new(
+                UdpSocket::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind the signalled RTP socket"),
+            );
+            let (sock, state) = (Arc::clone(&decoy), Arc::clone(&state));
+            tasks.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                loop {
+                    let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                        continue;
+                    };
+                    if parse_rtp(&buf[..n], from).is_some() {
+                        let mut s = state.lock().expect("phone state");
+                        s.peer.get_or_insert(from);
+                        s.at_signalled += 1;
+                    }
+                }
+            }));
+            signalled = Some(decoy);
+        }
         Phone {
             socket,
+            signalled,
             state,
-            tasks: vec![receiver, sender],
+            tasks,
         }
     }
 
@@ -380,8 +419,18 @@ impl Phone {
         self.state.lock().expect("phone state").hung_up = true;
     }
 
+    /// The RTP port the SDP offer names.
     fn port(&self) -> u16 {
-        self.socket.local_addr().expect("phone address").port()
+        self.signalled
+            .as_ref()
+            .unwrap_or(&self.socket)
+            .local_addr()
+            .expect("phone address")
+            .port()
+    }
+
+    fn at_signalled(&self) -> u64 {
+        self.state.lock().expect("phone state").at_signalled
     }
 
     fn peer(&self) -> Option<SocketAddr> {
@@ -1309,6 +1358,35 @@ async fn a_caller_who_hangs_up_after_the_message_leaves_it_in_the_callback_order
         c > 0.9,
         "the recording is not the caller's message (r = {c:.3})"
     );
+}
+
+/// A caller behind NAT: the gateway starts with the address of the SDP, then sends where the
+/// caller's media comes from, so the caller hears the menu and its key works.
+#[tokio::test]
+async fn a_caller_behind_nat_is_heard_and_hears_the_menu() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
+    let phone = Phone::behind_nat().await;
+    let mut call = place_call(dir.path(), sip_port, &phone);
+    answered(&phone, &gw, &mut call).await;
+    phone
+        .wait_for_sound(0, 25, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "the menu was not heard where the media comes from ({} packets there, {} at the \
+                 SDP's address): {}",
+                phone.received_count(),
+                phone.at_signalled(),
+                gw.log()
+            )
+        });
+    phone.press_rfc4733('3', 100);
+    call.ended_by_gateway(&gw, &phone).await;
+
+    let (_, order) = the_order(&gw).await;
+    assert_eq!(order["text"], "key 3", "{order}");
+    assert!(phone.at_signalled() >= 1);
 }
 
 /// Garbage on both media ports, from the caller's address and from elsewhere, is ignored.
