@@ -982,6 +982,19 @@ steps:
     let mut call = place_call(dir.path(), sip_port, &phone);
     answered(&phone, &gw, &mut call).await;
     call.ended_by_gateway(&gw, &phone).await;
+    // The call is over for the gateway's media too: it stops sending.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = phone.received_count();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if phone.received_count() == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway still sends RTP after its BYE"
+        );
+    }
 
     let heard = phone.heard();
     let reference = shipped_prompt("prompts/zh/welcome.wav");

@@ -101,8 +101,17 @@ pub fn from_slots(
             }
             "name" => s.citizen.name = Some(value.to_owned()),
             "kind" if Kind::parse(value).is_some() => s.kind = Kind::parse(value),
-            // The interpreter always adds the session's language; a flow may name another.
-            "language" => s.language = value.to_owned(),
+            // The interpreter always adds the session's language; a flow may name another
+            // (a language tag, as the WorkOrder schema has it; anything else keeps the call's).
+            "language" => {
+                if value.len() <= 16
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    s.language = value.to_owned();
+                }
+            }
             // The voice message is attached as the order's recording (below), not as text: its
             // URI is a path on this machine, nothing the citizen said.
             "recording" => {}
@@ -223,6 +232,12 @@ mod tests {
         assert_eq!(o.submission.text, "voice message");
         assert_eq!(o.submission.language, "en");
         assert_eq!(o.submission.recording, Some(rec));
+        // A language that is no tag keeps the call's.
+        let mut slots = slots;
+        slots.insert("language".into(), "普通话".into());
+        let o = from_slots(&ctx(), 2, &slots, None).expect("order");
+        assert_eq!(o.submission.language, "zh");
+        assert_eq!(o.submission.text, "voice message");
     }
 
     #[test]
