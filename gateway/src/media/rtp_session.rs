@@ -488,7 +488,7 @@ impl RtpSession {
 
         let mut samples = Vec::with_capacity(payload.len());
         self.cfg.codec.decode(payload, &mut samples);
-        if self.jitter.push(seq, &samples) == PushOutcome::Resynchronised {
+        if self.jitter.push(packet.timestamp(), &samples) == PushOutcome::Resynchronised {
             tracing::debug!("jitter buffer resynchronised");
         }
     }
