@@ -32,6 +32,9 @@ pub struct CallContext<'a> {
     pub speech: &'a [TranscriptSegment],
 }
 
+/// The text of an order whose content is a voice message nobody has transcribed.
+pub const VOICE_MESSAGE_TEXT: &str = "市民语音留言，请听录音";
+
 /// Labels for the topic codes of the shipped report flow.
 fn topic_label(code: &str) -> Option<&'static str> {
     Some(match code {
@@ -125,6 +128,10 @@ pub fn from_slots(
         } else {
             format!("{}（{joined}）", s.text)
         };
+    }
+    if s.text.trim().is_empty() && recording.is_some() {
+        // A voice message not (yet) transcribed: the recording is the order's content.
+        s.text = VOICE_MESSAGE_TEXT.to_owned();
     }
     if s.text.trim().is_empty() {
         return Err("the order has no text".into());
@@ -238,6 +245,21 @@ mod tests {
         let o = from_slots(&ctx(), 2, &slots, None).expect("order");
         assert_eq!(o.submission.language, "zh");
         assert_eq!(o.submission.text, "voice message");
+    }
+
+    #[test]
+    fn an_untranscribed_voice_message_is_an_order_and_no_text_without_one_is_not() {
+        let slots: BTreeMap<String, String> = [("text", ""), ("caller", "13800138000")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let rec = Recording {
+            url: "/var/lib/gateway/recordings/voice-2.wav".into(),
+            duration_ms: 3000,
+        };
+        let o = from_slots(&ctx(), 1, &slots, Some(rec)).expect("order");
+        assert_eq!(o.submission.text, VOICE_MESSAGE_TEXT);
+        assert!(from_slots(&ctx(), 2, &slots, None).is_err());
     }
 
     #[test]
