@@ -8,7 +8,7 @@
 //! - [`model`]: `prepare()` / `verify()` / `resolve()` the ggml model file.
 //! - [`vad`]: sans-IO endpointing; emits speech start (barge-in), finished utterances, max length.
 //! - [`recognizer`]: a bounded pool of whisper states; `None`/`Busy` at once when saturated
-//!   (feature `recognizer`, on by default; it builds whisper.cpp).
+//!   (feature `recognizer`, which builds whisper.cpp; the gateway turns it on).
 //! - [`matcher`]: picks the option a step expects from a noisy transcript, in pinyin.
 //!
 //! How a call uses it (the gateway wires this):

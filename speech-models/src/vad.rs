@@ -165,6 +165,14 @@ impl Vad {
         self.floor
     }
 
+    /// Changes how utterances end, for the next question: a step that expects a long
+    /// description waits for a longer pause than a menu. Takes effect with the next frame; the
+    /// noise floor is kept.
+    pub fn set_endpointing(&mut self, end_silence: Duration, max_utterance: Duration) {
+        self.cfg.end_silence = end_silence;
+        self.cfg.max_utterance = max_utterance;
+    }
+
     /// Forgets any utterance in progress (for example when the IVR moves to another step);
     /// the noise floor is kept, since the line is the same.
     pub fn reset(&mut self) {
