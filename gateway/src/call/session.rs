@@ -310,6 +310,7 @@ async fn setup(
     };
     metrics::counter!("gateway_calls_total", "outcome" => "answered").increment(1);
     tracing::info!(codec = negotiated.codec.name(), remote = ?negotiated.remote, "call answered");
+    let listener = shared.speech.as_ref().and_then(|s| s.listener());
     let call = Call {
         codec: negotiated.codec,
         merger: DtmfMerger::new(media_settings.dtmf_merge_window),
@@ -328,7 +329,7 @@ async fn setup(
         call_recorder,
         recordings: Vec::new(),
         speech: Vec::new(),
-        listener: shared.speech.as_ref().and_then(|s| s.listener()),
+        listener,
         backend_tx,
         orders: Vec::new(),
         submits: 0,
