@@ -375,6 +375,9 @@ async fn a_spoken_answer_chooses_the_menu_option_and_names_the_district() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    for line in log.lines().filter(|l| l.contains("gateway::speech")) {
+        eprintln!("{line}");
+    }
     assert_eq!(orders.len(), 1, "{orders:?}\n--- gateway log ---\n{log}");
     let order = &orders[0];
     assert_eq!(order["channel"], "phone", "{order}");

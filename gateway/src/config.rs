@@ -704,8 +704,7 @@ impl Config {
             }
         }
         let sp = &self.speech;
-        if !(0.0..=1.0).contains(&sp.min_confidence) || !(0.0..=1.0).contains(&sp.match_threshold)
-        {
+        if !(0.0..=1.0).contains(&sp.min_confidence) || !(0.0..=1.0).contains(&sp.match_threshold) {
             bail!("speech.min_confidence and speech.match_threshold must be 0 to 1");
         }
         if sp.max_utterance_s == 0 || sp.max_utterance_s > 30 {

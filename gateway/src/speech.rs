@@ -241,6 +241,8 @@ impl SpeechService {
 struct Active {
     language: Language,
     hints: Arc<Vec<String>>,
+    /// The hints without those inside longer ones ("武昌" with "武昌区"): Whisper's prompt.
+    prompt: Arc<Vec<String>>,
     matcher: Arc<Matcher>,
 }
 
@@ -302,6 +304,93 @@ fn hints_for(language: Language, hints: &[String]) -> Vec<String> {
     out
 }
 
+/// Answers longer than this are descriptions, not choices: one plain pass only.
+const SECOND_PASS_MAX: Duration = Duration::from_secs(4);
+
+/// How close a transcript must sound to a keyword for `recognition` to choose it: a trusted
+/// transcript needs the matcher's threshold, a low-confidence one [`LOW_CONFIDENCE_MATCH`].
+fn chosen(matcher: &Matcher, recognition: &Recognition) -> Option<(String, f32)> {
+    let (text, needed) = match recognition {
+        Recognition::Text(t) => (&t.text, 0.0),
+        Recognition::NotUnderstood {
+            reason: NotUnderstoodReason::LowConfidence,
+            heard: Some(t),
+        } => (&t.text, LOW_CONFIDENCE_MATCH),
+        Recognition::NotUnderstood { .. } => return None,
+    };
+    match matcher.best(text) {
+        MatchOutcome::Match { phrase, score, .. } if score >= needed => Some((phrase, score)),
+        _ => None,
+    }
+}
+
+/// How many different keywords a transcript contains word for word.
+fn keywords_in(text: &str, hints: &[String]) -> usize {
+    hints
+        .iter()
+        .filter(|h| text.contains(h.as_str()))
+        .filter(|h| {
+            !hints
+                .iter()
+                .any(|o| o != *h && o.contains(h.as_str()) && text.contains(o.as_str()))
+        })
+        .count()
+}
+
+/// One utterance, recognized for a step that expects `hints`.
+///
+/// Whisper is first asked without a prompt: measured on telephone Mandarin, a prompt that lists
+/// a step's options (districts) makes Whisper base answer with items of the list, often not the
+/// one said ("江汉区" for "hong2 shan1 qu1", or the list itself), while the unprompted transcript
+/// is wrong in characters but right in sound ("红山锯"), which the pinyin matcher turns into the
+/// right option. Only a short answer that matched nothing is tried again with the keywords as
+/// the prompt (it helps with some answers, "我要投诉" heard as such), and that second result is
+/// thrown away when it is the prompt echoed (two or more keywords back).
+fn recognize_answer(
+    lease: &mut speech_models::recognizer::Lease,
+    u: &Utterance,
+    language: Language,
+    hints: &[String],
+    prompt: &[String],
+    matcher: &Matcher,
+) -> Recognition {
+    let plain = lease.recognize(&Request {
+        audio: &u.audio,
+        language,
+        hints: &[],
+    });
+    let no_speech = matches!(
+        plain,
+        Recognition::NotUnderstood {
+            reason: NotUnderstoodReason::NoSpeech,
+            ..
+        }
+    );
+    if hints.is_empty()
+        || no_speech
+        || u.duration > SECOND_PASS_MAX
+        || chosen(matcher, &plain).is_some()
+    {
+        return plain;
+    }
+    let biased = lease.recognize(&Request {
+        audio: &u.audio,
+        language,
+        hints: prompt,
+    });
+    let echoed = match &biased {
+        Recognition::Text(t) | Recognition::NotUnderstood { heard: Some(t), .. } => {
+            keywords_in(&t.text, hints) >= 2
+        }
+        Recognition::NotUnderstood { heard: None, .. } => false,
+    };
+    if echoed || chosen(matcher, &biased).is_none() {
+        tracing::debug!(echoed, "keyword-prompted pass did not help");
+        return plain;
+    }
+    biased
+}
+
 impl Listener {
     /// A step listens (`Action::Listen`): `None` for speech means keys only.
     pub fn listen(&mut self, speech: Option<SpeechListen>) {
@@ -328,10 +417,16 @@ impl Listener {
             .iter()
             .map(|h| Choice::new(h.clone(), [h.clone()]))
             .collect();
+        let prompt: Vec<String> = hints
+            .iter()
+            .filter(|h| !hints.iter().any(|o| o != *h && o.contains(h.as_str())))
+            .cloned()
+            .collect();
         self.active = Some(Active {
             language,
             matcher: Arc::new(Matcher::new(&choices, s.match_threshold)),
             hints: Arc::new(hints),
+            prompt: Arc::new(prompt),
         });
     }
 
@@ -388,15 +483,16 @@ impl Listener {
         let Some(mut lease) = recognizer.try_acquire() else {
             return send(Outcome::Busy);
         };
-        let (language, hints) = (active.language, Arc::clone(&active.hints));
+        let (language, hints, prompt, matcher) = (
+            active.language,
+            Arc::clone(&active.hints),
+            Arc::clone(&active.prompt),
+            Arc::clone(&active.matcher),
+        );
         let span = tracing::debug_span!("recognize", ms = u.duration.as_millis() as u64);
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let result = lease.recognize(&Request {
-                audio: &u.audio,
-                language,
-                hints: &hints,
-            });
+            let result = recognize_answer(&mut lease, &u, language, &hints, &prompt, &matcher);
             drop(lease);
             send(Outcome::Recognized(result));
         });
@@ -435,46 +531,38 @@ impl Listener {
                 tracing::info!("speech model not loaded yet: not understood");
                 Some((Event::SpeechNoMatch, None))
             }
-            Outcome::Recognized(Recognition::Text(t)) => {
-                let matched = active.matcher.best(&t.text);
-                tracing::info!(text = %mask_text(&t.text), confidence = t.confidence, matched = matched.id(), latency_ms, "caller said");
-                let alternatives = match matched {
-                    MatchOutcome::Match { phrase, .. } => vec![phrase],
-                    MatchOutcome::NoMatch { .. } => Vec::new(),
-                };
-                Some((
-                    Event::SpeechResult {
-                        text: t.text.clone(),
-                        confidence: t.confidence,
-                        alternatives,
-                    },
-                    Some(segment(&t.text, t.confidence)),
-                ))
-            }
-            Outcome::Recognized(Recognition::NotUnderstood {
-                reason: NotUnderstoodReason::LowConfidence,
-                heard: Some(t),
-            }) => match active.matcher.best(&t.text) {
-                MatchOutcome::Match { phrase, score, .. } if score >= LOW_CONFIDENCE_MATCH => {
-                    tracing::info!(text = %mask_text(&t.text), confidence = t.confidence, %phrase, score, latency_ms, "caller said (low confidence, close to a keyword)");
-                    Some((
-                        Event::SpeechResult {
-                            text: t.text.clone(),
-                            confidence: t.confidence,
-                            alternatives: vec![phrase],
-                        },
-                        Some(segment(&t.text, t.confidence)),
-                    ))
+            Outcome::Recognized(recognition) => {
+                let chosen = chosen(&active.matcher, &recognition);
+                match (recognition, chosen) {
+                    (Recognition::Text(t), chosen) => {
+                        tracing::info!(text = %mask_text(&t.text), confidence = t.confidence, matched = ?chosen, latency_ms, "caller said");
+                        Some((
+                            Event::SpeechResult {
+                                text: t.text.clone(),
+                                confidence: t.confidence,
+                                alternatives: chosen.map(|(p, _)| p).into_iter().collect(),
+                            },
+                            Some(segment(&t.text, t.confidence)),
+                        ))
+                    }
+                    // Low confidence, but close to one of the step's keywords: the answer.
+                    (Recognition::NotUnderstood { heard: Some(t), .. }, Some((phrase, score))) => {
+                        tracing::info!(text = %mask_text(&t.text), confidence = t.confidence, %phrase, score, latency_ms, "caller said (low confidence, close to a keyword)");
+                        Some((
+                            Event::SpeechResult {
+                                text: t.text.clone(),
+                                confidence: t.confidence,
+                                alternatives: vec![phrase],
+                            },
+                            Some(segment(&t.text, t.confidence)),
+                        ))
+                    }
+                    (Recognition::NotUnderstood { reason, heard }, _) => {
+                        let heard = heard.map(|t| mask_text(&t.text).into_owned());
+                        tracing::info!(?reason, ?heard, latency_ms, "not understood");
+                        Some((Event::SpeechNoMatch, None))
+                    }
                 }
-                _ => {
-                    tracing::info!(text = %mask_text(&t.text), confidence = t.confidence, latency_ms, "not understood: low confidence");
-                    Some((Event::SpeechNoMatch, None))
-                }
-            },
-            Outcome::Recognized(Recognition::NotUnderstood { reason, heard }) => {
-                let heard = heard.map(|t| mask_text(&t.text).into_owned());
-                tracing::info!(?reason, ?heard, latency_ms, "not understood");
-                Some((Event::SpeechNoMatch, None))
             }
         }
     }
@@ -612,7 +700,10 @@ mod tests {
         };
         // "做素" sounds like "投诉": the keyword goes along so the menu can choose by it.
         let (ev, seg) = l
-            .on_heard(h(Outcome::Recognized(Recognition::Text(t("我要做素", 0.7)))))
+            .on_heard(h(Outcome::Recognized(Recognition::Text(t(
+                "我要做素",
+                0.7,
+            )))))
             .expect("current");
         assert_eq!(
             ev,
@@ -647,6 +738,26 @@ mod tests {
             heard: None,
         }));
         assert_eq!(l.on_heard(silence), Some((Event::SpeechNoMatch, None)));
+    }
+
+    #[test]
+    fn an_echoed_prompt_is_recognized_by_its_several_keywords() {
+        let hints: Vec<String> = [
+            "江汉区",
+            "江汉",
+            "武昌区",
+            "武昌",
+            "洪山区",
+            "洪山",
+            "东西湖区",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        assert_eq!(keywords_in("洪山区，东西湖区", &hints), 2);
+        assert_eq!(keywords_in("武昌区", &hints), 1);
+        assert_eq!(keywords_in("我在武昌", &hints), 1);
+        assert_eq!(keywords_in("红山锯", &hints), 0);
     }
 
     #[test]

@@ -399,7 +399,10 @@ mod tests {
         pcm.extend(vec![0i16; 8000]);
         let mut vad = Vad::new(VadConfig::default()).expect("config");
         let events = run(&mut vad, &pcm, 0);
-        assert!(matches!(events[..], [VadEvent::SpeechStarted { .. }, VadEvent::SpeechEnded(_)]));
+        assert!(matches!(
+            events[..],
+            [VadEvent::SpeechStarted { .. }, VadEvent::SpeechEnded(_)]
+        ));
 
         // A pause of 1 s inside the answer: one utterance with 1.5 s end silence, two with 0.8 s.
         let mut pcm = vec![0i16; 4000];
