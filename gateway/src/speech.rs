@@ -33,20 +33,14 @@ use adapters::work_order::TranscriptSegment;
 use anyhow::Context;
 use ivr_flows::Event;
 use ivr_flows::io::SpeechListen;
-use speech_models::matcher::{Choice, MatchOutcome, Matcher};
+use speech_models::answer::{self, chosen};
+use speech_models::matcher::{Choice, Matcher};
 use speech_models::model::{self, PrepareOptions};
-use speech_models::recognizer::{
-    Language, NotUnderstoodReason, Recognition, Recognizer, RecognizerConfig, Request,
-};
+use speech_models::recognizer::{Language, Recognition, Recognizer, RecognizerConfig};
 use speech_models::vad::{Utterance, Vad, VadConfig, VadEvent};
 use tokio::sync::mpsc;
 
 use crate::config::SpeechConfig;
-
-/// A low-confidence transcript still chooses an option when it sounds at least this close to
-/// one of the step's keywords (short answers like "武昌区" often decode with low token
-/// probabilities while the sound is right).
-const LOW_CONFIDENCE_MATCH: f32 = 0.6;
 
 /// `gateway models prepare`: obtains, converts, verifies and caches Whisper base.
 pub fn prepare_model(cache_dir: &Path, options: &PrepareOptions) -> anyhow::Result<PathBuf> {
@@ -304,93 +298,6 @@ fn hints_for(language: Language, hints: &[String]) -> Vec<String> {
     out
 }
 
-/// Answers longer than this are descriptions, not choices: one plain pass only.
-const SECOND_PASS_MAX: Duration = Duration::from_secs(4);
-
-/// How close a transcript must sound to a keyword for `recognition` to choose it: a trusted
-/// transcript needs the matcher's threshold, a low-confidence one [`LOW_CONFIDENCE_MATCH`].
-fn chosen(matcher: &Matcher, recognition: &Recognition) -> Option<(String, f32)> {
-    let (text, needed) = match recognition {
-        Recognition::Text(t) => (&t.text, 0.0),
-        Recognition::NotUnderstood {
-            reason: NotUnderstoodReason::LowConfidence,
-            heard: Some(t),
-        } => (&t.text, LOW_CONFIDENCE_MATCH),
-        Recognition::NotUnderstood { .. } => return None,
-    };
-    match matcher.best(text) {
-        MatchOutcome::Match { phrase, score, .. } if score >= needed => Some((phrase, score)),
-        _ => None,
-    }
-}
-
-/// How many different keywords a transcript contains word for word.
-fn keywords_in(text: &str, hints: &[String]) -> usize {
-    hints
-        .iter()
-        .filter(|h| text.contains(h.as_str()))
-        .filter(|h| {
-            !hints
-                .iter()
-                .any(|o| o != *h && o.contains(h.as_str()) && text.contains(o.as_str()))
-        })
-        .count()
-}
-
-/// One utterance, recognized for a step that expects `hints`.
-///
-/// Whisper is first asked without a prompt: measured on telephone Mandarin, a prompt that lists
-/// a step's options (districts) makes Whisper base answer with items of the list, often not the
-/// one said ("江汉区" for "hong2 shan1 qu1", or the list itself), while the unprompted transcript
-/// is wrong in characters but right in sound ("红山锯"), which the pinyin matcher turns into the
-/// right option. Only a short answer that matched nothing is tried again with the keywords as
-/// the prompt (it helps with some answers, "我要投诉" heard as such), and that second result is
-/// thrown away when it is the prompt echoed (two or more keywords back).
-fn recognize_answer(
-    lease: &mut speech_models::recognizer::Lease,
-    u: &Utterance,
-    language: Language,
-    hints: &[String],
-    prompt: &[String],
-    matcher: &Matcher,
-) -> Recognition {
-    let plain = lease.recognize(&Request {
-        audio: &u.audio,
-        language,
-        hints: &[],
-    });
-    let no_speech = matches!(
-        plain,
-        Recognition::NotUnderstood {
-            reason: NotUnderstoodReason::NoSpeech,
-            ..
-        }
-    );
-    if hints.is_empty()
-        || no_speech
-        || u.duration > SECOND_PASS_MAX
-        || chosen(matcher, &plain).is_some()
-    {
-        return plain;
-    }
-    let biased = lease.recognize(&Request {
-        audio: &u.audio,
-        language,
-        hints: prompt,
-    });
-    let echoed = match &biased {
-        Recognition::Text(t) | Recognition::NotUnderstood { heard: Some(t), .. } => {
-            keywords_in(&t.text, hints) >= 2
-        }
-        Recognition::NotUnderstood { heard: None, .. } => false,
-    };
-    if echoed || chosen(matcher, &biased).is_none() {
-        tracing::debug!(echoed, "keyword-prompted pass did not help");
-        return plain;
-    }
-    biased
-}
-
 impl Listener {
     /// A step listens (`Action::Listen`): `None` for speech means keys only.
     pub fn listen(&mut self, speech: Option<SpeechListen>) {
@@ -492,7 +399,8 @@ impl Listener {
         let span = tracing::debug_span!("recognize", ms = u.duration.as_millis() as u64);
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let result = recognize_answer(&mut lease, &u, language, &hints, &prompt, &matcher);
+            let result =
+                answer::recognize(&mut lease, &u.audio, language, &hints, &prompt, &matcher);
             drop(lease);
             send(Outcome::Recognized(result));
         });
@@ -584,6 +492,7 @@ pub async fn next(listener: &mut Option<Listener>) -> Heard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use speech_models::recognizer::NotUnderstoodReason;
 
     fn settings() -> SpeechSettings {
         SpeechSettings {
@@ -738,26 +647,6 @@ mod tests {
             heard: None,
         }));
         assert_eq!(l.on_heard(silence), Some((Event::SpeechNoMatch, None)));
-    }
-
-    #[test]
-    fn an_echoed_prompt_is_recognized_by_its_several_keywords() {
-        let hints: Vec<String> = [
-            "江汉区",
-            "江汉",
-            "武昌区",
-            "武昌",
-            "洪山区",
-            "洪山",
-            "东西湖区",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        assert_eq!(keywords_in("洪山区，东西湖区", &hints), 2);
-        assert_eq!(keywords_in("武昌区", &hints), 1);
-        assert_eq!(keywords_in("我在武昌", &hints), 1);
-        assert_eq!(keywords_in("红山锯", &hints), 0);
     }
 
     #[test]
