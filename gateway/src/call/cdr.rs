@@ -20,7 +20,7 @@ pub struct CallRecord {
     pub started_at: DateTime<Utc>,
     pub ended_at: DateTime<Utc>,
     pub duration_ms: u64,
-    /// How the call ended: `caller_hangup`, `flow_hangup`, `transferred`, `media_timeout`, ...
+    /// How the call ended: `caller_hangup`, `flow_hangup`, `agent_hangup`, `media_timeout`, ...
     pub outcome: String,
     /// Flow and step the caller was in at the end.
     pub last_step: Option<String>,
@@ -28,6 +28,9 @@ pub struct CallRecord {
     pub callback_order: Option<String>,
     pub recordings: Vec<String>,
     pub transfer_to: Option<String>,
+    /// The agent leg of a transfer: when it answered, how long it talked, frames each way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<super::bridge::BridgeFigures>,
     pub codec: Option<String>,
     pub rtp: Option<RtpFigures>,
 }

@@ -13,8 +13,10 @@
 //! - [`order`]: work orders from a call: the flow's `submit` slots, and the callback order a
 //!   caller leaves by hanging up before the flow ended, so nobody who called is lost.
 //! - [`tts`]: prompts that have text but no recording, spoken by espeak-ng and cached.
+//! - [`bridge`]: transfer to an agent as a B2BUA (second leg, relayed audio, order draft).
 //! - [`cdr`]: one call detail record per call (outcome, orders, recording, RTP loss and jitter).
 
+pub mod bridge;
 pub mod cdr;
 pub mod manager;
 pub mod order;
@@ -53,6 +55,8 @@ pub struct CallSettings {
     pub utc_offset: chrono::FixedOffset,
     pub media: MediaSettings,
     pub cdr_dir: PathBuf,
+    /// Our SIP identity for legs we place (From of a transfer's INVITE).
+    pub local_uri: String,
 }
 
 /// Everything a call task shares with the others.
@@ -144,8 +148,10 @@ impl CallService {
             utc_offset: config.utc_offset()?,
             cdr_dir: config.node.data_dir.join("cdr"),
             media,
+            local_uri: String::new(),
         };
-        let sip = SipService::start(sip_settings(config)?)
+        let sip_settings = sip_settings(config)?;
+        let sip = SipService::start(sip_settings.clone())
             .await
             .with_context(|| {
                 format!(
@@ -153,6 +159,15 @@ impl CallService {
                     config.sip.udp, config.sip.tcp
                 )
             })?;
+        let mut settings = settings;
+        settings.local_uri = format!(
+            "sip:{}@{}",
+            sip_settings.contact_user,
+            sip_settings
+                .advertised_host
+                .clone()
+                .unwrap_or_else(|| sip.udp_addr.to_string())
+        );
         tracing::info!(udp = %sip.udp_addr, tcp = %sip.tcp_addr, "SIP calls: listening");
         let shared = Arc::new(Shared {
             ports: PortAllocator::new(settings.media.rtp_ports.clone()),

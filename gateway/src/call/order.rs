@@ -1,7 +1,8 @@
 //! Work orders from calls.
 //!
 //! A flow's `submit` step hands over named slots; they map onto the one submission schema every
-//! channel uses (`text`, `district`, `address`, `caller`, `name`, `kind`), and any other slot the
+//! channel uses (`text`, `district`, `address`, `caller`, `name`, `kind`, `language`; `recording`
+//! names the call's voice message, which is attached), and any other slot the
 //! caller chose (such as the report flow's topic) is kept in the text, so that nothing the caller
 //! said or keyed is lost and the classifier sees it. A caller who hangs up before the flow ended
 //! leaves a callback order with what was collected so far.
@@ -100,6 +101,20 @@ pub fn from_slots(
             }
             "name" => s.citizen.name = Some(value.to_owned()),
             "kind" if Kind::parse(value).is_some() => s.kind = Kind::parse(value),
+            // The interpreter always adds the session's language; a flow may name another
+            // (a language tag, as the WorkOrder schema has it; anything else keeps the call's).
+            "language" => {
+                if value.len() <= 16
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    s.language = value.to_owned();
+                }
+            }
+            // The voice message is attached as the order's recording (below), not as text: its
+            // URI is a path on this machine, nothing the citizen said.
+            "recording" => {}
             _ => extras.push(topic_label(value).map_or_else(|| value.to_owned(), str::to_owned)),
         }
     }
@@ -194,6 +209,35 @@ mod tests {
         let claim = o.idempotency.expect("claim");
         assert_eq!(claim.key, "abc@trunk#1");
         assert_eq!(o.normalized.kind, Kind::Complaint);
+    }
+
+    #[test]
+    fn language_and_recording_slots_are_not_text() {
+        // What the interpreter hands over for the voicemail flow's submit: it adds `caller` and
+        // `language` itself, and `recording` is the voice message's URI.
+        let slots: BTreeMap<String, String> = [
+            ("text", "voice message"),
+            ("recording", "/var/lib/gateway/recordings/voice-1.wav"),
+            ("caller", "13800138000"),
+            ("language", "en"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let rec = Recording {
+            url: "/var/lib/gateway/recordings/voice-1.wav".into(),
+            duration_ms: 4200,
+        };
+        let o = from_slots(&ctx(), 1, &slots, Some(rec.clone())).expect("order");
+        assert_eq!(o.submission.text, "voice message");
+        assert_eq!(o.submission.language, "en");
+        assert_eq!(o.submission.recording, Some(rec));
+        // A language that is no tag keeps the call's.
+        let mut slots = slots;
+        slots.insert("language".into(), "普通话".into());
+        let o = from_slots(&ctx(), 2, &slots, None).expect("order");
+        assert_eq!(o.submission.language, "zh");
+        assert_eq!(o.submission.text, "voice message");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::Shared;
+use super::bridge::{self, AgentLeg, AgentTarget, BridgeFigures, LegInput, LegState};
 use super::cdr::{CallRecord, RtpFigures};
 use super::manager::Control;
 use super::order::{self, CallContext};
@@ -37,7 +38,7 @@ use crate::media::sdp::{self, Negotiated, OriginVersioning, SessionDescription};
 use crate::media::udp::{self, DriverOptions, MediaCommand, MediaEvent, MediaHandle};
 use crate::media::{Codec, Frame};
 use crate::sip::transport::Command;
-use crate::sip::{CallEvent, CallId, TerminationReason, Transport};
+use crate::sip::{CallEvent, CallId, OutgoingCall, TerminationReason, Transport};
 use crate::store::SubmitOutcome;
 
 /// Input to a call task.
@@ -112,6 +113,8 @@ enum Ending {
     CallerHangup,
     FlowHangup,
     MediaTimeout,
+    /// The agent a transfer reached hung up (or their media stopped).
+    AgentHangup,
     Shutdown,
     Failed,
 }
@@ -122,6 +125,7 @@ impl Ending {
             Ending::CallerHangup => "caller_hangup",
             Ending::FlowHangup => "flow_hangup",
             Ending::MediaTimeout => "media_timeout",
+            Ending::AgentHangup => "agent_hangup",
             Ending::Shutdown => "shutdown",
             Ending::Failed => "failed",
         }
@@ -163,7 +167,11 @@ struct Call {
     flow_ended: bool,
     pending: VecDeque<Event>,
     transfer_to: Option<String>,
-    _control: mpsc::UnboundedSender<Control>,
+    /// The agent leg of a transfer in progress.
+    agent: Option<AgentLeg>,
+    /// Figures of the bridge once the agent leg has ended.
+    bridge: Option<BridgeFigures>,
+    control: mpsc::UnboundedSender<Control>,
 }
 
 /// Build the answer for an offer; `Err(status)` is the SIP status to refuse it with.
@@ -338,7 +346,9 @@ async fn setup(
         flow_ended: false,
         pending: VecDeque::new(),
         transfer_to: None,
-        _control: control,
+        agent: None,
+        bridge: None,
+        control,
     };
     Ok((call, backend_rx))
 }
@@ -387,6 +397,9 @@ impl Call {
         if let Some(r) = &self.recording {
             next = next.min(r.started + r.max);
         }
+        if let Some(a) = self.agent.as_ref().filter(|a| a.ringing()) {
+            next = next.min(a.deadline);
+        }
         tokio::time::Instant::from_std(next)
     }
 
@@ -421,7 +434,8 @@ impl Call {
                     Backend::Ivr(ev) => self.pending.push_back(ev),
                     Backend::Submitted { order_id } => self.orders.push(order_id),
                 },
-                () = tokio::time::sleep_until(deadline) => self.on_timers(),
+                ev = bridge::next_leg(&mut self.agent) => self.on_leg(ev).await,
+                () = tokio::time::sleep_until(deadline) => self.on_timers().await,
                 heard = crate::speech::next(&mut self.listener) => self.on_heard(heard),
             }
             self.drive().await;
@@ -447,8 +461,19 @@ impl Call {
         }
     }
 
-    fn on_timers(&mut self) {
+    async fn on_timers(&mut self) {
         let now = Instant::now();
+        if let Some(a) = self
+            .agent
+            .as_ref()
+            .filter(|a| a.ringing() && a.deadline <= now)
+        {
+            let reason = format!(
+                "no answer from the agent within {} s",
+                a.deadline.duration_since(a.started).as_secs()
+            );
+            self.transfer_failed(reason).await;
+        }
         let mut due: Vec<u64> = self
             .timers
             .iter()
@@ -548,6 +573,13 @@ impl Call {
             return;
         };
         tracing::debug!(digit = %d, ?source, "key press");
+        if let Some(media) = self.bridged_media() {
+            // Keys pressed while talking to an agent are for the agent's system.
+            let _ = media
+                .commands
+                .try_send(MediaCommand::Digit(d, Duration::from_millis(160)));
+            return;
+        }
         if self.recording.is_some() {
             // Any key ends a voice message ("press any key when you are done").
             self.stop_recording();
@@ -558,7 +590,10 @@ impl Call {
 
     async fn on_media(&mut self, ev: MediaEvent) {
         match ev {
-            MediaEvent::Frame { frame, .. } => self.caller_audio(&frame),
+            MediaEvent::Frame { frame, .. } => {
+                self.relay_to_agent(&frame);
+                self.caller_audio(&frame)
+            }
             MediaEvent::Digit { digit, source, at } => self.digit(digit, at, source),
             MediaEvent::PlaybackFinished { id } => {
                 self.pending.push_back(Event::PromptFinished { id })
@@ -862,7 +897,7 @@ impl Call {
     async fn transfer(
         &mut self,
         target: ivr_flows::model::TransferTarget,
-        _context: BTreeMap<String, String>,
+        context: BTreeMap<String, String>,
     ) {
         let uri = match &target {
             ivr_flows::model::TransferTarget::Sip(uri) => Some(uri.clone()),
@@ -881,10 +916,234 @@ impl Call {
             });
             return;
         };
-        tracing::info!(%uri, "transfer: agent legs are not available yet");
-        self.pending.push_back(Event::TransferFailed {
-            reason: format!("cannot reach {uri}"),
-        });
+        if let Err(reason) = self.place_agent_leg(&uri, &context).await {
+            tracing::warn!(%uri, %reason, "transfer: agent leg not placed");
+            self.pending.push_back(Event::TransferFailed { reason });
+        }
+    }
+
+    /// Dial the agent with an offer for a fresh port pair; the answer bridges them.
+    async fn place_agent_leg(
+        &mut self,
+        uri: &str,
+        context: &BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        if self.agent.is_some() {
+            return Err("a transfer is already under way".into());
+        }
+        let target = AgentTarget::parse(uri)?;
+        let destination = target.resolve().await?;
+        let media = &self.shared.settings.media;
+        let ports = self
+            .shared
+            .ports
+            .bind(media.bind_ip)
+            .await
+            .map_err(|e| format!("no RTP port for the agent leg: {e}"))?;
+        let local = ports.local_rtp().map_err(|e| e.to_string())?;
+        // The caller's codec first: the agent's phone then needs no other.
+        let mut codecs = vec![self.codec];
+        codecs.extend(media.codecs.iter().copied().filter(|c| *c != self.codec));
+        let offer = sdp::offer(&codecs, media.telephone_event_pt, local.ip(), local.port());
+        let draft = bridge::draft_header(&self.incoming.sip_call_id, context, &self.orders);
+        let call = OutgoingCall {
+            target_uri: target.uri.clone(),
+            from_uri: self.shared.settings.local_uri.clone(),
+            from_display: (!self.caller.is_empty()).then(|| self.caller.clone()),
+            to_uri: target.uri.clone(),
+            destination,
+            transport: target.transport,
+            sdp_offer: offer.to_string().into_bytes(),
+            extra_headers: vec![(bridge::DRAFT_HEADER.to_owned(), draft)],
+        };
+        let (cmd, reply) = Command::invite(call);
+        if self.shared.sip.send(cmd).await.is_err() {
+            return Err("the SIP service stopped".into());
+        }
+        tracing::info!(agent = %target.uri, %destination, "transfer: calling the agent");
+        metrics::counter!("gateway_transfers_total", "outcome" => "attempted").increment(1);
+        self.agent = Some(AgentLeg::new(
+            target,
+            ports,
+            self.codec,
+            reply,
+            self.shared.settings.transfer_timeout,
+        ));
+        Ok(())
+    }
+
+    /// The agent's media while bridged.
+    fn bridged_media(&self) -> Option<&MediaHandle> {
+        self.agent
+            .as_ref()
+            .filter(|a| a.state == LegState::Bridged)
+            .and_then(|a| a.media.as_ref())
+    }
+
+    /// Queue a caller frame on the agent's paced sender. `try_send`: a stalled agent leg loses
+    /// frames rather than holding up the caller's side.
+    fn relay_to_agent(&mut self, frame: &crate::media::Frame) {
+        let Some(a) = self.agent.as_mut().filter(|a| a.state == LegState::Bridged) else {
+            return;
+        };
+        let Some(media) = a.media.as_ref() else {
+            return;
+        };
+        if media
+            .commands
+            .try_send(MediaCommand::Frame(Box::new(*frame)))
+            .is_ok()
+        {
+            a.figures.frames_to_agent += 1;
+            if bridge::voiced(frame) {
+                a.figures.voiced_to_agent += 1;
+            }
+        }
+    }
+
+    async fn on_leg(&mut self, input: LegInput) {
+        match input {
+            LegInput::Placed(Ok(id)) => {
+                if let Some(a) = self.agent.as_mut() {
+                    a.call = Some(id);
+                    let _ = self
+                        .control
+                        .send(Control::Register(id, a.events_tx.clone()));
+                }
+            }
+            LegInput::Placed(Err(reason)) => self.transfer_failed(reason).await,
+            LegInput::Sip(ev) => self.on_agent_sip(ev).await,
+            LegInput::Media(MediaEvent::Frame { frame, .. }) => {
+                let Some(a) = self.agent.as_mut() else { return };
+                if a.state != LegState::Bridged {
+                    return;
+                }
+                if self
+                    .media
+                    .commands
+                    .try_send(MediaCommand::Frame(frame.clone()))
+                    .is_ok()
+                {
+                    a.figures.frames_to_caller += 1;
+                    if bridge::voiced(&frame) {
+                        a.figures.voiced_to_caller += 1;
+                    }
+                }
+            }
+            LegInput::Media(MediaEvent::MediaTimeout) | LegInput::MediaGone => {
+                tracing::info!("transfer: no media from the agent: ending the call");
+                self.end(Ending::AgentHangup).await;
+            }
+            LegInput::Media(_) => {}
+        }
+    }
+
+    async fn on_agent_sip(&mut self, ev: CallEvent) {
+        let Some(a) = self.agent.as_mut() else { return };
+        match ev {
+            CallEvent::OutgoingProgress { status, .. }
+                if a.state == LegState::Dialing && (status == 180 || status == 183) =>
+            {
+                a.state = LegState::Ringing;
+                let left = a.deadline.saturating_duration_since(Instant::now());
+                let tone = bridge::ringback(self.codec, left);
+                let _ = self.media.commands.send(MediaCommand::Play(tone)).await;
+            }
+            CallEvent::OutgoingAnswered { sdp, .. } => {
+                let ports = a.ports.take();
+                let answer = sdp.as_deref().ok_or(400u16).and_then(|body| {
+                    let local = ports
+                        .as_ref()
+                        .and_then(|p| p.local_rtp().ok())
+                        .ok_or(503u16)?;
+                    answer_offer(body, &[a.codec, Codec::Pcmu, Codec::Pcma], local)
+                });
+                let media = match (answer, ports) {
+                    (Ok((_, negotiated)), Some(ports)) => {
+                        let settings = &self.shared.settings.media;
+                        let session = RtpSession::new(
+                            RtpConfig::new(settings, &negotiated),
+                            Instant::now(),
+                            std::time::SystemTime::now(),
+                        );
+                        udp::spawn(
+                            ports,
+                            session,
+                            DriverOptions {
+                                inband_dtmf: false,
+                                ..DriverOptions::default()
+                            },
+                        )
+                        .ok()
+                    }
+                    _ => None,
+                };
+                let Some(media) = media else {
+                    self.transfer_failed("the agent's answer has no usable audio".into())
+                        .await;
+                    return;
+                };
+                a.media = Some(media);
+                a.state = LegState::Bridged;
+                a.answered = Some(Instant::now());
+                a.figures.answered_after_ms = Some(a.started.elapsed().as_millis() as u64);
+                self.transfer_to = Some(a.target.uri.clone());
+                let _ = self.media.commands.send(MediaCommand::StopPlayback).await;
+                metrics::counter!("gateway_transfers_total", "outcome" => "bridged").increment(1);
+                tracing::info!(agent = %a.target.uri, "transfer: bridged to the agent");
+            }
+            CallEvent::OutgoingFailed { status, reason, .. } => {
+                self.transfer_failed(format!("the agent answered {status} {reason}"))
+                    .await;
+            }
+            CallEvent::Bye { .. } if a.state == LegState::Bridged => {
+                tracing::info!("transfer: the agent hung up");
+                self.end(Ending::AgentHangup).await;
+            }
+            CallEvent::CallTerminated { reason, .. } => {
+                a.terminated = true;
+                if a.state == LegState::Bridged {
+                    if self.ending.is_none() {
+                        tracing::info!(?reason, "transfer: the agent leg ended");
+                        self.end(Ending::AgentHangup).await;
+                    }
+                } else {
+                    self.transfer_failed(format!("the agent leg ended ({reason:?})"))
+                        .await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Give up on the agent: hang the leg up, stop the ringback, and tell the flow.
+    async fn transfer_failed(&mut self, reason: String) {
+        let Some(a) = self.agent.as_ref() else { return };
+        let ringing = a.state == LegState::Ringing;
+        tracing::info!(agent = %a.target.uri, %reason, "transfer failed");
+        metrics::counter!("gateway_transfers_total", "outcome" => "failed").increment(1);
+        self.close_agent_leg().await;
+        if ringing {
+            let _ = self.media.commands.send(MediaCommand::StopPlayback).await;
+        }
+        self.pending.push_back(Event::TransferFailed { reason });
+    }
+
+    /// Hang up the agent leg (if any) and keep its figures for the call record.
+    async fn close_agent_leg(&mut self) {
+        let Some(mut a) = self.agent.take() else {
+            return;
+        };
+        if let Some(id) = a.call.filter(|_| !a.terminated) {
+            self.sip(Command::Hangup(id)).await;
+        }
+        if let Some(at) = a.answered {
+            a.figures.bridged_ms = at.elapsed().as_millis() as u64;
+        }
+        if let Some(m) = a.media.take() {
+            a.figures.agent_rtp = Some(figures(&m.close().await));
+        }
+        self.bridge = Some(a.figures);
     }
 
     /// Hang up from our side (or note that the caller already did).
@@ -902,6 +1161,7 @@ impl Call {
 
     async fn finish(mut self) {
         self.stop_recording();
+        self.close_agent_leg().await;
         // Let the interpreter see the hang-up, then collect what it had.
         self.drive().await;
         let ending = self.ending.unwrap_or(Ending::CallerHangup);
@@ -921,8 +1181,13 @@ impl Call {
             .unwrap_or_default();
         // Orders whose write was under way when the caller hung up still count.
         let mut callback_order = None;
+        let reached_agent = self
+            .bridge
+            .as_ref()
+            .is_some_and(|b| b.answered_after_ms.is_some());
         let abandoned = matches!(ending, Ending::CallerHangup | Ending::MediaTimeout)
             && !self.flow_ended
+            && !reached_agent
             && self.orders.is_empty()
             && self.submits == 0;
         if abandoned && self.shared.settings.callback_orders && self.ivr.is_some() {
@@ -968,6 +1233,7 @@ impl Call {
             callback_order,
             recordings: self.recordings.iter().map(|r| r.url.clone()).collect(),
             transfer_to: self.transfer_to.clone(),
+            bridge: self.bridge.clone(),
             codec: Some(self.codec.name().into()),
             rtp: Some(figures(&stats)),
         };

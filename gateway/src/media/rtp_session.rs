@@ -6,7 +6,9 @@
 //!   one in their SDP, so we send to where their media really comes from. We latch onto the source
 //!   of the first valid packet with a negotiated payload type, and re-latch only after
 //!   `relatch_after` consecutive valid packets from one new source, so stray or spoofed datagrams
-//!   can neither divert nor interrupt the call. Anything that is not RTP of a negotiated payload
+//!   can neither divert nor interrupt the call. The address the SDP named is the exception: its
+//!   packets take the stream back at once, so a stale stream still aimed at a reused port (or a
+//!   spoofer) that got in first cannot keep the real caller out. Anything that is not RTP of a negotiated payload
 //!   type is counted as discarded and dropped.
 //! - Sending is paced at 20 ms by [`RtpSession::poll_timeout`] / [`RtpSession::handle_timeout`]:
 //!   each tick sends one packet (a queued DTMF event packet, else queued audio, else silence so the
@@ -486,7 +488,7 @@ impl RtpSession {
 
         let mut samples = Vec::with_capacity(payload.len());
         self.cfg.codec.decode(payload, &mut samples);
-        if self.jitter.push(seq, &samples) == PushOutcome::Resynchronised {
+        if self.jitter.push(packet.timestamp(), &samples) == PushOutcome::Resynchronised {
             tracing::debug!("jitter buffer resynchronised");
         }
     }
@@ -500,6 +502,15 @@ impl RtpSession {
             }
             Some(l) if l == from => {
                 self.candidate = None;
+                true
+            }
+            // The address the peer signalled is its own: it wins back the stream at once from
+            // whatever was latched first (a stream still aimed at this port from its previous
+            // call, or a spoofer). Packets from there only arrive when it is reachable, so NATed
+            // callers, whose SDP names a private address, are latched as before.
+            Some(_) if self.cfg.remote == Some(from) => {
+                self.stats.relatches += 1;
+                self.latch(from);
                 true
             }
             Some(_) => {
@@ -856,6 +867,36 @@ mod tests {
         );
         assert_eq!(rtp[0].destination, "10.0.0.1:40000".parse().expect("addr"));
         assert!(s.poll_timeout() > t0 + FRAME_DURATION * 9);
+    }
+
+    #[test]
+    fn the_signalled_address_takes_the_stream_back_from_a_source_latched_first() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        let signalled: SocketAddr = "10.0.0.1:40000".parse().expect("addr");
+        let stale: SocketAddr = "10.0.0.7:30000".parse().expect("addr");
+        // A stream still aimed at this port (its previous call's caller) gets in first, with the
+        // end of a key press.
+        let end_of_7 = [7u8, 0x80 | 10, 0x03, 0x20];
+        s.handle_rtp(t0, stale, &packet(101, 500, 8000, 5, &end_of_7));
+        s.handle_rtp(t0, stale, &packet(0, 501, 8800, 5, &[0xFF; 160]));
+        assert_eq!(s.destination(), Some(stale));
+        // The caller the SDP names starts sending: it has the stream from its first packet on,
+        // interleaved with the stale stream, which is then dropped.
+        for i in 0..20u16 {
+            s.handle_rtp(
+                t0,
+                signalled,
+                &packet(0, 1000 + i, 160 * u32::from(i), 7, &[0xFF; 160]),
+            );
+            assert_eq!(s.destination(), Some(signalled));
+            s.handle_rtp(t0, stale, &packet(0, 502 + i, 8960, 5, &[0xFF; 160]));
+            assert_eq!(s.destination(), Some(signalled), "stale packet {i}");
+        }
+        let st = s.stats();
+        assert_eq!(st.relatches, 1);
+        assert_eq!(st.discarded, 20);
+        assert_eq!(st.packets_received, 2 + 20);
     }
 
     #[test]
