@@ -318,12 +318,17 @@ async fn a_spoken_answer_chooses_the_menu_option_and_names_the_district() {
     );
 
     // The caller: silence, "我要投诉" during the menu prompt (barge-in), then, once the menu
-    // has moved on, "武昌区" to the district question.
+    // has moved on, "武昌区" to the district question, and "武昌区" once more later, as a caller
+    // asked "请说出区名" again would (heard only if the first was not understood: after a
+    // right answer the flow has hung up by then; a wrong district fails the test either way).
     let audio_dir = dir.path().join("audio");
     std::fs::create_dir_all(&audio_dir).expect("mkdir audio");
     let complaint = spoken_ulaw("我要投诉", &audio_dir);
     let district = spoken_ulaw("武昌区", &audio_dir);
-    let line = timeline(&[(1.5, complaint), (11.0, district)], 24.0);
+    let line = timeline(
+        &[(1.5, complaint), (11.0, district.clone()), (21.0, district)],
+        32.0,
+    );
 
     let rtp = UdpSocket::bind("127.0.0.1:0").expect("bind RTP");
     let rtp_port = rtp.local_addr().expect("addr").port();
