@@ -297,7 +297,7 @@ async fn a_spoken_answer_chooses_the_menu_option_and_names_the_district() {
     let sip_port = free_port();
     let extra = format!(
         "[sip]\nudp = \"127.0.0.1:{sip_port}\"\ntcp = \"127.0.0.1:{sip_port}\"\n\n\
-         [media]\nrtp_port_min = 43000\nrtp_port_max = 43999\n\n\
+         [media]\nrtp_port_min = 46000\nrtp_port_max = 46999\n\n\
          [ivr]\nflows_dir = {:?}\nreload = false\n\n\
          [speech]\ncache_dir = {:?}\n",
         flows.display().to_string(),
