@@ -145,14 +145,6 @@ impl SpeechService {
         Some(service)
     }
 
-    /// A service around an already loaded recognizer (tests, benches).
-    pub fn with_recognizer(settings: SpeechSettings, recognizer: Recognizer) -> Arc<Self> {
-        Arc::new(SpeechService {
-            settings,
-            recognizer: Mutex::new(Loaded::Ready(recognizer)),
-        })
-    }
-
     fn load(&self) {
         let s = &self.settings;
         let started = Instant::now();
@@ -186,22 +178,6 @@ impl SpeechService {
         match &*self.recognizer.lock().unwrap_or_else(|p| p.into_inner()) {
             Loaded::Ready(r) => Some(r.clone()),
             Loaded::Loading | Loaded::Failed => None,
-        }
-    }
-
-    /// Waits (bounded) until the model is loaded or failed; `true` when ready.
-    pub async fn ready(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            match &*self.recognizer.lock().unwrap_or_else(|p| p.into_inner()) {
-                Loaded::Ready(_) => return true,
-                Loaded::Failed => return false,
-                Loaded::Loading => {}
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
