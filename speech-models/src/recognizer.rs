@@ -485,6 +485,9 @@ fn collect(
             v.iter().sum::<f32>() / v.len() as f32
         }
     };
+    // A token budget can end inside a multi-byte character; its lossy remains (U+FFFD) would
+    // also hide a repetition loop from `collapse_repeats`.
+    let text = text.replace('\u{FFFD}', "");
     let (text, looped) = collapse_repeats(text.trim());
     if looped {
         tracing::debug!(%text, "whisper repetition loop cut");

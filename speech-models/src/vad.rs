@@ -165,6 +165,14 @@ impl Vad {
         self.floor
     }
 
+    /// Changes how utterances end, for the next question: a step that expects a long
+    /// description waits for a longer pause than a menu. Takes effect with the next frame; the
+    /// noise floor is kept.
+    pub fn set_endpointing(&mut self, end_silence: Duration, max_utterance: Duration) {
+        self.cfg.end_silence = end_silence;
+        self.cfg.max_utterance = max_utterance;
+    }
+
     /// Forgets any utterance in progress (for example when the IVR moves to another step);
     /// the noise floor is kept, since the line is the same.
     pub fn reset(&mut self) {
@@ -377,5 +385,41 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn clipped_speech_ends_and_a_longer_pause_can_be_asked_for() {
+        // A shouting caller on a hot line: the tone hard-clipped to a square wave.
+        let clipped: Vec<i16> = tone(1000, 1.0, 8000)
+            .iter()
+            .map(|s| if *s >= 0 { i16::MAX } else { i16::MIN })
+            .collect();
+        let mut pcm = vec![0i16; 4000];
+        pcm.extend(&clipped);
+        pcm.extend(vec![0i16; 8000]);
+        let mut vad = Vad::new(VadConfig::default()).expect("config");
+        let events = run(&mut vad, &pcm, 0);
+        assert!(matches!(
+            events[..],
+            [VadEvent::SpeechStarted { .. }, VadEvent::SpeechEnded(_)]
+        ));
+
+        // A pause of 1 s inside the answer: one utterance with 1.5 s end silence, two with 0.8 s.
+        let mut pcm = vec![0i16; 4000];
+        pcm.extend(tone(800, 0.3, 8000));
+        pcm.extend(vec![0i16; 8000]);
+        pcm.extend(tone(800, 0.3, 8000));
+        pcm.extend(vec![0i16; 16000]);
+        let ended = |events: &[VadEvent]| {
+            events
+                .iter()
+                .filter(|e| matches!(e, VadEvent::SpeechEnded(_)))
+                .count()
+        };
+        let mut vad = Vad::new(VadConfig::default()).expect("config");
+        assert_eq!(ended(&run(&mut vad, &pcm, 0)), 2);
+        let mut vad = Vad::new(VadConfig::default()).expect("config");
+        vad.set_endpointing(Duration::from_millis(1500), Duration::from_secs(15));
+        assert_eq!(ended(&run(&mut vad, &pcm, 0)), 1);
     }
 }

@@ -70,6 +70,8 @@ pub struct Shared {
     pub ports: Arc<PortAllocator>,
     pub sip: mpsc::Sender<Command>,
     pub cdr: cdr::CdrWriter,
+    /// Speech recognition; `None` when off or without a model (calls take keys only).
+    pub speech: Option<Arc<crate::speech::SpeechService>>,
 }
 
 /// The running call service: SIP listening and the call manager.
@@ -179,6 +181,7 @@ impl CallService {
             store,
             prompts: PromptCache::new(),
             sip: sip.commands.clone(),
+            speech: crate::speech::SpeechService::start(&config.speech),
         });
         let (stop, stop_rx) = watch::channel(false);
         let manager = tokio::spawn(manager::run(shared, sip.events, stop_rx));

@@ -157,6 +157,8 @@ struct Call {
     call_recorder: Option<(Recorder, PathBuf)>,
     recordings: Vec<Recording>,
     speech: Vec<TranscriptSegment>,
+    /// Hears spoken answers (VAD, recognizer pool); `None`: keys only.
+    listener: Option<crate::speech::Listener>,
     backend_tx: mpsc::UnboundedSender<Backend>,
     orders: Vec<String>,
     submits: u32,
@@ -316,6 +318,7 @@ async fn setup(
     };
     metrics::counter!("gateway_calls_total", "outcome" => "answered").increment(1);
     tracing::info!(codec = negotiated.codec.name(), remote = ?negotiated.remote, "call answered");
+    let listener = shared.speech.as_ref().and_then(|s| s.listener());
     let call = Call {
         codec: negotiated.codec,
         merger: DtmfMerger::new(media_settings.dtmf_merge_window),
@@ -334,6 +337,7 @@ async fn setup(
         call_recorder,
         recordings: Vec::new(),
         speech: Vec::new(),
+        listener,
         backend_tx,
         orders: Vec::new(),
         submits: 0,
@@ -432,6 +436,7 @@ impl Call {
                 },
                 ev = bridge::next_leg(&mut self.agent) => self.on_leg(ev).await,
                 () = tokio::time::sleep_until(deadline) => self.on_timers().await,
+                heard = crate::speech::next(&mut self.listener) => self.on_heard(heard),
             }
             self.drive().await;
         }
@@ -621,6 +626,18 @@ impl Call {
             tracing::warn!(error = %e, "call recording failed");
             self.call_recorder = None;
         }
+        let now = self.now_ms();
+        if let Some(ev) = self.listener.as_mut().and_then(|l| l.push(frame, now)) {
+            self.pending.push_back(ev);
+        }
+    }
+
+    /// A recognition result: to the interpreter, and its transcript to the call's orders.
+    fn on_heard(&mut self, heard: crate::speech::Heard) {
+        if let Some((ev, segment)) = self.listener.as_mut().and_then(|l| l.on_heard(heard)) {
+            self.speech.extend(segment);
+            self.pending.push_back(ev);
+        }
     }
 
     fn stop_recording(&mut self) {
@@ -665,8 +682,17 @@ impl Call {
             Action::StopPlayback => {
                 let _ = self.media.commands.send(MediaCommand::StopPlayback).await;
             }
-            Action::Listen { .. } | Action::StopListening => {
-                // Digits always reach the interpreter, which knows what it is collecting.
+            // Digits always reach the interpreter, which knows what it is collecting; speech
+            // is heard only while a step asks for it.
+            Action::Listen { speech, .. } => {
+                if let Some(l) = self.listener.as_mut() {
+                    l.listen(speech);
+                }
+            }
+            Action::StopListening => {
+                if let Some(l) = self.listener.as_mut() {
+                    l.stop();
+                }
             }
             Action::StartTimer { id, after_ms } => {
                 self.timers.insert(
