@@ -314,6 +314,11 @@ impl Listener {
     }
 
     /// `Action::StopListening`.
+    /// Whether a step is listening for speech (the call then feeds it every frame).
+    pub fn is_listening(&self) -> bool {
+        self.active.is_some()
+    }
+
     pub fn stop(&mut self) {
         self.listen(None);
     }

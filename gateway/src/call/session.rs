@@ -172,6 +172,8 @@ struct Call {
     /// Figures of the bridge once the agent leg has ended.
     bridge: Option<BridgeFigures>,
     control: mpsc::UnboundedSender<Control>,
+    /// Whether the media driver hands us the caller's frames (see [`Call::sync_frame_events`]).
+    frame_events: bool,
 }
 
 /// Build the answer for an offer; `Err(status)` is the SIP status to refuse it with.
@@ -349,6 +351,7 @@ async fn setup(
         agent: None,
         bridge: None,
         control,
+        frame_events: true,
     };
     Ok((call, backend_rx))
 }
@@ -439,6 +442,7 @@ impl Call {
                 heard = crate::speech::next(&mut self.listener) => self.on_heard(heard),
             }
             self.drive().await;
+            self.sync_frame_events();
         }
         self.finish().await;
     }
@@ -606,6 +610,24 @@ impl Call {
             MediaEvent::Report { report, round_trip } => {
                 tracing::trace!(?report, ?round_trip, "RTCP")
             }
+        }
+    }
+
+    /// Ask for the caller's frames only while something uses them: a recording, a step that
+    /// listens for speech, or an agent bridge.
+    fn sync_frame_events(&mut self) {
+        let wanted = self.recording.is_some()
+            || self.call_recorder.is_some()
+            || self.listener.as_ref().is_some_and(|l| l.is_listening())
+            || self.bridged_media().is_some();
+        if wanted != self.frame_events
+            && self
+                .media
+                .commands
+                .try_send(MediaCommand::FrameEvents(wanted))
+                .is_ok()
+        {
+            self.frame_events = wanted;
         }
     }
 

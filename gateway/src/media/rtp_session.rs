@@ -179,6 +179,7 @@ struct Reception {
 #[derive(Debug)]
 pub struct RtpSession {
     cfg: RtpConfig,
+    decoded: Vec<i16>,
     start: Instant,
     start_wall: SystemTime,
     latched: Option<SocketAddr>,
@@ -248,6 +249,7 @@ impl RtpSession {
             event_timestamp: None,
             jitter,
             events_rx: TelephoneEventReceiver::default(),
+            decoded: Vec::with_capacity(crate::media::FRAME_SAMPLES * 2),
             reception: Reception::default(),
             stats: RtpStats::default(),
             last_sr: None,
@@ -486,9 +488,10 @@ impl RtpSession {
         }
         self.reception.transit = Some(transit);
 
-        let mut samples = Vec::with_capacity(payload.len());
-        self.cfg.codec.decode(payload, &mut samples);
-        if self.jitter.push(packet.timestamp(), &samples) == PushOutcome::Resynchronised {
+        // One decode buffer per session: no allocation per packet.
+        self.decoded.clear();
+        self.cfg.codec.decode(payload, &mut self.decoded);
+        if self.jitter.push(packet.timestamp(), &self.decoded) == PushOutcome::Resynchronised {
             tracing::debug!("jitter buffer resynchronised");
         }
     }
