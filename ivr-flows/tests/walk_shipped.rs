@@ -289,7 +289,10 @@ fn policy_and_enterprise_queues_and_busy_voicemail() {
         transcript: Some("楼道灯坏了".into()),
     });
     let slots = submitted(&c);
-    assert_eq!(slots["kind"], "voicemail");
+    assert!(
+        !slots.contains_key("kind"),
+        "the order's kind is for normalization to find"
+    );
     assert_eq!(slots["text"], "楼道灯坏了");
     assert_eq!(slots["recording"], "file:///r.wav");
     c.send(Event::SubmitResult {

@@ -13,7 +13,7 @@
 //! Ports: RTP takes an even port and RTCP the odd one above (RFC 3550 §11); the pair is leased
 //! from a [`PortAllocator`] and released when the driver ends (the lease is dropped).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -149,7 +149,9 @@ pub enum MediaCommand {
     /// Whether to hand the caller's frames to the call ([`MediaEvent::Frame`]); on at start.
     /// A call that is not recording, listening or bridging switches them off: at thousands of
     /// calls, 50 frames a second each through a channel to a task that drops them is most of
-    /// the work. DTMF detection on the frames goes on either way.
+    /// the work. DTMF detection on the frames goes on either way. While off, the last
+    /// [`CATCH_UP_FRAMES`] are kept and handed over first when frames are switched on again, so
+    /// a caller who started answering before the step began listening is heard from the start.
     FrameEvents(bool),
     /// Play prompts; replaces what is playing.
     Play(Player),
@@ -249,7 +251,13 @@ struct Driver {
     options: DriverOptions,
     dropped_events: u64,
     frame_events: bool,
+    /// The latest frames while frame events are off (see [`MediaCommand::FrameEvents`]).
+    recent: VecDeque<Frame>,
 }
+
+/// Frames kept for catch-up while frame events are off: 1.5 s, enough for a short answer
+/// ("武昌区", "投诉") spoken over the end of a prompt.
+pub const CATCH_UP_FRAMES: usize = 75;
 
 impl Driver {
     fn emit(&mut self, ev: MediaEvent) {
@@ -288,7 +296,18 @@ impl Driver {
     fn command(&mut self, cmd: MediaCommand) -> bool {
         match cmd {
             MediaCommand::Frame(f) => self.session.send_frame(&f),
-            MediaCommand::FrameEvents(on) => self.frame_events = on,
+            MediaCommand::FrameEvents(on) => {
+                if on && !self.frame_events {
+                    while let Some(frame) = self.recent.pop_front() {
+                        self.emit(MediaEvent::Frame {
+                            frame: Box::new(frame),
+                            received: true,
+                        });
+                    }
+                }
+                self.recent.clear();
+                self.frame_events = on;
+            }
             MediaCommand::Play(p) => {
                 self.session.clear_queued();
                 self.player = Some(p);
@@ -329,6 +348,11 @@ impl Driver {
                             frame: Box::new(frame),
                             received,
                         });
+                    } else {
+                        if self.recent.len() == CATCH_UP_FRAMES {
+                            self.recent.pop_front();
+                        }
+                        self.recent.push_back(frame);
                     }
                 }
                 RtpEvent::Digit { digit, .. } => self.emit(MediaEvent::Digit {
@@ -362,6 +386,7 @@ async fn drive(
         options,
         dropped_events: 0,
         frame_events: true,
+        recent: VecDeque::new(),
     };
     let mut rtp_buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 2048];
