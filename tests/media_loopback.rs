@@ -256,3 +256,77 @@ async fn prompt_level_duration_and_barge_in() {
     b.close().await;
     a.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_switched_off_are_kept_and_handed_over_when_switched_back_on() {
+    let alloc = PortAllocator::new(42400..=42500);
+    let pa = alloc.bind(LOCAL).await.expect("a");
+    let pb = alloc.bind(LOCAL).await.expect("b");
+    let (addr_a, addr_b) = (pa.local_rtp().expect("a"), pb.local_rtp().expect("b"));
+    let settings = MediaSettings::default();
+    let mk = |remote| {
+        RtpSession::new(
+            RtpConfig::new(&settings, &negotiated(remote)),
+            Instant::now(),
+            SystemTime::now(),
+        )
+    };
+    let a = spawn(pa, mk(addr_b), DriverOptions::default()).expect("a");
+    let mut b = spawn(pb, mk(addr_a), DriverOptions::default()).expect("b");
+
+    // B stops handing over frames; A then talks (a 3 s tone) while nobody listens at B.
+    b.commands
+        .send(MediaCommand::FrameEvents(false))
+        .await
+        .expect("off");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while b.events.try_recv().is_ok() {}
+    let dir = tempfile::tempdir().expect("tmp");
+    let wav = dir.path().join("talk.wav");
+    tone_wav(&wav, 8000, 3.0, 8000.0);
+    let clip = PromptCache::new().get(&wav, Codec::Pcma).expect("clip");
+    a.commands
+        .send(MediaCommand::Play(Player::new(
+            Codec::Pcma,
+            [PlayItem::Clip(clip)],
+        )))
+        .await
+        .expect("play");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let mut while_off = 0usize;
+    while let Ok(ev) = b.events.try_recv() {
+        if matches!(ev, MediaEvent::Frame { .. }) {
+            while_off += 1;
+        }
+    }
+    assert_eq!(while_off, 0, "frames handed over while switched off");
+
+    // Switched on: the last 1.5 s arrive at once, loud, then the live frames follow.
+    let on_at = Instant::now();
+    b.commands
+        .send(MediaCommand::FrameEvents(true))
+        .await
+        .expect("on");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut burst = 0usize;
+    let mut loud = 0usize;
+    while let Ok(ev) = b.events.try_recv() {
+        if let MediaEvent::Frame { frame, .. } = ev {
+            burst += 1;
+            if rms(&frame[..]) > 3000.0 {
+                loud += 1;
+            }
+        }
+    }
+    let elapsed_frames = on_at.elapsed().as_millis() as usize / 20;
+    assert!(
+        burst >= gateway::media::udp::CATCH_UP_FRAMES,
+        "only {burst} frames within {elapsed_frames} frame times of switching on"
+    );
+    assert!(
+        loud >= 60,
+        "the kept frames carry the talk: {loud} of {burst} loud"
+    );
+    let _ = a.close().await;
+    let _ = b.close().await;
+}
