@@ -896,7 +896,16 @@ mod tests {
             }
         }
 
-        fn stop(self) -> u64 {
+        /// Stop once `expected` ACKs have come (or 5 s have passed): the generator's last ACK
+        /// can still be on its way when `run_plan` returns, and on a loaded machine stopping
+        /// at once would miss it.
+        fn stop_after(self, expected: u64) -> u64 {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while self.acks.load(Ordering::Relaxed) < expected
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             self.stop.store(true, Ordering::Relaxed);
             for t in self.threads {
                 let _ = t.join();
@@ -946,7 +955,7 @@ mod tests {
     fn calls_are_answered_timed_sent_digits_and_hung_up() {
         let uas = FakeUas::start(false);
         let out = run_plan(plan(uas.addr));
-        let acks = uas.stop();
+        let acks = uas.stop_after(6);
         let s = out.stats;
         assert!(!out.cut_short);
         assert_eq!((s.attempted, s.answered, s.failures()), (6, 6, 0), "{s:?}");
@@ -974,7 +983,7 @@ mod tests {
             calls: 3,
             ..plan(uas.addr)
         });
-        let acks = uas.stop();
+        let acks = uas.stop_after(3);
         let s = out.stats;
         assert_eq!((s.attempted, s.answered), (3, 0));
         assert_eq!(s.failed.get("486"), Some(&3));
