@@ -187,20 +187,6 @@ fn read_wav(path: &Path) -> (hound::WavSpec, Vec<i16>) {
     (spec, samples)
 }
 
-fn write_wav(path: &Path, samples: &[i16]) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("create a WAV file");
-    for &s in samples {
-        w.write_sample(s).expect("write a WAV file");
-    }
-    w.finalize().expect("finish a WAV file");
-}
-
 fn shipped_prompt(rel: &str) -> Vec<i16> {
     let path = flows_src().join(rel);
     let (spec, samples) = read_wav(&path);
@@ -844,36 +830,9 @@ async fn answered(phone: &Phone, gw: &Gateway, call: &mut Call) -> SocketAddr {
     }
 }
 
-/// The one call record the gateway wrote.
-async fn call_record(gw: &Gateway) -> Value {
-    let dir = gw.opts.data_dir.join("cdr");
-    let mut records = Vec::new();
-    let found = support::wait_until(Duration::from_secs(20), || {
-        let dir = dir.clone();
-        async move {
-            std::fs::read_dir(&dir)
-                .map(|d| {
-                    d.flatten()
-                        .any(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.len() > 0))
-                })
-                .unwrap_or(false)
-        }
-    })
-    .await;
-    assert!(found, "no call record written: {}", gw.log());
-    for entry in std::fs::read_dir(&dir).expect("cdr dir").flatten() {
-        let text = std::fs::read_to_string(entry.path()).expect("read cdr");
-        for line in text.lines() {
-            records.push(serde_json::from_str::<Value>(line).expect("CDR line is JSON"));
-        }
-    }
-    assert_eq!(records.len(), 1, "{records:?}");
-    records.remove(0)
-}
-
 /// The call record of a call the flow ended after submitting one order; that order.
 async fn the_order(gw: &Gateway) -> (Value, Value) {
-    let record = call_record(gw).await;
+    let record = gw.call_record().await;
     assert_eq!(record["outcome"], "flow_hangup", "{record}");
     assert_eq!(record["codec"], "PCMU", "{record}");
     let orders = record["orders"].as_array().expect("orders").clone();
@@ -1033,7 +992,7 @@ steps:
         "sound after the greeting"
     );
 
-    let record = call_record(&gw).await;
+    let record = gw.call_record().await;
     assert_eq!(record["outcome"], "flow_hangup", "{record}");
     assert_eq!(record["last_step"], "main/bye", "{record}");
     assert!(record["orders"].as_array().is_some_and(Vec::is_empty));
@@ -1070,7 +1029,7 @@ steps:
         .collect();
     let flows = dir.path().join("flows");
     std::fs::create_dir_all(&flows).expect("mkdir flows");
-    write_wav(&flows.join("tone.wav"), &tone);
+    support::write_wav_8k(&flows.join("tone.wav"), &tone);
     let (gw, sip_port) = gateway(dir.path(), flow).await;
     let phone = Phone::new().await;
     let mut call = place_call(dir.path(), sip_port, &phone);
@@ -1338,7 +1297,7 @@ async fn a_caller_who_hangs_up_after_the_message_leaves_it_in_the_callback_order
     call.ended(&gw, &phone, "its BYE answered").await;
     assert!(sent_in_time, "the message was not sent");
 
-    let record = call_record(&gw).await;
+    let record = gw.call_record().await;
     assert_eq!(record["outcome"], "caller_hangup", "{record}");
     assert_eq!(record["last_step"], "main/message", "{record}");
     let callback = record["callback_order"]
@@ -1547,7 +1506,7 @@ impl Baresip {
     async fn start(dir: &Path, microphone: &[i16]) -> Baresip {
         std::fs::create_dir_all(dir).expect("mkdir baresip");
         let mic = dir.join("microphone.wav");
-        write_wav(&mic, microphone);
+        support::write_wav_8k(&mic, microphone);
         let ctrl_port = free_port();
         let config = format!(
             "sip_listen\t127.0.0.1:{sip}\n\

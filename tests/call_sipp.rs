@@ -8,7 +8,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use support::{Gateway, GatewayOptions, free_port};
 
@@ -78,29 +77,8 @@ async fn a_caller_who_hangs_up_mid_flow_leaves_a_callback_order_and_a_call_recor
     );
 
     // The call detail record: answered with G.711, prompt audio sent for the whole call.
-    let cdr_dir = dir.path().join("gw").join("cdr");
-    let mut records = Vec::new();
-    assert!(
-        support::wait_until(Duration::from_secs(10), || {
-            let dir = cdr_dir.clone();
-            async move {
-                std::fs::read_dir(&dir)
-                    .map(|mut d| d.next().is_some())
-                    .unwrap_or(false)
-            }
-        })
-        .await,
-        "no call record written: {}",
-        gw.log()
-    );
-    for entry in std::fs::read_dir(&cdr_dir).expect("cdr dir").flatten() {
-        let text = std::fs::read_to_string(entry.path()).expect("read cdr");
-        for line in text.lines() {
-            records.push(serde_json::from_str::<serde_json::Value>(line).expect("JSON line"));
-        }
-    }
-    assert_eq!(records.len(), 1, "{records:?}");
-    let r = &records[0];
+    let record = gw.call_record().await;
+    let r = &record;
     assert_eq!(r["outcome"], "caller_hangup", "{r}");
     assert_eq!(r["caller"], "13800138000");
     assert_eq!(r["codec"], "PCMU");

@@ -128,19 +128,13 @@ async fn agent_exit(agent: &mut Child) -> i32 {
 /// A 1 s prompt (a 600 Hz tone, 8 kHz mono WAV): recorded prompts start at once, where
 /// synthesizing the text would take seconds on a loaded machine and shift the bridge's timing.
 fn write_prompt(path: &Path) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("create prompt");
-    for i in 0..8000 {
-        let t = i as f32 / 8000.0;
-        let v = (8000.0 * (2.0 * std::f32::consts::PI * 600.0 * t).sin()) as i16;
-        w.write_sample(v).expect("write prompt");
-    }
-    w.finalize().expect("finish prompt");
+    let tone: Vec<i16> = (0..8000)
+        .map(|i| {
+            let t = i as f32 / 8000.0;
+            (8000.0 * (2.0 * std::f32::consts::PI * 600.0 * t).sin()) as i16
+        })
+        .collect();
+    support::write_wav_8k(path, &tone);
 }
 
 struct Setup {
@@ -148,7 +142,6 @@ struct Setup {
     gw: Gateway,
     sip_port: u16,
     agent_port: u16,
-    data: PathBuf,
     work: PathBuf,
 }
 
@@ -178,33 +171,8 @@ async fn setup() -> Setup {
         gw,
         sip_port,
         agent_port,
-        data,
         work,
     }
-}
-
-/// The one call detail record the gateway wrote.
-async fn call_record(data: &Path, gw: &Gateway) -> serde_json::Value {
-    let cdr_dir = data.join("cdr");
-    let found = support::wait_until(Duration::from_secs(15), || {
-        let dir = cdr_dir.clone();
-        async move {
-            std::fs::read_dir(&dir)
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(false)
-        }
-    })
-    .await;
-    assert!(found, "no call record written: {}", gw.log());
-    let mut records = Vec::new();
-    for entry in std::fs::read_dir(&cdr_dir).expect("cdr dir").flatten() {
-        let text = std::fs::read_to_string(entry.path()).expect("read cdr");
-        for line in text.lines() {
-            records.push(serde_json::from_str::<serde_json::Value>(line).expect("JSON line"));
-        }
-    }
-    assert_eq!(records.len(), 1, "{records:?}");
-    records.remove(0)
 }
 
 async fn run_call(s: &Setup, caller_scenario: &str, agent_scenario: &str) -> (i32, String, i32) {
@@ -248,7 +216,7 @@ async fn an_answered_transfer_bridges_audio_both_ways_and_the_agent_ends_the_cal
     assert_eq!(draft["vars"]["caller"], "13800138000", "{draft}");
     assert_eq!(draft["vars"]["language"], "zh", "{draft}");
 
-    let r = call_record(&s.data, &s.gw).await;
+    let r = s.gw.call_record().await;
     assert_eq!(r["outcome"], "agent_hangup", "{r}");
     assert_eq!(draft["call_id"], r["sip_call_id"], "{draft} vs {r}");
     assert_eq!(
@@ -300,7 +268,7 @@ async fn a_busy_agent_sends_the_caller_down_the_flows_on_fail_path() {
         s.gw.log()
     );
     assert_eq!(agent_code, 0, "agent's SIPp failed: {agent_log}");
-    let r = call_record(&s.data, &s.gw).await;
+    let r = s.gw.call_record().await;
     assert_eq!(r["outcome"], "flow_hangup", "{r}");
     assert_eq!(r["last_step"], "main/busy", "{r}");
     assert!(r["transfer_to"].is_null(), "{r}");
@@ -328,7 +296,7 @@ async fn a_caller_who_gives_up_while_the_agent_rings_cancels_the_leg_and_gets_a_
         "agent's SIPp did not see CANCEL: {agent_log}\n--- gateway ---\n{}",
         s.gw.log()
     );
-    let r = call_record(&s.data, &s.gw).await;
+    let r = s.gw.call_record().await;
     assert_eq!(r["outcome"], "caller_hangup", "{r}");
     let callback = r["callback_order"]
         .as_str()

@@ -40,6 +40,24 @@ async fn start(alloc: &Arc<PortAllocator>, remote: SocketAddr) -> MediaHandle {
     spawn(ports, session, DriverOptions::default()).expect("spawn")
 }
 
+/// Two drivers that know each other's address up front (no relay).
+async fn pair(alloc: &Arc<PortAllocator>) -> (MediaHandle, MediaHandle) {
+    let pa = alloc.bind(LOCAL).await.expect("a");
+    let pb = alloc.bind(LOCAL).await.expect("b");
+    let (addr_a, addr_b) = (pa.local_rtp().expect("a"), pb.local_rtp().expect("b"));
+    let settings = MediaSettings::default();
+    let mk = |remote| {
+        RtpSession::new(
+            RtpConfig::new(&settings, &negotiated(remote)),
+            Instant::now(),
+            SystemTime::now(),
+        )
+    };
+    let a = spawn(pa, mk(addr_b), DriverOptions::default()).expect("a");
+    let b = spawn(pb, mk(addr_a), DriverOptions::default()).expect("b");
+    (a, b)
+}
+
 /// Forwards a->b dropping every 20th and swapping every 7th with the next; b->a as is.
 async fn relay(socket: UdpSocket, a: SocketAddr, b: SocketAddr) {
     let mut buf = [0u8; 2048];
@@ -174,20 +192,7 @@ async fn tone_and_digits_through_a_lossy_reordering_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompt_level_duration_and_barge_in() {
     let alloc = PortAllocator::new(42200..=42300);
-    // Each end learns the other's address up front (no relay).
-    let pa = alloc.bind(LOCAL).await.expect("a");
-    let pb = alloc.bind(LOCAL).await.expect("b");
-    let (addr_a, addr_b) = (pa.local_rtp().expect("a"), pb.local_rtp().expect("b"));
-    let settings = MediaSettings::default();
-    let mk = |remote| {
-        RtpSession::new(
-            RtpConfig::new(&settings, &negotiated(remote)),
-            Instant::now(),
-            SystemTime::now(),
-        )
-    };
-    let a = spawn(pa, mk(addr_b), DriverOptions::default()).expect("a");
-    let mut b = spawn(pb, mk(addr_a), DriverOptions::default()).expect("b");
+    let (a, mut b) = pair(&alloc).await;
 
     let dir = tempfile::tempdir().expect("tmp");
     let short = dir.path().join("short.wav");
@@ -260,19 +265,7 @@ async fn prompt_level_duration_and_barge_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_switched_off_are_kept_and_handed_over_when_switched_back_on() {
     let alloc = PortAllocator::new(42400..=42500);
-    let pa = alloc.bind(LOCAL).await.expect("a");
-    let pb = alloc.bind(LOCAL).await.expect("b");
-    let (addr_a, addr_b) = (pa.local_rtp().expect("a"), pb.local_rtp().expect("b"));
-    let settings = MediaSettings::default();
-    let mk = |remote| {
-        RtpSession::new(
-            RtpConfig::new(&settings, &negotiated(remote)),
-            Instant::now(),
-            SystemTime::now(),
-        )
-    };
-    let a = spawn(pa, mk(addr_b), DriverOptions::default()).expect("a");
-    let mut b = spawn(pb, mk(addr_a), DriverOptions::default()).expect("b");
+    let (a, mut b) = pair(&alloc).await;
 
     // B stops handing over frames; A then talks (a 3 s tone) while nobody listens at B.
     b.commands

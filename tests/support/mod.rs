@@ -982,3 +982,48 @@ impl Gateway {
         Reply::from(r).await
     }
 }
+
+impl Gateway {
+    /// The one call detail record the gateway wrote (`<data_dir>/cdr/*.jsonl`), waiting up to
+    /// 20 s for it; fails the test if there is none or more than one.
+    pub async fn call_record(&self) -> Value {
+        let dir = self.opts.data_dir.join("cdr");
+        let found = wait_until(Duration::from_secs(20), || {
+            let dir = dir.clone();
+            async move {
+                std::fs::read_dir(&dir)
+                    .map(|d| {
+                        d.flatten()
+                            .any(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.len() > 0))
+                    })
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+        assert!(found, "no call record written: {}", self.log());
+        let mut records = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("cdr dir").flatten() {
+            let text = std::fs::read_to_string(entry.path()).expect("read cdr");
+            for line in text.lines() {
+                records.push(serde_json::from_str::<Value>(line).expect("CDR line is JSON"));
+            }
+        }
+        assert_eq!(records.len(), 1, "{records:?}");
+        records.remove(0)
+    }
+}
+
+/// Write 8 kHz mono 16-bit samples as a WAV file (prompts and caller audio for call tests).
+pub fn write_wav_8k(path: &Path, samples: &[i16]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("create a WAV file");
+    for &s in samples {
+        w.write_sample(s).expect("write a WAV file");
+    }
+    w.finalize().expect("finish a WAV file");
+}

@@ -26,7 +26,7 @@ use super::session::CallInput;
 use crate::media::Codec;
 use crate::media::Frame;
 use crate::media::prompt::{EncodedPrompt, PlayItem, Player};
-use crate::media::udp::{BoundPorts, MediaEvent, MediaHandle};
+use crate::media::udp::{BoundPorts, MediaCommand, MediaEvent, MediaHandle};
 use crate::sip::message::split_host_port;
 use crate::sip::{CallEvent, CallId, CommandError, Transport};
 
@@ -154,6 +154,18 @@ pub fn ringback(codec: Codec, total: Duration) -> Player {
 pub fn voiced(frame: &Frame) -> bool {
     let sum: u64 = frame.iter().map(|s| u64::from(s.unsigned_abs())).sum();
     sum / frame.len() as u64 > 180
+}
+
+/// Queue a frame on the other side's paced sender and count it. `try_send`: a stalled side
+/// loses frames rather than holding up this one.
+pub fn relay(to: &MediaHandle, frame: Box<Frame>, sent: &mut u64, voiced_frames: &mut u64) {
+    let loud = voiced(&frame);
+    if to.commands.try_send(MediaCommand::Frame(frame)).is_ok() {
+        *sent += 1;
+        if loud {
+            *voiced_frames += 1;
+        }
+    }
 }
 
 /// Where the agent leg is.

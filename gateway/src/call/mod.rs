@@ -137,7 +137,7 @@ impl CallService {
         std::fs::create_dir_all(&recordings_dir).with_context(|| {
             format!("cannot create recordings_dir {}", recordings_dir.display())
         })?;
-        let settings = CallSettings {
+        let mut settings = CallSettings {
             entry_flow: config.calls.entry_flow.clone(),
             max_calls: config.calls.max_calls,
             recordings_dir,
@@ -159,7 +159,6 @@ impl CallService {
                     config.sip.udp, config.sip.tcp
                 )
             })?;
-        let mut settings = settings;
         settings.local_uri = format!(
             "sip:{}@{}",
             sip_settings.contact_user,

@@ -1002,24 +1002,19 @@ impl Call {
             .and_then(|a| a.media.as_ref())
     }
 
-    /// Queue a caller frame on the agent's paced sender. `try_send`: a stalled agent leg loses
-    /// frames rather than holding up the caller's side.
+    /// Queue a caller frame on the agent's paced sender (see [`bridge::relay`]).
     fn relay_to_agent(&mut self, frame: &crate::media::Frame) {
         let Some(a) = self.agent.as_mut().filter(|a| a.state == LegState::Bridged) else {
             return;
         };
-        let Some(media) = a.media.as_ref() else {
-            return;
-        };
-        if media
-            .commands
-            .try_send(MediaCommand::Frame(Box::new(*frame)))
-            .is_ok()
-        {
-            a.figures.frames_to_agent += 1;
-            if bridge::voiced(frame) {
-                a.figures.voiced_to_agent += 1;
-            }
+        if let Some(media) = a.media.as_ref() {
+            let f = &mut a.figures;
+            bridge::relay(
+                media,
+                Box::new(*frame),
+                &mut f.frames_to_agent,
+                &mut f.voiced_to_agent,
+            );
         }
     }
 
@@ -1037,19 +1032,14 @@ impl Call {
             LegInput::Sip(ev) => self.on_agent_sip(ev).await,
             LegInput::Media(MediaEvent::Frame { frame, .. }) => {
                 let Some(a) = self.agent.as_mut() else { return };
-                if a.state != LegState::Bridged {
-                    return;
-                }
-                if self
-                    .media
-                    .commands
-                    .try_send(MediaCommand::Frame(frame.clone()))
-                    .is_ok()
-                {
-                    a.figures.frames_to_caller += 1;
-                    if bridge::voiced(&frame) {
-                        a.figures.voiced_to_caller += 1;
-                    }
+                if a.state == LegState::Bridged {
+                    let f = &mut a.figures;
+                    bridge::relay(
+                        &self.media,
+                        frame,
+                        &mut f.frames_to_caller,
+                        &mut f.voiced_to_caller,
+                    );
                 }
             }
             LegInput::Media(MediaEvent::MediaTimeout) | LegInput::MediaGone => {

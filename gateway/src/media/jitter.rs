@@ -89,34 +89,31 @@ pub struct JitterBuffer {
     stats: JitterStats,
 }
 
-/// Extend a 32-bit RTP timestamp to 64 bits next to a reference (RFC 3550 A.1 idea).
-pub fn extend_timestamp(reference: u64, ts: u32) -> u64 {
-    let cycle = reference & !0xFFFF_FFFF;
-    let low = reference & 0xFFFF_FFFF;
-    let ts = u64::from(ts);
-    let candidate = cycle | ts;
-    if ts < low && low - ts > 0x8000_0000 {
-        candidate + 0x1_0000_0000
-    } else if ts > low && ts - low > 0x8000_0000 && cycle > 0 {
-        candidate - 0x1_0000_0000
+/// Extend a wrapping counter of `bits` bits to 64 bits next to a reference (RFC 3550 A.1
+/// idea): the candidate nearest the reference, across a wrap either way.
+fn extend_wrapping(reference: u64, value: u64, bits: u32) -> u64 {
+    let period = 1u64 << bits;
+    let half = period >> 1;
+    let cycle = reference & !(period - 1);
+    let low = reference & (period - 1);
+    let candidate = cycle | value;
+    if value < low && low - value > half {
+        candidate + period
+    } else if value > low && value - low > half && cycle > 0 {
+        candidate - period
     } else {
         candidate
     }
 }
 
-/// Extend a 16-bit sequence number to 64 bits next to a reference (RFC 3550 A.1 idea).
+/// Extend a 32-bit RTP timestamp to 64 bits next to a reference.
+pub fn extend_timestamp(reference: u64, ts: u32) -> u64 {
+    extend_wrapping(reference, u64::from(ts), 32)
+}
+
+/// Extend a 16-bit sequence number to 64 bits next to a reference.
 pub fn extend_seq(reference: u64, seq: u16) -> u64 {
-    let cycle = reference & !0xFFFF;
-    let low = reference & 0xFFFF;
-    let seq = u64::from(seq);
-    let candidate = cycle | seq;
-    if seq < low && low - seq > 0x8000 {
-        candidate + 0x1_0000
-    } else if seq > low && seq - low > 0x8000 && cycle > 0 {
-        candidate - 0x1_0000
-    } else {
-        candidate
-    }
+    extend_wrapping(reference, u64::from(seq), 16)
 }
 
 impl JitterBuffer {
@@ -420,6 +417,15 @@ mod tests {
         assert!(jb.stats().overflow >= 15);
         let first = jb.pop().expect("playing").frame[0];
         assert!(first >= 15, "{first}");
+    }
+
+    #[test]
+    fn extend_seq_handles_both_directions() {
+        let base = 5u64 << 16;
+        assert_eq!(extend_seq(base | 65535, 0), (6 << 16));
+        assert_eq!(extend_seq(base | 1, 65535), (4 << 16) | 65535);
+        assert_eq!(extend_seq(base | 100, 90), base | 90);
+        assert_eq!(extend_seq(base | 100, 110), base | 110);
     }
 
     #[test]
