@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use gateway::media::dtmf::{DigitSource, DtmfMerger};
+use gateway::media::engine::MediaEngine;
 use gateway::media::prompt::{PlayItem, Player, PromptCache};
 use gateway::media::rtp_session::{RtpConfig, RtpSession};
 use gateway::media::sdp::{Direction, Negotiated};
 use gateway::media::udp::{
-    DriverOptions, MediaCommand, MediaEvent, MediaHandle, PortAllocator, spawn,
+    BoundPorts, DriverOptions, MediaCommand, MediaEvent, MediaHandle, PortAllocator,
 };
 use gateway::media::{Codec, MediaSettings};
 use tokio::net::UdpSocket;
@@ -32,8 +33,20 @@ fn negotiated(remote: SocketAddr) -> Negotiated {
     }
 }
 
+/// One pacer thread for the drivers of this file's tests.
+static ENGINE: std::sync::LazyLock<Arc<MediaEngine>> =
+    std::sync::LazyLock::new(|| MediaEngine::new(1).expect("media engine"));
+
+fn spawn(
+    ports: BoundPorts,
+    session: RtpSession,
+    options: DriverOptions,
+) -> std::io::Result<MediaHandle> {
+    ENGINE.spawn(ports, session, options)
+}
+
 async fn start(alloc: &Arc<PortAllocator>, remote: SocketAddr) -> MediaHandle {
-    let ports = alloc.bind(LOCAL).await.expect("ports");
+    let ports = alloc.bind(LOCAL).expect("ports");
     let settings = MediaSettings::default();
     let cfg = RtpConfig::new(&settings, &negotiated(remote));
     let session = RtpSession::new(cfg, Instant::now(), SystemTime::now());
@@ -42,8 +55,8 @@ async fn start(alloc: &Arc<PortAllocator>, remote: SocketAddr) -> MediaHandle {
 
 /// Two drivers that know each other's address up front (no relay).
 async fn pair(alloc: &Arc<PortAllocator>) -> (MediaHandle, MediaHandle) {
-    let pa = alloc.bind(LOCAL).await.expect("a");
-    let pb = alloc.bind(LOCAL).await.expect("b");
+    let pa = alloc.bind(LOCAL).expect("a");
+    let pb = alloc.bind(LOCAL).expect("b");
     let (addr_a, addr_b) = (pa.local_rtp().expect("a"), pb.local_rtp().expect("b"));
     let settings = MediaSettings::default();
     let mk = |remote| {

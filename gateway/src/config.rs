@@ -319,6 +319,8 @@ pub struct MediaConfig {
     pub codecs: Vec<String>,
     /// Also detect DTMF tones in the audio (for trunks that do not send RFC 4733).
     pub inband_dtmf: bool,
+    /// Threads that pace every call's RTP from one clock each (0: one per core).
+    pub pacer_threads: usize,
 }
 
 impl Default for MediaConfig {
@@ -331,6 +333,7 @@ impl Default for MediaConfig {
             jitter_ms: 60,
             codecs: vec!["PCMA".into(), "PCMU".into()],
             inband_dtmf: true,
+            pacer_threads: 0,
         }
     }
 }

@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::ivr::LiveFlows;
+use crate::media::engine::MediaEngine;
 use crate::media::prompt::PromptCache;
 use crate::media::udp::PortAllocator;
 use crate::media::{Codec, MediaSettings};
@@ -68,6 +69,8 @@ pub struct Shared {
     pub prompts: PromptCache,
     pub tts: tts::Tts,
     pub ports: Arc<PortAllocator>,
+    /// The pacer threads carrying every call's RTP.
+    pub media: Arc<MediaEngine>,
     pub sip: mpsc::Sender<Command>,
     pub cdr: cdr::CdrWriter,
     /// Speech recognition; `None` when off or without a model (calls take keys only).
@@ -121,6 +124,7 @@ pub fn media_settings(config: &Config) -> MediaSettings {
             .filter_map(|c| Codec::from_name(c))
             .collect(),
         inband_dtmf: m.inband_dtmf,
+        pacer_threads: m.pacer_threads,
         ..MediaSettings::default()
     }
 }
@@ -170,6 +174,8 @@ impl CallService {
         tracing::info!(udp = %sip.udp_addr, tcp = %sip.tcp_addr, "SIP calls: listening");
         let shared = Arc::new(Shared {
             ports: PortAllocator::new(settings.media.rtp_ports.clone()),
+            media: MediaEngine::new(settings.media.pacer_threads)
+                .context("cannot start the media pacer threads")?,
             tts: tts::Tts::new(
                 config.calls.tts_command.clone(),
                 config.node.data_dir.join("tts-cache"),

@@ -35,7 +35,7 @@ use crate::media::prompt::{EncodedPrompt, PlayItem, Player};
 use crate::media::recorder::Recorder;
 use crate::media::rtp_session::{RtpConfig, RtpSession, RtpStats};
 use crate::media::sdp::{self, Negotiated, OriginVersioning, SessionDescription};
-use crate::media::udp::{self, DriverOptions, MediaCommand, MediaEvent, MediaHandle};
+use crate::media::udp::{DriverOptions, MediaCommand, MediaEvent, MediaHandle};
 use crate::media::{Codec, Frame};
 use crate::sip::transport::Command;
 use crate::sip::{CallEvent, CallId, OutgoingCall, TerminationReason, Transport};
@@ -174,6 +174,8 @@ struct Call {
     control: mpsc::UnboundedSender<Control>,
     /// Whether the media driver hands us the caller's frames (see [`Call::sync_frame_events`]).
     frame_events: bool,
+    /// Frames per batch we asked the media for (see [`MediaCommand::FrameBatch`]).
+    frame_batch: usize,
 }
 
 /// Build the answer for an offer; `Err(status)` is the SIP status to refuse it with.
@@ -225,6 +227,11 @@ pub async fn run(
     .await;
 }
 
+/// Caller frames per hand-over while the call only listens or records: 80 ms, so speech is
+/// noticed (barge-in) at most 60 ms later than frame by frame, and the call task wakes 12.5
+/// times a second instead of 50.
+const LISTEN_FRAME_BATCH: usize = 4;
+
 type Setup = (Call, mpsc::UnboundedReceiver<Backend>);
 
 async fn setup(
@@ -234,14 +241,10 @@ async fn setup(
     control: mpsc::UnboundedSender<Control>,
 ) -> Result<Setup, u16> {
     let media_settings = &shared.settings.media;
-    let ports = shared
-        .ports
-        .bind(media_settings.bind_ip)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "no RTP port for the call");
-            503u16
-        })?;
+    let ports = shared.ports.bind(media_settings.bind_ip).map_err(|e| {
+        tracing::warn!(error = %e, "no RTP port for the call");
+        503u16
+    })?;
     let local_rtp = ports.local_rtp().map_err(|_| 503u16)?;
     let (mut answer, negotiated) = match &incoming.sdp_offer {
         Some(offer) => answer_offer(offer, &media_settings.codecs, local_rtp)?,
@@ -276,15 +279,17 @@ async fn setup(
         Instant::now(),
         std::time::SystemTime::now(),
     );
-    let media = udp::spawn(
-        ports,
-        session,
-        DriverOptions {
-            inband_dtmf: media_settings.inband_dtmf,
-            ..DriverOptions::default()
-        },
-    )
-    .map_err(|_| 503u16)?;
+    let media = shared
+        .media
+        .spawn(
+            ports,
+            session,
+            DriverOptions {
+                inband_dtmf: media_settings.inband_dtmf,
+                ..DriverOptions::default()
+            },
+        )
+        .map_err(|_| 503u16)?;
     if shared
         .sip
         .send(Command::Answer {
@@ -352,6 +357,7 @@ async fn setup(
         bridge: None,
         control,
         frame_events: true,
+        frame_batch: 1,
     };
     Ok((call, backend_rx))
 }
@@ -596,7 +602,16 @@ impl Call {
         match ev {
             MediaEvent::Frame { frame, .. } => {
                 self.relay_to_agent(&frame);
-                self.caller_audio(&frame)
+                self.caller_audio(&frame, self.now_ms())
+            }
+            MediaEvent::Frames(frames) => {
+                // The last frame has just played out; the earlier ones 20 ms apart before it.
+                let now = self.now_ms();
+                let n = frames.len() as u64;
+                for (i, frame) in (0u64..).zip(frames.iter()) {
+                    self.relay_to_agent(frame);
+                    self.caller_audio(frame, now.saturating_sub((n - 1 - i) * 20));
+                }
             }
             MediaEvent::Digit { digit, source, at } => self.digit(digit, at, source),
             MediaEvent::PlaybackFinished { id } => {
@@ -614,12 +629,14 @@ impl Call {
     }
 
     /// Ask for the caller's frames only while something uses them: a recording, a step that
-    /// listens for speech, or an agent bridge.
+    /// listens for speech, or an agent bridge; one by one only for a bridge (the agent hears
+    /// them), in batches of [`LISTEN_FRAME_BATCH`] otherwise.
     fn sync_frame_events(&mut self) {
+        let bridged = self.bridged_media().is_some();
         let wanted = self.recording.is_some()
             || self.call_recorder.is_some()
             || self.listener.as_ref().is_some_and(|l| l.is_listening())
-            || self.bridged_media().is_some();
+            || bridged;
         if wanted != self.frame_events
             && self
                 .media
@@ -629,9 +646,20 @@ impl Call {
         {
             self.frame_events = wanted;
         }
+        let batch = if bridged { 1 } else { LISTEN_FRAME_BATCH };
+        if wanted
+            && batch != self.frame_batch
+            && self
+                .media
+                .commands
+                .try_send(MediaCommand::FrameBatch(batch))
+                .is_ok()
+        {
+            self.frame_batch = batch;
+        }
     }
 
-    fn caller_audio(&mut self, frame: &Frame) {
+    fn caller_audio(&mut self, frame: &Frame, now: u64) {
         if let Some(r) = self.recording.as_mut() {
             match r.recorder.write(frame) {
                 Ok(true) => {}
@@ -648,7 +676,6 @@ impl Call {
             tracing::warn!(error = %e, "call recording failed");
             self.call_recorder = None;
         }
-        let now = self.now_ms();
         if let Some(ev) = self.listener.as_mut().and_then(|l| l.push(frame, now)) {
             self.pending.push_back(ev);
         }
@@ -960,7 +987,6 @@ impl Call {
             .shared
             .ports
             .bind(media.bind_ip)
-            .await
             .map_err(|e| format!("no RTP port for the agent leg: {e}"))?;
         let local = ports.local_rtp().map_err(|e| e.to_string())?;
         // The caller's codec first: the agent's phone then needs no other.
@@ -1078,15 +1104,17 @@ impl Call {
                             Instant::now(),
                             std::time::SystemTime::now(),
                         );
-                        udp::spawn(
-                            ports,
-                            session,
-                            DriverOptions {
-                                inband_dtmf: false,
-                                ..DriverOptions::default()
-                            },
-                        )
-                        .ok()
+                        self.shared
+                            .media
+                            .spawn(
+                                ports,
+                                session,
+                                DriverOptions {
+                                    inband_dtmf: false,
+                                    ..DriverOptions::default()
+                                },
+                            )
+                            .ok()
                     }
                     _ => None,
                 };

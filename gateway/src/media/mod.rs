@@ -5,8 +5,8 @@
 //! datagrams and the current time, handing back datagrams to send, frames and events. No socket or
 //! clock is touched inside them, so every timing rule (20 ms pacing, RTCP intervals, the media
 //! timeout, jitter-buffer playout) is tested deterministically by moving time by hand. Only
-//! [`udp`] does I/O: it owns one call's RTP/RTCP port pair and drives an [`rtp_session::RtpSession`]
-//! with tokio.
+//! [`udp`] (one call's RTP/RTCP port pair around its [`rtp_session::RtpSession`]) and
+//! [`engine`] (the pacer threads that drive every call's session from one clock) do I/O.
 //!
 //! The one audio currency between modules is the [`Frame`]: 20 ms of 8 kHz mono 16-bit PCM, the
 //! natural unit of G.711 telephony (one RTP packet at the usual ptime).
@@ -16,6 +16,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 pub mod dtmf;
+pub mod engine;
 pub mod g711;
 pub mod jitter;
 pub mod prompt;
@@ -63,6 +64,8 @@ pub struct MediaSettings {
     pub inband_dtmf: bool,
     /// Window in which the same digit arriving by two paths counts once.
     pub dtmf_merge_window: Duration,
+    /// Pacer threads of the [`engine::MediaEngine`] (0: one per core).
+    pub pacer_threads: usize,
 }
 
 impl Default for MediaSettings {
@@ -78,6 +81,7 @@ impl Default for MediaSettings {
             relatch_after: 5,
             inband_dtmf: true,
             dtmf_merge_window: Duration::from_millis(200),
+            pacer_threads: 0,
         }
     }
 }
