@@ -35,7 +35,7 @@ fn negotiated(remote: SocketAddr) -> Negotiated {
 
 /// One pacer thread for the drivers of this file's tests.
 static ENGINE: std::sync::LazyLock<Arc<MediaEngine>> =
-    std::sync::LazyLock::new(|| MediaEngine::new(1).expect("media engine"));
+    std::sync::LazyLock::new(|| MediaEngine::new(1, 0).expect("media engine"));
 
 fn spawn(
     ports: BoundPorts,

@@ -125,6 +125,7 @@ pub fn media_settings(config: &Config) -> MediaSettings {
             .collect(),
         inband_dtmf: m.inband_dtmf,
         pacer_threads: m.pacer_threads,
+        pacer_priority: m.pacer_priority,
         ..MediaSettings::default()
     }
 }
@@ -174,7 +175,7 @@ impl CallService {
         tracing::info!(udp = %sip.udp_addr, tcp = %sip.tcp_addr, "SIP calls: listening");
         let shared = Arc::new(Shared {
             ports: PortAllocator::new(settings.media.rtp_ports.clone()),
-            media: MediaEngine::new(settings.media.pacer_threads)
+            media: MediaEngine::new(settings.media.pacer_threads, settings.media.pacer_priority)
                 .context("cannot start the media pacer threads")?,
             tts: tts::Tts::new(
                 config.calls.tts_command.clone(),

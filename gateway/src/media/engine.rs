@@ -12,7 +12,7 @@
 //! [`MediaSettings::pacer_threads`](super::MediaSettings)). The thread sleeps until the
 //! earliest deadline of its calls (at most [`EARLY`] before it). On each wakeup it asks its epoll
 //! set, without waiting, which of its calls' RTP and RTCP sockets hold datagrams and reads
-//! those (level-triggered: what a flood leaves is reported again next time), so an arriving
+//! those (level-triggered; see [`read_ready`]), so an arriving
 //! packet wakes nobody and is read at the next wakeup, at most [`MAX_SLEEP`] later. Then it
 //! visits
 //! every call due within the next millisecond: takes the call's commands, advances the call's
@@ -67,8 +67,9 @@ struct NewCall {
 }
 
 impl MediaEngine {
-    /// Start `threads` pacer threads (0: one per core).
-    pub fn new(threads: usize) -> io::Result<Arc<Self>> {
+    /// Start `threads` pacer threads (0: one per core), SCHED_FIFO at `priority` when it is
+    /// not 0 and the process may.
+    pub fn new(threads: usize, priority: u8) -> io::Result<Arc<Self>> {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -82,7 +83,7 @@ impl MediaEngine {
             let poll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
             std::thread::Builder::new()
                 .name(format!("media-{i}"))
-                .spawn(move || run(rx, count, poll))?;
+                .spawn(move || run(rx, count, poll, Scheduling::new(priority, i == 0)))?;
             pacers.push(Pacer { intake, calls });
         }
         Ok(Arc::new(Self { pacers }))
@@ -124,6 +125,120 @@ impl MediaEngine {
         }
         Ok(MediaHandle::new(local_rtp, cmd_tx, ev_rx, done_rx))
     }
+}
+
+/// A pacer busier than this share of its time over a second gives up real-time priority.
+const DEMOTE_ABOVE: f64 = 0.8;
+/// ... and takes it back after [`CALM_WINDOWS`] seconds in a row below this share.
+const PROMOTE_BELOW: f64 = 0.5;
+const CALM_WINDOWS: u32 = 10;
+
+/// A pacer's scheduling: SCHED_FIFO at the configured priority while it has headroom, with a
+/// safety valve. A real-time thread that needs all of its core would leave signalling, HTTP
+/// intake and the store (normal threads) 5 % of it (the kernel's RT throttling), so calls could
+/// not even be hung up; a pacer that is busy more than [`DEMOTE_ABOVE`] of a second drops back
+/// to normal scheduling (late packets are then shared fairly with the rest) and returns to
+/// real time once calm again.
+struct Scheduling {
+    priority: u8,
+    /// Whether the thread runs SCHED_FIFO now.
+    realtime: bool,
+    /// False once the kernel refused (no CAP_SYS_NICE): never asked again.
+    permitted: bool,
+    window_start: Instant,
+    busy: Duration,
+    calm: u32,
+}
+
+impl Scheduling {
+    fn new(priority: u8, report: bool) -> Self {
+        let realtime = priority > 0 && set_realtime(Some(priority), report);
+        Self {
+            priority,
+            realtime,
+            permitted: realtime,
+            window_start: Instant::now(),
+            busy: Duration::ZERO,
+            calm: 0,
+        }
+    }
+
+    /// Account `busy` time of the pacer, and move between real time and normal per window.
+    fn account(&mut self, busy: Duration, now: Instant) {
+        if !self.permitted {
+            return;
+        }
+        self.busy += busy;
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed < Duration::from_secs(1) {
+            return;
+        }
+        let share = self.busy.as_secs_f64() / elapsed.as_secs_f64();
+        self.window_start = now;
+        self.busy = Duration::ZERO;
+        if self.realtime && share > DEMOTE_ABOVE {
+            tracing::warn!(
+                busy = format!("{:.0} %", share * 100.0),
+                "media pacer overloaded: back to normal scheduling so signalling is not starved"
+            );
+            self.realtime = !set_realtime(None, false);
+            self.calm = 0;
+        } else if !self.realtime && share < PROMOTE_BELOW {
+            self.calm += 1;
+            if self.calm >= CALM_WINDOWS {
+                self.realtime = set_realtime(Some(self.priority), false);
+                self.calm = 0;
+            }
+        } else {
+            self.calm = 0;
+        }
+    }
+}
+
+/// The `thread-priority` crate's cross-platform value that it maps, under the normal policy,
+/// onto nice 0 (it sets a nice value from 0-99: `(39 × (1 − p/99)) − 20`, truncated, is 0 for
+/// 48), so going back to normal scheduling leaves the thread as it started.
+const NORMAL_AT_NICE_ZERO: u8 = 48;
+
+/// Run the calling thread SCHED_FIFO at `priority` (clamped to 1-99), or back to normal
+/// scheduling (SCHED_OTHER at nice 0) with `None`. Returns whether it worked; with `report`,
+/// says so in the log.
+fn set_realtime(priority: Option<u8>, report: bool) -> bool {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, RealtimeThreadSchedulePolicy, ThreadPriority,
+        ThreadPriorityValue, ThreadSchedulePolicy, set_thread_priority_and_policy,
+        thread_native_id,
+    };
+    let (value, policy) = match priority {
+        Some(p) => (
+            p.clamp(1, 99),
+            ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+        ),
+        None => (
+            NORMAL_AT_NICE_ZERO,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+        ),
+    };
+    let result = ThreadPriorityValue::try_from(value)
+        .map_err(|e| format!("{e:?}"))
+        .and_then(|v| {
+            set_thread_priority_and_policy(
+                thread_native_id(),
+                ThreadPriority::Crossplatform(v),
+                policy,
+            )
+            .map_err(|e| format!("{e:?}"))
+        });
+    match (&result, report) {
+        (Ok(()), true) => tracing::info!(?priority, "media pacers run SCHED_FIFO"),
+        (Err(e), true) => tracing::warn!(
+            error = %e,
+            ?priority,
+            "media pacers keep normal scheduling (SCHED_FIFO needs CAP_SYS_NICE or RLIMIT_RTPRIO)"
+        ),
+        _ => {}
+    }
+    result.is_ok()
 }
 
 /// One call on a pacer.
@@ -172,9 +287,17 @@ fn untoken(token: u64) -> (usize, u32, bool) {
     )
 }
 
-/// Read the datagrams of every socket the epoll set reports readable.
+/// Polls of the epoll set per wakeup at most (see [`read_ready`]).
+const MAX_PASSES: usize = 64;
+
+/// Read what arrived: each pass asks the epoll set which sockets are readable and reads one
+/// datagram from each, until none is (or [`MAX_PASSES`], so a flood on one port cannot stall
+/// the pacer; the rest waits for the next wakeup). Usually every socket holds one packet, and
+/// the second poll finds nothing: one `epoll_wait` for all of them instead of a `recvfrom` per
+/// socket that comes back empty.
 fn read_ready(poll: &Epoll, calls: &mut [Option<Entry>], ready: &mut [EpollEvent], buf: &mut [u8]) {
-    loop {
+    let mut passes = 0;
+    while passes < MAX_PASSES {
         let n = match poll.wait(ready, PollTimeout::ZERO) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => continue,
@@ -183,6 +306,10 @@ fn read_ready(poll: &Epoll, calls: &mut [Option<Entry>], ready: &mut [EpollEvent
                 return;
             }
         };
+        if n == 0 {
+            return;
+        }
+        passes += 1;
         let now = Instant::now();
         for ev in &ready[..n] {
             let (slot, generation, rtcp) = untoken(ev.data());
@@ -192,15 +319,17 @@ fn read_ready(poll: &Epoll, calls: &mut [Option<Entry>], ready: &mut [EpollEvent
                 entry.media.receive(now, rtcp, buf);
             }
         }
-        if n < ready.len() {
-            return;
-        }
     }
 }
 
 /// The pacer loop: sleep until the earliest deadline (or a new call), read what arrived,
 /// visit every call due.
-fn run(intake: std_mpsc::Receiver<NewCall>, count: Arc<AtomicUsize>, poll: Epoll) {
+fn run(
+    intake: std_mpsc::Receiver<NewCall>,
+    count: Arc<AtomicUsize>,
+    poll: Epoll,
+    mut scheduling: Scheduling,
+) {
     let mut ready = vec![EpollEvent::empty(); READY_BATCH];
     let mut generation = 0u32;
     let mut calls: Vec<Option<Entry>> = Vec::new();
@@ -243,7 +372,8 @@ fn run(intake: std_mpsc::Receiver<NewCall>, count: Arc<AtomicUsize>, poll: Epoll
             // `recv` failed: the engine is gone and no call is left.
             return;
         }
-        let now = Instant::now();
+        let woke = Instant::now();
+        let now = woke;
         for new in first.into_iter().chain(std::iter::from_fn(|| {
             intake_open.then(|| intake.try_recv().ok()).flatten()
         })) {
@@ -304,5 +434,186 @@ fn run(intake: std_mpsc::Receiver<NewCall>, count: Arc<AtomicUsize>, poll: Epoll
                 count.fetch_sub(1, Ordering::Relaxed);
             }
         }
+        let done = Instant::now();
+        scheduling.account(done.saturating_duration_since(woke), done);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::rtp_session::RtpConfig;
+    use crate::media::sdp::{Direction, Negotiated};
+    use crate::media::udp::{MediaEvent, PortAllocator};
+    use crate::media::{Codec, MediaSettings};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::time::SystemTime;
+
+    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn session_to(remote: SocketAddr) -> RtpSession {
+        let negotiated = Negotiated {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event: Some(101),
+            remote: Some(remote),
+            ptime: Some(20),
+            remote_direction: Direction::SendRecv,
+            local_direction: Direction::SendRecv,
+            media_index: 0,
+        };
+        RtpSession::new(
+            RtpConfig::new(&MediaSettings::default(), &negotiated),
+            Instant::now(),
+            SystemTime::now(),
+        )
+    }
+
+    /// A bare RTP packet: PCMU silence with sequence number and timestamp.
+    fn rtp(seq: u16, ts: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 0x00];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        p.extend(std::iter::repeat_n(0xFFu8, 160));
+        p
+    }
+
+    #[test]
+    fn tokens_name_slot_generation_and_socket() {
+        for (slot, generation, rtcp) in [(0, 0, false), (1, 7, true), (70_000, u32::MAX, true)] {
+            assert_eq!(
+                untoken(token(slot, generation, rtcp)),
+                (slot, generation, rtcp)
+            );
+        }
+    }
+
+    /// Forty calls on one pacer: each peer hears a steady 20 ms stream from its own call's
+    /// port, each call hears its peer's packets, a dropped handle ends its call like a close,
+    /// and the ports all come back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_pacer_carries_many_calls_each_on_its_own_clock() {
+        let engine = MediaEngine::new(1, 0).expect("engine");
+        let alloc = PortAllocator::new(43000..=43200);
+        let mut calls = Vec::new();
+        for _ in 0..40 {
+            let peer = tokio::net::UdpSocket::bind((LOCAL, 0)).await.expect("peer");
+            let ports = alloc.bind(LOCAL).expect("ports");
+            let session = session_to(peer.local_addr().expect("addr"));
+            let handle = engine
+                .spawn(ports, session, DriverOptions::default())
+                .expect("spawn");
+            calls.push((peer, handle));
+        }
+        assert_eq!(engine.calls(), 40);
+
+        // Each peer sends 25 packets (0.5 s) to its call and counts what comes back.
+        let started = Instant::now();
+        let mut seq = 0u16;
+        let mut arrivals: Vec<Vec<Instant>> = vec![Vec::new(); calls.len()];
+        let mut buf = [0u8; 2048];
+        while started.elapsed() < Duration::from_millis(1000) {
+            if started.elapsed() < Duration::from_millis(500) {
+                for (peer, handle) in &calls {
+                    peer.send_to(&rtp(seq, u32::from(seq) * 160), handle.local_rtp)
+                        .await
+                        .expect("send");
+                }
+                seq += 1;
+            }
+            let until = Instant::now() + Duration::from_millis(20);
+            while Instant::now() < until {
+                for (i, (peer, _)) in calls.iter().enumerate() {
+                    while let Ok((n, from)) = peer.try_recv_from(&mut buf) {
+                        assert_eq!(from, calls[i].1.local_rtp, "RTP from the call's own port");
+                        assert!(n >= 12);
+                        arrivals[i].push(Instant::now());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        for (i, a) in arrivals.iter().enumerate() {
+            // 1 s of 20 ms frames, give or take the start and this loop's own scheduling.
+            assert!(
+                (40..=55).contains(&a.len()),
+                "call {i}: {} packets",
+                a.len()
+            );
+        }
+
+        // Half are closed, half dropped; all end and give their ports back.
+        let mut stats = Vec::new();
+        for (i, (_, mut handle)) in calls.into_iter().enumerate() {
+            let mut frames = 0;
+            while let Ok(ev) = handle.events.try_recv() {
+                if matches!(ev, MediaEvent::Frame { .. }) {
+                    frames += 1;
+                }
+            }
+            assert!(frames >= 20, "call {i} played out {frames} frames");
+            if i % 2 == 0 {
+                stats.push(handle.close().await);
+            } else {
+                drop(handle);
+            }
+        }
+        for s in &stats {
+            assert!(s.packets_received >= 20, "{s:?}");
+            assert!(s.packets_sent >= 40, "{s:?}");
+        }
+        let gone = async {
+            while engine.calls() > 0 || alloc.in_use() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), gone)
+            .await
+            .expect("every call ended and released its ports");
+    }
+
+    /// The calling thread's scheduling policy and nice value, from /proc.
+    fn policy_and_nice() -> (u32, i32) {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+        // Fields after the command name (which is in parentheses): state is field 3.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let nice = fields[19 - 3].parse().expect("nice");
+        let policy = fields[41 - 3].parse().expect("policy");
+        (policy, nice)
+    }
+
+    #[test]
+    fn an_overloaded_pacer_gives_up_real_time_and_takes_it_back_when_calm() {
+        std::thread::spawn(|| {
+            let mut s = Scheduling::new(10, false);
+            if !s.realtime {
+                // Not permitted here: nothing is tried again, the thread stays normal.
+                assert_eq!(policy_and_nice(), (0, 0));
+                s.account(
+                    Duration::from_millis(990),
+                    Instant::now() + Duration::from_secs(1),
+                );
+                assert!(!s.realtime && !s.permitted);
+                return;
+            }
+            assert_eq!(policy_and_nice().0, 1, "SCHED_FIFO");
+            // Busy 90 % of a second: back to normal, at nice 0.
+            let t0 = s.window_start;
+            s.account(Duration::from_millis(900), t0 + Duration::from_secs(1));
+            assert!(!s.realtime);
+            assert_eq!(policy_and_nice(), (0, 0));
+            // Nine calm seconds are not enough, the tenth is.
+            for i in 2..=10 {
+                s.account(Duration::from_millis(100), t0 + Duration::from_secs(i));
+                assert!(!s.realtime, "second {i}");
+            }
+            s.account(Duration::from_millis(100), t0 + Duration::from_secs(11));
+            assert!(s.realtime);
+            assert_eq!(policy_and_nice().0, 1, "SCHED_FIFO again");
+        })
+        .join()
+        .expect("thread");
     }
 }

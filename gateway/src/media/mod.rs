@@ -66,6 +66,8 @@ pub struct MediaSettings {
     pub dtmf_merge_window: Duration,
     /// Pacer threads of the [`engine::MediaEngine`] (0: one per core).
     pub pacer_threads: usize,
+    /// SCHED_FIFO priority of the pacer threads (0: normal scheduling).
+    pub pacer_priority: u8,
 }
 
 impl Default for MediaSettings {
@@ -82,6 +84,7 @@ impl Default for MediaSettings {
             inband_dtmf: true,
             dtmf_merge_window: Duration::from_millis(200),
             pacer_threads: 0,
+            pacer_priority: 0,
         }
     }
 }

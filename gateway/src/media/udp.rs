@@ -278,9 +278,6 @@ pub(crate) struct CallMedia {
 /// ("武昌区", "投诉") spoken over the end of a prompt.
 pub const CATCH_UP_FRAMES: usize = 75;
 
-/// Datagrams read from one socket per pacer wakeup at most.
-const MAX_READS: usize = 64;
-
 impl CallMedia {
     pub(crate) fn new(
         ports: BoundPorts,
@@ -321,27 +318,23 @@ impl CallMedia {
         self.session.poll_timeout()
     }
 
-    /// Read what is queued on the RTP (`rtcp` false) or RTCP socket, which the pacer's poll
-    /// found readable: up to [`MAX_READS`] datagrams, so a flood on one call's port cannot
-    /// stall the other calls on its pacer (the rest waits for the next wakeup).
+    /// Read one datagram from the RTP (`rtcp` false) or RTCP socket, which the pacer's poll
+    /// found readable.
     pub(crate) fn receive(&mut self, now: Instant, rtcp: bool, buf: &mut [u8]) {
-        for _ in 0..MAX_READS {
-            let socket = if rtcp { &self.rtcp } else { &self.rtp };
-            match socket.recv_from(buf) {
-                Ok((n, from)) => {
-                    let data = &buf[..n];
-                    // RTP/RTCP mux (RFC 5761): RTCP packet types 200-204 on the RTP port.
-                    if rtcp || (n > 1 && (200..=204).contains(&data[1])) {
-                        self.session.handle_rtcp(now, from, data);
-                    } else {
-                        self.session.handle_rtp(now, from, data);
-                    }
+        let socket = if rtcp { &self.rtcp } else { &self.rtp };
+        match socket.recv_from(buf) {
+            Ok((n, from)) => {
+                let data = &buf[..n];
+                // RTP/RTCP mux (RFC 5761): RTCP packet types 200-204 on the RTP port.
+                if rtcp || (n > 1 && (200..=204).contains(&data[1])) {
+                    self.session.handle_rtcp(now, from, data);
+                } else {
+                    self.session.handle_rtp(now, from, data);
                 }
-                Err(e) => {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        tracing::debug!(error = %e, rtcp, "media receive error");
-                    }
-                    return;
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    tracing::debug!(error = %e, rtcp, "media receive error");
                 }
             }
         }
