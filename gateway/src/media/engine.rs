@@ -29,7 +29,7 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc as std_mpsc;
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::poll::PollTimeout;
@@ -56,7 +56,7 @@ pub struct MediaEngine {
 
 #[derive(Debug)]
 struct Pacer {
-    intake: std_mpsc::Sender<NewCall>,
+    intake: Arc<Intake>,
     calls: Arc<AtomicUsize>,
 }
 
@@ -77,7 +77,8 @@ impl MediaEngine {
         };
         let mut pacers = Vec::with_capacity(threads);
         for i in 0..threads {
-            let (intake, rx) = std_mpsc::channel();
+            let intake = Arc::new(Intake::default());
+            let rx = Arc::clone(&intake);
             let calls = Arc::new(AtomicUsize::new(0));
             let count = Arc::clone(&calls);
             let poll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
@@ -119,7 +120,7 @@ impl MediaEngine {
             done: done_tx,
         };
         pacer.calls.fetch_add(1, Ordering::Relaxed);
-        if pacer.intake.send(new).is_err() {
+        if !pacer.intake.push(new) {
             pacer.calls.fetch_sub(1, Ordering::Relaxed);
             return Err(io::Error::other("the media pacer thread has ended"));
         }
@@ -127,11 +128,14 @@ impl MediaEngine {
     }
 }
 
-/// A pacer busier than this share of its time over a second gives up real-time priority.
-const DEMOTE_ABOVE: f64 = 0.8;
-/// ... and takes it back after [`CALM_WINDOWS`] seconds in a row below this share.
-const PROMOTE_BELOW: f64 = 0.5;
-const CALM_WINDOWS: u32 = 10;
+/// How often a pacer looks at the CPU time it used.
+const WINDOW: Duration = Duration::from_millis(250);
+/// A pacer that used more than this share of a core over a [`WINDOW`] gives up real-time
+/// priority...
+const DEMOTE_ABOVE: f64 = 0.6;
+/// ... and takes it back after [`CALM_WINDOWS`] windows in a row below this share.
+const PROMOTE_BELOW: f64 = 0.4;
+const CALM_WINDOWS: u32 = 40;
 
 /// A pacer's scheduling: SCHED_FIFO at the configured priority while it has headroom, with a
 /// safety valve. A real-time thread that needs all of its core would leave signalling, HTTP
@@ -163,14 +167,15 @@ impl Scheduling {
         }
     }
 
-    /// Account `busy` time of the pacer, and move between real time and normal per window.
+    /// Account `busy` (CPU) time of the pacer, and move between real time and normal per
+    /// window.
     fn account(&mut self, busy: Duration, now: Instant) {
         if !self.permitted {
             return;
         }
         self.busy += busy;
         let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed < Duration::from_secs(1) {
+        if elapsed < WINDOW {
             return;
         }
         let share = self.busy.as_secs_f64() / elapsed.as_secs_f64();
@@ -193,6 +198,20 @@ impl Scheduling {
             self.calm = 0;
         }
     }
+}
+
+/// CPU time (user and system) the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_THREAD).map_or(Duration::ZERO, |u| {
+        let t = |tv: nix::sys::time::TimeVal| {
+            Duration::new(
+                u64::try_from(tv.tv_sec()).unwrap_or(0),
+                u32::try_from(tv.tv_usec()).unwrap_or(0) * 1000,
+            )
+        };
+        t(u.user_time()) + t(u.system_time())
+    })
 }
 
 /// The `thread-priority` crate's cross-platform value that it maps, under the normal policy,
@@ -239,6 +258,74 @@ fn set_realtime(priority: Option<u8>, report: bool) -> bool {
         _ => {}
     }
     result.is_ok()
+}
+
+/// New calls on their way to a pacer.
+///
+/// A mutex and a condition variable rather than a channel: the lock-free channels (std's mpsc,
+/// crossbeam) make a receiver that finds a message half written spin until the sender finishes
+/// it, and a SCHED_FIFO receiver spinning on the core where the (normal) sender was preempted
+/// keeps it from ever finishing: the pacer burns its core until the kernel's RT throttling
+/// stops it. A futex-based mutex puts the waiter to sleep instead.
+#[derive(Default)]
+struct Intake {
+    state: Mutex<IntakeState>,
+    arrived: Condvar,
+}
+
+#[derive(Default)]
+struct IntakeState {
+    calls: Vec<NewCall>,
+    /// The engine is gone: no more calls will come.
+    closed: bool,
+}
+
+impl std::fmt::Debug for Intake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intake").finish_non_exhaustive()
+    }
+}
+
+impl Intake {
+    fn lock(&self) -> MutexGuard<'_, IntakeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hand a call over; false when the pacer has ended.
+    fn push(&self, call: NewCall) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        state.calls.push(call);
+        drop(state);
+        self.arrived.notify_one();
+        true
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.arrived.notify_one();
+    }
+
+    /// Take what has arrived into `into`, first waiting for something when `wait`. Returns
+    /// false once the engine is gone.
+    fn take(&self, into: &mut Vec<NewCall>, wait: bool) -> bool {
+        let mut state = self.lock();
+        while wait && state.calls.is_empty() && !state.closed {
+            state = self.arrived.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        into.append(&mut state.calls);
+        !state.closed
+    }
+}
+
+impl Drop for MediaEngine {
+    fn drop(&mut self) {
+        for p in &self.pacers {
+            p.intake.close();
+        }
+    }
 }
 
 /// One call on a pacer.
@@ -324,12 +411,7 @@ fn read_ready(poll: &Epoll, calls: &mut [Option<Entry>], ready: &mut [EpollEvent
 
 /// The pacer loop: sleep until the earliest deadline (or a new call), read what arrived,
 /// visit every call due.
-fn run(
-    intake: std_mpsc::Receiver<NewCall>,
-    count: Arc<AtomicUsize>,
-    poll: Epoll,
-    mut scheduling: Scheduling,
-) {
+fn run(intake: Arc<Intake>, count: Arc<AtomicUsize>, poll: Epoll, mut scheduling: Scheduling) {
     let mut ready = vec![EpollEvent::empty(); READY_BATCH];
     let mut generation = 0u32;
     let mut calls: Vec<Option<Entry>> = Vec::new();
@@ -337,46 +419,39 @@ fn run(
     let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     let mut buf = vec![0u8; 2048];
     let mut intake_open = true;
+    let mut last_cpu = thread_cpu_time();
+    let mut next_check = Instant::now() + WINDOW;
     loop {
         // Wait for the next deadline, taking new calls meanwhile.
         let next = due.peek().map(|Reverse((t, _))| *t);
-        let first = match (next, intake_open) {
-            (None, false) => return,
-            (None, true) => intake.recv().ok(),
-            (Some(t), true) => {
+        // A plain sleep until the next deadline: a new call waits at most MAX_SLEEP.
+        let mut arrived = Vec::new();
+        match next {
+            None => {
+                if !intake_open {
+                    return;
+                }
+                intake_open = intake.take(&mut arrived, true);
+                if arrived.is_empty() {
+                    // The engine is gone and no call is left.
+                    return;
+                }
+            }
+            Some(t) => {
                 let wait = t
                     .saturating_duration_since(Instant::now() + EARLY)
                     .min(MAX_SLEEP);
-                if wait.is_zero() {
-                    intake.try_recv().ok()
-                } else {
-                    match intake.recv_timeout(wait) {
-                        Ok(c) => Some(c),
-                        Err(std_mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(std_mpsc::RecvTimeoutError::Disconnected) => {
-                            intake_open = false;
-                            None
-                        }
-                    }
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
+                if intake_open {
+                    intake_open = intake.take(&mut arrived, false);
                 }
             }
-            (Some(t), false) => {
-                std::thread::sleep(
-                    t.saturating_duration_since(Instant::now() + EARLY)
-                        .min(MAX_SLEEP),
-                );
-                None
-            }
-        };
-        if first.is_none() && next.is_none() {
-            // `recv` failed: the engine is gone and no call is left.
-            return;
         }
         let woke = Instant::now();
         let now = woke;
-        for new in first.into_iter().chain(std::iter::from_fn(|| {
-            intake_open.then(|| intake.try_recv().ok()).flatten()
-        })) {
+        for new in arrived {
             generation = generation.wrapping_add(1);
             let slot = free.pop().unwrap_or(calls.len());
             let watched = [
@@ -434,8 +509,13 @@ fn run(
                 count.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        let done = Instant::now();
-        scheduling.account(done.saturating_duration_since(woke), done);
+        if scheduling.permitted && woke >= next_check {
+            // The thread's own CPU time: what it took from the others, wherever it was spent.
+            let cpu = thread_cpu_time();
+            scheduling.account(cpu.saturating_sub(last_cpu), woke);
+            last_cpu = cpu;
+            next_check = woke + WINDOW;
+        }
     }
 }
 
@@ -604,12 +684,15 @@ mod tests {
             s.account(Duration::from_millis(900), t0 + Duration::from_secs(1));
             assert!(!s.realtime);
             assert_eq!(policy_and_nice(), (0, 0));
-            // Nine calm seconds are not enough, the tenth is.
-            for i in 2..=10 {
+            // One window short of CALM_WINDOWS calm ones is not enough, the next is.
+            for i in 2..=u64::from(CALM_WINDOWS) {
                 s.account(Duration::from_millis(100), t0 + Duration::from_secs(i));
                 assert!(!s.realtime, "second {i}");
             }
-            s.account(Duration::from_millis(100), t0 + Duration::from_secs(11));
+            s.account(
+                Duration::from_millis(100),
+                t0 + Duration::from_secs(u64::from(CALM_WINDOWS) + 1),
+            );
             assert!(s.realtime);
             assert_eq!(policy_and_nice().0, 1, "SCHED_FIFO again");
         })
