@@ -324,8 +324,9 @@ pub struct MediaConfig {
     /// Real-time priority of those threads: 0 leaves them to the normal scheduler; 1-99 (10 by
     /// default) runs them SCHED_FIFO at that priority, so the 20 ms clock is not held up by
     /// other work on a busy host (FreeSWITCH's `-rp`, Asterisk's `-p`). A pacer busy more than
-    /// 80 % of a second drops back to normal until calm, so signalling is never starved. Needs
-    /// CAP_SYS_NICE (or RLIMIT_RTPRIO); without it a warning is logged and they stay normal.
+    /// 60 % of its core drops back to normal until calm, so signalling is never starved. Needs
+    /// root, CAP_SYS_NICE or an RLIMIT_RTPRIO of at least this (`docker run --ulimit
+    /// rtprio=10`); without, a warning is logged and they stay normal.
     pub pacer_priority: u8,
 }
 

@@ -10,16 +10,20 @@
 //!
 //! Here every call is an entry on one pacer thread (the least loaded of
 //! [`MediaSettings::pacer_threads`](super::MediaSettings)). The thread sleeps until the
-//! earliest deadline of its calls (at most [`EARLY`] before it). On each wakeup it asks its epoll
-//! set, without waiting, which of its calls' RTP and RTCP sockets hold datagrams and reads
-//! those (level-triggered; see [`read_ready`]), so an arriving
-//! packet wakes nobody and is read at the next wakeup, at most [`MAX_SLEEP`] later. Then it
-//! visits
-//! every call due within the next millisecond: takes the call's commands, advances the call's
-//! sans-IO [`RtpSession`], sends what is due and hands events to the call task. A call is
-//! visited at least every 20 ms (its next frame), so a command waits at most one frame, which
-//! is also the soonest it could be heard. Packets go out at most [`EARLY`] before their time,
-//! never because a timer of their own was late.
+//! earliest deadline of its calls (at most [`EARLY`] before it, at most [`MAX_SLEEP`] at a
+//! time). On each wakeup it takes the calls handed over meanwhile, asks its epoll set without
+//! waiting which of its calls' RTP and RTCP sockets hold datagrams and reads those
+//! (level-triggered; see [`read_ready`]), so an arriving packet wakes nobody and is read within
+//! [`MAX_SLEEP`]. Then it visits every call due within the next millisecond: takes the call's
+//! commands, advances the call's sans-IO [`RtpSession`], sends what is due and hands events to
+//! the call task. A call is visited at least every 20 ms (its next frame), so a command waits
+//! at most one frame, which is also the soonest it could be heard. Packets go out at most
+//! [`EARLY`] before their time, never because a timer of their own was late.
+//!
+//! The pacers run SCHED_FIFO when the configuration asks and the system allows (see
+//! [`Scheduling`]): on a host that is busy with other work (signalling, HTTP intake, or a load
+//! generator on the same cores) that is what keeps every packet within 5 ms of its time.
+//! Nothing a pacer waits on may spin: see [`Intake`].
 //!
 //! Hand-written: the crates that pace media (str0m, webrtc-rs) each drive one peer connection
 //! from its own task; none multiplexes thousands of plain RTP sessions on a thread.
@@ -140,9 +144,9 @@ const CALM_WINDOWS: u32 = 40;
 /// A pacer's scheduling: SCHED_FIFO at the configured priority while it has headroom, with a
 /// safety valve. A real-time thread that needs all of its core would leave signalling, HTTP
 /// intake and the store (normal threads) 5 % of it (the kernel's RT throttling), so calls could
-/// not even be hung up; a pacer that is busy more than [`DEMOTE_ABOVE`] of a second drops back
-/// to normal scheduling (late packets are then shared fairly with the rest) and returns to
-/// real time once calm again.
+/// not even be hung up; a pacer whose own CPU time over a [`WINDOW`] exceeds [`DEMOTE_ABOVE`]
+/// of it drops back to normal scheduling (late packets are then shared fairly with the rest)
+/// and returns to real time once calm again.
 struct Scheduling {
     priority: u8,
     /// Whether the thread runs SCHED_FIFO now.
@@ -253,7 +257,7 @@ fn set_realtime(priority: Option<u8>, report: bool) -> bool {
         (Err(e), true) => tracing::warn!(
             error = %e,
             ?priority,
-            "media pacers keep normal scheduling (SCHED_FIFO needs CAP_SYS_NICE or RLIMIT_RTPRIO)"
+            "media pacers keep normal scheduling (SCHED_FIFO needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of at least media.pacer_priority)"
         ),
         _ => {}
     }
