@@ -336,3 +336,68 @@ async fn frames_switched_off_are_kept_and_handed_over_when_switched_back_on() {
     let _ = a.close().await;
     let _ = b.close().await;
 }
+
+/// Batched frames: four at a time, in playout order and none lost, then back to one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_come_in_batches_when_asked_and_singly_again_after() {
+    let alloc = PortAllocator::new(42600..=42700);
+    let (a, mut b) = pair(&alloc).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let wav = dir.path().join("talk.wav");
+    tone_wav(&wav, 8000, 3.0, 8000.0);
+    let clip = PromptCache::new().get(&wav, Codec::Pcma).expect("clip");
+    a.commands
+        .send(MediaCommand::Play(Player::new(
+            Codec::Pcma,
+            [PlayItem::Clip(clip)],
+        )))
+        .await
+        .expect("play");
+    b.commands
+        .send(MediaCommand::FrameBatch(4))
+        .await
+        .expect("batch");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while b.events.try_recv().is_ok() {}
+
+    // One second: about 50 frames in batches of exactly four, nothing single.
+    let until = Instant::now() + Duration::from_secs(1);
+    let (mut batches, mut frames, mut singles) = (0usize, 0usize, 0usize);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(until.into(), b.events.recv()).await {
+        match ev {
+            MediaEvent::Frames(f) => {
+                assert_eq!(f.len(), 4, "a batch of four");
+                batches += 1;
+                frames += f.len();
+            }
+            MediaEvent::Frame { .. } => singles += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(singles, 0, "single frames while batched");
+    assert!(
+        (40..=56).contains(&frames),
+        "{frames} frames in {batches} batches within a second"
+    );
+
+    // Back to one by one: no batch follows (what was pending comes first, at most one).
+    b.commands
+        .send(MediaCommand::FrameBatch(1))
+        .await
+        .expect("single");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    while b.events.try_recv().is_ok() {}
+    let until = Instant::now() + Duration::from_millis(500);
+    let (mut late_batches, mut singles) = (0usize, 0usize);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(until.into(), b.events.recv()).await {
+        match ev {
+            MediaEvent::Frames(_) => late_batches += 1,
+            MediaEvent::Frame { .. } => singles += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(late_batches, 0);
+    assert!(singles >= 20, "{singles} single frames in half a second");
+    let _ = a.close().await;
+    let _ = b.close().await;
+}
