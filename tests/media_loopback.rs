@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use gateway::media::dtmf::{DigitSource, DtmfMerger};
 use gateway::media::engine::MediaEngine;
-use gateway::media::prompt::{PlayItem, Player, PromptCache};
+use gateway::media::prompt::{EncodedPrompt, PlayItem, Player, PromptCache};
 use gateway::media::rtp_session::{RtpConfig, RtpSession};
 use gateway::media::sdp::{Direction, Negotiated};
 use gateway::media::udp::{
@@ -115,6 +115,26 @@ fn tone_wav(path: &std::path::Path, rate: u32, seconds: f32, amp: f32) {
     w.finalize().expect("finalize");
 }
 
+/// A talks: a loud 3 s tone, played by its driver.
+async fn talk(a: &MediaHandle) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let wav = dir.path().join("talk.wav");
+    tone_wav(&wav, 8000, 3.0, 8000.0);
+    let clip = PromptCache::new().get(&wav, Codec::Pcma).expect("clip");
+    play(a, clip).await;
+}
+
+/// A plays `clip` (PCMA) to B.
+async fn play(a: &MediaHandle, clip: Arc<EncodedPrompt>) {
+    a.commands
+        .send(MediaCommand::Play(Player::new(
+            Codec::Pcma,
+            [PlayItem::Clip(clip)],
+        )))
+        .await
+        .expect("play");
+}
+
 fn rms(frame: &[i16]) -> f64 {
     (frame.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / frame.len() as f64).sqrt()
 }
@@ -133,13 +153,7 @@ async fn tone_and_digits_through_a_lossy_reordering_relay() {
     tone_wav(&wav, 16000, 2.0, 8000.0);
     let cache = PromptCache::new();
     let clip = cache.get(&wav, Codec::Pcma).expect("prompt");
-    a.commands
-        .send(MediaCommand::Play(Player::new(
-            Codec::Pcma,
-            [PlayItem::Clip(clip)],
-        )))
-        .await
-        .expect("play");
+    play(&a, clip).await;
 
     // Garbage on B's media port from a stranger.
     let stranger = UdpSocket::bind((LOCAL, 0)).await.expect("stranger");
@@ -217,13 +231,7 @@ async fn prompt_level_duration_and_barge_in() {
     // 0.5 s prompt: ~25 loud frames at the tone's level (RMS 7071, G.711 keeps it within 2%).
     let clip = cache.get(&short, Codec::Pcma).expect("short");
     assert_eq!(clip.frames.len(), 25);
-    a.commands
-        .send(MediaCommand::Play(Player::new(
-            Codec::Pcma,
-            [PlayItem::Clip(clip)],
-        )))
-        .await
-        .expect("play");
+    play(&a, clip).await;
     tokio::time::sleep(Duration::from_millis(900)).await;
     let mut loud = Vec::new();
     while let Ok(ev) = b.events.try_recv() {
@@ -240,13 +248,7 @@ async fn prompt_level_duration_and_barge_in() {
 
     // Long prompt, barge-in after 300 ms: silence follows almost at once.
     let clip = cache.get(&long, Codec::Pcma).expect("long");
-    a.commands
-        .send(MediaCommand::Play(Player::new(
-            Codec::Pcma,
-            [PlayItem::Clip(clip)],
-        )))
-        .await
-        .expect("play");
+    play(&a, clip).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.commands
         .send(MediaCommand::StopPlayback)
@@ -287,17 +289,7 @@ async fn frames_switched_off_are_kept_and_handed_over_when_switched_back_on() {
         .expect("off");
     tokio::time::sleep(Duration::from_millis(100)).await;
     while b.events.try_recv().is_ok() {}
-    let dir = tempfile::tempdir().expect("tmp");
-    let wav = dir.path().join("talk.wav");
-    tone_wav(&wav, 8000, 3.0, 8000.0);
-    let clip = PromptCache::new().get(&wav, Codec::Pcma).expect("clip");
-    a.commands
-        .send(MediaCommand::Play(Player::new(
-            Codec::Pcma,
-            [PlayItem::Clip(clip)],
-        )))
-        .await
-        .expect("play");
+    talk(&a).await;
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let mut while_off = 0usize;
     while let Ok(ev) = b.events.try_recv() {
@@ -342,17 +334,7 @@ async fn frames_switched_off_are_kept_and_handed_over_when_switched_back_on() {
 async fn frames_come_in_batches_when_asked_and_singly_again_after() {
     let alloc = PortAllocator::new(42600..=42700);
     let (a, mut b) = pair(&alloc).await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let wav = dir.path().join("talk.wav");
-    tone_wav(&wav, 8000, 3.0, 8000.0);
-    let clip = PromptCache::new().get(&wav, Codec::Pcma).expect("clip");
-    a.commands
-        .send(MediaCommand::Play(Player::new(
-            Codec::Pcma,
-            [PlayItem::Clip(clip)],
-        )))
-        .await
-        .expect("play");
+    talk(&a).await;
     b.commands
         .send(MediaCommand::FrameBatch(4))
         .await
