@@ -122,6 +122,13 @@ struct Args {
     /// PID of a gateway started elsewhere, to report its CPU from /proc/PID/stat.
     #[arg(long)]
     gateway_pid: Option<u32>,
+    /// Run the generator SCHED_FIFO at this priority (below the gateway's pacers, 10 by
+    /// default), after spawning the gateway so it does not inherit it. On a machine it shares
+    /// with the gateway, the generator plays the carrier, which in real life has cores of its
+    /// own: starved by real-time pacers it sends late and in bursts, and its own delays show up
+    /// as slow call setups.
+    #[arg(long)]
+    realtime: Option<u8>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -228,6 +235,9 @@ async fn run(args: Args, concurrent: usize) -> anyhow::Result<bool> {
         }
         None => None,
     };
+    if let Some(priority) = args.realtime {
+        realtime(priority)?;
+    }
     let target = gateway.as_ref().map_or(args.target, |g| g.sip);
     let timeout = Duration::from_secs_f64(args.timeout);
     let hold = Duration::from_secs_f64(args.hold);
@@ -334,4 +344,22 @@ fn now_millis() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
+}
+
+/// Run the calling thread (the generator's only busy one) SCHED_FIFO at `priority`.
+fn realtime(priority: u8) -> anyhow::Result<()> {
+    use thread_priority::{
+        RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let value = ThreadPriorityValue::try_from(priority.clamp(1, 99))
+        .map_err(|e| anyhow::anyhow!("--realtime {priority}: {e}"))?;
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Crossplatform(value),
+        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+    )
+    .map_err(|e| anyhow::anyhow!("--realtime {priority}: cannot run SCHED_FIFO: {e:?}"))?;
+    println!("generator runs SCHED_FIFO at priority {priority}");
+    Ok(())
 }

@@ -43,6 +43,7 @@ use super::dialog::Dialog;
 use super::message::{Headers, Message, Method, Request, Response, Via, reason_phrase};
 use super::parse::{self, ParseError};
 use super::serialize;
+use super::timed::{Timed, Timer};
 use super::transaction::{
     ClientInvite, ClientNonInvite, ServerInvite, ServerInviteState, ServerNonInvite, TxOutput,
     ack_for_non_2xx, cancel_for,
@@ -270,16 +271,52 @@ struct ClientInviteEntry {
     acks: Vec<(String, Vec<u8>)>,
 }
 
+impl Timer for ServerInviteEntry {
+    fn deadline(&self) -> Option<Instant> {
+        self.tx.poll_timeout()
+    }
+    fn terminated(&self) -> bool {
+        self.tx.is_terminated()
+    }
+}
+
+impl Timer for (ServerNonInvite, Peer) {
+    fn deadline(&self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+    fn terminated(&self) -> bool {
+        self.0.is_terminated()
+    }
+}
+
+impl Timer for ClientEntry {
+    fn deadline(&self) -> Option<Instant> {
+        self.tx.poll_timeout()
+    }
+    fn terminated(&self) -> bool {
+        self.tx.is_terminated()
+    }
+}
+
+impl Timer for ClientInviteEntry {
+    fn deadline(&self) -> Option<Instant> {
+        self.tx.poll_timeout()
+    }
+    fn terminated(&self) -> bool {
+        self.tx.is_terminated()
+    }
+}
+
 /// The SIP user agent server for the trunk. See the module docs.
 #[derive(Debug)]
 pub struct Endpoint {
     settings: SipSettings,
     calls: HashMap<CallId, Call>,
-    server_invites: HashMap<String, ServerInviteEntry>,
-    server_others: HashMap<String, (ServerNonInvite, Peer)>,
-    clients: HashMap<String, ClientEntry>,
+    server_invites: Timed<ServerInviteEntry>,
+    server_others: Timed<(ServerNonInvite, Peer)>,
+    clients: Timed<ClientEntry>,
     /// Our INVITEs, by branch.
-    client_invites: HashMap<String, ClientInviteEntry>,
+    client_invites: Timed<ClientInviteEntry>,
     next_call: u64,
     out: Vec<Output>,
 }
@@ -304,10 +341,10 @@ impl Endpoint {
         Endpoint {
             settings,
             calls: HashMap::new(),
-            server_invites: HashMap::new(),
-            server_others: HashMap::new(),
-            clients: HashMap::new(),
-            client_invites: HashMap::new(),
+            server_invites: Timed::default(),
+            server_others: Timed::default(),
+            clients: Timed::default(),
+            client_invites: Timed::default(),
             next_call: 1,
             out: Vec::new(),
         }
@@ -370,29 +407,24 @@ impl Endpoint {
     }
 
     /// When [`Endpoint::handle_timeout`] should next be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let a = self
-            .server_invites
-            .values()
-            .filter_map(|e| e.tx.poll_timeout());
-        let b = self
-            .server_others
-            .values()
-            .filter_map(|(t, _)| t.poll_timeout());
-        let c = self.clients.values().filter_map(|e| e.tx.poll_timeout());
-        let d = self
-            .client_invites
-            .values()
-            .filter_map(|e| e.tx.poll_timeout());
-        a.chain(b).chain(c).chain(d).min()
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        [
+            self.server_invites.next_deadline(),
+            self.server_others.next_deadline(),
+            self.clients.next_deadline(),
+            self.client_invites.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Output> {
         let mut no_ack = Vec::new();
-        for (key, e) in &mut self.server_invites {
-            if e.tx.poll_timeout().is_none_or(|t| t > now) {
+        for key in self.server_invites.due(now) {
+            let Some(e) = self.server_invites.get_mut(&key) else {
                 continue;
-            }
+            };
             for o in e.tx.handle_timeout(now) {
                 match o {
                     TxOutput::Retransmit(bytes) => self.out.push(transmit(e.peer, bytes)),
@@ -408,16 +440,16 @@ impl Endpoint {
         for (call, key) in no_ack {
             self.invite_timed_out(now, call, &key);
         }
-        for (tx, _) in self.server_others.values_mut() {
-            if tx.poll_timeout().is_some_and(|t| t <= now) {
+        for key in self.server_others.due(now) {
+            if let Some((tx, _)) = self.server_others.get_mut(&key) {
                 tx.handle_timeout(now);
             }
         }
         let mut bye_timeouts = Vec::new();
-        for e in self.clients.values_mut() {
-            if e.tx.poll_timeout().is_none_or(|t| t > now) {
+        for key in self.clients.due(now) {
+            let Some(e) = self.clients.get_mut(&key) else {
                 continue;
-            }
+            };
             for o in e.tx.handle_timeout(now) {
                 match o {
                     TxOutput::Retransmit(bytes) => self.out.push(transmit(e.peer, bytes)),
@@ -432,10 +464,10 @@ impl Endpoint {
             self.end_call(call, TerminationReason::ByeTimeout);
         }
         let mut invite_timeouts = Vec::new();
-        for e in self.client_invites.values_mut() {
-            if e.tx.poll_timeout().is_none_or(|t| t > now) {
+        for key in self.client_invites.due(now) {
+            let Some(e) = self.client_invites.get_mut(&key) else {
                 continue;
-            }
+            };
             for o in e.tx.handle_timeout(now) {
                 match o {
                     TxOutput::Retransmit(bytes) => self.out.push(transmit(e.peer, bytes)),
@@ -448,10 +480,7 @@ impl Endpoint {
             tracing::info!(call = call.0, "no final response to our INVITE (timer B)");
             self.outgoing_failed(call, 408, reason_phrase(408));
         }
-        self.server_invites.retain(|_, e| !e.tx.is_terminated());
-        self.server_others.retain(|_, (t, _)| !t.is_terminated());
-        self.clients.retain(|_, e| !e.tx.is_terminated());
-        self.client_invites.retain(|_, e| !e.tx.is_terminated());
+        // Terminated transactions leave their maps when next indexed.
         self.drain()
     }
 

@@ -28,6 +28,7 @@ pub mod endpoint;
 pub mod message;
 pub mod parse;
 pub mod serialize;
+mod timed;
 pub mod transaction;
 pub mod transport;
 
