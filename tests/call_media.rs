@@ -917,6 +917,34 @@ steps:
 // ---------------------------------------------------------------------------------------------
 // The tests.
 
+/// A phone that confirms the call 700 ms after our 200 hears the greeting from its start: the
+/// flow waits for the ACK (media flows meanwhile, as silence).
+#[tokio::test]
+async fn the_greeting_waits_for_the_callers_ack() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
+    let phone = Phone::new().await;
+    let mut call = place_call_with(dir.path(), sip_port, &phone, "caller-slow-ack.xml", &[]);
+    answered(&phone, &gw, &mut call).await;
+    let first_sound = phone
+        .wait_for_sound(0, 5, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("the menu prompt was not heard: {}", gw.log()));
+    // Frames are 20 ms: before the ACK (700 ms) only silence, then the prompt at once.
+    assert!(
+        first_sound >= 25,
+        "the prompt began {} ms into the call, before the ACK",
+        first_sound * 20
+    );
+    assert!(
+        first_sound <= 75,
+        "the prompt began {} ms into the call, long after the ACK",
+        first_sound * 20
+    );
+    phone.press_rfc4733('1', 100);
+    call.ended_by_gateway(&gw, &phone).await;
+}
+
 /// The greeting is heard whole and unchanged; then the flow hangs up and the caller sees the BYE.
 #[tokio::test]
 async fn the_caller_hears_the_greeting_and_the_flow_hangs_up() {

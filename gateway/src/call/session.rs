@@ -176,6 +176,8 @@ struct Call {
     frame_events: bool,
     /// Frames per batch we asked the media for (see [`MediaCommand::FrameBatch`]).
     frame_batch: usize,
+    /// The flow's start, held until the caller's ACK (or this deadline).
+    held_start: Option<(Instant, Event)>,
 }
 
 /// Build the answer for an offer; `Err(status)` is the SIP status to refuse it with.
@@ -226,6 +228,10 @@ pub async fn run(
     .instrument(span)
     .await;
 }
+
+/// How long the flow waits for the caller's ACK before it starts anyway (the ACK may be lost;
+/// our 200 is retransmitted at 0.5 s and 1 s).
+const ACK_WAIT: Duration = Duration::from_secs(1);
 
 /// Caller frames per hand-over while the call only listens or records: 80 ms, so speech is
 /// noticed (barge-in) at most 60 ms later than frame by frame, and the call task wakes 12.5
@@ -358,6 +364,7 @@ async fn setup(
         control,
         frame_events: true,
         frame_batch: 1,
+        held_start: None,
     };
     Ok((call, backend_rx))
 }
@@ -400,9 +407,19 @@ impl Call {
         }
     }
 
+    /// Start the flow (see [`Call::run`]): on the ACK, or after [`ACK_WAIT`] without one.
+    fn start_flow(&mut self) {
+        if let Some((_, started)) = self.held_start.take() {
+            self.pending.push_front(started);
+        }
+    }
+
     fn next_timer(&self) -> tokio::time::Instant {
         let far = Instant::now() + Duration::from_secs(3600);
         let mut next = self.timers.values().copied().min().unwrap_or(far);
+        if let Some((at, _)) = &self.held_start {
+            next = next.min(*at);
+        }
         if let Some(r) = &self.recording {
             next = next.min(r.started + r.max);
         }
@@ -419,11 +436,18 @@ impl Call {
     ) {
         let local_time = local_time(&self.shared.settings.utc_offset);
         match &self.ivr {
-            Some(_) => self.pending.push_back(Event::CallStarted {
-                caller: self.caller.clone(),
-                called: uri_user(&self.incoming.to),
-                local_time,
-            }),
+            // The flow (and its greeting) starts on the caller's ACK: a phone that is slow to
+            // open its audio path after our 200 would otherwise miss the greeting's first words.
+            Some(_) => {
+                self.held_start = Some((
+                    Instant::now() + ACK_WAIT,
+                    Event::CallStarted {
+                        caller: self.caller.clone(),
+                        called: uri_user(&self.incoming.to),
+                        local_time,
+                    },
+                ))
+            }
             None => self.end(Ending::Failed).await,
         }
         self.drive().await;
@@ -473,6 +497,10 @@ impl Call {
 
     async fn on_timers(&mut self) {
         let now = Instant::now();
+        if self.held_start.as_ref().is_some_and(|(at, _)| *at <= now) {
+            tracing::debug!("no ACK yet: the flow starts anyway");
+            self.start_flow();
+        }
         if let Some(a) = self
             .agent
             .as_ref()
@@ -506,7 +534,10 @@ impl Call {
 
     async fn on_sip(&mut self, ev: CallEvent) {
         match ev {
-            CallEvent::CallAcked { .. } => tracing::debug!("ACK: call confirmed"),
+            CallEvent::CallAcked { .. } => {
+                tracing::debug!("ACK: call confirmed");
+                self.start_flow();
+            }
             CallEvent::Info { dtmf, .. } => {
                 if let Some(d) = dtmf {
                     self.digit(d.digit, Instant::now(), DigitSource::SipInfo);
