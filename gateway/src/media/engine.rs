@@ -64,6 +64,7 @@ struct Pacer {
     calls: Arc<AtomicUsize>,
 }
 
+/// A call's media with its two channels, handed to a pacer and carried there.
 struct NewCall {
     media: CallMedia,
     commands: mpsc::Receiver<MediaCommand>,
@@ -156,6 +157,8 @@ struct Scheduling {
     window_start: Instant,
     busy: Duration,
     calm: u32,
+    /// The thread's CPU time at the last look.
+    last_cpu: Duration,
 }
 
 impl Scheduling {
@@ -168,7 +171,19 @@ impl Scheduling {
             window_start: Instant::now(),
             busy: Duration::ZERO,
             calm: 0,
+            last_cpu: thread_cpu_time(),
         }
+    }
+
+    /// On every wakeup: once a [`WINDOW`], account the CPU time the thread used since the last
+    /// look (what it took from the others, wherever it was spent).
+    fn tick(&mut self, now: Instant) {
+        if !self.permitted || now.saturating_duration_since(self.window_start) < WINDOW {
+            return;
+        }
+        let cpu = thread_cpu_time();
+        self.account(cpu.saturating_sub(self.last_cpu), now);
+        self.last_cpu = cpu;
     }
 
     /// Account `busy` (CPU) time of the pacer, and move between real time and normal per
@@ -224,9 +239,8 @@ fn thread_cpu_time() -> Duration {
 const NORMAL_AT_NICE_ZERO: u8 = 48;
 
 /// Run the calling thread SCHED_FIFO at `priority` (clamped to 1-99), or back to normal
-/// scheduling (SCHED_OTHER at nice 0) with `None`. Returns whether it worked; with `report`,
-/// says so in the log.
-fn set_realtime(priority: Option<u8>, report: bool) -> bool {
+/// scheduling (SCHED_OTHER at nice 0) with `None`.
+fn set_thread_scheduling(priority: Option<u8>) -> Result<(), String> {
     use thread_priority::{
         NormalThreadSchedulePolicy, RealtimeThreadSchedulePolicy, ThreadPriority,
         ThreadPriorityValue, ThreadSchedulePolicy, set_thread_priority_and_policy,
@@ -242,16 +256,19 @@ fn set_realtime(priority: Option<u8>, report: bool) -> bool {
             ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
         ),
     };
-    let result = ThreadPriorityValue::try_from(value)
-        .map_err(|e| format!("{e:?}"))
-        .and_then(|v| {
-            set_thread_priority_and_policy(
-                thread_native_id(),
-                ThreadPriority::Crossplatform(v),
-                policy,
-            )
-            .map_err(|e| format!("{e:?}"))
-        });
+    let value = ThreadPriorityValue::try_from(value).map_err(|e| format!("{e:?}"))?;
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Crossplatform(value),
+        policy,
+    )
+    .map_err(|e| format!("{e:?}"))
+}
+
+/// [`set_thread_scheduling`] for a pacer. Returns whether it worked; with `report`, says so in
+/// the log.
+fn set_realtime(priority: Option<u8>, report: bool) -> bool {
+    let result = set_thread_scheduling(priority);
     match (&result, report) {
         (Ok(()), true) => tracing::info!(?priority, "media pacers run SCHED_FIFO"),
         (Err(e), true) => tracing::warn!(
@@ -334,14 +351,17 @@ impl Drop for MediaEngine {
 
 /// One call on a pacer.
 struct Entry {
-    media: CallMedia,
-    commands: mpsc::Receiver<MediaCommand>,
-    done: oneshot::Sender<RtpStats>,
+    call: NewCall,
     /// Tells this call's readiness events from those of the slot's earlier calls.
     generation: u32,
 }
 
-impl Entry {
+impl NewCall {
+    /// The media has ended: its statistics go to the call's handle; the ports are released.
+    fn finish(self) {
+        let _ = self.done.send(self.media.finish());
+    }
+
     /// Visit the call at `now` for its deadline `due` (at most [`EARLY`] ahead). Returns false
     /// when the call's media has ended.
     fn visit(&mut self, now: Instant, due: Instant) -> bool {
@@ -407,7 +427,7 @@ fn read_ready(poll: &Epoll, calls: &mut [Option<Entry>], ready: &mut [EpollEvent
             if let Some(entry) = calls.get_mut(slot).and_then(Option::as_mut)
                 && entry.generation == generation
             {
-                entry.media.receive(now, rtcp, buf);
+                entry.call.media.receive(now, rtcp, buf);
             }
         }
     }
@@ -423,12 +443,10 @@ fn run(intake: Arc<Intake>, count: Arc<AtomicUsize>, poll: Epoll, mut scheduling
     let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     let mut buf = vec![0u8; 2048];
     let mut intake_open = true;
-    let mut last_cpu = thread_cpu_time();
-    let mut next_check = Instant::now() + WINDOW;
     loop {
-        // Wait for the next deadline, taking new calls meanwhile.
+        // A plain sleep until the next deadline, taking new calls after it: a new call waits
+        // at most MAX_SLEEP.
         let next = due.peek().map(|Reverse((t, _))| *t);
-        // A plain sleep until the next deadline: a new call waits at most MAX_SLEEP.
         let mut arrived = Vec::new();
         match next {
             None => {
@@ -454,13 +472,12 @@ fn run(intake: Arc<Intake>, count: Arc<AtomicUsize>, poll: Epoll, mut scheduling
             }
         }
         let woke = Instant::now();
-        let now = woke;
-        for new in arrived {
+        for call in arrived {
             generation = generation.wrapping_add(1);
             let slot = free.pop().unwrap_or(calls.len());
             let watched = [
-                (new.media.rtp_socket(), false),
-                (new.media.rtcp_socket(), true),
+                (call.media.rtp_socket(), false),
+                (call.media.rtcp_socket(), true),
             ]
             .into_iter()
             .try_for_each(|(socket, rtcp)| {
@@ -473,25 +490,20 @@ fn run(intake: Arc<Intake>, count: Arc<AtomicUsize>, poll: Epoll, mut scheduling
                 // Cannot happen short of running out of kernel memory; the call ends at once
                 // and its task hears so.
                 tracing::warn!(error = %e, "cannot watch the call's media sockets");
-                let _ = new.done.send(new.media.finish());
+                call.finish();
                 if slot < calls.len() {
                     free.push(slot);
                 }
                 count.fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
-            let entry = Entry {
-                media: new.media,
-                commands: new.commands,
-                done: new.done,
-                generation,
-            };
+            let entry = Entry { call, generation };
             if slot == calls.len() {
                 calls.push(Some(entry));
             } else {
                 calls[slot] = Some(entry);
             }
-            due.push(Reverse((now, slot)));
+            due.push(Reverse((woke, slot)));
         }
         read_ready(&poll, &mut calls, &mut ready, &mut buf);
         // Visit the calls due now or within EARLY.
@@ -505,21 +517,15 @@ fn run(intake: Arc<Intake>, count: Arc<AtomicUsize>, poll: Epoll, mut scheduling
             let Some(entry) = calls.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            if entry.visit(now, t) {
-                due.push(Reverse((entry.media.poll_timeout(), slot)));
+            if entry.call.visit(now, t) {
+                due.push(Reverse((entry.call.media.poll_timeout(), slot)));
             } else if let Some(ended) = calls.get_mut(slot).and_then(Option::take) {
-                let _ = ended.done.send(ended.media.finish());
+                ended.call.finish();
                 free.push(slot);
                 count.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        if scheduling.permitted && woke >= next_check {
-            // The thread's own CPU time: what it took from the others, wherever it was spent.
-            let cpu = thread_cpu_time();
-            scheduling.account(cpu.saturating_sub(last_cpu), woke);
-            last_cpu = cpu;
-            next_check = woke + WINDOW;
-        }
+        scheduling.tick(woke);
     }
 }
 
@@ -553,14 +559,16 @@ mod tests {
         )
     }
 
-    /// A bare RTP packet: PCMU silence with sequence number and timestamp.
+    /// An RTP packet of PCMU silence with sequence number and timestamp.
     fn rtp(seq: u16, ts: u32) -> Vec<u8> {
-        let mut p = vec![0x80, 0x00];
-        p.extend_from_slice(&seq.to_be_bytes());
-        p.extend_from_slice(&ts.to_be_bytes());
-        p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-        p.extend(std::iter::repeat_n(0xFFu8, 160));
-        p
+        rtp_rs::RtpPacketBuilder::new()
+            .payload_type(0)
+            .sequence(rtp_rs::Seq::from(seq))
+            .ssrc(0x1234_5678)
+            .timestamp(ts)
+            .payload(&[0xFF; 160])
+            .build()
+            .expect("packet")
     }
 
     #[test]

@@ -71,7 +71,10 @@ impl<V: Timer> Timed<V> {
 
     /// Index what was touched since the last look: at its deadline, or gone when terminated.
     fn reindex(&mut self) {
-        for key in std::mem::take(&mut self.touched) {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for key in touched {
             match self.map.get(&key) {
                 Some(v) if v.terminated() => {
                     self.map.remove(&key);
@@ -103,8 +106,8 @@ impl<V: Timer> Timed<V> {
         None
     }
 
-    /// Keys of the transactions due at `now`, each once, marked as touched (the caller runs
-    /// their timers, which moves their deadlines).
+    /// Keys of the transactions due at `now`, each once. The caller runs their timers through
+    /// [`Timed::get_mut`], which re-indexes them at their next deadlines.
     pub(crate) fn due(&mut self, now: Instant) -> Vec<String> {
         self.reindex();
         let mut keys: Vec<String> = Vec::new();
@@ -119,7 +122,6 @@ impl<V: Timer> Timed<V> {
                 keys.push(key);
             }
         }
-        self.touched.extend(keys.iter().cloned());
         keys
     }
 
