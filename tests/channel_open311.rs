@@ -219,6 +219,53 @@ async fn services_post_and_read_back() {
     );
 }
 
+/// Every run of 11 digits starting 1[3-9] (a mobile number) in `text`.
+fn mobiles_in(text: &str) -> Vec<&str> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|r| r.len() == 11 && r.starts_with('1') && !r[1..].starts_with(['0', '1', '2']))
+        .collect()
+}
+
+/// Issue 19: a description with phone numbers followed by more digits was published whole by
+/// the public, unauthenticated API. Tried as a citizen's neighbour would: read it without a key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_descriptions_show_no_phone_number() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start(GatewayOptions::new(dir.path())).await;
+    let description = "江汉路井盖缺失，联系电话13800138000-8001，或13900139000 13700137000，身份证420102 19900101 121X";
+    let r = post(
+        &gw,
+        &format!(
+            "api_key={ADMIN_KEY}&service_code=report&lat=30.58&long=114.27&description={}",
+            enc(description)
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let id = r.body[0]["service_request_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let one = gw
+        .get(&format!("/open311/v2/requests/{id}.json"), None)
+        .await;
+    let list = gw.get("/open311/v2/requests.json", None).await;
+    for reply in [&one, &list] {
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let published = reply.body[0]["description"].as_str().expect("description");
+        assert!(published.contains("江汉路井盖缺失"), "{published}");
+        assert!(mobiles_in(&reply.text).is_empty(), "{}", reply.text);
+        for secret in ["0013", "0139", "0137", "19900101"] {
+            assert!(!published.contains(secret), "{secret} in {published}");
+        }
+        assert!(published.contains("138****8000-8001"), "{published}");
+    }
+    // The integrator with a key still gets the whole text in the WorkOrder.
+    let order = gw.get(&format!("/v1/orders/{id}"), Some(ADMIN_KEY)).await;
+    assert_eq!(order.status, 200, "{}", order.text);
+    assert_eq!(order.body["text"], description);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_follow_the_spec_and_store_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");

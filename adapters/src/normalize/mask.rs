@@ -9,6 +9,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::order_number::{MAX_LEN, MIN_LEN, damm_check_digit};
+
 /// Mask a phone number for display: `13800138000` -> `138****8000`.
 pub fn mask_phone(phone: &str) -> String {
     let digits: Vec<char> = phone.chars().filter(char::is_ascii_digit).collect();
@@ -40,23 +42,6 @@ pub fn mask_name(name: &str) -> String {
             let rest = chars.count().max(1);
             format!("{first}{}", "*".repeat(rest))
         }
-    }
-}
-
-/// How a run of digits in free text is masked, by its shape: 18 characters (17 digits and a
-/// digit or X) is an ID card number; 7 to 13 digits is a phone number (mobile, landline with or
-/// without area code, with 86). Shorter runs (house numbers, amounts) and longer ones (order
-/// numbers) stay.
-fn mask_run(run: &str) -> Option<String> {
-    let digits = run.chars().filter(char::is_ascii_digit).count();
-    let ends_x = run.ends_with(['X', 'x']);
-    if digits == 18 || (digits == 17 && ends_x) {
-        let compact: String = run.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
-        Some(mask_id_number(&compact))
-    } else if (7..=13).contains(&digits) && !ends_x {
-        Some(mask_phone(run))
-    } else {
-        None
     }
 }
 
@@ -137,15 +122,136 @@ pub fn mask_text(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// One group of digits inside a number run: `start..end` in bytes of the text.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    start: usize,
+    end: usize,
+    digits: usize,
+}
+
+/// What a stretch of groups is, judged by its shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// An order number of ours (valid date and Damm check digit): stays readable.
+    OrderNumber,
+    /// An ID card number (18 characters, 17 digits and a digit or X).
+    IdNumber,
+    /// A phone number: a mobile, a landline with or without area code or 86.
+    Phone,
+    /// Any other run of 14 or more digits (a bank card, numbers written together): masked too.
+    LongNumber,
+}
+
+/// Is `digits` (ASCII digits only) one of our order numbers? Besides the Damm check digit the
+/// first six digits must be a real date (`YYMMDD`), so a phone number with an extension has
+/// about one chance in a hundred, not one in ten, of passing; an ID card number whose own
+/// check digit is right is never taken for one.
+fn is_order_number(digits: &str) -> bool {
+    let b = digits.as_bytes();
+    if !(MIN_LEN..=MAX_LEN).contains(&b.len()) || !b.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let two = |i: usize| u32::from(b[i] - b'0') * 10 + u32::from(b[i + 1] - b'0');
+    let date_ok = chrono::NaiveDate::from_ymd_opt(2000 + two(0) as i32, two(2), two(4)).is_some();
+    date_ok && damm_check_digit(b) == 0 && !(b.len() == 18 && id_check_ok(digits))
+}
+
+/// The ISO 7064 MOD 11-2 check character of a Chinese resident ID number (GB 11643).
+fn id_check_ok(id: &str) -> bool {
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    const CHECK: &[u8; 11] = b"10X98765432";
+    let b = id.as_bytes();
+    if b.len() != 18 || !b[..17].iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let sum: u32 = b[..17]
+        .iter()
+        .zip(WEIGHTS)
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
+    CHECK[(sum % 11) as usize] == b[17].to_ascii_uppercase()
+}
+
+/// A mobile number: 11 digits starting 1[3-9].
+fn is_mobile(digits: &str) -> bool {
+    let b = digits.as_bytes();
+    b.len() == 11 && b[0] == b'1' && (b'3'..=b'9').contains(&b[1])
+}
+
+/// The digits (and a final X) of `text[start..end]`, separators dropped.
+fn compact(text: &str, start: usize, end: usize) -> String {
+    text[start..end]
+        .chars()
+        .filter(|c| c.is_ascii_digit() || matches!(c, 'X' | 'x'))
+        .collect()
+}
+
+/// The stretch of groups starting at `groups[i]` that forms one number, and its shape; `None`
+/// when `groups[i]` is a short number (house number, amount, extension) that stays as written.
+///
+/// Each group is judged on its own as well as joined with its neighbours, so that a number
+/// cannot hide behind the digits that follow it ("13800138000-8001", "13800138000 13900139000"):
+/// an order number is kept only where no group in it is a phone number on its own; an ID card
+/// number is 18 characters in one group, or grouped with its own check digit right; a phone number takes as many groups as fit in
+/// 13 digits; anything longer than that, in one group, is masked as a whole.
+fn shape_at(text: &str, groups: &[Group], i: usize, ends_x: bool) -> Option<(usize, Shape)> {
+    let mut total = 0;
+    let mut id_end = None;
+    let mut phone_end = None;
+    let mut mobile = false;
+    for (j, g) in groups.iter().enumerate().skip(i) {
+        total += g.digits;
+        let last = j + 1 == groups.len();
+        if total > MAX_LEN.max(18) {
+            break;
+        }
+        if (MIN_LEN..=MAX_LEN).contains(&total)
+            && (j == i || groups[i..=j].iter().all(|g| g.digits < 7))
+            && is_order_number(&compact(text, groups[i].start, g.end))
+        {
+            return Some((j, Shape::OrderNumber));
+        }
+        // An ID card number in one group, or grouped (6-8-4) with its own check digit right
+        // and no mobile number at its front (one in eleven 3-4-4 pairs of mobiles would pass).
+        let id_shaped = total == 18 || (total == 17 && last && ends_x);
+        if id_end.is_none()
+            && id_shaped
+            && (j == i || (!mobile && id_check_ok(&compact(text, groups[i].start, g.end))))
+        {
+            id_end = Some(j);
+        }
+        mobile |= total == 11 && is_mobile(&compact(text, groups[i].start, g.end));
+        if (7..=13).contains(&total) {
+            phone_end = Some(j);
+        }
+    }
+    if let Some(j) = id_end {
+        return Some((j, Shape::IdNumber));
+    }
+    if let Some(j) = phone_end {
+        return Some((j, Shape::Phone));
+    }
+    (groups[i].digits > 13).then_some((i, Shape::LongNumber))
+}
+
 /// Mask every phone and ID number inside free text. A number is a run of digits that may be
 /// grouped by single spaces or dashes (`027-8888 6666`), may start with `+` and (ID cards) end
-/// with `X`. Written as a scanner rather than a regex because the boundaries (a run must not
-/// touch other digits) need look-around, which the `regex` crate deliberately lacks.
+/// with `X`; the groups of a run are then judged by [`shape_at`]. Written as a scanner rather
+/// than a regex because the boundaries (a run must not touch other digits) need look-around,
+/// which the `regex` crate deliberately lacks.
 pub fn mask_numbers(text: &str) -> Cow<'_, str> {
+    if text.contains(is_fullwidth) {
+        // Full-width digits ("１３８００１３８０００") are what a Chinese keyboard types in its
+        // full-width mode: read them as ASCII first, so they are masked like any other.
+        let ascii: String = text.chars().map(to_ascii).collect();
+        return Cow::Owned(mask_numbers(&ascii).into_owned());
+    }
     let bytes = text.as_bytes();
     let mut out: Option<String> = None;
     let mut copied = 0;
     let mut i = 0;
+    let mut groups: Vec<Group> = Vec::new();
     while i < bytes.len() {
         if !(bytes[i].is_ascii_digit()
             || (bytes[i] == b'+' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)))
@@ -153,29 +259,58 @@ pub fn mask_numbers(text: &str) -> Cow<'_, str> {
             i += 1;
             continue;
         }
-        let start = i;
+        groups.clear();
+        let mut start = i;
         i += 1;
-        while i < bytes.len() {
-            let b = bytes[i];
-            if b.is_ascii_digit() {
+        loop {
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
                 i += 1;
-            } else if (b == b' ' || b == b'-') && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                i += 2;
+            }
+            let digits = text[start..i].bytes().filter(u8::is_ascii_digit).count();
+            groups.push(Group {
+                start,
+                end: i,
+                digits,
+            });
+            if i + 1 < bytes.len()
+                && matches!(bytes[i], b' ' | b'-')
+                && bytes[i + 1].is_ascii_digit()
+            {
+                start = i + 1;
+                i += 1;
             } else {
                 break;
             }
         }
-        // A trailing X belongs to the run only where it completes an ID card number.
-        let digits = text[start..i].bytes().filter(u8::is_ascii_digit).count();
-        if digits == 17 && i < bytes.len() && (bytes[i] == b'X' || bytes[i] == b'x') {
+        // A trailing X belongs to the run only where it can complete an ID card number.
+        let ends_x = i < bytes.len()
+            && matches!(bytes[i], b'X' | b'x')
+            && groups.iter().map(|g| g.digits).sum::<usize>() >= 17;
+        if ends_x {
             i += 1;
+            if let Some(last) = groups.last_mut() {
+                last.end = i;
+            }
         }
-        let run = &text[start..i];
-        if let Some(masked) = mask_run(run) {
-            let buf = out.get_or_insert_with(|| String::with_capacity(text.len()));
-            buf.push_str(&text[copied..start]);
-            buf.push_str(&masked);
-            copied = i;
+        let mut g = 0;
+        while g < groups.len() {
+            let Some((end, shape)) = shape_at(text, &groups, g, ends_x) else {
+                g += 1;
+                continue;
+            };
+            let (from, to) = (groups[g].start, groups[end].end);
+            let masked = match shape {
+                Shape::OrderNumber => None,
+                Shape::IdNumber => Some(mask_id_number(&compact(text, from, to))),
+                Shape::Phone | Shape::LongNumber => Some(mask_phone(&text[from..to])),
+            };
+            if let Some(masked) = masked {
+                let buf = out.get_or_insert_with(|| String::with_capacity(text.len()));
+                buf.push_str(&text[copied..from]);
+                buf.push_str(&masked);
+                copied = to;
+            }
+            g = end + 1;
         }
     }
     match out {
@@ -184,6 +319,19 @@ pub fn mask_numbers(text: &str) -> Cow<'_, str> {
             buf.push_str(&text[copied..]);
             Cow::Owned(buf)
         }
+    }
+}
+
+fn is_fullwidth(c: char) -> bool {
+    matches!(c, '\u{ff10}'..='\u{ff19}' | '\u{ff0b}' | '\u{ff0d}')
+}
+
+/// A full-width digit, plus or minus as its ASCII twin; any other character as it is.
+fn to_ascii(c: char) -> char {
+    if is_fullwidth(c) {
+        char::from_u32(u32::from(c) - 0xfee0).unwrap_or(c)
+    } else {
+        c
     }
 }
 
@@ -250,6 +398,114 @@ mod tests {
     #[test]
     fn ordinary_numbers_stay() {
         assert_eq!(mask_text("3号楼2单元漏水 20户"), "3号楼2单元漏水 20户");
-        assert_eq!(mask_text("订单261123010000427"), "订单261123010000427");
+        assert_eq!(mask_text("订单261123010000423"), "订单261123010000423");
+        assert_eq!(mask_text("工单 26112301000012"), "工单 26112301000012");
+        assert_eq!(mask_text("工单2611-2301-0000-12"), "工单2611-2301-0000-12");
+        assert_eq!(mask_text("共计 500-800 元"), "共计 500-800 元");
+    }
+
+    /// Every digit run of exactly 11 digits starting 1[3-9] left in `masked`.
+    fn mobiles_left(masked: &str) -> Vec<String> {
+        masked
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|r| r.len() == 11 && r.starts_with('1') && !r.starts_with("10"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn a_number_cannot_hide_behind_digits_that_follow_it() {
+        // The cases the fuzzer and the Open311 API found (issue 19).
+        assert_eq!(
+            mask_text("13800138000 13900139000"),
+            "138****8000 139****9000"
+        );
+        assert_eq!(
+            mask_text("联系电话13800138000-8001"),
+            "联系电话138****8000-8001"
+        );
+        assert_eq!(mask_text("16816168161 844"), "168****8161 844");
+        let published = "江汉路井盖缺失，联系电话13800138000-8001，或13900139000 13700137000";
+        let m = mask_text(published);
+        assert!(mobiles_left(&m).is_empty(), "{m}");
+        assert_eq!(
+            m,
+            "江汉路井盖缺失，联系电话138****8000-8001，或139****9000 137****7000"
+        );
+        // More groups, in front and behind, of every length.
+        for t in [
+            "12345 13800138000",
+            "13800138000 12345 13900139000",
+            "1 2 13800138000",
+            "13800138000-13900139000-13700137000",
+            "13800138000 26112301000012",
+            "8001-13800138000",
+            "1380013800013900139000",
+            "138 0013 8000 139 0013 9000",
+        ] {
+            let m = mask_text(t);
+            assert!(mobiles_left(&m).is_empty(), "{t} -> {m}");
+            assert!(!m.contains("0013"), "{t} -> {m}");
+        }
+        // An order number after a phone number stays readable; the phone does not.
+        assert_eq!(
+            mask_text("13800138000 26112301000012"),
+            "138****8000 26112301000012"
+        );
+    }
+
+    #[test]
+    fn landlines_with_area_codes_and_extensions() {
+        assert_eq!(mask_text("座机027-88886666"), "座机027****6666");
+        assert_eq!(mask_text("座机027-8888-6666-8001"), "座机027****6666-8001");
+        assert_eq!(mask_text("010-12345678-8001"), "010****5678-8001");
+        let m = mask_text("027 8888 6666 13800138000");
+        assert!(!m.contains("8888"), "{m}");
+        assert!(mobiles_left(&m).is_empty(), "{m}");
+        assert_eq!(mask_text("+86 138 0013 8000"), "861******8000");
+    }
+
+    #[test]
+    fn id_numbers_however_grouped() {
+        assert_eq!(
+            mask_text("身份证420102 19900101 121X"),
+            "身份证420102********121X"
+        );
+        // Its own check digit right: an ID number, even where Damm's also happens to pass.
+        let id = "420102199001011236";
+        assert_eq!(damm_check_digit(id.as_bytes()), 0);
+        assert!(id_check_ok(id));
+        assert!(!is_order_number(id));
+        assert_eq!(mask_text(id), "420102********1236");
+        // A bank card or any other long run: masked too.
+        assert_eq!(
+            mask_text("卡号6222021234567890123"),
+            "卡号622************0123"
+        );
+    }
+
+    #[test]
+    fn order_numbers_only_with_their_check_digit_and_date() {
+        assert!(is_order_number("26112301000012"));
+        // One digit changed: the check digit says it is not an order number, so it is masked.
+        assert!(!is_order_number("26112301000013"));
+        assert_ne!(mask_text("26112301000013"), "26112301000013");
+        // A valid check digit on a date that does not exist: not ours.
+        let fake = {
+            let mut s = String::from("2613320100001");
+            s.push(char::from(b'0' + damm_check_digit(s.as_bytes())));
+            s
+        };
+        assert!(!is_order_number(&fake));
+        assert_ne!(mask_text(&fake), fake);
+    }
+
+    #[test]
+    fn full_width_digits_are_masked() {
+        assert_eq!(mask_text("电话１３８００１３８０００"), "电话138****8000");
+        assert_eq!(
+            mask_text("１３８００１３８０００－８００１"),
+            "138****8000-8001"
+        );
     }
 }

@@ -61,7 +61,7 @@ pub fn emergency_notice(r: EmergencyReferral) -> String {
 }
 
 pub const WELCOME: &str = "欢迎关注12345政务服务便民热线！直接发送文字或语音即可反映问题，发送“查询 工单号”可了解办理进度。";
-pub const USAGE: &str = "请发送“查询 工单号”，例如：查询 26112301000427。";
+pub const USAGE: &str = "请发送“查询 工单号”，例如：查询 26112301000012。";
 pub const VOICE_UNRECOGNIZED: &str = "抱歉，暂未能识别您的语音，请用文字描述您要反映的问题。";
 pub const NEED_TEXT_FIRST: &str =
     "已收到。请先用文字描述您要反映的问题，受理后再发送图片或位置，我们会一并转交办理。";
@@ -81,7 +81,11 @@ pub fn status_zh(s: Status) -> &'static str {
 pub fn query_answer(order: &WorkOrder, is_owner: bool) -> String {
     let mut s = format!("工单{}当前状态：{}。", order.id, status_zh(order.status));
     if is_owner && let Some(note) = order.history.iter().rev().find_map(|h| h.note.as_deref()) {
-        s.push_str(&format!("最新进展：{note}"));
+        // The note is the dispatch backend's words and may quote a phone number: masked.
+        s.push_str(&format!(
+            "最新进展：{}",
+            crate::normalize::mask::mask_text(note)
+        ));
     }
     s
 }
