@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod ivr;
 pub mod media;
 pub mod run;
+pub mod runtime;
 pub mod sip;
 pub mod speech;
 pub mod store;

@@ -1,0 +1,7 @@
+//! The I/O edge under calls: what drives the sans-IO `sip` and `media` crates with sockets,
+//! threads, files and the clock. Nothing in here decides protocol or call behaviour; it carries
+//! datagrams, frames and time to the cores and carries their output back out.
+
+// SIP transports (UDP/TCP) around `sip::Endpoint`.
+
+// Media: RTP sockets, the pacer engine, prompt cache (files), recorder (files).
