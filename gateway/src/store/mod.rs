@@ -6,10 +6,12 @@
 //! each caller (group commit): one fsync serves hundreds of submissions, so durability costs
 //! latency of about one disk sync, not throughput.
 //!
+//! - [`OrderStore`]: the contract both keep, checked by one conformance suite.
 //! - [`sqlite`]: the embedded default (one node, WAL, `synchronous=FULL`).
 //! - [`postgres`]: several nodes sharing one database; deliveries are claimed with
 //!   `FOR UPDATE SKIP LOCKED` leases so nodes never deliver the same order at once.
 
+mod backend;
 pub mod channel_ops;
 mod numbering;
 pub mod postgres;
@@ -24,6 +26,7 @@ use adapters::work_order::{Related, Relation, Status};
 use adapters::{OrderNumber, Submission, WorkOrder};
 use chrono::{DateTime, Utc};
 
+pub use backend::OrderStore;
 pub use channel_ops::{Addition, SmsPart, SmsPartState};
 pub use numbering::Numbering;
 pub use related::RelatedOrders;

@@ -18,9 +18,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_postgres::{Client, NoTls};
 
+use super::OrderStore;
 use super::channel_ops::{self, Addition, SmsPart, SmsPartState};
 use super::{
-    Claimed, DeadLetter, DeliveryOutcome, NewOrder, Numbering, OutboxStats, Prepared, StatusEvent,
+    Claimed, DeadLetter, DeliveryOutcome, Numbering, OutboxStats, Prepared, StatusEvent,
     StoreError, SubmitOutcome, apply_status, from_micros, mark_delivered, micros, schema,
 };
 
@@ -104,13 +105,10 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::Pool(e.to_string()))
     }
+}
 
-    pub async fn submit(&self, order: NewOrder) -> Result<SubmitOutcome, StoreError> {
-        self.submit_prepared(order.into()).await
-    }
-
-    /// Submit with the related orders found beforehand.
-    pub async fn submit_prepared(&self, order: Prepared) -> Result<SubmitOutcome, StoreError> {
+impl OrderStore for PgStore {
+    async fn submit_prepared(&self, order: Prepared) -> Result<SubmitOutcome, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.submits
             .send((Box::new(order), tx))
@@ -119,7 +117,7 @@ impl PgStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    pub async fn order(&self, id: &OrderNumber) -> Result<Option<WorkOrder>, StoreError> {
+    async fn order(&self, id: &OrderNumber) -> Result<Option<WorkOrder>, StoreError> {
         let c = self.client().await?;
         let row = c
             .query_opt("SELECT doc FROM orders WHERE id = $1", &[&id.as_str()])
@@ -130,7 +128,7 @@ impl PgStore {
         })
     }
 
-    pub async fn orders(
+    async fn orders(
         &self,
         since: Option<DateTime<Utc>>,
         after: Option<OrderNumber>,
@@ -160,7 +158,7 @@ impl PgStore {
             .collect()
     }
 
-    pub async fn apply_event(
+    async fn apply_event(
         &self,
         id: OrderNumber,
         event: StatusEvent,
@@ -192,7 +190,7 @@ impl PgStore {
         Ok(Some(order))
     }
 
-    pub async fn claim_due(
+    async fn claim_due(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
@@ -225,7 +223,7 @@ impl PgStore {
         Ok(out)
     }
 
-    pub async fn complete(
+    async fn complete(
         &self,
         id: OrderNumber,
         outcome: DeliveryOutcome,
@@ -289,7 +287,7 @@ impl PgStore {
 
     /// Receipt time of the order `skip` places from the newest among those received at or after
     /// `since`.
-    pub async fn newest_time(
+    async fn newest_time(
         &self,
         since: DateTime<Utc>,
         skip: u32,
@@ -305,7 +303,7 @@ impl PgStore {
         Ok(row.map(|r| from_micros(r.get::<_, i64>(0))))
     }
 
-    pub async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
         let c = self.client().await?;
         let rows = c
             .query(
@@ -327,7 +325,7 @@ impl PgStore {
             .collect())
     }
 
-    pub async fn replay(&self, id: OrderNumber, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn replay(&self, id: OrderNumber, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let c = self.client().await?;
         let changed = c
             .execute(
@@ -342,7 +340,7 @@ impl PgStore {
         Ok(changed > 0)
     }
 
-    pub async fn stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
+    async fn stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
         let c = self.client().await?;
         let rows = c
             .query("SELECT state, count(*) FROM outbox GROUP BY state", &[])
@@ -369,11 +367,11 @@ impl PgStore {
         Ok(stats)
     }
 
-    pub fn outbox_signal(&self) -> &Notify {
+    fn outbox_signal(&self) -> &Notify {
         &self.outbox
     }
 
-    pub async fn attach(
+    async fn attach(
         &self,
         id: OrderNumber,
         addition: Addition,
@@ -384,7 +382,7 @@ impl PgStore {
         channel_ops::postgres::attach(&mut c, &id, &addition, &by, at).await
     }
 
-    pub async fn latest_order_of(
+    async fn latest_order_of(
         &self,
         channel: adapters::work_order::Channel,
         user: String,
@@ -394,12 +392,12 @@ impl PgStore {
         channel_ops::postgres::latest_order_of(&**c, channel, &user, since).await
     }
 
-    pub async fn sms_part(&self, part: SmsPart) -> Result<SmsPartState, StoreError> {
+    async fn sms_part(&self, part: SmsPart) -> Result<SmsPartState, StoreError> {
         let mut c = self.client().await?;
         channel_ops::postgres::sms_part(&mut c, &part).await
     }
 
-    pub async fn sms_parts_done(
+    async fn sms_parts_done(
         &self,
         provider: String,
         part_ids: Vec<String>,
@@ -409,7 +407,7 @@ impl PgStore {
         channel_ops::postgres::sms_done(&mut c, &provider, &part_ids, now).await
     }
 
-    pub async fn sms_open_parts(&self) -> Result<Vec<SmsPart>, StoreError> {
+    async fn sms_open_parts(&self) -> Result<Vec<SmsPart>, StoreError> {
         let c = self.client().await?;
         channel_ops::postgres::open_parts(&**c).await
     }

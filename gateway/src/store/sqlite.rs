@@ -18,9 +18,10 @@ use rusqlite::{
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::OrderStore;
 use super::channel_ops::{self, Addition, SmsPart, SmsPartState};
 use super::{
-    Claimed, DeadLetter, DeliveryOutcome, NewOrder, Numbering, OutboxStats, Prepared, StatusEvent,
+    Claimed, DeadLetter, DeliveryOutcome, Numbering, OutboxStats, Prepared, StatusEvent,
     StoreError, SubmitOutcome, apply_status, from_micros, mark_delivered, micros, schema,
 };
 
@@ -172,17 +173,14 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Failed(format!("read task failed: {e}")))?
     }
+}
 
-    pub async fn submit(&self, order: NewOrder) -> Result<SubmitOutcome, StoreError> {
-        self.submit_prepared(order.into()).await
-    }
-
-    /// Submit with the related orders found beforehand.
-    pub async fn submit_prepared(&self, order: Prepared) -> Result<SubmitOutcome, StoreError> {
+impl OrderStore for SqliteStore {
+    async fn submit_prepared(&self, order: Prepared) -> Result<SubmitOutcome, StoreError> {
         self.write(|r| Write::Submit(Box::new(order), r)).await
     }
 
-    pub async fn apply_event(
+    async fn apply_event(
         &self,
         id: OrderNumber,
         event: StatusEvent,
@@ -190,7 +188,7 @@ impl SqliteStore {
         self.write(|r| Write::Event(id, event, r)).await
     }
 
-    pub async fn claim_due(
+    async fn claim_due(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
@@ -205,7 +203,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn complete(
+    async fn complete(
         &self,
         id: OrderNumber,
         outcome: DeliveryOutcome,
@@ -214,16 +212,16 @@ impl SqliteStore {
         self.write(|r| Write::Complete(id, outcome, now, r)).await
     }
 
-    pub async fn replay(&self, id: OrderNumber, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn replay(&self, id: OrderNumber, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.write(|r| Write::Replay(id, now, r)).await
     }
 
-    pub async fn order(&self, id: &OrderNumber) -> Result<Option<WorkOrder>, StoreError> {
+    async fn order(&self, id: &OrderNumber) -> Result<Option<WorkOrder>, StoreError> {
         let id = id.clone();
         self.read(move |c| read_order(c, id.as_str())).await
     }
 
-    pub async fn orders(
+    async fn orders(
         &self,
         since: Option<DateTime<Utc>>,
         after: Option<OrderNumber>,
@@ -257,7 +255,7 @@ impl SqliteStore {
 
     /// Receipt time of the order `skip` places from the newest among those received at or after
     /// `since` (the time index read backwards).
-    pub async fn newest_time(
+    async fn newest_time(
         &self,
         since: DateTime<Utc>,
         skip: u32,
@@ -275,7 +273,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT order_id, attempts, last_error, finished_at FROM outbox \
@@ -306,7 +304,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
+    async fn stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
         self.read(move |c| {
             let count = |state: &str| -> Result<u64, StoreError> {
                 Ok(
@@ -328,11 +326,11 @@ impl SqliteStore {
         .await
     }
 
-    pub fn outbox_signal(&self) -> &Notify {
+    fn outbox_signal(&self) -> &Notify {
         &self.inner.outbox
     }
 
-    pub async fn attach(
+    async fn attach(
         &self,
         id: OrderNumber,
         addition: Addition,
@@ -343,7 +341,7 @@ impl SqliteStore {
             .await
     }
 
-    pub async fn latest_order_of(
+    async fn latest_order_of(
         &self,
         channel: adapters::work_order::Channel,
         user: String,
@@ -353,11 +351,11 @@ impl SqliteStore {
             .await
     }
 
-    pub async fn sms_part(&self, part: SmsPart) -> Result<SmsPartState, StoreError> {
+    async fn sms_part(&self, part: SmsPart) -> Result<SmsPartState, StoreError> {
         self.write(|r| Write::SmsPart(Box::new(part), r)).await
     }
 
-    pub async fn sms_parts_done(
+    async fn sms_parts_done(
         &self,
         provider: String,
         part_ids: Vec<String>,
@@ -367,7 +365,7 @@ impl SqliteStore {
             .await
     }
 
-    pub async fn sms_open_parts(&self) -> Result<Vec<SmsPart>, StoreError> {
+    async fn sms_open_parts(&self) -> Result<Vec<SmsPart>, StoreError> {
         self.read(channel_ops::sqlite::open_parts).await
     }
 }
