@@ -329,6 +329,22 @@ impl Gateway {
         }
     }
 
+    /// Wait (at most `timeout`) for the process to exit by itself, as a refused start does.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Start the same configuration again on the same port and data dir.
     pub async fn restart(&mut self) {
         assert!(

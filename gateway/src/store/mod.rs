@@ -18,6 +18,7 @@ pub mod postgres;
 pub mod related;
 mod schema;
 pub mod sqlite;
+mod sqlite_files;
 
 use std::sync::Arc;
 

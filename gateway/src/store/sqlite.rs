@@ -76,6 +76,12 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Checkpoints run on their own thread (see `checkpointer`), not inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    if let Err(e) = quick_check(&conn, path) {
+        // Closing the last connection checkpoints into the damaged file and removes the WAL:
+        // leave both as they are for whoever restores them (the process is about to exit).
+        std::mem::forget(conn);
+        return Err(e);
+    }
     conn.execute_batch(schema::SQLITE)?;
     conn.execute_batch(schema::SMS_PARTS)?;
     Ok(conn)
@@ -90,6 +96,21 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// `PRAGMA quick_check`: every page of the database (and WAL) readable and well formed; a
+/// damaged file is refused rather than written into.
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let verdict: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+    if verdict == "ok" {
+        Ok(())
+    } else {
+        Err(StoreError::Failed(format!(
+            "{} is damaged ({verdict}); refusing to start so that nothing in it is lost: \
+             restore it from a backup or move it aside (with its -wal file) to start empty",
+            path.display()
+        )))
+    }
+}
+
 impl SqliteStore {
     /// Open (creating if needed) the database and start its writer thread.
     pub fn open(
@@ -102,9 +123,10 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let conn = open_writer(path)?;
         let mut wal_path = path.as_os_str().to_owned();
         wal_path.push("-wal");
+        super::sqlite_files::check(path, Path::new(&wal_path))?;
+        let conn = open_writer(path)?;
         let wal = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -864,6 +886,7 @@ fn replay(tx: &Transaction<'_>, id: &OrderNumber, now: DateTime<Utc>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::NewOrder;
     use adapters::Submission;
     use adapters::normalize::normalize;
     use adapters::work_order::Status;
