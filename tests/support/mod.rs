@@ -570,6 +570,10 @@ pub struct ReceiverState {
     pub delivered: Vec<Delivery>,
     /// Every request read, whatever the answer.
     pub attempts: u64,
+    /// Requests read and not yet answered whose sender still waits (connection open).
+    pub in_flight: usize,
+    /// The most `in_flight` ever was.
+    pub max_in_flight: usize,
     pub answered_503: u64,
     pub dropped: u64,
     pub rejected: u64,
@@ -704,7 +708,22 @@ async fn serve_connection(
 
         let (status, delay) = judge(&state, &head, &headers, &body);
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            // Wait, but notice a sender that gives up (closes) meanwhile: `in_flight` counts
+            // only requests someone still waits for.
+            {
+                let mut st = state.lock().expect("receiver lock");
+                st.in_flight += 1;
+                st.max_in_flight = st.max_in_flight.max(st.in_flight);
+            }
+            let mut probe = [0u8; 1];
+            let gone = tokio::select! {
+                _ = tokio::time::sleep(delay) => false,
+                r = stream.read(&mut probe) => matches!(r, Ok(0) | Err(_)),
+            };
+            state.lock().expect("receiver lock").in_flight -= 1;
+            if gone {
+                return Ok(());
+            }
         }
         let Some(status) = status else {
             // Drop mode: close without answering.

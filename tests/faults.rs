@@ -1,7 +1,10 @@
-//! Faults a hotline meets, against the built gateway: the SQLite database or its WAL damaged
-//! while the gateway was down. Each case starts the gateway on the damaged files and expects a
-//! refusal that names the file, with the files left byte for byte as they were; then the
-//! undamaged files are put back and every acknowledged order is still there (none lost).
+//! Faults a hotline meets, against the built gateway, each counting what was lost (none):
+//! - the SQLite database or its WAL damaged while the gateway was down: each case starts the
+//!   gateway on the damaged files and expects a refusal that names the file, with the files left
+//!   byte for byte as they were; then the good files are put back and every acknowledged order
+//!   is still there;
+//! - the dispatch backend answering after 30 s for a while: the outbox keeps its concurrency
+//!   bound and intake stays fast; once the backend recovers every order is delivered.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -10,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Gateway, GatewayOptions};
+use support::{Gateway, GatewayOptions, Receiver};
 
 const ORDERS: usize = 30;
 
@@ -113,4 +116,64 @@ async fn damaged_database_or_wal_is_refused_and_nothing_is_lost() {
     refused(&gw, dir.path(), "is not a SQLite write-ahead log").await;
 
     nothing_lost(&mut gw, dir.path(), &good, &ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_dispatch_backend_neither_floods_it_nor_slows_intake() {
+    const CONCURRENCY: usize = 4;
+    const SUBMISSIONS: usize = 200;
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = GatewayOptions::new(dir.path()).dispatch_to(&receiver);
+    opts.concurrency = CONCURRENCY;
+    opts.lease_ms = 30_000;
+    let gw = Gateway::start(opts).await;
+
+    // Intake while every delivery hangs (the gateway gives up on each after its 3 s timeout
+    // and retries with backoff).
+    let mut ids = Vec::new();
+    let mut slowest = Duration::ZERO;
+    let started = std::time::Instant::now();
+    for i in 0..SUBMISSIONS {
+        let t = std::time::Instant::now();
+        ids.push(
+            gw.submit_ok(&json!({"text": format!("井盖缺失{i}号，请尽快处理")}))
+                .await,
+        );
+        slowest = slowest.max(t.elapsed());
+        if i % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Long enough for several timeouts and retries of each leased delivery.
+    while started.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (max_in_flight, attempts) = receiver.with(|s| (s.max_in_flight, s.attempts));
+    println!(
+        "slow backend: {SUBMISSIONS} accepted, slowest 202 in {slowest:?}; at most \
+         {max_in_flight} deliveries open at once (bound {CONCURRENCY}), {attempts} attempts"
+    );
+    assert!(attempts > 0, "the gateway never tried to deliver");
+    assert!(
+        max_in_flight <= CONCURRENCY,
+        "{max_in_flight} deliveries open at once, more than dispatch.concurrency = {CONCURRENCY}"
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a submission waited {slowest:?}"
+    );
+
+    // The backend recovers: every acknowledged order arrives, signed, none lost.
+    receiver.set_delay(Duration::ZERO);
+    assert!(
+        receiver.wait_for_all(&ids, Duration::from_secs(60)).await,
+        "not every order was delivered after the backend recovered"
+    );
+    let counts = receiver.delivery_counts();
+    let lost = ids.iter().filter(|id| !counts.contains_key(*id)).count();
+    println!("slow backend: {} acknowledged, {lost} lost", ids.len());
+    assert_eq!(lost, 0);
+    assert!(receiver.problems().is_empty(), "{:?}", receiver.problems());
 }
