@@ -3,6 +3,9 @@
 //!   gateway on the damaged files and expects a refusal that names the file, with the files left
 //!   byte for byte as they were; then the good files are put back and every acknowledged order
 //!   is still there;
+//! - the disk filling up (a tmpfs of a few MB under the data dir): submissions are answered 503
+//!   with a clear error, nothing acknowledged is lost, and the gateway takes orders again by
+//!   itself once space returns;
 //! - the dispatch backend answering after 30 s for a while: the outbox keeps its concurrency
 //!   bound and intake stays fast; once the backend recovers every order is delivered.
 
@@ -92,28 +95,32 @@ async fn damaged_database_or_wal_is_refused_and_nothing_is_lost() {
         "the stopped gateway keeps its last commits in the WAL ({} bytes)",
         good_wal.len()
     );
-    let good = vec![
-        (db.clone(), good_db.clone()),
-        (wal.clone(), good_wal.clone()),
-    ];
-
     // 1. The database header overwritten.
     let mut bad = good_db.clone();
     bad[..16].copy_from_slice(b"not a database!!");
     std::fs::write(&db, &bad).expect("damage the header");
     refused(&gw, dir.path(), "is not a SQLite database").await;
 
-    // 2. The database file cut short.
-    std::fs::write(&db, &good_db[..good_db.len() / 2]).expect("truncate");
-    refused(&gw, dir.path(), "is truncated").await;
-
-    // 3. The WAL, which holds the last acknowledged orders, with a damaged header: SQLite
+    // 2. The WAL, which holds the last acknowledged orders, with a damaged header: SQLite
     //    alone would ignore it and start without them.
     std::fs::write(&db, &good_db).expect("restore the database");
     let mut bad_wal = good_wal.clone();
     bad_wal[..4].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
     std::fs::write(&wal, &bad_wal).expect("damage the WAL");
     refused(&gw, dir.path(), "is not a SQLite write-ahead log").await;
+
+    // 3. Everything checkpointed into the database file (no WAL), then the file cut short.
+    std::fs::write(&wal, &good_wal).expect("restore the WAL");
+    {
+        let c = rusqlite::Connection::open(&db).expect("open for a checkpoint");
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .expect("checkpoint");
+    }
+    let _ = std::fs::remove_file(&wal);
+    let whole = std::fs::read(&db).expect("checkpointed database");
+    std::fs::write(&db, &whole[..whole.len() / 2]).expect("truncate");
+    refused(&gw, dir.path(), "is truncated").await;
+    let good = vec![(db.clone(), whole)];
 
     nothing_lost(&mut gw, dir.path(), &good, &ids).await;
 }
@@ -176,4 +183,123 @@ async fn a_slow_dispatch_backend_neither_floods_it_nor_slows_intake() {
     println!("slow backend: {} acknowledged, {lost} lost", ids.len());
     assert_eq!(lost, 0);
     assert!(receiver.problems().is_empty(), "{:?}", receiver.problems());
+}
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(
+            ok.success(),
+            "mounting a tmpfs needs root (CI and scripts/test.sh run as root)"
+        );
+        Tmpfs(at.to_owned())
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .expect("run mount -o remount");
+        assert!(ok.success(), "remount failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_refused_with_503_and_the_gateway_recovers_when_space_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "3m");
+    let receiver = Receiver::start().await;
+    let mut gw = Gateway::start(GatewayOptions::new(&disk.0).dispatch_to(&receiver)).await;
+    // Logs go elsewhere: this test is about the store's files.
+    let filler =
+        "市民反映：小区南门外道路破损严重，雨天积水，车辆和行人通行困难，请相关部门尽快修复。"
+            .repeat(8);
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    let mut other = Vec::new();
+    for i in 0..5_000 {
+        let r = gw
+            .submit(&json!({"text": format!("{i} {filler}")}), None)
+            .await;
+        match r.status {
+            202 => accepted.push(r.body["order_id"].as_str().expect("id").to_owned()),
+            503 => {
+                assert_eq!(r.error_code(), "unavailable", "{}", r.text);
+                refused += 1;
+                if refused >= 20 {
+                    break;
+                }
+            }
+            s => other.push(format!("{s} {}", r.text)),
+        }
+    }
+    println!(
+        "full disk: {} accepted before it filled, {refused} answered 503",
+        accepted.len()
+    );
+    assert!(other.is_empty(), "answers other than 202/503: {other:?}");
+    assert!(
+        refused >= 20,
+        "the disk never filled ({} accepted)",
+        accepted.len()
+    );
+    assert!(!accepted.is_empty());
+
+    // Space returns: the gateway takes orders again without a restart.
+    disk.resize("64m");
+    let mut back = None;
+    for i in 0..100 {
+        let r = gw
+            .submit(&json!({"text": format!("恢复后第{i}条：路灯不亮")}), None)
+            .await;
+        if r.status == 202 {
+            back = r.body["order_id"].as_str().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back = back.expect("no order accepted within 10 s of space returning");
+    accepted.push(back);
+
+    // Nothing acknowledged is lost: readable now, delivered, and still there after a restart.
+    assert!(
+        receiver
+            .wait_for_all(&accepted, Duration::from_secs(60))
+            .await,
+        "not every acknowledged order was delivered"
+    );
+    let status = gw.sigterm().await;
+    assert!(status.success(), "clean stop: {status}");
+    gw.restart().await;
+    let mut lost = 0;
+    for id in &accepted {
+        if gw
+            .get(&format!("/v1/orders/{id}"), Some(support::ADMIN_KEY))
+            .await
+            .status
+            != 200
+        {
+            lost += 1;
+        }
+    }
+    println!("full disk: {} acknowledged, {lost} lost", accepted.len());
+    assert_eq!(lost, 0);
 }

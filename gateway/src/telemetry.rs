@@ -15,7 +15,11 @@ pub fn init_logging(config: &LogConfig) -> anyhow::Result<()> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // By default a failed log write is reported with `eprintln!`, which panics when stderr
+        // itself cannot be written: with the log on a full disk every request that logs would
+        // die without an answer. A log line that cannot be written is dropped instead.
+        .log_internal_errors(false);
     let installed = match config.format {
         LogFormat::Human => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder
