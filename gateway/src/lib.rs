@@ -13,6 +13,7 @@ pub mod classify_cli;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod intake;
 pub mod ivr;
 pub mod media;
 pub mod run;
