@@ -321,3 +321,145 @@ fn log_replayed(via: &Via<'_>, id: &OrderNumber) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use adapters::normalize::related::RelatedConfig;
+    use adapters::work_order::Relation;
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{Backend, Numbering, RelatedOrders};
+
+    const TEXT: &str = "小区楼下烧烤摊每天营业到凌晨两点，油烟和噪音严重扰民";
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 2, 1, 30, 0)
+            .single()
+            .expect("a valid instant")
+    }
+
+    /// A real SQLite store in `dir` with the related-order index, and a fixed clock.
+    fn intake(dir: &std::path::Path) -> Intake {
+        let numbering = Numbering::new(1, chrono::FixedOffset::east_opt(8 * 3600).expect("offset"));
+        let sqlite = SqliteStore::open(&dir.join("t.db"), numbering, 64, 2).expect("open store");
+        let store = Store::new(Backend::Sqlite(sqlite))
+            .with_related(RelatedOrders::new(RelatedConfig::default()));
+        Intake::new(store)
+            .with_timeout(Duration::from_secs(10))
+            .with_clock(at)
+    }
+
+    fn submission(text: &str, phone: &str) -> Submission {
+        let body = serde_json::json!({
+            "text": text,
+            "citizen": { "phone": phone },
+            "location": { "address": "武汉市洪山区珞喻路1037号" },
+        });
+        Submission::from_app_json(body.to_string().as_bytes()).expect("valid submission")
+    }
+
+    fn key(key: &str, body: u8) -> IdempotencyClaim {
+        IdempotencyClaim {
+            client: "test".into(),
+            key: key.into(),
+            body_sha256: [body; 32],
+        }
+    }
+
+    async fn created(intake: &Intake, s: Submission, i: Idempotency) -> WorkOrder {
+        match accept(intake, Via::App { client: "test" }, s, i).await {
+            Ok(Accepted::Created(o)) => *o,
+            other => panic!("expected a new order, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_accepted_order_is_normalized_and_stamped_by_the_clock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let intake = intake(dir.path());
+        let s = submission(TEXT, "13800138000");
+        let expected = normalize(&s);
+        let order = created(&intake, s, Idempotency::None).await;
+        assert_eq!(order.received_at, at());
+        assert!(expected.category.is_some(), "{expected:?}");
+        assert_eq!(order.category, expected.category);
+        assert_eq!(order.kind, expected.kind);
+        assert_eq!(order.location.district.as_deref(), Some("洪山区"));
+        // What the store holds is what was answered.
+        let stored = intake.store().order(&order.id).await.expect("read");
+        let stored = stored.expect("stored");
+        assert_eq!(stored.received_at, at());
+        assert_eq!(stored.category, order.category);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replay_is_the_same_order_and_another_body_a_conflict() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let intake = intake(dir.path());
+        let first = created(
+            &intake,
+            submission(TEXT, "13800138000"),
+            Idempotency::Key(key("k1", 1)),
+        )
+        .await;
+        let via = Via::App { client: "test" };
+        let replay = accept(
+            &intake,
+            via,
+            submission(TEXT, "13800138000"),
+            Idempotency::Key(key("k1", 1)),
+        )
+        .await
+        .expect("replayed");
+        assert!(
+            matches!(&replay, Accepted::Replayed(id) if *id == first.id),
+            "{replay:?}"
+        );
+        assert_eq!(replay.id(), &first.id);
+        let conflict = accept(
+            &intake,
+            via,
+            submission("另一件事：路灯不亮", "13800138000"),
+            Idempotency::Key(key("k1", 2)),
+        )
+        .await;
+        assert!(
+            matches!(&conflict, Err(IntakeError::Conflict(id)) if *id == first.id),
+            "{conflict:?}"
+        );
+        // A channel's redelivery under its message id is the same order, whatever the body.
+        let redelivered = accept(
+            &intake,
+            Via::Sms {
+                provider: "aliyun",
+                phone: "13800138000",
+            },
+            submission("另一件事：路灯不亮", "13800138000"),
+            Idempotency::Redelivery(key("k1", 3)),
+        )
+        .await
+        .expect("redelivery");
+        assert_eq!(redelivered.id(), &first.id);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn related_orders_are_filled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let intake = intake(dir.path());
+        let first = created(&intake, submission(TEXT, "13800138000"), Idempotency::None).await;
+        assert!(first.related.is_empty());
+        let again = created(
+            &intake,
+            submission(TEXT, "138 0013 8000"),
+            Idempotency::None,
+        )
+        .await;
+        assert_eq!(again.related.len(), 1, "{:?}", again.related);
+        assert_eq!(again.related[0].order_id, first.id);
+        assert_eq!(again.related[0].relation, Relation::Duplicate);
+        let stored = intake.store().order(&again.id).await.expect("read");
+        assert_eq!(stored.expect("stored").related, again.related);
+    }
+}
