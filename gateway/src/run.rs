@@ -17,6 +17,7 @@ use crate::api::{self, AppState};
 use crate::config::{self, Config, StoreKind};
 use crate::dispatch::backoff::Backoff;
 use crate::dispatch::{DispatchSettings, Dispatcher};
+use crate::intake::Intake;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Backend, Numbering, RelatedOrders, Store};
@@ -191,13 +192,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
 
     let channels = api::channels::Channels::start(&config.channels, &store)?;
+    let request_timeout = Duration::from_millis(config.http.request_timeout_ms);
     let state = AppState {
+        intake: Intake::new(store.clone()).with_timeout(request_timeout),
         store,
         keys: Arc::new(keys),
         dispatch_secret,
         dispatch_configured: config.dispatch.url.is_some(),
         event_max_skew_s: config.dispatch.event_max_skew_s,
-        request_timeout: Duration::from_millis(config.http.request_timeout_ms),
+        request_timeout,
         metrics,
         flows,
         channels,

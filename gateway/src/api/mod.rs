@@ -23,6 +23,7 @@ use axum::middleware;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::intake::Intake;
 use crate::store::Store;
 use auth::ApiKeys;
 use error::ApiError;
@@ -31,6 +32,8 @@ use error::ApiError;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
+    /// The intake stage every channel's new orders pass (this store, `request_timeout`).
+    pub intake: Intake,
     pub keys: Arc<ApiKeys>,
     /// Shared with the dispatch backend: signs deliveries, authenticates its status events.
     pub dispatch_secret: Arc<Vec<u8>>,

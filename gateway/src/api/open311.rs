@@ -11,8 +11,6 @@
 //! orders filed through Open311 are listed (`web.open311_list_all_channels`): people who phoned
 //! or used the web form did not ask for their reports to be published.
 
-use adapters::normalize::mask::Masked;
-use adapters::normalize::normalize;
 use adapters::open311::{
     ListQuery, Open311Error, SERVICES, parse_list_query, parse_post, service_request,
 };
@@ -30,7 +28,7 @@ use chrono::{Duration as ChronoDuration, Utc};
 use serde_json::json;
 
 use super::AppState;
-use crate::store::{NewOrder, SubmitOutcome};
+use crate::intake::{self, Accepted, Idempotency, IntakeError, Via};
 
 /// Most requests in one list answer, and most orders scanned to find them.
 const MAX_RESULTS: usize = 1000;
@@ -157,33 +155,24 @@ async fn create(
     let ignored = post.ignored_attributes;
     let mut submission = post.into_submission()?;
     submission.source.api_client = client.as_ref().map(|c| c.name.clone());
-    let normalized = normalize(&submission);
-    let new = NewOrder {
-        submission,
-        normalized,
-        received_at: Utc::now(),
-        idempotency: None,
+    let via = Via::Open311 {
+        client: client.as_ref().map(|c| c.name.as_str()),
+        ignored_attributes: ignored,
     };
-    let outcome = tokio::time::timeout(state.request_timeout, state.store.submit(new))
-        .await
-        .map_err(|_| fail(503, "the order store did not confirm in time; retry later"))?
-        .map_err(unavailable)?;
-    let SubmitOutcome::Created(order) = outcome else {
+    let order = match intake::accept(&state.intake, via, submission, Idempotency::None).await {
+        Ok(Accepted::Created(order)) => order,
+        Err(IntakeError::Timeout) => {
+            return Err(fail(
+                503,
+                "the order store did not confirm in time; retry later",
+            ));
+        }
+        Err(IntakeError::Store(e)) => return Err(unavailable(e)),
         // Without an idempotency claim the store always creates.
-        return Err(fail(500, "unexpected store answer"));
+        Ok(Accepted::Replayed(_)) | Err(IntakeError::Conflict(_)) => {
+            return Err(fail(500, "unexpected store answer"));
+        }
     };
-    metrics::counter!("gateway_submissions_total", "channel" => "open311", "outcome" => "created")
-        .increment(1);
-    tracing::info!(
-        order_id = %order.id,
-        channel = "open311",
-        kind = order.kind.as_str(),
-        urgency = ?order.urgency,
-        client = client.as_ref().map_or("", |c| c.name.as_str()),
-        ignored_attributes = ignored,
-        phone = %Masked(order.citizen.phone.as_deref().unwrap_or("")),
-        "order accepted"
-    );
     let notice = match order.emergency_referral {
         Some(r) => format!(
             "如遇紧急情况请直接拨打{n}。In an emergency call {n} now. 诉求已受理，工单号{id}。",

@@ -6,7 +6,6 @@
 //! reports.
 
 use adapters::Submission;
-use adapters::normalize::normalize;
 use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
@@ -14,14 +13,14 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::auth::ApiClient;
 use super::error::ApiError;
-use crate::store::{IdempotencyClaim, NewOrder, SubmitOutcome};
+use crate::intake::{self, Accepted, Idempotency, IntakeError, Via};
+use crate::store::IdempotencyClaim;
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
@@ -72,7 +71,6 @@ pub async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let started = std::time::Instant::now();
     let key = idempotency_key(&headers)?;
     check_content_type(&headers)?;
     let body = body?;
@@ -86,37 +84,19 @@ pub async fn submit(
         err
     })?;
     submission.source.api_client = Some(client.name.clone());
-    let normalized = normalize(&submission);
-    let idempotency = key.map(|key| IdempotencyClaim {
-        client: client.name.clone(),
-        key,
-        body_sha256: Sha256::digest(&body).into(),
-    });
-    let new = NewOrder {
-        submission,
-        normalized,
-        received_at: Utc::now(),
-        idempotency,
+    let idempotency = match key {
+        Some(key) => Idempotency::Key(IdempotencyClaim {
+            client: client.name.clone(),
+            key,
+            body_sha256: Sha256::digest(&body).into(),
+        }),
+        None => Idempotency::None,
     };
-    let outcome = tokio::time::timeout(state.request_timeout, state.store.submit(new))
-        .await
-        .map_err(|_| {
-            ApiError::unavailable(
-                "the order store did not confirm in time; retry with the same Idempotency-Key",
-            )
-        })??;
-    metrics::histogram!("gateway_submission_seconds").record(started.elapsed().as_secs_f64());
-    match outcome {
-        SubmitOutcome::Created(order) => {
-            metrics::counter!("gateway_submissions_total", "channel" => "app", "outcome" => "created").increment(1);
-            let _span = tracing::info_span!("order", order_id = %order.id).entered();
-            tracing::info!(
-                channel = order.channel.as_str(),
-                kind = order.kind.as_str(),
-                urgency = ?order.urgency,
-                client = %client.name,
-                "order accepted"
-            );
+    let via = Via::App {
+        client: &client.name,
+    };
+    match intake::accept(&state.intake, via, submission, idempotency).await {
+        Ok(Accepted::Created(order)) => {
             let mut answer = json!({ "order_id": order.id, "status": "accepted" });
             if let Some(referral) = order.emergency_referral {
                 answer["emergency_referral"] = json!(referral.number());
@@ -128,17 +108,17 @@ pub async fn submit(
             }
             Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
         }
-        SubmitOutcome::Replayed(id) => {
-            metrics::counter!("gateway_submissions_total", "channel" => "app", "outcome" => "replayed").increment(1);
-            Ok((
-                StatusCode::ACCEPTED,
-                [("idempotent-replayed", "true")],
-                Json(json!({ "order_id": id, "status": "accepted" })),
-            )
-                .into_response())
-        }
-        SubmitOutcome::Conflict(id) => {
-            metrics::counter!("gateway_submissions_total", "channel" => "app", "outcome" => "conflict").increment(1);
+        Ok(Accepted::Replayed(id)) => Ok((
+            StatusCode::ACCEPTED,
+            [("idempotent-replayed", "true")],
+            Json(json!({ "order_id": id, "status": "accepted" })),
+        )
+            .into_response()),
+        Err(IntakeError::Timeout) => Err(ApiError::unavailable(
+            "the order store did not confirm in time; retry with the same Idempotency-Key",
+        )),
+        Err(IntakeError::Store(e)) => Err(e.into()),
+        Err(IntakeError::Conflict(id)) => {
             Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_conflict",

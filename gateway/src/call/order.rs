@@ -8,18 +8,26 @@
 //! leaves a callback order with what was collected so far.
 //!
 //! Each order carries an idempotency claim on the SIP Call-ID and the submit's number within the
-//! call, so a retried write after a store hiccup cannot make two orders of one answer.
+//! call, so a retried write after a store hiccup cannot make two orders of one answer. The call
+//! hands the [`CallOrder`] to [`intake::accept`](crate::intake::accept), which normalizes,
+//! stores, counts and logs it like every other channel's.
 
 use std::collections::BTreeMap;
 
+use adapters::Submission;
 use adapters::work_order::{
     Channel, Citizen, Kind, Location, Recording, Source, TranscriptSegment,
 };
-use adapters::{Submission, normalize::normalize};
-use chrono::Utc;
 use sha2::{Digest, Sha256};
 
-use crate::store::{IdempotencyClaim, NewOrder};
+use crate::store::IdempotencyClaim;
+
+/// What a call files: the submission and its claim on the Call-ID and submit number.
+#[derive(Debug, Clone)]
+pub struct CallOrder {
+    pub submission: Submission,
+    pub claim: IdempotencyClaim,
+}
 
 /// What a call knows about itself when it files an order.
 #[derive(Debug, Clone)]
@@ -85,7 +93,7 @@ pub fn from_slots(
     seq: u32,
     slots: &BTreeMap<String, String>,
     recording: Option<Recording>,
-) -> Result<NewOrder, String> {
+) -> Result<CallOrder, String> {
     let mut s = base(ctx);
     let mut extras = Vec::new();
     for (key, value) in slots {
@@ -144,7 +152,10 @@ pub fn from_slots(
         .collect();
     s.recording = recording;
     let what = serde_json::to_string(slots).unwrap_or_default();
-    Ok(new_order(s, claim(ctx, seq, &what)))
+    Ok(CallOrder {
+        claim: claim(ctx, seq, &what),
+        submission: s,
+    })
 }
 
 /// The callback order of a caller who hung up before the flow ended.
@@ -154,7 +165,7 @@ pub fn callback(
     where_: &str,
     collected: &BTreeMap<String, String>,
     recording: Option<Recording>,
-) -> NewOrder {
+) -> CallOrder {
     let mut s = base(ctx);
     s.kind = Some(Kind::Help);
     let mut text = format!("来电在语音导航中挂断（{where_}），请回拨市民。");
@@ -169,16 +180,9 @@ pub fn callback(
     s.text = text;
     s.transcript = ctx.speech.to_vec();
     s.recording = recording;
-    new_order(s, claim(ctx, seq, "callback"))
-}
-
-fn new_order(submission: Submission, claim: IdempotencyClaim) -> NewOrder {
-    let normalized = normalize(&submission);
-    NewOrder {
-        submission,
-        normalized,
-        received_at: Utc::now(),
-        idempotency: Some(claim),
+    CallOrder {
+        claim: claim(ctx, seq, "callback"),
+        submission: s,
     }
 }
 
@@ -213,9 +217,11 @@ mod tests {
         assert_eq!(s.text, "小区门口晚上施工噪音很大（噪音扰民）");
         assert_eq!(s.citizen.phone.as_deref(), Some("13800138000"));
         assert_eq!(s.source.call_id.as_deref(), Some("abc@trunk"));
-        let claim = o.idempotency.expect("claim");
-        assert_eq!(claim.key, "abc@trunk#1");
-        assert_eq!(o.normalized.kind, Kind::Complaint);
+        assert_eq!(o.claim.key, "abc@trunk#1");
+        assert_eq!(
+            adapters::normalize::normalize(&o.submission).kind,
+            Kind::Complaint
+        );
     }
 
     #[test]
@@ -280,6 +286,6 @@ mod tests {
         );
         assert!(o.submission.text.contains("洪山区"));
         assert_eq!(o.submission.location.district.as_deref(), Some("洪山区"));
-        assert_eq!(o.idempotency.expect("claim").key, "abc@trunk#9");
+        assert_eq!(o.claim.key, "abc@trunk#9");
     }
 }

@@ -39,7 +39,6 @@ use crate::media::udp::{DriverOptions, MediaCommand, MediaEvent, MediaHandle};
 use crate::media::{Codec, Frame};
 use crate::sip::transport::Command;
 use crate::sip::{CallEvent, CallId, OutgoingCall, TerminationReason, Transport};
-use crate::store::SubmitOutcome;
 
 /// Input to a call task.
 #[derive(Debug)]
@@ -905,14 +904,14 @@ impl Call {
                 return;
             }
         };
-        let store = self.shared.store.clone();
+        use crate::intake::{self, Accepted, Idempotency, Intake, Via};
+        let intake = Intake::new(self.shared.store.clone());
         let tx = self.backend_tx.clone();
         tokio::spawn(
             async move {
-                let ev = match store.submit(new).await {
-                    Ok(SubmitOutcome::Created(o)) => {
-                        metrics::counter!("gateway_submissions_total", "channel" => "phone", "outcome" => "created").increment(1);
-                        tracing::info!(order_id = %o.id, kind = o.kind.as_str(), urgency = ?o.urgency, "order accepted");
+                let claim = Idempotency::Redelivery(new.claim);
+                let ev = match intake::accept(&intake, Via::Call, new.submission, claim).await {
+                    Ok(Accepted::Created(o)) => {
                         let _ = tx.send(Backend::Submitted {
                             order_id: o.id.to_string(),
                         });
@@ -920,11 +919,9 @@ impl Call {
                             order_id: o.id.to_string(),
                         }
                     }
-                    Ok(SubmitOutcome::Replayed(id) | SubmitOutcome::Conflict(id)) => {
-                        Event::SubmitResult {
-                            order_id: id.to_string(),
-                        }
-                    }
+                    Ok(Accepted::Replayed(id)) => Event::SubmitResult {
+                        order_id: id.to_string(),
+                    },
                     Err(e) => {
                         tracing::warn!(error = %e, "order not stored");
                         Event::SubmitFailed {
@@ -1269,15 +1266,14 @@ impl Call {
                 &collected,
                 self.recordings.last().cloned(),
             );
-            match self.shared.store.submit(new).await {
-                Ok(SubmitOutcome::Created(o)) => {
-                    metrics::counter!("gateway_submissions_total", "channel" => "phone", "outcome" => "callback").increment(1);
-                    tracing::info!(order_id = %o.id, at = ?position, "caller hung up mid-flow: callback order");
-                    callback_order = Some(o.id.to_string());
-                }
-                Ok(SubmitOutcome::Replayed(id) | SubmitOutcome::Conflict(id)) => {
-                    callback_order = Some(id.to_string())
-                }
+            use crate::intake::{self, Idempotency, Intake, Via};
+            let intake = Intake::new(self.shared.store.clone());
+            let via = Via::CallCallback {
+                at: position.as_deref(),
+            };
+            let claim = Idempotency::Redelivery(new.claim);
+            match intake::accept(&intake, via, new.submission, claim).await {
+                Ok(accepted) => callback_order = Some(accepted.id().to_string()),
                 Err(e) => tracing::error!(error = %e, "callback order not stored"),
             }
         }

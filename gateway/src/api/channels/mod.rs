@@ -2,11 +2,12 @@
 //! (`POST /channels/sms/{provider}`).
 //!
 //! Each channel verifies the push (signature, token, address), turns it into an
-//! `adapters::Submission`, normalizes it and stores it with an idempotency claim keyed by the
-//! channel's own message id, so a provider's redelivery returns the order it already created.
-//! The answer (WeChat's passive reply with the order number, a provider's `ok`) is sent only
-//! after the store has committed. Refused input stores nothing. The wire formats and texts live
-//! in `adapters::wechat` and `adapters::sms`; this module does the HTTP, the store and the clock.
+//! `adapters::Submission` and hands it to [`intake::accept`](crate::intake::accept) with an
+//! idempotency claim keyed by the channel's own message id, so a provider's redelivery returns
+//! the order it already created. The answer (WeChat's passive reply with the order number, a
+//! provider's `ok`) is sent only after the store has committed. Refused input stores nothing.
+//! The wire formats and texts live in `adapters::wechat` and `adapters::sms`; this module does
+//! the HTTP, the store and the clock.
 
 mod sms;
 mod wechat;
@@ -24,6 +25,7 @@ use chrono::Utc;
 
 use super::AppState;
 use crate::config::{self, ChannelsConfig, SmsProviderConfig, WechatKind};
+use crate::intake::Intake;
 use crate::store::Store;
 
 /// The channels' routes, merged into the API router.
@@ -146,7 +148,8 @@ impl Channels {
             tracing::info!(account = %name, "wechat channel at /channels/wechat/{name}");
         }
         if channels.aliyun.enabled || channels.tencent.enabled {
-            let store = store.clone();
+            // Long messages left incomplete wait for no request: no timeout, as before.
+            let intake = Intake::new(store.clone());
             let wait = channels.part_wait;
             tokio::spawn(async move {
                 let period = Duration::from_secs(5).min(
@@ -156,7 +159,7 @@ impl Channels {
                 );
                 loop {
                     tokio::time::sleep(period).await;
-                    sms::flush_stale(&store, Utc::now() - wait).await;
+                    sms::flush_stale(&intake, Utc::now() - wait).await;
                 }
             });
         }

@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 
 use adapters::normalize::mask::{Masked, mask_phone};
-use adapters::normalize::normalize;
 use adapters::sms::{self, Query, SmsMessage};
 use adapters::wechat::reply;
 use axum::Json;
@@ -30,7 +29,8 @@ use subtle::ConstantTimeEq;
 use super::{Peer, SmsProvider};
 use crate::api::AppState;
 use crate::api::error::ApiError;
-use crate::store::{IdempotencyClaim, NewOrder, SmsPart, SmsPartState, Store, SubmitOutcome};
+use crate::intake::{self, Accepted, Idempotency, Intake, IntakeError, Via};
+use crate::store::{IdempotencyClaim, SmsPart, SmsPartState};
 
 type Params =
     Result<QueryParams<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
@@ -115,9 +115,9 @@ pub async fn receive(
     };
     let work = async {
         for m in &messages {
-            handle(&state.store, provider.name(), m).await?;
+            handle(&state.intake, provider.name(), m).await?;
         }
-        Ok::<(), crate::store::StoreError>(())
+        Ok::<(), IntakeError>(())
     };
     match tokio::time::timeout(state.request_timeout, work).await {
         Ok(Ok(())) => provider.ok(),
@@ -163,11 +163,8 @@ fn authorize(
 }
 
 /// Store one message (or one part of a long one); `Ok` means it is durable.
-async fn handle(
-    store: &Store,
-    provider: &str,
-    m: &SmsMessage,
-) -> Result<(), crate::store::StoreError> {
+async fn handle(intake: &Intake, provider: &str, m: &SmsMessage) -> Result<(), IntakeError> {
+    let store = intake.store();
     let phone = mask_phone(&m.phone);
     if let Some(query) = sms::parse_query(&m.text) {
         metrics::counter!("gateway_channel_queries_total", "channel" => "sms").increment(1);
@@ -206,12 +203,12 @@ async fn handle(
             SmsPartState::Done => {
                 tracing::info!(provider, phone = %phone, "sms: part redelivered after its order was made");
             }
-            SmsPartState::Complete(parts) => create_long(store, parts).await?,
+            SmsPartState::Complete(parts) => create_long(intake, parts).await?,
         }
         return Ok(());
     }
     let claim = claim(provider, &m.id, &[&m.phone, &m.text]);
-    create(store, provider, &m.phone, &m.text, &m.id, claim).await
+    create(intake, provider, &m.phone, &m.text, &m.id, claim).await
 }
 
 fn claim(provider: &str, key: &str, content: &[&str]) -> IdempotencyClaim {
@@ -228,52 +225,28 @@ fn claim(provider: &str, key: &str, content: &[&str]) -> IdempotencyClaim {
 }
 
 async fn create(
-    store: &Store,
+    intake: &Intake,
     provider: &str,
     phone: &str,
     text: &str,
     sms_id: &str,
     claim: IdempotencyClaim,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<(), IntakeError> {
     let submission = sms::submission(phone, text, sms_id);
-    let normalized = normalize(&submission);
-    let outcome = store
-        .submit(NewOrder {
-            submission,
-            normalized,
-            received_at: Utc::now(),
-            idempotency: Some(claim),
-        })
-        .await?;
-    let masked = mask_phone(phone);
-    match outcome {
-        SubmitOutcome::Created(order) => {
-            metrics::counter!("gateway_submissions_total", "channel" => "sms", "outcome" => "created").increment(1);
-            tracing::info!(
-                order_id = %order.id,
-                provider,
-                phone = %masked,
-                kind = order.kind.as_str(),
-                urgency = ?order.urgency,
-                text = %Masked(&order.text),
-                "order accepted"
-            );
-            unsent(
-                provider,
-                &masked,
-                &reply::accepted(order.id.as_str(), order.emergency_referral),
-            );
-        }
-        SubmitOutcome::Replayed(id) | SubmitOutcome::Conflict(id) => {
-            metrics::counter!("gateway_submissions_total", "channel" => "sms", "outcome" => "replayed").increment(1);
-            tracing::info!(order_id = %id, provider, phone = %masked, "sms redelivery: same order");
-        }
+    let via = Via::Sms { provider, phone };
+    let accepted = intake::accept(intake, via, submission, Idempotency::Redelivery(claim)).await?;
+    if let Accepted::Created(order) = accepted {
+        unsent(
+            provider,
+            &mask_phone(phone),
+            &reply::accepted(order.id.as_str(), order.emergency_referral),
+        );
     }
     Ok(())
 }
 
 /// Make the order of a long message from its parts, then mark the parts used.
-async fn create_long(store: &Store, parts: Vec<SmsPart>) -> Result<(), crate::store::StoreError> {
+async fn create_long(intake: &Intake, parts: Vec<SmsPart>) -> Result<(), IntakeError> {
     let Some(first) = parts.first() else {
         return Ok(());
     };
@@ -289,13 +262,16 @@ async fn create_long(store: &Store, parts: Vec<SmsPart>) -> Result<(), crate::st
     let sms_id: String = ids.join("+").chars().take(128).collect();
     let claim = claim(&provider, &key, &[&phone, &text]);
     tracing::info!(provider = %provider, phone = %mask_phone(&phone), parts = parts.len(), total = first.total, "sms: long message reassembled");
-    create(store, &provider, &phone, &text, &sms_id, claim).await?;
-    store.sms_parts_done(&provider, ids, Utc::now()).await
+    create(intake, &provider, &phone, &text, &sms_id, claim).await?;
+    Ok(intake
+        .store()
+        .sms_parts_done(&provider, ids, Utc::now())
+        .await?)
 }
 
 /// Create orders from long messages whose first part arrived before `older_than`.
-pub(super) async fn flush_stale(store: &Store, older_than: chrono::DateTime<Utc>) {
-    let groups = match store.sms_stale_groups(older_than).await {
+pub(super) async fn flush_stale(intake: &Intake, older_than: chrono::DateTime<Utc>) {
+    let groups = match intake.store().sms_stale_groups(older_than).await {
         Ok(g) => g,
         Err(e) => {
             tracing::warn!(error = %e, "sms: cannot read waiting parts");
@@ -304,7 +280,7 @@ pub(super) async fn flush_stale(store: &Store, older_than: chrono::DateTime<Utc>
     };
     for g in groups {
         metrics::counter!("gateway_sms_incomplete_total").increment(1);
-        if let Err(e) = create_long(store, g).await {
+        if let Err(e) = create_long(intake, g).await {
             tracing::warn!(error = %e, "sms: cannot create the order of an incomplete long message");
         }
     }

@@ -21,7 +21,6 @@
 use std::collections::HashMap;
 
 use adapters::normalize::mask::Masked;
-use adapters::normalize::normalize;
 use adapters::wechat::message::json_fields;
 use adapters::wechat::{self, Body, Inbound, Query, reply, xml};
 use adapters::work_order::{Attachment, Channel, Location};
@@ -37,7 +36,8 @@ use super::{WechatAccount, short_user};
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::config::WechatKind;
-use crate::store::{Addition, IdempotencyClaim, NewOrder, SubmitOutcome};
+use crate::intake::{self, Accepted, Idempotency, IntakeError, Via};
+use crate::store::{Addition, IdempotencyClaim};
 
 type Params =
     Result<QueryParams<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
@@ -318,8 +318,6 @@ async fn create(
     msg: &Inbound,
     submission: adapters::Submission,
 ) -> Result<Outcome, ApiError> {
-    let started = std::time::Instant::now();
-    let normalized = normalize(&submission);
     // Retried deliveries carry the same MsgId but, in safe mode, different ciphertext: the claim
     // hashes what the message says, not its bytes.
     let mut h = Sha256::new();
@@ -331,36 +329,33 @@ async fn create(
         h.update(part.as_bytes());
         h.update([0]);
     }
-    let new = NewOrder {
-        submission,
-        normalized,
-        received_at: Utc::now(),
-        idempotency: Some(IdempotencyClaim {
-            client: format!("wechat:{}", acct.name),
-            key: msg.dedup_key(),
-            body_sha256: h.finalize().into(),
-        }),
+    let claim = IdempotencyClaim {
+        client: format!("wechat:{}", acct.name),
+        key: msg.dedup_key(),
+        body_sha256: h.finalize().into(),
     };
-    let outcome = state.store.submit(new).await?;
-    metrics::histogram!("gateway_submission_seconds").record(started.elapsed().as_secs_f64());
     let user = short_user(&msg.from_user);
-    let (id, referral) = match outcome {
-        SubmitOutcome::Created(order) => {
-            metrics::counter!("gateway_submissions_total", "channel" => "wechat", "outcome" => "created").increment(1);
-            tracing::info!(
-                order_id = %order.id,
-                account = %acct.name,
-                user = %user,
-                kind = order.kind.as_str(),
-                urgency = ?order.urgency,
-                text = %Masked(&order.text),
-                "order accepted"
-            );
-            (order.id.clone(), order.emergency_referral)
+    let via = Via::Wechat {
+        account: &acct.name,
+        user: &user,
+    };
+    let accepted = intake::accept(
+        &state.intake,
+        via,
+        submission,
+        Idempotency::Redelivery(claim),
+    )
+    .await
+    .map_err(|e| match e {
+        IntakeError::Store(e) => ApiError::from(e),
+        // A redelivery claim has no conflicts; the outer timeout is the request's.
+        IntakeError::Timeout | IntakeError::Conflict(_) => {
+            ApiError::unavailable("the order store did not confirm in time")
         }
-        SubmitOutcome::Replayed(id) | SubmitOutcome::Conflict(id) => {
-            metrics::counter!("gateway_submissions_total", "channel" => "wechat", "outcome" => "replayed").increment(1);
-            tracing::info!(order_id = %id, account = %acct.name, user = %user, "wechat redelivery: same order");
+    })?;
+    let (id, referral) = match accepted {
+        Accepted::Created(order) => (order.id.clone(), order.emergency_referral),
+        Accepted::Replayed(id) => {
             let referral = state
                 .store
                 .order(&id)

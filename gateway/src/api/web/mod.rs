@@ -5,9 +5,9 @@
 //! - Server-rendered HTML with a plain POST form and no JavaScript, because the citizens who use
 //!   a web form instead of an app are often on old phones, screen readers or bad connections.
 //!   Validation errors show the form again with the input kept and a message at each field.
-//! - Like every channel it builds an [`adapters::Submission`], normalizes it and answers only
-//!   after [`Store::submit`](crate::store::Store::submit) returned, i.e. after the order and its
-//!   outbox row are committed and synced. The confirmation page therefore never shows a number
+//! - Like every channel it builds an [`adapters::Submission`], hands it to
+//!   [`intake::accept`](crate::intake::accept) and answers only after that returned, i.e. after
+//!   the order and its outbox row are committed and synced. The confirmation page therefore never shows a number
 //!   that could be lost.
 //! - Spam and abuse: a honeypot field, a signed form token with a minimum fill time and an expiry
 //!   (also the CSRF defence, see [`token`]), per-IP token buckets (429 page), and photo checks by
@@ -28,7 +28,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use adapters::normalize::mask::Masked;
-use adapters::normalize::normalize;
 use adapters::webform::{FieldError, ImageType, WebForm, sniff_image};
 use adapters::work_order::{Attachment, Status};
 use adapters::{OrderNumber, WorkOrder};
@@ -48,7 +47,8 @@ pub use limit::RateLimiter;
 use super::AppState;
 use super::auth;
 use crate::config::{self, Config};
-use crate::store::{IdempotencyClaim, NewOrder, SubmitOutcome};
+use crate::intake::{self, Accepted, Idempotency, IntakeError, Via};
+use crate::store::IdempotencyClaim;
 use page::FormView;
 use token::{FormTokens, TokenError};
 
@@ -548,17 +548,11 @@ async fn submit(State(state): State<AppState>, request: Request) -> Response {
         content.update(part.as_bytes());
         content.update(b"\0");
     }
-    let normalized = normalize(&submission);
-    let new = NewOrder {
-        submission,
-        normalized,
-        received_at: Utc::now(),
-        idempotency: Some(IdempotencyClaim {
-            client: "web-form".into(),
-            key: verified.nonce,
-            body_sha256: content.finalize().into(),
-        }),
-    };
+    let idempotency = Idempotency::Key(IdempotencyClaim {
+        client: "web-form".into(),
+        key: verified.nonce,
+        body_sha256: content.finalize().into(),
+    });
     let busy = || {
         again(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -566,48 +560,29 @@ async fn submit(State(state): State<AppState>, request: Request) -> Response {
             Some("系统繁忙，诉求未能提交。您填写的内容已保留，请稍后再次提交。"),
         )
     };
-    let outcome = match tokio::time::timeout(state.request_timeout, state.store.submit(new)).await {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "web form: store error");
-            return busy();
-        }
-        Err(_) => {
-            tracing::error!("web form: the store did not confirm in time");
-            return busy();
-        }
+    let via = Via::Web {
+        photo: !photo_sha.is_empty(),
     };
-    match outcome {
-        SubmitOutcome::Created(order) => {
-            metrics::counter!("gateway_submissions_total", "channel" => "web", "outcome" => "created").increment(1);
-            tracing::info!(
-                order_id = %order.id,
-                channel = "web",
-                kind = order.kind.as_str(),
-                urgency = ?order.urgency,
-                district = order.location.district.as_deref().unwrap_or(""),
-                phone = %Masked(order.citizen.phone.as_deref().unwrap_or("")),
-                photo = !photo_sha.is_empty(),
-                "order accepted"
-            );
-            confirmation(&order)
+    match intake::accept(&state.intake, via, submission, idempotency).await {
+        Ok(Accepted::Created(order)) => confirmation(&order),
+        Ok(Accepted::Replayed(id)) => match state.store.order(&id).await {
+            Ok(Some(order)) => confirmation(&order),
+            _ => html(StatusCode::OK, page::confirmation_page(id.as_str(), None)),
+        },
+        Err(IntakeError::Conflict(id)) => again(
+            StatusCode::CONFLICT,
+            &[],
+            Some(&format!(
+                "这张表单已经提交过（工单号 {id}）。如要提交新的诉求，请核对内容后再次提交。"
+            )),
+        ),
+        Err(IntakeError::Store(e)) => {
+            tracing::error!(error = %e, "web form: store error");
+            busy()
         }
-        SubmitOutcome::Replayed(id) => {
-            metrics::counter!("gateway_submissions_total", "channel" => "web", "outcome" => "replayed").increment(1);
-            match state.store.order(&id).await {
-                Ok(Some(order)) => confirmation(&order),
-                _ => html(StatusCode::OK, page::confirmation_page(id.as_str(), None)),
-            }
-        }
-        SubmitOutcome::Conflict(id) => {
-            metrics::counter!("gateway_submissions_total", "channel" => "web", "outcome" => "conflict").increment(1);
-            again(
-                StatusCode::CONFLICT,
-                &[],
-                Some(&format!(
-                    "这张表单已经提交过（工单号 {id}）。如要提交新的诉求，请核对内容后再次提交。"
-                )),
-            )
+        Err(IntakeError::Timeout) => {
+            tracing::error!("web form: the store did not confirm in time");
+            busy()
         }
     }
 }
