@@ -5,10 +5,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 
-use gateway::media::MediaSettings;
-use gateway::media::rtp_session::{RtpConfig, RtpSession, parse_rtcp};
-use gateway::media::sdp::{Direction, Negotiated};
-use gateway::media::{Codec, dtmf};
+use media::MediaSettings;
+use media::rtp_session::{RtpConfig, RtpSession, parse_rtcp};
+use media::sdp::{Direction, Negotiated};
+use media::{Codec, dtmf};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_rtcp(data);

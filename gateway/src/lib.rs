@@ -14,7 +14,6 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod ivr;
-pub mod media;
 pub mod run;
 pub mod runtime;
 pub mod sip;

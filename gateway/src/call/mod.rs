@@ -2,7 +2,7 @@
 //! out what the interpreter asks (play, listen, record, submit, look up, transfer, hang up).
 //!
 //! The protocol and flow logic stay in their sans-IO cores ([`crate::sip::Endpoint`],
-//! [`crate::media::rtp_session::RtpSession`], [`ivr_flows::Session`]); this module is the edge
+//! [`media::rtp_session::RtpSession`], [`ivr_flows::Session`]); this module is the edge
 //! that connects them with tokio, the store and the file system:
 //!
 //! - [`manager`]: takes SIP events from the [`crate::sip::transport::SipService`], admits or
@@ -35,13 +35,13 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::ivr::LiveFlows;
-use crate::media::engine::MediaEngine;
-use crate::media::prompt::PromptCache;
-use crate::media::udp::PortAllocator;
-use crate::media::{Codec, MediaSettings};
+use crate::runtime::media_engine::MediaEngine;
+use crate::runtime::prompt_cache::PromptCache;
+use crate::runtime::rtp_socket::PortAllocator;
 use crate::sip::transport::{Command, SipService};
 use crate::sip::{IpNet, SipSettings};
 use crate::store::Store;
+use media::{Codec, MediaSettings};
 
 /// What calls need from the configuration.
 #[derive(Debug, Clone)]

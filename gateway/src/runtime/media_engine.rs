@@ -9,7 +9,7 @@
 //! calls (FreeSWITCH's timer threads, the generator in `benches/`) pace from one clock instead.
 //!
 //! Here every call is an entry on one pacer thread (the least loaded of
-//! [`MediaSettings::pacer_threads`](super::MediaSettings)). The thread sleeps until the
+//! [`MediaSettings::pacer_threads`](media::MediaSettings)). The thread sleeps until the
 //! earliest deadline of its calls (at most [`EARLY`] before it, at most [`MAX_SLEEP`] at a
 //! time). On each wakeup it takes the calls handed over meanwhile, asks its epoll set without
 //! waiting which of its calls' RTP and RTCP sockets hold datagrams and reads those
@@ -40,8 +40,9 @@ use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use tokio::sync::{mpsc, oneshot};
 
-use super::rtp_session::{RtpSession, RtpStats};
-use super::udp::{BoundPorts, CallMedia, DriverOptions, MediaCommand, MediaHandle};
+use media::rtp_session::{RtpSession, RtpStats};
+
+use super::rtp_socket::{BoundPorts, CallMedia, DriverOptions, MediaCommand, MediaHandle};
 
 /// How far ahead of its deadline a call may be visited, so that calls due within the same
 /// millisecond share one wakeup of the pacer. Their packets leave up to this much early.
@@ -532,10 +533,10 @@ fn run(intake: Arc<Intake>, count: Arc<AtomicUsize>, poll: Epoll, mut scheduling
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::rtp_session::RtpConfig;
-    use crate::media::sdp::{Direction, Negotiated};
-    use crate::media::udp::{MediaEvent, PortAllocator};
-    use crate::media::{Codec, MediaSettings};
+    use crate::runtime::rtp_socket::{MediaEvent, PortAllocator};
+    use media::rtp_session::RtpConfig;
+    use media::sdp::{Direction, Negotiated};
+    use media::{Codec, MediaSettings};
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::time::SystemTime;
 

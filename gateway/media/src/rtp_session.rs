@@ -1,5 +1,5 @@
 //! One call's RTP/RTCP session, sans-IO: fed datagrams and time, it returns datagrams to send,
-//! played-out frames and events. [`super::udp`] drives it with sockets and a timer.
+//! played-out frames and events. The gateway's `runtime::rtp_socket` and `runtime::media_engine` drive it with sockets and a clock.
 //!
 //! - Packets are parsed and built with the `rtp-rs` crate (zero-copy reader, checked builder).
 //! - Symmetric RTP (RFC 4961 practice): callers behind NAT send from an address other than the
@@ -249,7 +249,7 @@ impl RtpSession {
             event_timestamp: None,
             jitter,
             events_rx: TelephoneEventReceiver::default(),
-            decoded: Vec::with_capacity(crate::media::FRAME_SAMPLES * 2),
+            decoded: Vec::with_capacity(crate::FRAME_SAMPLES * 2),
             reception: Reception::default(),
             stats: RtpStats::default(),
             last_sr: None,
@@ -783,8 +783,8 @@ pub fn parse_rtcp(data: &[u8]) -> Option<Vec<RtcpReport>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sdp::Direction;
     use super::*;
+    use crate::sdp::Direction;
 
     fn negotiated(remote: &str) -> Negotiated {
         Negotiated {

@@ -4,9 +4,9 @@
 //! Everything that is logic here is sans-IO (in the style of str0m): state machines fed with
 //! datagrams and the current time, handing back datagrams to send, frames and events. No socket or
 //! clock is touched inside them, so every timing rule (20 ms pacing, RTCP intervals, the media
-//! timeout, jitter-buffer playout) is tested deterministically by moving time by hand. Only
-//! [`udp`] (one call's RTP/RTCP port pair around its [`rtp_session::RtpSession`]) and
-//! [`engine`] (the pacer threads that drive every call's session from one clock) do I/O.
+//! timeout, jitter-buffer playout) is tested deterministically by moving time by hand. The I/O around them
+//! (one call's RTP/RTCP port pair, the pacer threads that drive every call's session from one
+//! clock, prompt files and recordings) is in the gateway's `runtime` module.
 //!
 //! The one audio currency between modules is the [`Frame`]: 20 ms of 8 kHz mono 16-bit PCM, the
 //! natural unit of G.711 telephony (one RTP packet at the usual ptime).
@@ -16,15 +16,12 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 pub mod dtmf;
-pub mod engine;
 pub mod g711;
 pub mod jitter;
 pub mod prompt;
-pub mod recorder;
 pub mod rtp_session;
 pub mod sdp;
 pub mod speech_feed;
-pub mod udp;
 
 pub use g711::Codec;
 
@@ -64,7 +61,7 @@ pub struct MediaSettings {
     pub inband_dtmf: bool,
     /// Window in which the same digit arriving by two paths counts once.
     pub dtmf_merge_window: Duration,
-    /// Pacer threads of the [`engine::MediaEngine`] (0: one per core).
+    /// Pacer threads of the gateway's media engine (0: one per core).
     pub pacer_threads: usize,
     /// SCHED_FIFO priority of the pacer threads (0: normal scheduling).
     pub pacer_priority: u8,
