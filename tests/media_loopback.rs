@@ -49,7 +49,7 @@ fn spawn(
 async fn start(alloc: &Arc<PortAllocator>, remote: SocketAddr) -> MediaHandle {
     let ports = alloc.bind(LOCAL).expect("ports");
     let settings = MediaSettings::default();
-    let cfg = RtpConfig::new(&settings, &negotiated(remote));
+    let cfg = RtpConfig::new(&settings, &negotiated(remote), &mut rand::rng());
     let session = RtpSession::new(cfg, Instant::now(), SystemTime::now());
     spawn(ports, session, DriverOptions::default()).expect("spawn")
 }
@@ -62,7 +62,7 @@ async fn pair(alloc: &Arc<PortAllocator>) -> (MediaHandle, MediaHandle) {
     let settings = MediaSettings::default();
     let mk = |remote| {
         RtpSession::new(
-            RtpConfig::new(&settings, &negotiated(remote)),
+            RtpConfig::new(&settings, &negotiated(remote), &mut rand::rng()),
             Instant::now(),
             SystemTime::now(),
         )

@@ -4,6 +4,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 use media::MediaSettings;
 use media::rtp_session::{RtpConfig, RtpSession, parse_rtcp};
@@ -26,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let now = Instant::now();
     let mut session = RtpSession::new(
-        RtpConfig::new(&MediaSettings::default(), &negotiated),
+        RtpConfig::new(
+            &MediaSettings::default(),
+            &negotiated,
+            &mut StdRng::seed_from_u64(0),
+        ),
         now,
         SystemTime::now(),
     );

@@ -58,9 +58,15 @@ pub struct RtpConfig {
 }
 
 impl RtpConfig {
-    /// Settings for a negotiated stream, with random SSRC, sequence and timestamp (RFC 3550 §5.1).
-    pub fn new(settings: &MediaSettings, negotiated: &Negotiated) -> Self {
-        let ssrc = rand::random::<u32>();
+    /// Settings for a negotiated stream, with random SSRC, sequence and timestamp (RFC 3550 §5.1)
+    /// drawn from `rng`: the caller owns the randomness (the gateway passes `rand::rng()`, tests
+    /// and fuzzers a seeded generator), so the session stays free of global state.
+    pub fn new(
+        settings: &MediaSettings,
+        negotiated: &Negotiated,
+        rng: &mut impl rand::Rng,
+    ) -> Self {
+        let ssrc = rng.random::<u32>();
         Self {
             codec: negotiated.codec,
             payload_type: negotiated.payload_type,
@@ -71,8 +77,8 @@ impl RtpConfig {
             rtcp_interval: settings.rtcp_interval,
             relatch_after: settings.relatch_after.max(1),
             ssrc,
-            initial_seq: rand::random(),
-            initial_timestamp: rand::random(),
+            initial_seq: rng.random(),
+            initial_timestamp: rng.random(),
             send_silence: true,
             cname: format!("gateway-{ssrc:08x}@12345"),
         }
@@ -800,7 +806,11 @@ mod tests {
     }
 
     fn session(now: Instant) -> RtpSession {
-        let mut cfg = RtpConfig::new(&MediaSettings::default(), &negotiated("10.0.0.1:40000"));
+        let mut cfg = RtpConfig::new(
+            &MediaSettings::default(),
+            &negotiated("10.0.0.1:40000"),
+            &mut rand::rng(),
+        );
         cfg.ssrc = 0x1234_5678;
         cfg.initial_seq = 65530;
         cfg.initial_timestamp = u32::MAX - 400;

@@ -281,7 +281,7 @@ async fn setup(
     let mut sdp_origin = OriginVersioning::new(rand::random::<u32>().into());
     sdp_origin.stamp(&mut answer);
     let session = RtpSession::new(
-        RtpConfig::new(media_settings, &negotiated),
+        RtpConfig::new(media_settings, &negotiated, &mut rand::rng()),
         Instant::now(),
         std::time::SystemTime::now(),
     );
@@ -1131,7 +1131,7 @@ impl Call {
                     (Ok((_, negotiated)), Some(ports)) => {
                         let settings = &self.shared.settings.media;
                         let session = RtpSession::new(
-                            RtpConfig::new(settings, &negotiated),
+                            RtpConfig::new(settings, &negotiated, &mut rand::rng()),
                             Instant::now(),
                             std::time::SystemTime::now(),
                         );

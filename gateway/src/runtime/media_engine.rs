@@ -554,7 +554,7 @@ mod tests {
             media_index: 0,
         };
         RtpSession::new(
-            RtpConfig::new(&MediaSettings::default(), &negotiated),
+            RtpConfig::new(&MediaSettings::default(), &negotiated, &mut rand::rng()),
             Instant::now(),
             SystemTime::now(),
         )
