@@ -341,7 +341,7 @@ impl Default for MediaConfig {
             codecs: vec!["PCMA".into(), "PCMU".into()],
             inband_dtmf: true,
             pacer_threads: 0,
-            pacer_priority: 10,
+            pacer_priority: crate::runtime::media_engine::DEFAULT_PACER_PRIORITY,
         }
     }
 }

@@ -61,10 +61,6 @@ pub struct MediaSettings {
     pub inband_dtmf: bool,
     /// Window in which the same digit arriving by two paths counts once.
     pub dtmf_merge_window: Duration,
-    /// Pacer threads of the gateway's media engine (0: one per core).
-    pub pacer_threads: usize,
-    /// SCHED_FIFO priority of the pacer threads (0: normal scheduling).
-    pub pacer_priority: u8,
 }
 
 impl Default for MediaSettings {
@@ -80,8 +76,6 @@ impl Default for MediaSettings {
             relatch_after: 5,
             inband_dtmf: true,
             dtmf_merge_window: Duration::from_millis(200),
-            pacer_threads: 0,
-            pacer_priority: 0,
         }
     }
 }
