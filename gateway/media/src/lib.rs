@@ -1,15 +1,65 @@
-//! Media for calls: SDP offer/answer, RTP/RTCP sessions, G.711, the jitter buffer, DTMF,
-//! prompt playback and recording.
+//! # media: the sans-IO media core of the 12345 gateway's calls
 //!
-//! Everything that is logic here is sans-IO (in the style of str0m): state machines fed with
-//! datagrams and the current time, handing back datagrams to send, frames and events. No socket or
-//! clock is touched inside them, so every timing rule (20 ms pacing, RTCP intervals, the media
-//! timeout, jitter-buffer playout) is tested deterministically by moving time by hand. The I/O around them
-//! (one call's RTP/RTCP port pair, the pacer threads that drive every call's session from one
-//! clock, prompt files and recordings) is in the gateway's `runtime` module.
+//! SDP offer/answer, RTP/RTCP sessions, G.711, the jitter buffer, DTMF (RFC 4733, in-band and
+//! their merging), prompt frames decoded from WAV bytes, and the 16 kHz feed for speech
+//! recognition. Everything here is sans-IO (in the style of str0m): state machines fed with
+//! datagrams and the current time, handing back datagrams to send, frames and events. No socket,
+//! file, clock or global random generator is touched outside tests (`tests/no_io.rs` holds the
+//! crate to that), so every timing rule (20 ms pacing, RTCP intervals, the media timeout,
+//! jitter-buffer playout) is tested deterministically by moving time by hand, and the crate builds
+//! without tokio. The I/O around it (one call's RTP/RTCP port pair, the pacer threads that drive
+//! every call's session from one clock, prompt files and their cache, recordings) is in the
+//! gateway's `runtime` module.
 //!
-//! The one audio currency between modules is the [`Frame`]: 20 ms of 8 kHz mono 16-bit PCM, the
-//! natural unit of G.711 telephony (one RTP packet at the usual ptime).
+//! ## The poll convention
+//!
+//! Every core is driven the same way: feed it with a `handle_*(now, input)` call, then drain its
+//! output with the `poll_*` calls until they return `None`, and come back when it says. Time is
+//! always an argument (`now: Instant`; the wall clock once, at creation, for RTCP's NTP times);
+//! randomness comes in from the caller too ([`rtp_session::RtpConfig::new`] takes a
+//! `&mut impl rand::Rng` for the SSRC, first sequence number and first timestamp).
+//!
+//! [`rtp_session::RtpSession`] today:
+//!
+//! - input: [`handle_rtp`](rtp_session::RtpSession::handle_rtp) and
+//!   [`handle_rtcp`](rtp_session::RtpSession::handle_rtcp) (`now`, the source address, the
+//!   datagram), [`handle_timeout`](rtp_session::RtpSession::handle_timeout) (`now`), and the call's
+//!   requests: [`send_frame`](rtp_session::RtpSession::send_frame) /
+//!   [`send_payload`](rtp_session::RtpSession::send_payload) queue audio,
+//!   [`send_digit`](rtp_session::RtpSession::send_digit) queues RFC 4733 packets,
+//!   [`clear_queued`](rtp_session::RtpSession::clear_queued) drops queued audio (barge-in),
+//!   [`update`](rtp_session::RtpSession::update) applies a re-INVITE's negotiation;
+//! - output: [`poll_transmit`](rtp_session::RtpSession::poll_transmit) hands out each
+//!   [`Transmit`](rtp_session::Transmit) (RTP or RTCP channel, destination, bytes) and
+//!   [`poll_event`](rtp_session::RtpSession::poll_event) each
+//!   [`RtpEvent`](rtp_session::RtpEvent) (a played-out or concealed frame, an RFC 4733 digit, a
+//!   latch to a new source, the media timeout, a peer's RTCP report with the round trip);
+//! - when: [`poll_timeout`](rtp_session::RtpSession::poll_timeout) is the next instant
+//!   `handle_timeout` is due (the next 20 ms tick, the next RTCP report, or the media timeout).
+//!   Each tick sends one packet (a queued digit, else queued audio, else silence) and plays one
+//!   frame out of the jitter buffer.
+//!
+//! The smaller cores follow the same shape without a clock of their own:
+//! [`dtmf::DtmfMerger::push`] takes a digit with its time and source and returns it once,
+//! [`dtmf::InbandDetector::process`] takes samples and returns the digits heard,
+//! [`prompt::Player::next_frame`] hands out the next 20 ms payload, and
+//! [`speech_feed::SpeechFeed`] takes 8 kHz frames and hands out 16 kHz ones.
+//!
+//! ## Layout
+//!
+//! - [`g711`]: A-law and µ-law ([`Codec`]), encoding and decoding.
+//! - [`sdp`]: parsing and writing SDP, negotiating an answer, offers, origin versioning.
+//! - [`rtp_session`]: one call's RTP/RTCP session (symmetric RTP, pacing, RTCP SR/RR, statistics,
+//!   media timeout); the jitter buffer it plays out from is crate-private.
+//! - [`dtmf`]: RFC 4733 telephone-events, the in-band (Goertzel) detector and the merger.
+//! - [`prompt`]: WAV bytes to 8 kHz PCM (decode, mix down, resample), encoded prompts and the
+//!   barge-in [`prompt::Player`].
+//! - [`speech_feed`]: caller audio resampled to 16 kHz frames for the recognizer.
+//! - this root: the [`Frame`] (20 ms of 8 kHz mono 16-bit PCM, the one audio currency between
+//!   modules and one RTP packet at the usual ptime) and the [`MediaSettings`] the call layer maps
+//!   from configuration.
+
+#![warn(missing_docs, unreachable_pub)]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::RangeInclusive;
@@ -17,7 +67,7 @@ use std::time::Duration;
 
 pub mod dtmf;
 pub mod g711;
-pub mod jitter;
+pub(crate) mod jitter;
 pub mod prompt;
 pub mod rtp_session;
 pub mod sdp;
@@ -30,13 +80,13 @@ pub const SAMPLE_RATE: u32 = 8000;
 /// Samples in one 20 ms frame at 8 kHz.
 pub const FRAME_SAMPLES: usize = 160;
 /// Duration of one frame and the RTP packetization interval we send with.
-pub const FRAME_DURATION: Duration = Duration::from_millis(20);
+pub(crate) const FRAME_DURATION: Duration = Duration::from_millis(20);
 
 /// 20 ms of 8 kHz mono linear PCM.
 pub type Frame = [i16; FRAME_SAMPLES];
 
 /// A frame of silence.
-pub const SILENCE: Frame = [0; FRAME_SAMPLES];
+pub(crate) const SILENCE: Frame = [0; FRAME_SAMPLES];
 
 /// Media settings the call layer maps from configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +132,7 @@ impl Default for MediaSettings {
 
 impl MediaSettings {
     /// Jitter buffer depth in whole frames (at least one).
-    pub fn jitter_frames(&self) -> usize {
+    pub(crate) fn jitter_frames(&self) -> usize {
         (self.jitter_ms as usize).div_ceil(20).max(1)
     }
 }

@@ -91,6 +91,7 @@ pub fn pcm8k_from_wav(wav: impl Read) -> Result<Vec<i16>, WavError> {
 /// A prompt encoded into 20 ms frames of one codec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedPrompt {
+    /// The codec the frames are encoded in; a [`Player`] skips clips of another.
     pub codec: Codec,
     /// 160-byte payloads; the last is padded with silence.
     pub frames: Vec<Vec<u8>>,
@@ -111,6 +112,7 @@ impl EncodedPrompt {
         Self { codec, frames }
     }
 
+    /// Playing time of the whole prompt.
     pub fn duration(&self) -> Duration {
         super::FRAME_DURATION * self.frames.len() as u32
     }
@@ -119,7 +121,9 @@ impl EncodedPrompt {
 /// One item of a play sequence.
 #[derive(Debug, Clone)]
 pub enum PlayItem {
+    /// An encoded prompt, shared between calls.
     Clip(Arc<EncodedPrompt>),
+    /// Silence of this length (rounded up to whole frames).
     Silence(Duration),
 }
 
@@ -151,6 +155,7 @@ impl Player {
         self
     }
 
+    /// The tag given with [`Player::with_id`] (0 without).
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -161,10 +166,12 @@ impl Player {
         self.items.clear();
     }
 
+    /// Whether [`Player::stop`] ended it (barge-in), as opposed to running out.
     pub fn is_stopped(&self) -> bool {
         self.stopped
     }
 
+    /// Whether no further frame will come (stopped, or every item played).
     pub fn is_finished(&self) -> bool {
         self.stopped || self.items.is_empty()
     }
