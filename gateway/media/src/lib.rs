@@ -7,9 +7,9 @@
 //! file, clock or global random generator is touched outside tests (`tests/no_io.rs` holds the
 //! crate to that), so every timing rule (20 ms pacing, RTCP intervals, the media timeout,
 //! jitter-buffer playout) is tested deterministically by moving time by hand, and the crate builds
-//! without tokio. The I/O around it (one call's RTP/RTCP port pair, the pacer threads that drive
-//! every call's session from one clock, prompt files and their cache, recordings) is in the
-//! gateway's `runtime` module.
+//! without an async runtime. The I/O around it (one call's RTP/RTCP port pair, the pacer threads
+//! that drive every call's session from one clock, prompt files and their cache, recordings) is in
+//! the gateway's `runtime` module.
 //!
 //! ## The poll convention
 //!

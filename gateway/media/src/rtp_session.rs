@@ -1,5 +1,6 @@
 //! One call's RTP/RTCP session, sans-IO: fed datagrams and time, it returns datagrams to send,
-//! played-out frames and events. The gateway's `runtime::rtp_socket` and `runtime::media_engine` drive it with sockets and a clock.
+//! played-out frames and events. The gateway's `runtime::rtp_socket` and `runtime::media_engine`
+//! drive it with sockets and a clock.
 //!
 //! - Packets are parsed and built with the `rtp-rs` crate (zero-copy reader, checked builder).
 //! - Symmetric RTP (RFC 4961 practice): callers behind NAT send from an address other than the
@@ -70,8 +71,8 @@ pub struct RtpConfig {
 
 impl RtpConfig {
     /// Settings for a negotiated stream, with random SSRC, sequence and timestamp (RFC 3550 §5.1)
-    /// drawn from `rng`: the caller owns the randomness (the gateway passes `rand::rng()`, tests
-    /// and fuzzers a seeded generator), so the session stays free of global state.
+    /// drawn from `rng`: the caller owns the randomness (the gateway passes the thread-local
+    /// generator, tests and fuzzers a seeded one), so the session stays free of global state.
     pub fn new(
         settings: &MediaSettings,
         negotiated: &Negotiated,

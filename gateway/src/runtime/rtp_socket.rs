@@ -1,6 +1,6 @@
-//! One call's media ports and its side of the [`super::media_engine::MediaEngine`]: an RTP/RTCP port
-//! pair from the configured range, the [`RtpSession`] with the prompt player and in-band DTMF
-//! detector around it ([`CallMedia`]), and the channels to the call task.
+//! One call's media ports and its side of the [`super::media_engine::MediaEngine`]: an RTP/RTCP
+//! port pair from the configured range, the [`RtpSession`] with the prompt player and in-band
+//! DTMF detector around it ([`CallMedia`]), and the channels to the call task.
 //!
 //! All protocol logic is in the session; this only moves datagrams and time, and the engine's
 //! pacer threads decide when. The call talks to its media with [`MediaCommand`]s (send frames,
