@@ -660,7 +660,7 @@ async fn gateway(root: &Path, main_flow: &str) -> (Gateway, u16) {
     let i = RANGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 40;
     let (min, max) = (43000 + 50 * i, 43000 + 50 * i + 49);
     let mut opts = GatewayOptions::new(&root.join("gw"));
-    opts.log_level = "info,gateway::call=debug,gateway::media::dtmf=trace";
+    opts.log_level = "info,gateway::call=debug,media::dtmf=trace";
     // A SIP port free a moment ago may be taken (UDP sockets come and go in parallel tests):
     // another one then.
     for _ in 0..5 {

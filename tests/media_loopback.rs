@@ -7,15 +7,16 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use gateway::media::dtmf::{DigitSource, DtmfMerger};
-use gateway::media::engine::MediaEngine;
-use gateway::media::prompt::{EncodedPrompt, PlayItem, Player, PromptCache};
-use gateway::media::rtp_session::{RtpConfig, RtpSession};
-use gateway::media::sdp::{Direction, Negotiated};
-use gateway::media::udp::{
+use gateway::runtime::media_engine::MediaEngine;
+use gateway::runtime::prompt_cache::PromptCache;
+use gateway::runtime::rtp_socket::{
     BoundPorts, DriverOptions, MediaCommand, MediaEvent, MediaHandle, PortAllocator,
 };
-use gateway::media::{Codec, MediaSettings};
+use media::dtmf::{DigitSource, DtmfMerger};
+use media::prompt::{EncodedPrompt, PlayItem, Player};
+use media::rtp_session::{RtpConfig, RtpSession};
+use media::sdp::{Direction, Negotiated};
+use media::{Codec, MediaSettings};
 use tokio::net::UdpSocket;
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -48,7 +49,7 @@ fn spawn(
 async fn start(alloc: &Arc<PortAllocator>, remote: SocketAddr) -> MediaHandle {
     let ports = alloc.bind(LOCAL).expect("ports");
     let settings = MediaSettings::default();
-    let cfg = RtpConfig::new(&settings, &negotiated(remote));
+    let cfg = RtpConfig::new(&settings, &negotiated(remote), &mut rand::rng());
     let session = RtpSession::new(cfg, Instant::now(), SystemTime::now());
     spawn(ports, session, DriverOptions::default()).expect("spawn")
 }
@@ -61,7 +62,7 @@ async fn pair(alloc: &Arc<PortAllocator>) -> (MediaHandle, MediaHandle) {
     let settings = MediaSettings::default();
     let mk = |remote| {
         RtpSession::new(
-            RtpConfig::new(&settings, &negotiated(remote)),
+            RtpConfig::new(&settings, &negotiated(remote), &mut rand::rng()),
             Instant::now(),
             SystemTime::now(),
         )
@@ -318,7 +319,7 @@ async fn frames_switched_off_are_kept_and_handed_over_when_switched_back_on() {
     }
     let elapsed_frames = on_at.elapsed().as_millis() as usize / 20;
     assert!(
-        burst >= gateway::media::udp::CATCH_UP_FRAMES,
+        burst >= gateway::runtime::rtp_socket::CATCH_UP_FRAMES,
         "only {burst} frames within {elapsed_frames} frame times of switching on"
     );
     assert!(

@@ -4,11 +4,13 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
-use gateway::media::MediaSettings;
-use gateway::media::rtp_session::{RtpConfig, RtpSession, parse_rtcp};
-use gateway::media::sdp::{Direction, Negotiated};
-use gateway::media::{Codec, dtmf};
+use media::MediaSettings;
+use media::rtp_session::{RtpConfig, RtpSession, parse_rtcp};
+use media::sdp::{Direction, Negotiated};
+use media::{Codec, dtmf};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_rtcp(data);
@@ -26,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let now = Instant::now();
     let mut session = RtpSession::new(
-        RtpConfig::new(&MediaSettings::default(), &negotiated),
+        RtpConfig::new(
+            &MediaSettings::default(),
+            &negotiated,
+            &mut StdRng::seed_from_u64(0),
+        ),
         now,
         SystemTime::now(),
     );

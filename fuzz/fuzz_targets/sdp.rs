@@ -3,8 +3,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-use gateway::media::Codec;
-use gateway::media::sdp::{SessionDescription, negotiate};
+use media::Codec;
+use media::sdp::{SessionDescription, negotiate};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {

@@ -341,7 +341,7 @@ impl Default for MediaConfig {
             codecs: vec!["PCMA".into(), "PCMU".into()],
             inband_dtmf: true,
             pacer_threads: 0,
-            pacer_priority: 10,
+            pacer_priority: crate::runtime::media_engine::DEFAULT_PACER_PRIORITY,
         }
     }
 }
@@ -657,7 +657,7 @@ impl Config {
             bail!("media.rtp_port_min must be below media.rtp_port_max");
         }
         for c in &self.media.codecs {
-            if crate::media::Codec::from_name(c).is_none() {
+            if media::Codec::from_name(c).is_none() {
                 bail!("media.codecs: unknown codec {c:?} (PCMA or PCMU)");
             }
         }

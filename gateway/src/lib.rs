@@ -15,7 +15,6 @@ pub mod config;
 pub mod dispatch;
 pub mod intake;
 pub mod ivr;
-pub mod media;
 pub mod run;
 pub mod runtime;
 pub mod sip;

@@ -23,12 +23,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::cdr::RtpFigures;
 use super::session::CallInput;
-use crate::media::Codec;
-use crate::media::Frame;
-use crate::media::prompt::{EncodedPrompt, PlayItem, Player};
-use crate::media::udp::{BoundPorts, MediaCommand, MediaEvent, MediaHandle};
+use crate::runtime::rtp_socket::{BoundPorts, MediaCommand, MediaEvent, MediaHandle};
 use crate::sip::message::split_host_port;
 use crate::sip::{CallEvent, CallId, CommandError, Transport};
+use media::Codec;
+use media::Frame;
+use media::prompt::{EncodedPrompt, PlayItem, Player};
 
 /// The header that carries the order draft to the agent.
 pub const DRAFT_HEADER: &str = "X-12345-Order-Draft";

@@ -2,7 +2,7 @@
 //! out what the interpreter asks (play, listen, record, submit, look up, transfer, hang up).
 //!
 //! The protocol and flow logic stay in their sans-IO cores ([`crate::sip::Endpoint`],
-//! [`crate::media::rtp_session::RtpSession`], [`ivr_flows::Session`]); this module is the edge
+//! [`media::rtp_session::RtpSession`], [`ivr_flows::Session`]); this module is the edge
 //! that connects them with tokio, the store and the file system:
 //!
 //! - [`manager`]: takes SIP events from the [`crate::sip::transport::SipService`], admits or
@@ -35,13 +35,13 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::ivr::LiveFlows;
-use crate::media::engine::MediaEngine;
-use crate::media::prompt::PromptCache;
-use crate::media::udp::PortAllocator;
-use crate::media::{Codec, MediaSettings};
+use crate::runtime::media_engine::{MediaEngine, PacerSettings};
+use crate::runtime::prompt_cache::PromptCache;
+use crate::runtime::rtp_socket::PortAllocator;
 use crate::sip::transport::{Command, SipService};
 use crate::sip::{IpNet, SipSettings};
 use crate::store::Store;
+use media::{Codec, MediaSettings};
 
 /// What calls need from the configuration.
 #[derive(Debug, Clone)]
@@ -55,6 +55,8 @@ pub struct CallSettings {
     pub callback_orders: bool,
     pub utc_offset: chrono::FixedOffset,
     pub media: MediaSettings,
+    /// How the media engine's pacer threads run.
+    pub pacer: PacerSettings,
     pub cdr_dir: PathBuf,
     /// Our SIP identity for legs we place (From of a transfer's INVITE).
     pub local_uri: String,
@@ -124,8 +126,6 @@ pub fn media_settings(config: &Config) -> MediaSettings {
             .filter_map(|c| Codec::from_name(c))
             .collect(),
         inband_dtmf: m.inband_dtmf,
-        pacer_threads: m.pacer_threads,
-        pacer_priority: m.pacer_priority,
         ..MediaSettings::default()
     }
 }
@@ -153,6 +153,10 @@ impl CallService {
             utc_offset: config.utc_offset()?,
             cdr_dir: config.node.data_dir.join("cdr"),
             media,
+            pacer: PacerSettings {
+                threads: config.media.pacer_threads,
+                priority: config.media.pacer_priority,
+            },
             local_uri: String::new(),
         };
         let sip_settings = sip_settings(config)?;
@@ -175,7 +179,7 @@ impl CallService {
         tracing::info!(udp = %sip.udp_addr, tcp = %sip.tcp_addr, "SIP calls: listening");
         let shared = Arc::new(Shared {
             ports: PortAllocator::new(settings.media.rtp_ports.clone()),
-            media: MediaEngine::new(settings.media.pacer_threads, settings.media.pacer_priority)
+            media: MediaEngine::new(settings.pacer.threads, settings.pacer.priority)
                 .context("cannot start the media pacer threads")?,
             tts: tts::Tts::new(
                 config.calls.tts_command.clone(),

@@ -22,6 +22,11 @@ use adapters::normalize::mask::mask_phone;
 use adapters::work_order::{Recording, TranscriptSegment};
 use chrono::{DateTime, Utc};
 use ivr_flows::{Action, Event, Session};
+use media::dtmf::{DigitSource, DtmfMerger};
+use media::prompt::{EncodedPrompt, PlayItem, Player};
+use media::rtp_session::{RtpConfig, RtpSession, RtpStats};
+use media::sdp::{self, Negotiated, OriginVersioning, SessionDescription};
+use media::{Codec, Frame};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -30,13 +35,8 @@ use super::bridge::{self, AgentLeg, AgentTarget, BridgeFigures, LegInput, LegSta
 use super::cdr::{CallRecord, RtpFigures};
 use super::manager::Control;
 use super::order::{self, CallContext};
-use crate::media::dtmf::{DigitSource, DtmfMerger};
-use crate::media::prompt::{EncodedPrompt, PlayItem, Player};
-use crate::media::recorder::Recorder;
-use crate::media::rtp_session::{RtpConfig, RtpSession, RtpStats};
-use crate::media::sdp::{self, Negotiated, OriginVersioning, SessionDescription};
-use crate::media::udp::{DriverOptions, MediaCommand, MediaEvent, MediaHandle};
-use crate::media::{Codec, Frame};
+use crate::runtime::recorder::Recorder;
+use crate::runtime::rtp_socket::{DriverOptions, MediaCommand, MediaEvent, MediaHandle};
 use crate::sip::transport::Command;
 use crate::sip::{CallEvent, CallId, OutgoingCall, TerminationReason, Transport};
 
@@ -280,7 +280,7 @@ async fn setup(
     let mut sdp_origin = OriginVersioning::new(rand::random::<u32>().into());
     sdp_origin.stamp(&mut answer);
     let session = RtpSession::new(
-        RtpConfig::new(media_settings, &negotiated),
+        RtpConfig::new(media_settings, &negotiated, &mut rand::rng()),
         Instant::now(),
         std::time::SystemTime::now(),
     );
@@ -1057,7 +1057,7 @@ impl Call {
     }
 
     /// Queue a caller frame on the agent's paced sender (see [`bridge::relay`]).
-    fn relay_to_agent(&mut self, frame: &crate::media::Frame) {
+    fn relay_to_agent(&mut self, frame: &media::Frame) {
         let Some(a) = self.agent.as_mut().filter(|a| a.state == LegState::Bridged) else {
             return;
         };
@@ -1128,7 +1128,7 @@ impl Call {
                     (Ok((_, negotiated)), Some(ports)) => {
                         let settings = &self.shared.settings.media;
                         let session = RtpSession::new(
-                            RtpConfig::new(settings, &negotiated),
+                            RtpConfig::new(settings, &negotiated, &mut rand::rng()),
                             Instant::now(),
                             std::time::SystemTime::now(),
                         );

@@ -154,7 +154,7 @@ mod tests {
             .speak("办理中", Lang::Zh, 1.0)
             .await
             .expect("espeak-ng is installed by scripts/setup.sh");
-        let pcm = crate::media::prompt::load_pcm8k(&p).expect("a WAV we can play");
+        let pcm = crate::runtime::prompt_cache::load_pcm8k(&p).expect("a WAV we can play");
         assert!(pcm.len() > 8000 / 4, "at least a quarter second of speech");
         let modified = std::fs::metadata(&p)
             .and_then(|m| m.modified())

@@ -5,3 +5,7 @@
 // SIP transports (UDP/TCP) around `sip::Endpoint`.
 
 // Media: RTP sockets, the pacer engine, prompt cache (files), recorder (files).
+pub mod media_engine;
+pub mod prompt_cache;
+pub mod recorder;
+pub mod rtp_socket;

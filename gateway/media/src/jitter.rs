@@ -23,7 +23,7 @@ use super::{FRAME_SAMPLES, Frame, SILENCE};
 
 /// How a pushed packet was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushOutcome {
+pub(crate) enum PushOutcome {
     Accepted,
     /// Already buffered (or already played at this position).
     Duplicate,
@@ -35,22 +35,22 @@ pub enum PushOutcome {
 
 /// Counters for statistics and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct JitterStats {
-    pub played: u64,
-    pub concealed: u64,
-    pub late: u64,
-    pub duplicate: u64,
+pub(crate) struct JitterStats {
+    pub(crate) played: u64,
+    pub(crate) concealed: u64,
+    pub(crate) late: u64,
+    pub(crate) duplicate: u64,
     /// Frames dropped because the buffer overflowed (sender faster than our clock).
-    pub overflow: u64,
-    pub resyncs: u64,
+    pub(crate) overflow: u64,
+    pub(crate) resyncs: u64,
 }
 
 /// A frame the buffer played and whether it was real audio.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Playout {
-    pub frame: Frame,
+pub(crate) struct Playout {
+    pub(crate) frame: Frame,
     /// `false` for concealment (repetition or silence).
-    pub received: bool,
+    pub(crate) received: bool,
 }
 
 /// Distance (in 20 ms slots) beyond which a packet is treated as a new stream rather than
@@ -72,7 +72,7 @@ struct Slot {
 
 /// A fixed-depth reordering jitter buffer.
 #[derive(Debug, Clone)]
-pub struct JitterBuffer {
+pub(crate) struct JitterBuffer {
     depth: usize,
     slots: BTreeMap<u64, Slot>,
     /// Extended timestamp of the stream's first packet: slot `n` holds the samples
@@ -107,18 +107,18 @@ fn extend_wrapping(reference: u64, value: u64, bits: u32) -> u64 {
 }
 
 /// Extend a 32-bit RTP timestamp to 64 bits next to a reference.
-pub fn extend_timestamp(reference: u64, ts: u32) -> u64 {
+pub(crate) fn extend_timestamp(reference: u64, ts: u32) -> u64 {
     extend_wrapping(reference, u64::from(ts), 32)
 }
 
 /// Extend a 16-bit sequence number to 64 bits next to a reference.
-pub fn extend_seq(reference: u64, seq: u16) -> u64 {
+pub(crate) fn extend_seq(reference: u64, seq: u16) -> u64 {
     extend_wrapping(reference, u64::from(seq), 16)
 }
 
 impl JitterBuffer {
     /// A buffer holding `depth` frames (the reorder window) before playout.
-    pub fn new(depth: usize) -> Self {
+    pub(crate) fn new(depth: usize) -> Self {
         Self {
             depth: depth.max(1),
             slots: BTreeMap::new(),
@@ -132,17 +132,14 @@ impl JitterBuffer {
         }
     }
 
-    pub fn stats(&self) -> JitterStats {
+    pub(crate) fn stats(&self) -> JitterStats {
         self.stats
     }
 
-    /// 20 ms slots holding audio.
-    pub fn len(&self) -> usize {
+    /// 20 ms slots holding audio (tests check the buffer stays bounded).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 
     fn restart(&mut self) {
@@ -154,7 +151,7 @@ impl JitterBuffer {
     }
 
     /// Add a received packet's decoded samples, sent at RTP `timestamp` (8 kHz units).
-    pub fn push(&mut self, timestamp: u32, samples: &[i16]) -> PushOutcome {
+    pub(crate) fn push(&mut self, timestamp: u32, samples: &[i16]) -> PushOutcome {
         if samples.is_empty() {
             return PushOutcome::Duplicate;
         }
@@ -245,7 +242,7 @@ impl JitterBuffer {
 
     /// One 20 ms playout tick. `None` until playout has started (nothing received yet, or still
     /// filling the reorder window); afterwards always a frame.
-    pub fn pop(&mut self) -> Option<Playout> {
+    pub(crate) fn pop(&mut self) -> Option<Playout> {
         let next = match self.next {
             Some(n) => n,
             None => {

@@ -9,7 +9,7 @@
 //! calls (FreeSWITCH's timer threads, the generator in `benches/`) pace from one clock instead.
 //!
 //! Here every call is an entry on one pacer thread (the least loaded of
-//! [`MediaSettings::pacer_threads`](super::MediaSettings)). The thread sleeps until the
+//! [`PacerSettings::threads`]). The thread sleeps until the
 //! earliest deadline of its calls (at most [`EARLY`] before it, at most [`MAX_SLEEP`] at a
 //! time). On each wakeup it takes the calls handed over meanwhile, asks its epoll set without
 //! waiting which of its calls' RTP and RTCP sockets hold datagrams and reads those
@@ -40,8 +40,9 @@ use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use tokio::sync::{mpsc, oneshot};
 
-use super::rtp_session::{RtpSession, RtpStats};
-use super::udp::{BoundPorts, CallMedia, DriverOptions, MediaCommand, MediaHandle};
+use media::rtp_session::{RtpSession, RtpStats};
+
+use super::rtp_socket::{BoundPorts, CallMedia, DriverOptions, MediaCommand, MediaHandle};
 
 /// How far ahead of its deadline a call may be visited, so that calls due within the same
 /// millisecond share one wakeup of the pacer. Their packets leave up to this much early.
@@ -50,6 +51,29 @@ pub const EARLY: Duration = Duration::from_millis(1);
 /// Longest a pacer with calls sleeps, so arriving packets are read (and their arrival time
 /// taken for the jitter figures) within about this long even when it carries few calls.
 pub const MAX_SLEEP: Duration = Duration::from_millis(2);
+
+/// The pacers' real-time priority unless configured otherwise (`media.pacer_priority`): one
+/// value for the configuration's default and [`PacerSettings::default`].
+pub const DEFAULT_PACER_PRIORITY: u8 = 10;
+
+/// How the pacer threads run (`media.pacer_threads`, `media.pacer_priority`): settings of this
+/// engine, not of the sans-IO media crate, which never sees a thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacerSettings {
+    /// Pacer threads of the [`MediaEngine`] (0: one per core).
+    pub threads: usize,
+    /// SCHED_FIFO priority of the pacer threads (0: normal scheduling).
+    pub priority: u8,
+}
+
+impl Default for PacerSettings {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            priority: DEFAULT_PACER_PRIORITY,
+        }
+    }
+}
 
 /// Pacer threads carrying the media of every call. Cheap to share; the threads end when the
 /// engine is dropped and their last call has closed.
@@ -532,10 +556,10 @@ fn run(intake: Arc<Intake>, count: Arc<AtomicUsize>, poll: Epoll, mut scheduling
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::rtp_session::RtpConfig;
-    use crate::media::sdp::{Direction, Negotiated};
-    use crate::media::udp::{MediaEvent, PortAllocator};
-    use crate::media::{Codec, MediaSettings};
+    use crate::runtime::rtp_socket::{MediaEvent, PortAllocator};
+    use media::rtp_session::RtpConfig;
+    use media::sdp::{Direction, Negotiated};
+    use media::{Codec, MediaSettings};
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::time::SystemTime;
 
@@ -553,7 +577,7 @@ mod tests {
             media_index: 0,
         };
         RtpSession::new(
-            RtpConfig::new(&MediaSettings::default(), &negotiated),
+            RtpConfig::new(&MediaSettings::default(), &negotiated, &mut rand::rng()),
             Instant::now(),
             SystemTime::now(),
         )

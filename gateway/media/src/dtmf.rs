@@ -4,9 +4,10 @@
 //! Callers' digits reach us three ways: RFC 4733 packets (most carriers), tones in the audio
 //! (older gateways, and some that send both), and SIP INFO. The IVR must see each key press
 //! exactly once, so:
-//! - [`TelephoneEventReceiver`] keys an event by its RTP timestamp (all packets of one event share
-//!   it; the marker bit is unreliable when the first packet is lost) and reports it once, on the end
-//!   bit or as soon as the duration reaches the minimum, ignoring the three redundant end packets.
+//! - The (crate-private) `TelephoneEventReceiver` keys an event by its RTP timestamp (all packets
+//!   of one event share it; the marker bit is unreliable when the first packet is lost) and
+//!   reports it once, on the end bit or as soon as the duration reaches the minimum, ignoring the
+//!   three redundant end packets.
 //! - [`InbandDetector`] is a Goertzel detector over 102-sample blocks (12.75 ms at 8 kHz, the block
 //!   spandsp uses: fine enough in time for 40 ms tones, coarse enough in frequency for the DTMF
 //!   grid). A block counts only when one row and one column tone dominate their groups (relative
@@ -29,12 +30,12 @@ const EVENT_DIGITS: [char; 16] = [
 ];
 
 /// The digit of a telephone-event code.
-pub fn event_to_digit(event: u8) -> Option<char> {
+pub(crate) fn event_to_digit(event: u8) -> Option<char> {
     EVENT_DIGITS.get(usize::from(event)).copied()
 }
 
 /// The telephone-event code of a digit.
-pub fn digit_to_event(digit: char) -> Option<u8> {
+pub(crate) fn digit_to_event(digit: char) -> Option<u8> {
     let d = digit.to_ascii_uppercase();
     EVENT_DIGITS.iter().position(|&c| c == d).map(|p| p as u8)
 }
@@ -42,7 +43,9 @@ pub fn digit_to_event(digit: char) -> Option<u8> {
 /// One RFC 4733 telephone-event payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TelephoneEvent {
+    /// The event code (0-9, 10 `*`, 11 `#`, 12-15 A-D).
     pub event: u8,
+    /// The E bit: the last packets of an event carry it, so the digit is complete.
     pub end: bool,
     /// Power level in -dBm0 (0-63).
     pub volume: u8,
@@ -62,7 +65,7 @@ impl TelephoneEvent {
         })
     }
 
-    pub fn to_bytes(self) -> [u8; 4] {
+    pub(crate) fn to_bytes(self) -> [u8; 4] {
         let d = self.duration.to_be_bytes();
         [
             self.event,
@@ -75,7 +78,7 @@ impl TelephoneEvent {
 
 /// Receives RFC 4733 packets and reports each digit once.
 #[derive(Debug, Clone)]
-pub struct TelephoneEventReceiver {
+pub(crate) struct TelephoneEventReceiver {
     min_duration: u16,
     /// Timestamps of events already reported (a few, for reordered stragglers).
     reported: VecDeque<u32>,
@@ -89,7 +92,7 @@ impl Default for TelephoneEventReceiver {
 
 impl TelephoneEventReceiver {
     /// Report an event once it has lasted `min_duration` even if its end packets are lost.
-    pub fn new(min_duration: Duration) -> Self {
+    pub(crate) fn new(min_duration: Duration) -> Self {
         let samples = min_duration
             .as_millis()
             .saturating_mul(8)
@@ -101,7 +104,7 @@ impl TelephoneEventReceiver {
     }
 
     /// A telephone-event packet with its RTP timestamp: the digit, the first time an event is due.
-    pub fn on_packet(&mut self, timestamp: u32, payload: &[u8]) -> Option<char> {
+    pub(crate) fn on_packet(&mut self, timestamp: u32, payload: &[u8]) -> Option<char> {
         let ev = TelephoneEvent::parse(payload)?;
         let digit = event_to_digit(ev.event)?;
         if self.reported.contains(&timestamp) {
@@ -120,7 +123,7 @@ impl TelephoneEventReceiver {
 
 /// One packet of an event we send; all share the event's start timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutgoingEvent {
+pub(crate) struct OutgoingEvent {
     pub payload: [u8; 4],
     /// Set on the first packet of the event.
     pub marker: bool,
@@ -128,7 +131,11 @@ pub struct OutgoingEvent {
 
 /// The packets of one digit sent as RFC 4733, one per 20 ms: a start with the marker, continuations
 /// with growing duration, and three end packets (§2.5.1.4) with the final duration.
-pub fn telephone_event_packets(digit: char, duration: Duration, volume: u8) -> Vec<OutgoingEvent> {
+pub(crate) fn telephone_event_packets(
+    digit: char,
+    duration: Duration,
+    volume: u8,
+) -> Vec<OutgoingEvent> {
     let Some(event) = digit_to_event(digit) else {
         return Vec::new();
     };
@@ -175,7 +182,7 @@ const KEYPAD: [[char; 4]; 4] = [
     ['*', '0', '#', 'D'],
 ];
 /// Samples per analysis block.
-pub const BLOCK: usize = 102;
+pub(crate) const BLOCK: usize = 102;
 /// Normal twist (column stronger) limit: 8 dB in power.
 const NORMAL_TWIST: f32 = 6.31;
 /// Reverse twist (row stronger) limit: 4 dB.
@@ -264,6 +271,7 @@ fn classify_block(x: &[f32]) -> Option<char> {
 /// A digit found in the audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InbandDigit {
+    /// The digit heard (`0`-`9`, `*`, `#`, `A`-`D`).
     pub digit: char,
     /// Sample index (since the detector started) where the tone began.
     pub start_sample: u64,
@@ -358,8 +366,11 @@ impl InbandDetector {
 /// Where a digit came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DigitSource {
+    /// An RFC 4733 telephone-event packet on the RTP stream.
     Rfc4733,
+    /// Tones in the caller's audio, found by the Goertzel detector.
     Inband,
+    /// A SIP INFO request (`application/dtmf-relay` or `application/dtmf`).
     SipInfo,
 }
 
@@ -390,6 +401,7 @@ pub struct DtmfMerger {
 }
 
 impl DtmfMerger {
+    /// A merger that counts reports of one digit within `window` as one press.
     pub fn new(window: Duration) -> Self {
         Self {
             window,

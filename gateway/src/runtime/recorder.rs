@@ -10,7 +10,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::SAMPLE_RATE;
+use media::SAMPLE_RATE;
 
 /// A finished recording.
 #[derive(Debug, Clone, PartialEq, Eq)]

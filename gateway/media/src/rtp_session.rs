@@ -1,5 +1,6 @@
 //! One call's RTP/RTCP session, sans-IO: fed datagrams and time, it returns datagrams to send,
-//! played-out frames and events. [`super::udp`] drives it with sockets and a timer.
+//! played-out frames and events. The gateway's `runtime::rtp_socket` and `runtime::media_engine`
+//! drive it with sockets and a clock.
 //!
 //! - Packets are parsed and built with the `rtp-rs` crate (zero-copy reader, checked builder).
 //! - Symmetric RTP (RFC 4961 practice): callers behind NAT send from an address other than the
@@ -40,27 +41,44 @@ use super::{FRAME_DURATION, FRAME_SAMPLES, Frame, MediaSettings};
 /// Settings of one session.
 #[derive(Debug, Clone)]
 pub struct RtpConfig {
+    /// The negotiated codec we send and decode.
     pub codec: Codec,
+    /// Payload type of that codec on this stream.
     pub payload_type: u8,
+    /// Payload type of RFC 4733 telephone-event, when negotiated.
     pub telephone_event: Option<u8>,
     /// Where the SDP says to send RTP (until latching finds better); `None` while unknown/on hold.
     pub remote: Option<SocketAddr>,
+    /// Jitter buffer depth in 20 ms frames.
     pub jitter_frames: usize,
+    /// Raise [`RtpEvent::MediaTimeout`] after this long without RTP or RTCP.
     pub media_timeout: Duration,
+    /// Interval between our RTCP reports.
     pub rtcp_interval: Duration,
+    /// Consecutive valid packets from a new source before re-latching to it.
     pub relatch_after: u32,
+    /// Our synchronization source (random, RFC 3550 §8).
     pub ssrc: u32,
+    /// Our first sequence number (random, RFC 3550 §5.1).
     pub initial_seq: u16,
+    /// Our first RTP timestamp (random, RFC 3550 §5.1).
     pub initial_timestamp: u32,
     /// Send silence when nothing is queued (keeps NAT bindings and the peer's latching alive).
     pub send_silence: bool,
+    /// The SDES CNAME our RTCP carries.
     pub cname: String,
 }
 
 impl RtpConfig {
-    /// Settings for a negotiated stream, with random SSRC, sequence and timestamp (RFC 3550 §5.1).
-    pub fn new(settings: &MediaSettings, negotiated: &Negotiated) -> Self {
-        let ssrc = rand::random::<u32>();
+    /// Settings for a negotiated stream, with random SSRC, sequence and timestamp (RFC 3550 §5.1)
+    /// drawn from `rng`: the caller owns the randomness (the gateway passes the thread-local
+    /// generator, tests and fuzzers a seeded one), so the session stays free of global state.
+    pub fn new(
+        settings: &MediaSettings,
+        negotiated: &Negotiated,
+        rng: &mut impl rand::Rng,
+    ) -> Self {
+        let ssrc = rng.random::<u32>();
         Self {
             codec: negotiated.codec,
             payload_type: negotiated.payload_type,
@@ -71,8 +89,8 @@ impl RtpConfig {
             rtcp_interval: settings.rtcp_interval,
             relatch_after: settings.relatch_after.max(1),
             ssrc,
-            initial_seq: rand::random(),
-            initial_timestamp: rand::random(),
+            initial_seq: rng.random(),
+            initial_timestamp: rng.random(),
             send_silence: true,
             cname: format!("gateway-{ssrc:08x}@12345"),
         }
@@ -82,44 +100,63 @@ impl RtpConfig {
 /// Which socket a datagram leaves from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
+    /// The RTP port.
     Rtp,
+    /// The RTCP port (the odd one above RTP).
     Rtcp,
 }
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// Which of the call's sockets sends it.
     pub channel: Channel,
+    /// Where it goes.
     pub destination: SocketAddr,
+    /// The datagram.
     pub data: Vec<u8>,
 }
 
 /// A report block of an SR or RR (RFC 3550 §6.4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReportBlock {
+    /// The source this block reports on.
     pub ssrc: u32,
+    /// Fraction lost since the last report, in 1/256.
     pub fraction_lost: u8,
+    /// Packets lost since the start (24-bit signed).
     pub cumulative_lost: i32,
+    /// Extended highest sequence number received.
     pub highest_seq: u32,
+    /// Interarrival jitter in timestamp units.
     pub jitter: u32,
+    /// Middle 32 bits of the NTP time of the last SR received (0: none).
     pub last_sr: u32,
+    /// Delay since that SR, in 1/65536 s (for the round trip).
     pub delay_since_last_sr: u32,
 }
 
 /// Sender information of an SR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SenderInfo {
+    /// NTP time the report was sent.
     pub ntp: u64,
+    /// RTP timestamp matching that time.
     pub rtp_timestamp: u32,
+    /// Packets sent since the start.
     pub packet_count: u32,
+    /// Payload octets sent since the start.
     pub octet_count: u32,
 }
 
 /// An SR or RR from the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtcpReport {
+    /// The reporter's SSRC.
     pub ssrc: u32,
+    /// Present in an SR (the peer sends media).
     pub sender_info: Option<SenderInfo>,
+    /// One block per source the peer receives.
     pub blocks: Vec<ReportBlock>,
 }
 
@@ -129,16 +166,28 @@ pub struct RtcpReport {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RtpEvent {
     /// One 20 ms frame of caller audio at playout time; `received` is false for concealment.
-    Frame { frame: Frame, received: bool },
+    Frame {
+        /// The audio.
+        frame: Frame,
+        /// Whether it came from a packet (false: concealment).
+        received: bool,
+    },
     /// An RFC 4733 digit (once per event).
-    Digit { digit: char, timestamp: u32 },
+    Digit {
+        /// The digit.
+        digit: char,
+        /// RTP timestamp of the event (tells repeated presses apart).
+        timestamp: u32,
+    },
     /// We now send to this address (first latch or re-latch).
     Latched(SocketAddr),
     /// Nothing arrived for the media timeout: hang up.
     MediaTimeout,
     /// The peer's RTCP report, with the round-trip time when it reflects one of our SRs.
     Report {
+        /// The report as received.
         report: RtcpReport,
+        /// Round trip from its LSR/DLSR fields, when it reflects one of our SRs.
         round_trip: Option<Duration>,
     },
 }
@@ -146,20 +195,29 @@ pub enum RtpEvent {
 /// Counters for the call record and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RtpStats {
+    /// RTP packets accepted.
     pub packets_received: u64,
+    /// Payload octets of those packets.
     pub octets_received: u64,
     /// RFC 3550 A.3: expected minus received (can be negative with duplicates).
     pub packets_lost: i64,
+    /// Packets expected from the sequence numbers (RFC 3550 A.3).
     pub expected: u64,
     /// Interarrival jitter in timestamp units (RFC 3550 A.8).
     pub jitter: f64,
     /// Datagrams that were not RTP of a negotiated type, or came from a source we are not latched to.
     pub discarded: u64,
+    /// Packets that came after their playout time.
     pub late: u64,
+    /// Packets received twice.
     pub duplicates: u64,
+    /// Frames played out as concealment (nothing arrived in time).
     pub concealed: u64,
+    /// RTP packets we sent.
     pub packets_sent: u64,
+    /// Payload octets we sent.
     pub octets_sent: u64,
+    /// Times symmetric RTP moved to a new source after the first latch.
     pub relatches: u64,
 }
 
@@ -249,7 +307,7 @@ impl RtpSession {
             event_timestamp: None,
             jitter,
             events_rx: TelephoneEventReceiver::default(),
-            decoded: Vec::with_capacity(crate::media::FRAME_SAMPLES * 2),
+            decoded: Vec::with_capacity(crate::FRAME_SAMPLES * 2),
             reception: Reception::default(),
             stats: RtpStats::default(),
             last_sr: None,
@@ -259,10 +317,12 @@ impl RtpSession {
         }
     }
 
+    /// Our SSRC (for the call record and RTCP).
     pub fn ssrc(&self) -> u32 {
         self.cfg.ssrc
     }
 
+    /// The codec this session sends and decodes.
     pub fn codec(&self) -> Codec {
         self.cfg.codec
     }
@@ -272,6 +332,7 @@ impl RtpSession {
         self.latched.or(self.cfg.remote)
     }
 
+    /// Counters so far, with the jitter buffer's late, duplicate and concealed counts.
     pub fn stats(&self) -> RtpStats {
         let mut s = self.stats;
         let j: JitterStats = self.jitter.stats();
@@ -349,10 +410,12 @@ impl RtpSession {
         t
     }
 
+    /// Next datagram to send, after a `handle_*` call; drain until `None`.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
+    /// Next event for the call, after a `handle_*` call; drain until `None`.
     pub fn poll_event(&mut self) -> Option<RtpEvent> {
         self.events.pop_front()
     }
@@ -664,7 +727,7 @@ fn rtcp_of(rtp: SocketAddr) -> SocketAddr {
 }
 
 /// A compound RTCP packet: SR (or RR) with at most one report block, then SDES CNAME.
-pub fn build_rtcp(
+pub(crate) fn build_rtcp(
     ssrc: u32,
     sender: Option<SenderInfo>,
     block: Option<ReportBlock>,
@@ -783,8 +846,8 @@ pub fn parse_rtcp(data: &[u8]) -> Option<Vec<RtcpReport>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sdp::Direction;
     use super::*;
+    use crate::sdp::Direction;
 
     fn negotiated(remote: &str) -> Negotiated {
         Negotiated {
@@ -800,7 +863,11 @@ mod tests {
     }
 
     fn session(now: Instant) -> RtpSession {
-        let mut cfg = RtpConfig::new(&MediaSettings::default(), &negotiated("10.0.0.1:40000"));
+        let mut cfg = RtpConfig::new(
+            &MediaSettings::default(),
+            &negotiated("10.0.0.1:40000"),
+            &mut rand::rng(),
+        );
         cfg.ssrc = 0x1234_5678;
         cfg.initial_seq = 65530;
         cfg.initial_timestamp = u32::MAX - 400;

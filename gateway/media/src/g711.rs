@@ -46,7 +46,7 @@ impl Codec {
     }
 
     /// The codec with this static payload type.
-    pub fn from_static_pt(pt: u8) -> Option<Codec> {
+    pub(crate) fn from_static_pt(pt: u8) -> Option<Codec> {
         match pt {
             0 => Some(Codec::Pcmu),
             8 => Some(Codec::Pcma),
@@ -55,7 +55,7 @@ impl Codec {
     }
 
     /// The code for digital silence (linear 0).
-    pub fn silence_code(self) -> u8 {
+    pub(crate) fn silence_code(self) -> u8 {
         match self {
             Codec::Pcmu => 0xFF,
             Codec::Pcma => 0xD5,
@@ -63,7 +63,7 @@ impl Codec {
     }
 
     /// Encode one linear sample.
-    pub fn encode_sample(self, pcm: i16) -> u8 {
+    pub(crate) fn encode_sample(self, pcm: i16) -> u8 {
         match self {
             Codec::Pcmu => linear_to_ulaw(pcm),
             Codec::Pcma => linear_to_alaw(pcm),
@@ -114,7 +114,7 @@ fn segment(value: i32, ends: &[i32; 8]) -> u8 {
 }
 
 /// Linear 16-bit to μ-law (G.711 table 2a, via the 14-bit magnitude).
-pub fn linear_to_ulaw(pcm: i16) -> u8 {
+pub(crate) fn linear_to_ulaw(pcm: i16) -> u8 {
     let mut value = i32::from(pcm) >> 2;
     let mask = if value < 0 {
         value = -value;
@@ -133,7 +133,7 @@ pub fn linear_to_ulaw(pcm: i16) -> u8 {
 }
 
 /// μ-law to linear 16-bit.
-pub const fn ulaw_to_linear(code: u8) -> i16 {
+pub(crate) const fn ulaw_to_linear(code: u8) -> i16 {
     let u = !code;
     let mut t = (((u & QUANT_MASK) as i32) << 3) + ULAW_BIAS;
     t <<= (u & SEG_MASK) >> SEG_SHIFT;
@@ -145,7 +145,7 @@ pub const fn ulaw_to_linear(code: u8) -> i16 {
 }
 
 /// Linear 16-bit to A-law (G.711 table 1a, via the 13-bit magnitude).
-pub fn linear_to_alaw(pcm: i16) -> u8 {
+pub(crate) fn linear_to_alaw(pcm: i16) -> u8 {
     let mut value = i32::from(pcm) >> 3;
     let mask = if value >= 0 {
         0xD5
@@ -164,7 +164,7 @@ pub fn linear_to_alaw(pcm: i16) -> u8 {
 }
 
 /// A-law to linear 16-bit.
-pub const fn alaw_to_linear(code: u8) -> i16 {
+pub(crate) const fn alaw_to_linear(code: u8) -> i16 {
     let a = code ^ 0x55;
     let mut t = ((a & QUANT_MASK) as i32) << 4;
     let seg = (a & SEG_MASK) >> SEG_SHIFT;

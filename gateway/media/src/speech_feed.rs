@@ -43,6 +43,7 @@ impl std::fmt::Debug for SpeechFeed {
 }
 
 impl SpeechFeed {
+    /// A feed with an empty buffer; fails only if the resampler cannot be built.
     pub fn new() -> Result<Self, SpeechFeedError> {
         let resampler = Fft::<f32>::new(
             8000,

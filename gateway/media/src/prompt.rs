@@ -1,18 +1,18 @@
-//! Prompt playback: WAV files of any rate and channel count, converted once to 20 ms G.711
-//! frames, cached, and played by a [`Player`] that stops on the very next frame (barge-in).
+//! Prompt playback: WAV audio of any rate and channel count, converted to 20 ms G.711 frames and
+//! played by a [`Player`] that stops on the very next frame (barge-in).
 //!
 //! Administrators record prompts with whatever tool they have (44.1 kHz stereo is common), so
-//! [`load_pcm8k`] reads any PCM or float WAV with `hound`, mixes to mono and resamples to 8 kHz
-//! with `rubato`'s FFT resampler (fixed ratio, band-limited, so no aliasing from 44.1 kHz
-//! material). Encoding per call would cost a resample for every caller hearing the greeting, so
-//! [`PromptCache`] keeps the encoded frames keyed by (path, modification time, codec): an edited
-//! prompt is picked up on its next use without a restart, and old versions are dropped.
-//! Loading does blocking file I/O and CPU work: call it from `spawn_blocking` (or at flow load).
+//! [`pcm8k_from_wav`] reads any PCM or float WAV with `hound`, mixes to mono and resamples to
+//! 8 kHz with `rubato`'s FFT resampler (fixed ratio, band-limited, so no aliasing from 44.1 kHz
+//! material). The WAV comes in as bytes from any reader the caller opened (a byte slice, a
+//! buffered file): this module reads no file and keeps no cache; the gateway's
+//! `runtime::prompt_cache` opens the files and caches the [`EncodedPrompt`]s by modification time.
+//! Decoding is CPU work: call it from `spawn_blocking` (or at flow load).
 
-use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::collections::VecDeque;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
@@ -20,17 +20,16 @@ use rubato::{Fft, FixedSync, Resampler};
 use super::g711::Codec;
 use super::{FRAME_SAMPLES, SAMPLE_RATE};
 
-/// Why a prompt could not be loaded.
+/// Why WAV audio could not be turned into 8 kHz PCM.
 #[derive(Debug, thiserror::Error)]
-pub enum PromptError {
-    #[error("cannot read {path}: {source}")]
-    Wav {
-        path: PathBuf,
-        #[source]
-        source: hound::Error,
-    },
-    #[error("{path}: {reason}")]
-    Unsupported { path: PathBuf, reason: String },
+pub enum WavError {
+    /// Not a WAV `hound` can read (or the reader failed).
+    #[error("{0}")]
+    Wav(#[from] hound::Error),
+    /// A readable WAV we will not play (no channels, zero rate, too long).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The resampler refused the audio.
     #[error("resampling failed: {0}")]
     Resample(String),
 }
@@ -39,53 +38,43 @@ pub enum PromptError {
 const MAX_SECONDS: u64 = 600;
 
 /// Resample mono audio between rates (whole clip, delay trimmed).
-pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, PromptError> {
+pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, WavError> {
     if from == to || samples.is_empty() {
         return Ok(samples.to_vec());
     }
     let mut resampler = Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Both)
-        .map_err(|e| PromptError::Resample(e.to_string()))?;
+        .map_err(|e| WavError::Resample(e.to_string()))?;
     let input = InterleavedSlice::new(samples, 1, samples.len())
-        .map_err(|e| PromptError::Resample(e.to_string()))?;
+        .map_err(|e| WavError::Resample(e.to_string()))?;
     let out = resampler
         .process_all(&input, samples.len(), None)
-        .map_err(|e| PromptError::Resample(e.to_string()))?;
+        .map_err(|e| WavError::Resample(e.to_string()))?;
     Ok(out.take_data())
 }
 
-/// Read a WAV file as 8 kHz mono 16-bit PCM.
-pub fn load_pcm8k(path: &Path) -> Result<Vec<i16>, PromptError> {
-    let wav_err = |source| PromptError::Wav {
-        path: path.to_path_buf(),
-        source,
-    };
-    let reader = hound::WavReader::open(path).map_err(wav_err)?;
+/// Decode WAV audio (from a byte slice, or a file the caller opened) as 8 kHz mono 16-bit PCM.
+pub fn pcm8k_from_wav(wav: impl Read) -> Result<Vec<i16>, WavError> {
+    let reader = hound::WavReader::new(wav)?;
     let spec = reader.spec();
     let channels = usize::from(spec.channels);
     if channels == 0 || spec.sample_rate == 0 {
-        return Err(PromptError::Unsupported {
-            path: path.to_path_buf(),
-            reason: "no channels or zero sample rate".into(),
-        });
+        return Err(WavError::Unsupported(
+            "no channels or zero sample rate".into(),
+        ));
     }
     if u64::from(reader.duration()) > MAX_SECONDS * u64::from(spec.sample_rate) {
-        return Err(PromptError::Unsupported {
-            path: path.to_path_buf(),
-            reason: format!("longer than {MAX_SECONDS} s"),
-        });
+        return Err(WavError::Unsupported(format!(
+            "longer than {MAX_SECONDS} s"
+        )));
     }
     let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => reader
-            .into_samples::<f32>()
-            .collect::<Result<_, _>>()
-            .map_err(wav_err)?,
+        hound::SampleFormat::Float => reader.into_samples::<f32>().collect::<Result<_, _>>()?,
         hound::SampleFormat::Int => {
             let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
             reader
                 .into_samples::<i32>()
                 .map(|s| s.map(|v| v as f32 * scale))
-                .collect::<Result<_, _>>()
-                .map_err(wav_err)?
+                .collect::<Result<_, _>>()?
         }
     };
     let mono: Vec<f32> = interleaved
@@ -102,6 +91,7 @@ pub fn load_pcm8k(path: &Path) -> Result<Vec<i16>, PromptError> {
 /// A prompt encoded into 20 ms frames of one codec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedPrompt {
+    /// The codec the frames are encoded in; a [`Player`] skips clips of another.
     pub codec: Codec,
     /// 160-byte payloads; the last is padded with silence.
     pub frames: Vec<Vec<u8>>,
@@ -122,63 +112,18 @@ impl EncodedPrompt {
         Self { codec, frames }
     }
 
+    /// Playing time of the whole prompt.
     pub fn duration(&self) -> Duration {
         super::FRAME_DURATION * self.frames.len() as u32
-    }
-}
-
-type CacheKey = (PathBuf, SystemTime, Codec);
-
-/// Encoded prompts shared by all calls.
-#[derive(Debug, Default)]
-pub struct PromptCache {
-    entries: Mutex<HashMap<CacheKey, Arc<EncodedPrompt>>>,
-}
-
-impl PromptCache {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The prompt at `path` in `codec`, from the cache unless the file changed.
-    pub fn get(&self, path: &Path, codec: Codec) -> Result<Arc<EncodedPrompt>, PromptError> {
-        let mtime = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .map_err(|e| PromptError::Wav {
-                path: path.to_path_buf(),
-                source: hound::Error::IoError(e),
-            })?;
-        let key = (path.to_path_buf(), mtime, codec);
-        if let Some(hit) = self.lock().get(&key) {
-            return Ok(Arc::clone(hit));
-        }
-        // Load outside the lock: other calls' prompts are not held up by this file.
-        let prompt = Arc::new(EncodedPrompt::encode(&load_pcm8k(path)?, codec));
-        tracing::debug!(path = %path.display(), ?codec, frames = prompt.frames.len(), "prompt loaded");
-        let mut entries = self.lock();
-        entries.retain(|(p, t, c), _| !(p == path && *c == codec && *t != mtime));
-        Ok(Arc::clone(entries.entry(key).or_insert(prompt)))
-    }
-
-    /// Number of cached encodings.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Arc<EncodedPrompt>>> {
-        // A panic while holding the lock leaves the map consistent (single inserts), so recover.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// One item of a play sequence.
 #[derive(Debug, Clone)]
 pub enum PlayItem {
+    /// An encoded prompt, shared between calls.
     Clip(Arc<EncodedPrompt>),
+    /// Silence of this length (rounded up to whole frames).
     Silence(Duration),
 }
 
@@ -210,6 +155,7 @@ impl Player {
         self
     }
 
+    /// The tag given with [`Player::with_id`] (0 without).
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -220,10 +166,12 @@ impl Player {
         self.items.clear();
     }
 
+    /// Whether [`Player::stop`] ended it (barge-in), as opposed to running out.
     pub fn is_stopped(&self) -> bool {
         self.stopped
     }
 
+    /// Whether no further frame will come (stopped, or every item played).
     pub fn is_finished(&self) -> bool {
         self.stopped || self.items.is_empty()
     }
@@ -279,14 +227,16 @@ impl Iterator for Player {
 mod tests {
     use super::*;
 
-    fn write_wav(path: &Path, rate: u32, channels: u16, seconds: f32, freq: f32, amp: f32) {
+    /// A WAV (16-bit) of a sine, in memory.
+    fn wav_bytes(rate: u32, channels: u16, seconds: f32, freq: f32, amp: f32) -> Vec<u8> {
         let spec = hound::WavSpec {
             channels,
             sample_rate: rate,
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
         };
-        let mut w = hound::WavWriter::create(path, spec).expect("create wav");
+        let mut out = std::io::Cursor::new(Vec::new());
+        let mut w = hound::WavWriter::new(&mut out, spec).expect("create wav");
         let n = (rate as f32 * seconds) as usize;
         for i in 0..n {
             let v =
@@ -296,6 +246,7 @@ mod tests {
             }
         }
         w.finalize().expect("finalize");
+        out.into_inner()
     }
 
     fn rms(pcm: &[i16]) -> f64 {
@@ -303,12 +254,10 @@ mod tests {
     }
 
     #[test]
-    fn loads_any_rate_and_channels_to_8k_mono() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    fn decodes_any_rate_and_channels_to_8k_mono() {
         for (rate, channels) in [(8000, 1), (16000, 1), (44100, 2), (48000, 2), (22050, 1)] {
-            let path = dir.path().join(format!("p{rate}-{channels}.wav"));
-            write_wav(&path, rate, channels, 1.0, 440.0, 10000.0);
-            let pcm = load_pcm8k(&path).expect("load");
+            let wav = wav_bytes(rate, channels, 1.0, 440.0, 10000.0);
+            let pcm = pcm8k_from_wav(&wav[..]).expect("decode");
             assert!((7990..=8010).contains(&pcm.len()), "{rate}: {}", pcm.len());
             let level = rms(&pcm[400..7600]);
             assert!(
@@ -319,45 +268,12 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_files_are_errors() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("bad.wav");
-        std::fs::write(&path, b"RIFF....not a wav").expect("write");
-        assert!(matches!(load_pcm8k(&path), Err(PromptError::Wav { .. })));
-        assert!(load_pcm8k(&dir.path().join("missing.wav")).is_err());
-        let cache = PromptCache::new();
-        assert!(
-            cache
-                .get(&dir.path().join("missing.wav"), Codec::Pcma)
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn cache_reuses_and_reloads_on_change() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("greeting.wav");
-        write_wav(&path, 16000, 1, 0.5, 440.0, 8000.0);
-        let cache = PromptCache::new();
-        let a = cache.get(&path, Codec::Pcma).expect("load");
-        assert_eq!(a.frames.len(), 25);
-        assert!(a.frames.iter().all(|f| f.len() == FRAME_SAMPLES));
-        let b = cache.get(&path, Codec::Pcma).expect("cached");
-        assert!(Arc::ptr_eq(&a, &b));
-        let u = cache.get(&path, Codec::Pcmu).expect("other codec");
-        assert_eq!(u.codec, Codec::Pcmu);
-        assert_eq!(cache.len(), 2);
-        // Edit the prompt: a new version is loaded and the old one dropped.
-        write_wav(&path, 16000, 1, 1.0, 440.0, 8000.0);
-        let file = std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .expect("open");
-        file.set_modified(SystemTime::now() + Duration::from_secs(10))
-            .expect("mtime");
-        let c = cache.get(&path, Codec::Pcma).expect("reload");
-        assert_eq!(c.frames.len(), 50);
-        assert_eq!(cache.len(), 2);
+    fn unreadable_bytes_are_errors() {
+        assert!(matches!(
+            pcm8k_from_wav(&b"RIFF....not a wav"[..]),
+            Err(WavError::Wav(_))
+        ));
+        assert!(pcm8k_from_wav(&b""[..]).is_err());
     }
 
     #[test]

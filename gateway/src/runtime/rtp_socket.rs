@@ -1,6 +1,6 @@
-//! One call's media ports and its side of the [`super::engine::MediaEngine`]: an RTP/RTCP port
-//! pair from the configured range, the [`RtpSession`] with the prompt player and in-band DTMF
-//! detector around it ([`CallMedia`]), and the channels to the call task.
+//! One call's media ports and its side of the [`super::media_engine::MediaEngine`]: an RTP/RTCP
+//! port pair from the configured range, the [`RtpSession`] with the prompt player and in-band
+//! DTMF detector around it ([`CallMedia`]), and the channels to the call task.
 //!
 //! All protocol logic is in the session; this only moves datagrams and time, and the engine's
 //! pacer threads decide when. The call talks to its media with [`MediaCommand`]s (send frames,
@@ -10,7 +10,7 @@
 //! also paces what the caller hears. The in-band DTMF detector runs here on the played-out
 //! frames when enabled, so digits from both RTP paths come out as [`MediaEvent::Digit`] with
 //! their [`DigitSource`]; the call layer merges them with SIP INFO in a
-//! [`super::dtmf::DtmfMerger`].
+//! [`media::dtmf::DtmfMerger`].
 //!
 //! Ports: RTP takes an even port and RTCP the odd one above (RFC 3550 §11); the pair is leased
 //! from a [`PortAllocator`] and released when the call's media ends (the lease is dropped). The
@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::Frame;
-use super::dtmf::{DigitSource, InbandDetector};
-use super::prompt::Player;
-use super::rtp_session::{Channel, RtcpReport, RtpEvent, RtpSession, RtpStats};
-use super::sdp::Negotiated;
+use media::Frame;
+use media::dtmf::{DigitSource, InbandDetector};
+use media::prompt::Player;
+use media::rtp_session::{Channel, RtcpReport, RtpEvent, RtpSession, RtpStats};
+use media::sdp::Negotiated;
 
 /// Hands out even RTP ports (with the odd RTCP port above) from a range.
 #[derive(Debug)]

@@ -24,9 +24,13 @@ use super::g711::Codec;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Direction {
     #[default]
+    /// `sendrecv`: the describing side sends and receives (the default).
     SendRecv,
+    /// `sendonly`: it only sends (how a holder offers hold).
     SendOnly,
+    /// `recvonly`: it only receives (the answer to a hold).
     RecvOnly,
+    /// `inactive`: it neither sends nor receives.
     Inactive,
 }
 
@@ -75,18 +79,26 @@ impl Direction {
 /// The `o=` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
+    /// User name (`-` when there is none).
     pub username: String,
+    /// Session id: the same for every version of one session.
     pub session_id: u64,
+    /// Version: raised each time the description changes (RFC 3264 §8).
     pub session_version: u64,
+    /// Address of the host that made the description.
     pub address: IpAddr,
 }
 
 /// `a=rtpmap:<pt> <encoding>/<clock>[/<channels>]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtpMap {
+    /// The payload type it maps.
     pub payload_type: u8,
+    /// Encoding name (`PCMA`, `telephone-event`, ...).
     pub encoding: String,
+    /// Clock rate in Hz.
     pub clock_rate: u32,
+    /// Channels, when given.
     pub channels: Option<u8>,
 }
 
@@ -95,6 +107,7 @@ pub struct RtpMap {
 pub struct MediaDescription {
     /// `audio`, `video`, ...
     pub kind: String,
+    /// Port (0: the stream is refused or disabled).
     pub port: u16,
     /// `RTP/AVP`, `RTP/SAVP`, ...
     pub proto: String,
@@ -102,10 +115,13 @@ pub struct MediaDescription {
     pub formats: Vec<String>,
     /// Media-level `c=`.
     pub connection: Option<IpAddr>,
+    /// `a=rtpmap` lines, in order.
     pub rtpmaps: Vec<RtpMap>,
     /// `a=fmtp:<pt> <params>`.
     pub fmtps: Vec<(u8, String)>,
+    /// `a=ptime` in milliseconds.
     pub ptime: Option<u32>,
+    /// Media-level direction attribute.
     pub direction: Option<Direction>,
     /// Other attributes, without the `a=`, kept in order.
     pub other_attributes: Vec<String>,
@@ -113,7 +129,7 @@ pub struct MediaDescription {
 
 impl MediaDescription {
     /// The payload types in the format list (for RTP profiles).
-    pub fn payload_types(&self) -> impl Iterator<Item = u8> + '_ {
+    pub(crate) fn payload_types(&self) -> impl Iterator<Item = u8> + '_ {
         self.formats.iter().filter_map(|f| f.parse().ok())
     }
 
@@ -138,7 +154,9 @@ impl MediaDescription {
 /// A session description.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionDescription {
+    /// The `o=` line.
     pub origin: Origin,
+    /// The `s=` line.
     pub session_name: String,
     /// Session-level `c=`.
     pub connection: Option<IpAddr>,
@@ -146,6 +164,7 @@ pub struct SessionDescription {
     pub direction: Option<Direction>,
     /// Other session-level lines (`t=`, `b=`, attributes...) as `x=value`, kept in order.
     pub other_lines: Vec<String>,
+    /// The `m=` sections, in order (answers keep their positions).
     pub media: Vec<MediaDescription>,
 }
 
@@ -155,6 +174,7 @@ pub struct SessionDescription {
 pub struct SdpError {
     /// 1-based line number (0: the description as a whole).
     pub line: usize,
+    /// What is wrong there.
     pub reason: String,
 }
 
@@ -394,12 +414,12 @@ impl SessionDescription {
     }
 
     /// The connection address of a media section (media-level, else session-level).
-    pub fn connection_for(&self, media: &MediaDescription) -> Option<IpAddr> {
+    pub(crate) fn connection_for(&self, media: &MediaDescription) -> Option<IpAddr> {
         media.connection.or(self.connection)
     }
 
     /// The direction of a media section (media-level, else session-level, else sendrecv).
-    pub fn direction_for(&self, media: &MediaDescription) -> Direction {
+    pub(crate) fn direction_for(&self, media: &MediaDescription) -> Direction {
         media.direction.or(self.direction).unwrap_or_default()
     }
 
@@ -497,6 +517,7 @@ pub struct NoCommonCodec;
 /// What an answer settled for the audio stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
+    /// The codec both sides speak.
     pub codec: Codec,
     /// Payload type for the codec (the offerer's, which is the static one for G.711 in practice).
     pub payload_type: u8,
@@ -522,7 +543,7 @@ impl Negotiated {
     }
 
     /// Whether we should send media now.
-    pub fn should_send(&self) -> bool {
+    pub(crate) fn should_send(&self) -> bool {
         self.remote.is_some() && self.local_direction.sends()
     }
 }
@@ -530,7 +551,9 @@ impl Negotiated {
 /// An answer: the description to send and what it settled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
+    /// The description to send.
     pub sdp: SessionDescription,
+    /// What it settled for the audio stream.
     pub media: Negotiated,
 }
 
@@ -739,6 +762,7 @@ impl OriginVersioning {
         sdp.origin.session_version = self.version;
     }
 
+    /// The origin version the last description was stamped with.
     pub fn version(&self) -> u64 {
         self.version
     }
