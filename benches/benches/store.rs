@@ -8,6 +8,7 @@ use adapters::Submission;
 use adapters::normalize::normalize;
 use chrono::{FixedOffset, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use gateway::store::OrderStore;
 use gateway::store::sqlite::SqliteStore;
 use gateway::store::{IdempotencyClaim, NewOrder, Numbering, SubmitOutcome};
 
