@@ -6,6 +6,8 @@
 //! - the disk filling up (a tmpfs of a few MB under the data dir): submissions are answered 503
 //!   with a clear error, nothing acknowledged is lost, and the gateway takes orders again by
 //!   itself once space returns;
+//! - PostgreSQL restarted under load: submissions during the restart are refused (503), none
+//!   acknowledged is lost, and intake resumes by itself;
 //! - the dispatch backend answering after 30 s for a while: the outbox keeps its concurrency
 //!   bound and intake stays fast; once the backend recovers every order is delivered.
 
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Gateway, GatewayOptions, Receiver};
+use support::{Gateway, GatewayOptions, PgServer, Receiver, StoreOpt};
 
 const ORDERS: usize = 30;
 
@@ -301,5 +303,95 @@ async fn a_full_disk_is_refused_with_503_and_the_gateway_recovers_when_space_ret
         }
     }
     println!("full disk: {} acknowledged, {lost} lost", accepted.len());
+    assert_eq!(lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarting_under_load_loses_no_acknowledged_order() {
+    let pg = PgServer::start();
+    let url = pg.create_db("faults").await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = GatewayOptions::new(dir.path()).dispatch_to(&receiver);
+    opts.store = StoreOpt::Postgres(url);
+    let gw = std::sync::Arc::new(Gateway::start(opts).await);
+
+    // Four clients submit for as long as `stop` is unset; every 202 is remembered.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (gw, stop) = (gw.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut refused, mut failed) = (Vec::new(), 0usize, 0usize);
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 2_000 {
+                i += 1;
+                let body = json!({"text": format!("客户{c}第{i}条：小区电梯故障，老人上下楼困难")});
+                let sent = gw
+                    .http
+                    .post(gw.url("/v1/submissions"))
+                    .bearer_auth(support::ADMIN_KEY)
+                    .json(&body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == 202 => {
+                        let v: serde_json::Value = r.json().await.expect("json");
+                        ok.push((
+                            v["order_id"].as_str().expect("id").to_owned(),
+                            std::time::Instant::now(),
+                        ));
+                    }
+                    Ok(r) if r.status() == 503 => refused += 1,
+                    _ => failed += 1,
+                }
+                // About 100 submissions a second from each client: a steady load across the
+                // restart, and few enough orders to check one by one afterwards.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (ok, refused, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let restart_started = std::time::Instant::now();
+    tokio::task::block_in_place(|| pg.restart());
+    let restarted = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ids, mut refused, mut failed, mut after) = (Vec::new(), 0, 0, 0);
+    for c in clients {
+        let (ok, r, f) = c.await.expect("client");
+        after += ok.iter().filter(|(_, at)| *at > restarted).count();
+        ids.extend(ok.into_iter().map(|(id, _)| id));
+        refused += r;
+        failed += f;
+    }
+    println!(
+        "postgres restart ({:?}): {} acknowledged ({after} after it), {refused} refused (503), \
+         {failed} without an answer",
+        restarted - restart_started,
+        ids.len()
+    );
+    assert!(
+        after > 0,
+        "no submission was acknowledged after PostgreSQL came back"
+    );
+
+    assert!(
+        receiver.wait_for_all(&ids, Duration::from_secs(90)).await,
+        "not every acknowledged order was delivered"
+    );
+    let mut lost = 0;
+    for id in &ids {
+        if gw
+            .get(&format!("/v1/orders/{id}"), Some(support::ADMIN_KEY))
+            .await
+            .status
+            != 200
+        {
+            lost += 1;
+        }
+    }
+    println!("postgres restart: {} acknowledged, {lost} lost", ids.len());
     assert_eq!(lost, 0);
 }

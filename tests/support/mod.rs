@@ -947,6 +947,23 @@ impl PgServer {
         pg
     }
 
+    /// Restart the server (fast shutdown: open connections are cut, as in a failover).
+    pub fn restart(&self) {
+        let out = self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "fast", "-w", "-t", "60", "restart"])
+            .output()
+            .expect("run pg_ctl restart");
+        assert!(
+            out.status.success(),
+            "pg_ctl restart failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Create a database and return its URL.
     pub async fn create_db(&self, name: &str) -> String {
         let admin = format!(
