@@ -37,9 +37,9 @@ use crate::media::rtp_session::{RtpConfig, RtpSession, RtpStats};
 use crate::media::sdp::{self, Negotiated, OriginVersioning, SessionDescription};
 use crate::media::udp::{DriverOptions, MediaCommand, MediaEvent, MediaHandle};
 use crate::media::{Codec, Frame};
-use crate::sip::transport::Command;
-use crate::sip::{CallEvent, CallId, OutgoingCall, TerminationReason, Transport};
+use crate::runtime::sip_transport::Command;
 use crate::store::SubmitOutcome;
+use sip::{CallEvent, CallId, OutgoingCall, TerminationReason, Transport};
 
 /// Input to a call task.
 #[derive(Debug)]

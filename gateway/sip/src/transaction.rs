@@ -24,8 +24,11 @@ use super::message::{Headers, Method, Request, Response, split_list};
 /// T1, T2, T4 of RFC 3261 17.1.1.1 (defaults 500 ms, 4 s, 5 s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timers {
+    /// T1: the round-trip estimate; retransmissions start at T1 and 64*T1 bounds transactions.
     pub t1: Duration,
+    /// T2: the cap on the retransmission interval of non-INVITE requests and INVITE responses.
     pub t2: Duration,
+    /// T4: how long the network may hold a message; the wait of timers I and K on UDP.
     pub t4: Duration,
 }
 
@@ -48,7 +51,7 @@ impl Timers {
 
 /// What a transaction asks of its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TxOutput {
+pub(crate) enum TxOutput {
     /// Send these bytes again to the transaction's peer.
     Retransmit(Vec<u8>),
     /// A response to pass up (client transactions); retransmissions are absorbed.
@@ -91,7 +94,7 @@ fn due(t: Option<Instant>, now: Instant) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerInviteState {
+pub(crate) enum ServerInviteState {
     Proceeding,
     /// Non-2xx final sent; waiting for the ACK (timers G, H).
     Completed,
@@ -104,7 +107,7 @@ pub enum ServerInviteState {
 
 /// Server INVITE transaction (RFC 3261 17.2.1 with RFC 6026).
 #[derive(Debug)]
-pub struct ServerInvite {
+pub(crate) struct ServerInvite {
     state: ServerInviteState,
     reliable: bool,
     timers: Timers,
@@ -113,11 +116,10 @@ pub struct ServerInvite {
     give_up: Option<Instant>,
     end: Option<Instant>,
     acked: bool,
-    final_status: Option<u16>,
 }
 
 impl ServerInvite {
-    pub fn new(reliable: bool, timers: Timers) -> Self {
+    pub(crate) fn new(reliable: bool, timers: Timers) -> Self {
         ServerInvite {
             state: ServerInviteState::Proceeding,
             reliable,
@@ -127,26 +129,20 @@ impl ServerInvite {
             give_up: None,
             end: None,
             acked: false,
-            final_status: None,
         }
     }
 
-    pub fn state(&self) -> ServerInviteState {
+    pub(crate) fn state(&self) -> ServerInviteState {
         self.state
     }
 
-    /// The final status sent, if any.
-    pub fn final_status(&self) -> Option<u16> {
-        self.final_status
-    }
-
-    pub fn is_terminated(&self) -> bool {
+    pub(crate) fn is_terminated(&self) -> bool {
         self.state == ServerInviteState::Terminated
     }
 
     /// Record a response the TU sends (the owner transmits it the first time). Returns false
     /// (and records nothing) when a final response was already sent.
-    pub fn respond(&mut self, now: Instant, status: u16, bytes: Vec<u8>) -> bool {
+    pub(crate) fn respond(&mut self, now: Instant, status: u16, bytes: Vec<u8>) -> bool {
         if self.state != ServerInviteState::Proceeding {
             return false;
         }
@@ -154,7 +150,6 @@ impl ServerInvite {
         if status < 200 {
             return true;
         }
-        self.final_status = Some(status);
         self.give_up = Some(now + self.timers.t1x64());
         if status < 300 {
             self.state = ServerInviteState::Accepted;
@@ -167,7 +162,7 @@ impl ServerInvite {
     }
 
     /// The INVITE arrived again: the last response goes out again (none yet: nothing).
-    pub fn on_retransmission(&self) -> Option<Vec<u8>> {
+    pub(crate) fn on_retransmission(&self) -> Option<Vec<u8>> {
         match self.state {
             ServerInviteState::Proceeding
             | ServerInviteState::Completed
@@ -177,7 +172,7 @@ impl ServerInvite {
     }
 
     /// An ACK for this transaction's final response. Returns true for the first one.
-    pub fn on_ack(&mut self, now: Instant) -> bool {
+    pub(crate) fn on_ack(&mut self, now: Instant) -> bool {
         match self.state {
             ServerInviteState::Completed => {
                 self.state = ServerInviteState::Confirmed;
@@ -200,14 +195,14 @@ impl ServerInvite {
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         if self.is_terminated() {
             return None;
         }
         earliest(&[self.retx.map(|r| r.at), self.give_up, self.end])
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
         let mut out = Vec::new();
         if due(self.give_up, now) {
             // H (non-2xx) or L (2xx)
@@ -244,7 +239,7 @@ impl ServerInvite {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerNonInviteState {
+pub(crate) enum ServerNonInviteState {
     Trying,
     Proceeding,
     Completed,
@@ -254,7 +249,7 @@ pub enum ServerNonInviteState {
 /// Server non-INVITE transaction (RFC 3261 17.2.2): absorbs retransmitted requests by
 /// repeating the last response; timer J keeps it around for 64*T1 on UDP.
 #[derive(Debug)]
-pub struct ServerNonInvite {
+pub(crate) struct ServerNonInvite {
     state: ServerNonInviteState,
     reliable: bool,
     timers: Timers,
@@ -263,7 +258,7 @@ pub struct ServerNonInvite {
 }
 
 impl ServerNonInvite {
-    pub fn new(reliable: bool, timers: Timers) -> Self {
+    pub(crate) fn new(reliable: bool, timers: Timers) -> Self {
         ServerNonInvite {
             state: ServerNonInviteState::Trying,
             reliable,
@@ -273,15 +268,16 @@ impl ServerNonInvite {
         }
     }
 
-    pub fn state(&self) -> ServerNonInviteState {
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> ServerNonInviteState {
         self.state
     }
 
-    pub fn is_terminated(&self) -> bool {
+    pub(crate) fn is_terminated(&self) -> bool {
         self.state == ServerNonInviteState::Terminated
     }
 
-    pub fn respond(&mut self, now: Instant, status: u16, bytes: Vec<u8>) -> bool {
+    pub(crate) fn respond(&mut self, now: Instant, status: u16, bytes: Vec<u8>) -> bool {
         if matches!(
             self.state,
             ServerNonInviteState::Completed | ServerNonInviteState::Terminated
@@ -303,18 +299,18 @@ impl ServerNonInvite {
         true
     }
 
-    pub fn on_retransmission(&self) -> Option<Vec<u8>> {
+    pub(crate) fn on_retransmission(&self) -> Option<Vec<u8>> {
         match self.state {
             ServerNonInviteState::Proceeding | ServerNonInviteState::Completed => self.last.clone(),
             _ => None,
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         if self.is_terminated() { None } else { self.end }
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
         if due(self.end, now) {
             self.state = ServerNonInviteState::Terminated;
             self.end = None;
@@ -326,7 +322,7 @@ impl ServerNonInvite {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientState {
+pub(crate) enum ClientState {
     /// INVITE: Calling; non-INVITE: Trying.
     Calling,
     Proceeding,
@@ -338,7 +334,7 @@ pub enum ClientState {
 
 /// Client non-INVITE transaction (RFC 3261 17.1.2), for the BYE and INFO we send.
 #[derive(Debug)]
-pub struct ClientNonInvite {
+pub(crate) struct ClientNonInvite {
     state: ClientState,
     reliable: bool,
     timers: Timers,
@@ -350,7 +346,7 @@ pub struct ClientNonInvite {
 
 impl ClientNonInvite {
     /// Start with the request the owner has just transmitted once.
-    pub fn new(now: Instant, reliable: bool, timers: Timers, request: Vec<u8>) -> Self {
+    pub(crate) fn new(now: Instant, reliable: bool, timers: Timers, request: Vec<u8>) -> Self {
         ClientNonInvite {
             state: ClientState::Calling,
             reliable,
@@ -362,17 +358,13 @@ impl ClientNonInvite {
         }
     }
 
-    pub fn state(&self) -> ClientState {
-        self.state
-    }
-
-    pub fn is_terminated(&self) -> bool {
+    pub(crate) fn is_terminated(&self) -> bool {
         self.state == ClientState::Terminated
     }
 
     /// A response matched to this transaction. Returns it to pass up, or nothing when it is a
     /// retransmission to absorb.
-    pub fn on_response(&mut self, now: Instant, status: u16) -> Option<TxOutput> {
+    pub(crate) fn on_response(&mut self, now: Instant, status: u16) -> Option<TxOutput> {
         match self.state {
             ClientState::Calling | ClientState::Proceeding if status < 200 => {
                 self.state = ClientState::Proceeding;
@@ -394,14 +386,14 @@ impl ClientNonInvite {
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         if self.is_terminated() {
             return None;
         }
         earliest(&[self.retx.map(|r| r.at), self.give_up, self.end])
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
         let mut out = Vec::new();
         if due(self.give_up, now) {
             // Timer F
@@ -446,7 +438,7 @@ impl ClientNonInvite {
 /// says), the retransmissions would match nothing and the callee would never learn that its
 /// answer arrived.
 #[derive(Debug)]
-pub struct ClientInvite {
+pub(crate) struct ClientInvite {
     state: ClientState,
     reliable: bool,
     timers: Timers,
@@ -459,7 +451,7 @@ pub struct ClientInvite {
 
 impl ClientInvite {
     /// Start with the INVITE the owner has just transmitted once.
-    pub fn new(now: Instant, reliable: bool, timers: Timers, request: Vec<u8>) -> Self {
+    pub(crate) fn new(now: Instant, reliable: bool, timers: Timers, request: Vec<u8>) -> Self {
         ClientInvite {
             state: ClientState::Calling,
             reliable,
@@ -472,16 +464,17 @@ impl ClientInvite {
         }
     }
 
-    pub fn state(&self) -> ClientState {
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> ClientState {
         self.state
     }
 
-    pub fn is_terminated(&self) -> bool {
+    pub(crate) fn is_terminated(&self) -> bool {
         self.state == ClientState::Terminated
     }
 
     /// Returns the response to pass up, or a retransmission of the ACK for a repeated non-2xx.
-    pub fn on_response(&mut self, now: Instant, status: u16) -> Option<TxOutput> {
+    pub(crate) fn on_response(&mut self, now: Instant, status: u16) -> Option<TxOutput> {
         match self.state {
             ClientState::Calling | ClientState::Proceeding => {
                 self.retx = None;
@@ -511,27 +504,27 @@ impl ClientInvite {
         }
     }
 
-    pub fn set_ack(&mut self, ack: Vec<u8>) {
+    pub(crate) fn set_ack(&mut self, ack: Vec<u8>) {
         self.ack = Some(ack);
     }
 
     /// The TU sent CANCEL for this INVITE. A server that never answers the CANCEL's 487 must
     /// not keep the INVITE alive forever: with timer B already stopped by the provisional
     /// response, we give up 64*T1 after the CANCEL (RFC 3261 9.1) and report a timeout.
-    pub fn cancelled(&mut self, now: Instant) {
+    pub(crate) fn cancelled(&mut self, now: Instant) {
         if self.state == ClientState::Proceeding {
             self.give_up = Some(now + self.timers.t1x64());
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         if self.is_terminated() {
             return None;
         }
         earliest(&[self.retx.map(|r| r.at), self.give_up, self.end])
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
         let mut out = Vec::new();
         if due(self.give_up, now) {
             // Timer B, or the 64*T1 after a CANCEL
@@ -560,7 +553,7 @@ impl ClientInvite {
 /// The ACK for a non-2xx final response (RFC 3261 17.1.1.3): the INVITE's Request-URI, Call-ID,
 /// From, CSeq number, top Via (same branch: it belongs to the INVITE's transaction) and Route,
 /// with the response's To (its tag names the dialog the server meant).
-pub fn ack_for_non_2xx(invite: &Request, response: &Response) -> Request {
+pub(crate) fn ack_for_non_2xx(invite: &Request, response: &Response) -> Request {
     let to = response
         .headers
         .get("To")
@@ -570,7 +563,7 @@ pub fn ack_for_non_2xx(invite: &Request, response: &Response) -> Request {
 
 /// The CANCEL for an INVITE (RFC 3261 9.1): the same recipe as the non-2xx ACK with the
 /// INVITE's own To. Sharing the INVITE's branch is what lets the server find what to cancel.
-pub fn cancel_for(invite: &Request) -> Request {
+pub(crate) fn cancel_for(invite: &Request) -> Request {
     on_invite_branch(invite, Method::Cancel, invite.headers.get("To"))
 }
 
@@ -868,8 +861,8 @@ mod tests {
 
     #[test]
     fn ack_and_cancel_ride_on_the_invite_branch() {
-        use crate::sip::message::Message;
-        use crate::sip::parse::parse_datagram;
+        use crate::message::Message;
+        use crate::parse::parse_datagram;
         let invite = "INVITE sip:agent@pbx SIP/2.0\r\n\
 Via: SIP/2.0/UDP gw:5060;branch=z9hG4bKinv;rport\r\nMax-Forwards: 70\r\n\
 Route: <sip:p1;lr>\r\nFrom: <sip:12345@gw>;tag=ours\r\nTo: <sip:agent@pbx>\r\n\

@@ -35,9 +35,13 @@
 //! - Transactions are found by a linear scan per timeout; a trunk carries hundreds of calls, not
 //!   millions, and a timer wheel would be premature.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use super::dialog::Dialog;
 use super::message::{Headers, Message, Method, Request, Response, Via, reason_phrase};
@@ -59,23 +63,32 @@ const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf"
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallId(pub u64);
 
+/// Bytes to send: the driver writes them to `to` over `transport`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// The destination address.
     pub to: SocketAddr,
+    /// The transport to send on (over TCP, the peer's connection when it has one).
     pub transport: Transport,
+    /// A whole serialized message.
     pub bytes: Vec<u8>,
 }
 
+/// One thing the endpoint asks of its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
+    /// Send these bytes.
     Transmit(Transmit),
+    /// Tell the call layer.
     Event(CallEvent),
 }
 
 /// A DTMF digit carried by SIP INFO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dtmf {
+    /// `0`-`9`, `*`, `#` or `A`-`D`.
     pub digit: char,
+    /// The duration, when the sender gave one.
     pub duration_ms: Option<u32>,
 }
 
@@ -92,6 +105,7 @@ pub struct OutgoingCall {
     pub to_uri: String,
     /// Where every request of this leg is sent (the agents' PBX or the agent's phone).
     pub destination: SocketAddr,
+    /// The transport for this leg's requests.
     pub transport: Transport,
     /// The SDP offer (our media towards the agent); sent as application/sdp when not empty.
     pub sdp_offer: Vec<u8>,
@@ -102,6 +116,7 @@ pub struct OutgoingCall {
     pub extra_headers: Vec<(String, String)>,
 }
 
+/// Why a call ended, given in [`CallEvent::CallTerminated`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TerminationReason {
     /// The caller (or, on an outgoing leg, the agent) sent BYE.
@@ -122,67 +137,116 @@ pub enum TerminationReason {
     Failed(u16),
 }
 
+/// What happened to a call, for the call layer to act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallEvent {
+    /// A new call from the trunk: ring, answer or reject it.
     IncomingCall {
+        /// Our id for the call, used in every later event and command.
         call: CallId,
+        /// The SIP Call-ID header, for logs and correlation with the trunk.
         sip_call_id: String,
         /// The caller's From URI and display name.
         from: String,
+        /// The caller's display name, when the From header has one.
         from_display: Option<String>,
         /// The To URI (the number dialled).
         to: String,
+        /// The Request-URI of the INVITE.
         request_uri: String,
         /// The INVITE body when it has one (normally application/sdp; multipart is passed
         /// whole with its content type).
         sdp_offer: Option<Vec<u8>>,
+        /// The content type of `sdp_offer`.
         offer_content_type: Option<String>,
+        /// The address the INVITE came from (the trunk).
         source: SocketAddr,
+        /// The transport the INVITE came on.
         transport: Transport,
     },
     /// The ACK for our 2xx to the initial INVITE: media may flow both ways.
-    CallAcked { call: CallId },
+    CallAcked {
+        /// The call.
+        call: CallId,
+    },
     /// A re-INVITE (hold/resume, codec change); answer with [`Endpoint::answer`] or
     /// [`Endpoint::reject`].
-    ReInvite { call: CallId, sdp: Option<Vec<u8>> },
-    Info {
+    ReInvite {
+        /// The call.
         call: CallId,
+        /// The new offer; `None` asks us for one (an offerless re-INVITE).
+        sdp: Option<Vec<u8>>,
+    },
+    /// An INFO request in the dialog (answered 200 already), e.g. DTMF relay.
+    Info {
+        /// The call.
+        call: CallId,
+        /// The body's media type, lower-cased without parameters.
         content_type: Option<String>,
+        /// The body as received.
         body: Vec<u8>,
+        /// The digit, when the body is DTMF we read.
         dtmf: Option<Dtmf>,
     },
     /// The caller hung up (BYE answered 200); `CallTerminated` follows.
-    Bye { call: CallId },
+    Bye {
+        /// The call.
+        call: CallId,
+    },
     /// The caller cancelled before answer (487 sent); `CallTerminated` follows.
-    Cancelled { call: CallId },
+    Cancelled {
+        /// The call.
+        call: CallId,
+    },
     /// A provisional response to our outgoing INVITE (180 Ringing, 183 Session Progress...).
     /// 100 Trying is not reported: it is hop by hop and says nothing of the agent.
-    OutgoingProgress { call: CallId, status: u16 },
+    OutgoingProgress {
+        /// The outgoing leg.
+        call: CallId,
+        /// The provisional status, 101-199.
+        status: u16,
+    },
     /// The outgoing leg was answered with 2xx and our ACK is already sent: media may flow. `sdp`
     /// is the answer to our offer.
-    OutgoingAnswered { call: CallId, sdp: Option<Vec<u8>> },
+    OutgoingAnswered {
+        /// The outgoing leg.
+        call: CallId,
+        /// The SDP answer, when the 2xx has a body.
+        sdp: Option<Vec<u8>>,
+    },
     /// The outgoing leg failed: a 3xx-6xx final response (ACKed), or 408 when timer B expired.
     /// `reason` is the response's reason phrase. `CallTerminated` follows. Not sent for a leg we
     /// hung up ourselves.
     OutgoingFailed {
+        /// The outgoing leg.
         call: CallId,
+        /// The final status, or 408 for timer B.
         status: u16,
+        /// The reason phrase, for logs and the call layer's decision.
         reason: String,
     },
+    /// The call is over and forgotten by the endpoint; its id will not be used again.
     CallTerminated {
+        /// The call.
         call: CallId,
+        /// Why it ended.
         reason: TerminationReason,
     },
 }
 
+/// Why a command from the call layer was refused; nothing was sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
+    /// The call is unknown, or already over.
     #[error("no such call")]
     NoSuchCall,
+    /// The call is not in a state for this command (e.g. answering twice).
     #[error("the call is not in a state for this command")]
     WrongState,
+    /// A reject status outside 300-699.
     #[error("status {0} is not a final error status (300-699)")]
     BadStatus(u16),
+    /// An outgoing call whose URIs or headers would not make a valid INVITE.
     #[error("cannot place this call: {0}")]
     InvalidCall(String),
 }
@@ -319,6 +383,9 @@ pub struct Endpoint {
     client_invites: Timed<ClientInviteEntry>,
     next_call: u64,
     out: Vec<Output>,
+    /// Branch ids, tags and Call-IDs, seeded from [`SipSettings::rng_seed`]. In a cell because
+    /// responses (which may need a To tag) are built through `&self`.
+    rng: RefCell<StdRng>,
 }
 
 /// What we check before acting on a request, with the response if it fails.
@@ -337,8 +404,10 @@ impl Reject {
 }
 
 impl Endpoint {
+    /// An endpoint with these settings, its RNG seeded from [`SipSettings::rng_seed`].
     pub fn new(settings: SipSettings) -> Self {
         Endpoint {
+            rng: RefCell::new(StdRng::seed_from_u64(settings.rng_seed)),
             settings,
             calls: HashMap::new(),
             server_invites: Timed::default(),
@@ -350,6 +419,7 @@ impl Endpoint {
         }
     }
 
+    /// The settings it was made with (the driver binds its sockets from them).
     pub fn settings(&self) -> &SipSettings {
         &self.settings
     }
@@ -419,6 +489,7 @@ impl Endpoint {
         .min()
     }
 
+    /// Run the timers that are due at `now`: retransmissions, and timeouts that end calls.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Output> {
         let mut no_ack = Vec::new();
         for key in self.server_invites.due(now) {
@@ -619,17 +690,13 @@ impl Endpoint {
             transport: call.transport,
         };
         let (via, branch) = self.via(call.transport);
-        let sip_call_id = format!(
-            "{:016x}{:016x}",
-            rand::random::<u64>(),
-            rand::random::<u64>()
-        );
+        let sip_call_id = format!("{:016x}{:016x}", self.random_u64(), self.random_u64());
         let mut h = Headers::default();
         h.push("Via", via);
         h.push("Max-Forwards", "70");
         h.push(
             "From",
-            format!("{display}<{}>;tag={}", call.from_uri, new_tag()),
+            format!("{display}<{}>;tag={}", call.from_uri, self.new_tag()),
         );
         h.push("To", format!("<{}>", call.to_uri));
         h.push("Call-ID", sip_call_id.clone());
@@ -712,6 +779,15 @@ impl Endpoint {
     }
 
     // ---- internals ----------------------------------------------------------------------------
+
+    fn random_u64(&self) -> u64 {
+        self.rng.borrow_mut().random()
+    }
+
+    /// A fresh To/From tag.
+    fn new_tag(&self) -> String {
+        format!("{:016x}", self.random_u64())
+    }
 
     fn drain(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.out)
@@ -810,12 +886,12 @@ impl Endpoint {
         let to_value = match req.to() {
             Ok(to) if to.tag().is_none() && status > 100 => {
                 let mut to = to.clone();
-                let tag = to_tag.map_or_else(new_tag, str::to_owned);
+                let tag = to_tag.map_or_else(|| self.new_tag(), str::to_owned);
                 to.params.push(("tag".into(), Some(tag)));
                 to.render()
             }
             // unparsable To (we are answering 400): copy it and still tag it
-            Err(_) if status > 100 => format!("{to_raw};tag={}", new_tag()),
+            Err(_) if status > 100 => format!("{to_raw};tag={}", self.new_tag()),
             _ => to_raw.to_owned(),
         };
         headers.push("To", to_value);
@@ -894,7 +970,7 @@ impl Endpoint {
     }
 
     fn via(&self, transport: Transport) -> (String, String) {
-        let branch = format!("z9hG4bK{:016x}", rand::random::<u64>());
+        let branch = format!("z9hG4bK{:016x}", self.random_u64());
         let addr = self.local_addr(transport);
         let host = self
             .settings
@@ -1468,7 +1544,7 @@ impl Endpoint {
             self.tx_reply(now, &key, &req, 482, peer);
             return;
         }
-        let local_tag = new_tag();
+        let local_tag = self.new_tag();
         let dialog = match Dialog::uas(&req, &local_tag) {
             Ok(d) => d,
             Err(e) => {
@@ -1688,11 +1764,6 @@ fn transmit(peer: Peer, bytes: Vec<u8>) -> Output {
         transport: peer.transport,
         bytes,
     })
-}
-
-/// A fresh To/From tag.
-fn new_tag() -> String {
-    format!("{:016x}", rand::random::<u64>())
 }
 
 /// Add `received` (and fill an empty `rport`) to the top Via (RFC 3261 18.2.1, RFC 3581).
