@@ -6,6 +6,10 @@
 //! so the timer tables (A, B, D, E, F, G, H, I, J, K, L, M) are tested by adding durations to
 //! an `Instant`.
 //!
+//! The timers are named once, in [`RfcTimer`]: each transaction arms them by name, and their
+//! values (from T1, T2 and T4, and whether the transport is reliable) are computed there, as is
+//! the doubling of the retransmission timers ([`Retx`]).
+//!
 //! Reliable transports (TCP) need no retransmission: timers A, E and G are not armed and the
 //! wait states (D, I, J, K) are zero, per RFC 3261 17.1/17.2. The one exception is a 2xx to
 //! INVITE: it is retransmitted end to end by the UAS core until the ACK arrives, whatever the
@@ -61,25 +65,101 @@ pub(crate) enum TxOutput {
     Timeout,
 }
 
-/// A retransmission schedule: next instant and current interval.
+/// The transaction timers of RFC 3261 (table 4) and RFC 6026, each computed in one place from
+/// [`Timers`]. The transactions arm them by name; retransmission timers (A, E, G) run as a
+/// [`Retx`] schedule, the others as a plain deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RfcTimer {
+    /// Client INVITE retransmission (UDP): T1, doubling without a cap.
+    A,
+    /// Client INVITE timeout: 64*T1 on every transport.
+    B,
+    /// Client INVITE wait for response retransmissions after a non-2xx: 32 s on UDP, 0 on TCP.
+    D,
+    /// Client non-INVITE retransmission (UDP): T1, doubling up to T2; T2 once Proceeding.
+    E,
+    /// Client non-INVITE timeout: 64*T1.
+    F,
+    /// Server INVITE response retransmission: T1, doubling up to T2 (the 2xx schedule of
+    /// 13.3.1.4 is the same).
+    G,
+    /// Server INVITE wait for the ACK of a non-2xx: 64*T1.
+    H,
+    /// Server INVITE wait for ACK retransmissions: T4 on UDP, 0 on TCP.
+    I,
+    /// Server non-INVITE wait for request retransmissions: 64*T1 on UDP, 0 on TCP.
+    J,
+    /// Client non-INVITE wait for response retransmissions: T4 on UDP, 0 on TCP.
+    K,
+    /// Server INVITE wait for the ACK of a 2xx (RFC 6026 Accepted): 64*T1.
+    L,
+    /// Client INVITE wait for more 2xx (RFC 6026 Accepted): 64*T1.
+    M,
+}
+
+impl RfcTimer {
+    /// The timer's duration; for A, E and G their first interval. The waits that only absorb
+    /// retransmissions (D, I, J, K) are zero on a reliable transport.
+    fn duration(self, timers: &Timers, reliable: bool) -> Duration {
+        use RfcTimer::*;
+        match self {
+            A | E | G => timers.t1,
+            B | F | H | L | M => timers.t1x64(),
+            D | I | J | K if reliable => Duration::ZERO,
+            D => Duration::from_secs(32),
+            I | K => timers.t4,
+            J => timers.t1x64(),
+        }
+    }
+
+    /// When the timer fires if armed at `now`.
+    fn deadline(self, now: Instant, timers: &Timers, reliable: bool) -> Instant {
+        now + self.duration(timers, reliable)
+    }
+
+    /// The cap on a retransmission timer's doubling: T2 for E and G, none for A.
+    fn cap(self, timers: &Timers) -> Option<Duration> {
+        match self {
+            RfcTimer::E | RfcTimer::G => Some(timers.t2),
+            _ => None,
+        }
+    }
+}
+
+/// A retransmission schedule (timer A, E or G): next instant and current interval.
 #[derive(Debug, Clone, Copy)]
 struct Retx {
+    timer: RfcTimer,
     at: Instant,
     interval: Duration,
 }
 
 impl Retx {
-    fn start(now: Instant, t1: Duration) -> Self {
+    fn start(timer: RfcTimer, now: Instant, timers: &Timers) -> Self {
+        let interval = timer.duration(timers, false);
         Retx {
-            at: now + t1,
-            interval: t1,
+            timer,
+            at: now + interval,
+            interval,
         }
     }
-    /// Advance after a retransmission; `cap` is T2 where the RFC caps the doubling.
-    fn next(&mut self, cap: Option<Duration>) {
-        let doubled = self.interval * 2;
-        self.interval = cap.map_or(doubled, |c| doubled.min(c));
-        self.at += self.interval;
+
+    /// How many retransmissions are due by `now`, advancing the schedule past them: each
+    /// interval doubles up to the timer's cap, or stays at the cap when `steady` (timer E once
+    /// Proceeding).
+    fn fire(&mut self, now: Instant, timers: &Timers, steady: bool) -> usize {
+        let mut due = 0;
+        while self.at <= now {
+            due += 1;
+            let doubled = self.interval * 2;
+            self.interval = match self.timer.cap(timers) {
+                Some(cap) if steady => cap,
+                Some(cap) => doubled.min(cap),
+                None => doubled,
+            };
+            self.at += self.interval;
+        }
+        due
     }
 }
 
@@ -150,13 +230,14 @@ impl ServerInvite {
         if status < 200 {
             return true;
         }
-        self.give_up = Some(now + self.timers.t1x64());
         if status < 300 {
             self.state = ServerInviteState::Accepted;
-            self.retx = Some(Retx::start(now, self.timers.t1));
+            self.give_up = Some(RfcTimer::L.deadline(now, &self.timers, self.reliable));
+            self.retx = Some(Retx::start(RfcTimer::G, now, &self.timers));
         } else {
             self.state = ServerInviteState::Completed;
-            self.retx = (!self.reliable).then(|| Retx::start(now, self.timers.t1));
+            self.give_up = Some(RfcTimer::H.deadline(now, &self.timers, self.reliable));
+            self.retx = (!self.reliable).then(|| Retx::start(RfcTimer::G, now, &self.timers));
         }
         true
     }
@@ -178,12 +259,7 @@ impl ServerInvite {
                 self.state = ServerInviteState::Confirmed;
                 self.retx = None;
                 self.give_up = None;
-                let i = if self.reliable {
-                    Duration::ZERO
-                } else {
-                    self.timers.t4
-                };
-                self.end = Some(now + i);
+                self.end = Some(RfcTimer::I.deadline(now, &self.timers, self.reliable));
                 true
             }
             ServerInviteState::Accepted if !self.acked => {
@@ -217,12 +293,11 @@ impl ServerInvite {
             return out;
         }
         if let Some(r) = self.retx.as_mut() {
-            // G (capped at T2) for non-2xx; the 2xx schedule of 13.3.1.4 is the same.
-            while r.at <= now {
+            // G for the non-2xx and for the 2xx alike
+            for _ in 0..r.fire(now, &self.timers, false) {
                 if let Some(b) = &self.last {
                     out.push(TxOutput::Retransmit(b.clone()));
                 }
-                r.next(Some(self.timers.t2));
             }
         }
         out
@@ -289,12 +364,7 @@ impl ServerNonInvite {
             self.state = ServerNonInviteState::Proceeding;
         } else {
             self.state = ServerNonInviteState::Completed;
-            let j = if self.reliable {
-                Duration::ZERO
-            } else {
-                self.timers.t1x64()
-            };
-            self.end = Some(now + j);
+            self.end = Some(RfcTimer::J.deadline(now, &self.timers, self.reliable));
         }
         true
     }
@@ -352,8 +422,8 @@ impl ClientNonInvite {
             reliable,
             timers,
             request,
-            retx: (!reliable).then(|| Retx::start(now, timers.t1)),
-            give_up: Some(now + timers.t1x64()),
+            retx: (!reliable).then(|| Retx::start(RfcTimer::E, now, &timers)),
+            give_up: Some(RfcTimer::F.deadline(now, &timers, reliable)),
             end: None,
         }
     }
@@ -374,12 +444,7 @@ impl ClientNonInvite {
                 self.state = ClientState::Completed;
                 self.retx = None;
                 self.give_up = None;
-                let k = if self.reliable {
-                    Duration::ZERO
-                } else {
-                    self.timers.t4
-                };
-                self.end = Some(now + k);
+                self.end = Some(RfcTimer::K.deadline(now, &self.timers, self.reliable));
                 Some(TxOutput::Response(status))
             }
             _ => None,
@@ -412,14 +477,8 @@ impl ClientNonInvite {
         let proceeding = self.state == ClientState::Proceeding;
         if let Some(r) = self.retx.as_mut() {
             // Timer E: doubling up to T2 while Trying, T2 once Proceeding.
-            while r.at <= now {
+            for _ in 0..r.fire(now, &self.timers, proceeding) {
                 out.push(TxOutput::Retransmit(self.request.clone()));
-                if proceeding {
-                    r.interval = self.timers.t2;
-                    r.at += r.interval;
-                } else {
-                    r.next(Some(self.timers.t2));
-                }
             }
         }
         out
@@ -458,8 +517,8 @@ impl ClientInvite {
             timers,
             request,
             ack: None,
-            retx: (!reliable).then(|| Retx::start(now, timers.t1)),
-            give_up: Some(now + timers.t1x64()),
+            retx: (!reliable).then(|| Retx::start(RfcTimer::A, now, &timers)),
+            give_up: Some(RfcTimer::B.deadline(now, &timers, reliable)),
             end: None,
         }
     }
@@ -484,15 +543,10 @@ impl ClientInvite {
                 } else if status < 300 {
                     // Timer M: absorb nothing, pass every 2xx up for its ACK (RFC 6026 8.4)
                     self.state = ClientState::Accepted;
-                    self.end = Some(now + self.timers.t1x64());
+                    self.end = Some(RfcTimer::M.deadline(now, &self.timers, self.reliable));
                 } else {
                     self.state = ClientState::Completed;
-                    let d = if self.reliable {
-                        Duration::ZERO
-                    } else {
-                        Duration::from_secs(32)
-                    };
-                    self.end = Some(now + d);
+                    self.end = Some(RfcTimer::D.deadline(now, &self.timers, self.reliable));
                 }
                 Some(TxOutput::Response(status))
             }
@@ -513,6 +567,7 @@ impl ClientInvite {
     /// response, we give up 64*T1 after the CANCEL (RFC 3261 9.1) and report a timeout.
     pub(crate) fn cancelled(&mut self, now: Instant) {
         if self.state == ClientState::Proceeding {
+            // not a named timer: RFC 3261 9.1 says 64*T1
             self.give_up = Some(now + self.timers.t1x64());
         }
     }
@@ -541,9 +596,9 @@ impl ClientInvite {
             return out;
         }
         if let Some(r) = self.retx.as_mut() {
-            while r.at <= now {
+            // Timer A
+            for _ in 0..r.fire(now, &self.timers, false) {
                 out.push(TxOutput::Retransmit(self.request.clone()));
-                r.next(None);
             }
         }
         out
