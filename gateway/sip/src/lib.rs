@@ -42,14 +42,15 @@
 //! # Layout
 //! - [`message`]: types and typed header access (Via, From/To tags, CSeq, Contact, ...).
 //! - [`parse`] / [`serialize`]: the wire format; the parser passes the RFC 4475 torture corpus.
-//! - `transaction` (private): RFC 3261 section 17 state machines and their timers; only their
-//!   settings ([`Timers`]) are public.
+//! - `transaction` (private): RFC 3261 section 17 state machines and their timers, named once
+//!   (A to K, and RFC 6026's L and M) in one table; only their settings ([`Timers`]) are public.
 //! - `timed` (private): the index of transactions by next deadline behind
 //!   [`Endpoint::poll_timeout`].
 //! - `dialog` (private): dialog state for both roles (tags, CSeq, route set, remote target).
 //! - `endpoint` (private, its types re-exported here): the user agent ([`Endpoint`]): UAS for
 //!   calls from the trunk, UAC for the legs to human agents that a transfer bridges
-//!   ([`Endpoint::invite`]).
+//!   ([`Endpoint::invite`]). Its code is split by role into `endpoint/uas.rs`,
+//!   `endpoint/uac.rs` and `endpoint/validation.rs` (the checks that reject requests).
 //! - This root: [`SipSettings`] (addresses, trunk allow list, identity, timers, RNG seed) and
 //!   [`Transport`].
 
