@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use gateway::sip::message::{Headers, Message};
-use gateway::sip::parse::{self, Fault};
-use gateway::sip::{Endpoint, Output, SipSettings, Transport};
+use sip::message::{Headers, Message};
+use sip::parse::{self, Fault};
+use sip::{Endpoint, Output, SipSettings, Transport};
 use sipx_testkit::rfc4475::{self, Case, Expect};
 
 fn endpoint_statuses(case: &Case) -> Vec<u16> {
@@ -178,7 +178,7 @@ fn valid_requests_survive_a_round_trip() {
         let Ok(m) = parse::parse_datagram(case.bytes) else {
             continue;
         };
-        let bytes = gateway::sip::serialize::message(&m);
+        let bytes = sip::serialize::message(&m);
         let mut again =
             parse::parse_stream_message(&bytes).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         // Content-Length is rewritten (and moved last) by the serializer

@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use gateway::sip::message::Message;
-use gateway::sip::parse;
-use gateway::sip::transport::{Command, SipService};
-use gateway::sip::{CallEvent, SipSettings};
+use gateway::runtime::sip_transport::{Command, SipService};
+use sip::message::Message;
+use sip::parse;
+use sip::{CallEvent, SipSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::timeout;
@@ -73,7 +73,7 @@ Call-ID: {call_id}\r\nCSeq: {seq} {method}\r\nContent-Length: 0\r\n\r\n"
     )
 }
 
-async fn recv_udp(sock: &UdpSocket) -> gateway::sip::message::Response {
+async fn recv_udp(sock: &UdpSocket) -> sip::message::Response {
     let mut buf = vec![0u8; 65_536];
     let (n, _) = timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
         .await
@@ -160,7 +160,7 @@ async fn read_tcp(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     n: usize,
-) -> Vec<gateway::sip::message::Response> {
+) -> Vec<sip::message::Response> {
     let mut out = Vec::new();
     while out.len() < n {
         while let Ok(Some(len)) = parse::frame(buf) {

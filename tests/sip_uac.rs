@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use gateway::sip::transport::{Command, SipService};
-use gateway::sip::{CallEvent, OutgoingCall, SipSettings, TerminationReason, Transport};
+use gateway::runtime::sip_transport::{Command, SipService};
+use sip::{CallEvent, OutgoingCall, SipSettings, TerminationReason, Transport};
 use tokio::time::timeout;
 
 const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\

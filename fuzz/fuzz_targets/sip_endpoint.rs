@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use gateway::sip::{Endpoint, SipSettings, Transport};
+use sip::{Endpoint, SipSettings, Transport};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! into something that parses again.
 #![no_main]
 
-use gateway::sip::{parse, serialize};
+use sip::{parse, serialize};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

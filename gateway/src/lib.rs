@@ -17,7 +17,6 @@ pub mod intake;
 pub mod ivr;
 pub mod run;
 pub mod runtime;
-pub mod sip;
 pub mod speech;
 pub mod store;
 pub mod telemetry;

@@ -1,7 +1,7 @@
 //! Transfer to a human agent as a back-to-back user agent (B2BUA).
 //!
 //! The caller's dialog stays ours; the agent gets a second call leg that we place
-//! ([`crate::sip::Endpoint::invite`]) with our own media port pair. Audio is relayed through the
+//! ([`sip::Endpoint::invite`]) with our own media port pair. Audio is relayed through the
 //! call task as decoded 20 ms frames: each side's played-out frame is queued on the other side's
 //! paced sender. That costs one extra G.711 decode/encode per frame but keeps both legs
 //! independent (different codecs, our jitter buffer on both, RTCP figures per leg) and lets the
@@ -24,11 +24,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::cdr::RtpFigures;
 use super::session::CallInput;
 use crate::runtime::rtp_socket::{BoundPorts, MediaCommand, MediaEvent, MediaHandle};
-use crate::sip::message::split_host_port;
-use crate::sip::{CallEvent, CallId, CommandError, Transport};
 use media::Codec;
 use media::Frame;
 use media::prompt::{EncodedPrompt, PlayItem, Player};
+use sip::message::split_host_port;
+use sip::{CallEvent, CallId, CommandError, Transport};
 
 /// The header that carries the order draft to the agent.
 pub const DRAFT_HEADER: &str = "X-12345-Order-Draft";

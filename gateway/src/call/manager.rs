@@ -14,8 +14,8 @@ use tokio::task::JoinSet;
 
 use super::Shared;
 use super::session::{self, CallInput, Incoming};
-use crate::sip::transport::Command;
-use crate::sip::{CallEvent, CallId};
+use crate::runtime::sip_transport::Command;
+use sip::{CallEvent, CallId};
 
 /// Requests from call tasks to the manager.
 #[derive(Debug)]

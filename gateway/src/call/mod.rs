@@ -1,12 +1,13 @@
 //! Calls: one task per call joins SIP signalling, its media and the IVR interpreter, and carries
 //! out what the interpreter asks (play, listen, record, submit, look up, transfer, hang up).
 //!
-//! The protocol and flow logic stay in their sans-IO cores ([`crate::sip::Endpoint`],
+//! The protocol and flow logic stay in their sans-IO cores ([`sip::Endpoint`],
 //! [`media::rtp_session::RtpSession`], [`ivr_flows::Session`]); this module is the edge
 //! that connects them with tokio, the store and the file system:
 //!
-//! - [`manager`]: takes SIP events from the [`crate::sip::transport::SipService`], admits or
-//!   refuses new calls (capacity, shutdown) and routes every later event to its call's task.
+//! - [`manager`]: takes SIP events from the [`crate::runtime::sip_transport::SipService`],
+//!   admits or refuses new calls (capacity, shutdown) and routes every later event to its call's
+//!   task.
 //! - [`session`]: the per-call task. It answers at once (the caller hears the greeting within one
 //!   round trip), feeds the interpreter events and its clock, and turns actions into media
 //!   commands, store writes and SIP commands.
@@ -38,10 +39,10 @@ use crate::ivr::LiveFlows;
 use crate::runtime::media_engine::{MediaEngine, PacerSettings};
 use crate::runtime::prompt_cache::PromptCache;
 use crate::runtime::rtp_socket::PortAllocator;
-use crate::sip::transport::{Command, SipService};
-use crate::sip::{IpNet, SipSettings};
+use crate::runtime::sip_transport::{Command, SipService};
 use crate::store::Store;
 use media::{Codec, MediaSettings};
+use sip::{IpNet, SipSettings};
 
 /// What calls need from the configuration.
 #[derive(Debug, Clone)]
@@ -108,6 +109,8 @@ pub fn sip_settings(config: &Config) -> anyhow::Result<SipSettings> {
         trunk_allow,
         user_agent: config.sip.user_agent.clone(),
         advertised_host: config.sip.advertised_host.clone(),
+        // From the OS: branch ids, tags and Call-IDs must differ from one run to the next.
+        rng_seed: rand::random(),
         ..SipSettings::default()
     })
 }

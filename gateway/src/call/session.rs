@@ -37,8 +37,8 @@ use super::manager::Control;
 use super::order::{self, CallContext};
 use crate::runtime::recorder::Recorder;
 use crate::runtime::rtp_socket::{DriverOptions, MediaCommand, MediaEvent, MediaHandle};
-use crate::sip::transport::Command;
-use crate::sip::{CallEvent, CallId, OutgoingCall, TerminationReason, Transport};
+use crate::runtime::sip_transport::Command;
+use sip::{CallEvent, CallId, OutgoingCall, TerminationReason, Transport};
 
 /// Input to a call task.
 #[derive(Debug)]

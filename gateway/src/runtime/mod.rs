@@ -3,6 +3,7 @@
 //! datagrams, frames and time to the cores and carries their output back out.
 
 // SIP transports (UDP/TCP) around `sip::Endpoint`.
+pub mod sip_transport;
 
 // Media: RTP sockets, the pacer engine, prompt cache (files), recorder (files).
 pub mod media_engine;

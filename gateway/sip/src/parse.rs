@@ -16,24 +16,35 @@ use super::message::{Headers, Message, Method, Request, Response, is_token_byte}
 /// The layer of the fault, after RFC 4475's grouping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
+    /// The request or status line is malformed.
     StartLine,
+    /// A header line is malformed (or a required one is unusable).
     HeaderSyntax,
+    /// The message cannot be cut from its stream (Content-Length and body disagree).
     Framing,
 }
 
 /// What could be read of a message that failed to parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Salvage {
+    /// Whether the start line was a request line.
     pub is_request: bool,
+    /// The request's method, when the request line could be read.
     pub method: Option<Method>,
+    /// The headers that could be read, enough to answer 400 when Via, From, To, Call-ID and CSeq
+    /// are among them.
     pub headers: Headers,
 }
 
+/// A message that could not be parsed: why, and what of it could still be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{problem}")]
 pub struct ParseError {
+    /// The layer the fault is in.
     pub fault: Fault,
+    /// What is wrong, short enough for a 400's reason phrase.
     pub problem: &'static str,
+    /// What could be read, so that a malformed request can still be answered.
     pub salvage: Option<Box<Salvage>>,
 }
 

@@ -12,24 +12,40 @@ use std::fmt;
 /// A SIP method. Unknown methods are kept verbatim (they must be answered 501, not dropped).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Method {
+    /// INVITE: opens a call (or, in a dialog, changes its session).
     Invite,
+    /// ACK: confirms the final response to an INVITE.
     Ack,
+    /// BYE: ends a call.
     Bye,
+    /// CANCEL: withdraws a pending INVITE.
     Cancel,
+    /// OPTIONS: a capability or keep-alive probe; we answer 200.
     Options,
+    /// INFO: mid-call information, here DTMF relay.
     Info,
+    /// REGISTER: not served (405); we face a trunk, not phones.
     Register,
+    /// SUBSCRIBE: not served (405).
     Subscribe,
+    /// NOTIFY: not served (405).
     Notify,
+    /// MESSAGE: not served (405).
     Message,
+    /// UPDATE: not served (405).
     Update,
+    /// PRACK: not served (405); we send no reliable provisionals.
     Prack,
+    /// REFER: not served (405); transfers are our own outgoing legs.
     Refer,
+    /// PUBLISH: not served (405).
     Publish,
+    /// Any other method, verbatim (answered 501).
     Extension(String),
 }
 
 impl Method {
+    /// The method for a request-line token; case-sensitive, as RFC 3261 7.1 says.
     pub fn parse(s: &str) -> Method {
         match s {
             "INVITE" => Method::Invite,
@@ -50,6 +66,7 @@ impl Method {
         }
     }
 
+    /// The method as written on the wire.
     pub fn as_str(&self) -> &str {
         match self {
             Method::Invite => "INVITE",
@@ -81,7 +98,9 @@ impl fmt::Display for Method {
 /// never care about case or compact forms); unknown names keep their spelling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// The header name (canonical when known).
     pub name: String,
+    /// The raw value, unfolded, as received or as we wrote it.
     pub value: String,
 }
 
@@ -180,15 +199,18 @@ impl Headers {
             .collect()
     }
 
+    /// How many values of a header there are (the 400 for a repeated single header needs it).
     pub fn count(&self, name: &str) -> usize {
         self.get_all(name).count()
     }
 
+    /// Remove every value of a header.
     pub fn remove(&mut self, name: &str) {
         let name = canonical_name(name);
         self.0.retain(|h| !h.name.eq_ignore_ascii_case(&name));
     }
 
+    /// Replace every value of a header with one.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
         self.remove(name);
         self.push(name, value);
@@ -204,6 +226,7 @@ impl Headers {
         Ok(first)
     }
 
+    /// Every Via value, top first; an error if one does not parse.
     pub fn via(&self) -> Result<Vec<Via>, HeaderError> {
         let mut out = Vec::new();
         for line in self.get_all("Via") {
@@ -217,6 +240,7 @@ impl Headers {
         Ok(out)
     }
 
+    /// The top Via: the one that identifies our transaction with the peer.
     pub fn top_via(&self) -> Result<Via, HeaderError> {
         let line = self.get("Via").ok_or(HeaderError::missing("Via"))?;
         let first = split_list(line)
@@ -226,14 +250,17 @@ impl Headers {
         Via::parse(&first)
     }
 
+    /// The From header, which must appear once.
     pub fn from(&self) -> Result<NameAddr, HeaderError> {
         NameAddr::parse_single("From", self.one("From")?)
     }
 
+    /// The To header, which must appear once.
     pub fn to(&self) -> Result<NameAddr, HeaderError> {
         NameAddr::parse_single("To", self.one("To")?)
     }
 
+    /// The Call-ID, which must appear once and not be empty.
     pub fn call_id(&self) -> Result<&str, HeaderError> {
         let v = self.one("Call-ID")?.trim();
         if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c == ',') {
@@ -242,6 +269,7 @@ impl Headers {
         Ok(v)
     }
 
+    /// The CSeq, which must appear once.
     pub fn cseq(&self) -> Result<CSeq, HeaderError> {
         CSeq::parse(self.one("CSeq")?)
     }
@@ -276,6 +304,7 @@ impl Headers {
         Ok(out)
     }
 
+    /// Record-Route values in order, for building a dialog's route set.
     pub fn record_route(&self) -> Result<Vec<NameAddr>, HeaderError> {
         self.values("Record-Route")
             .iter()
@@ -283,6 +312,7 @@ impl Headers {
             .collect()
     }
 
+    /// Route values in order.
     pub fn route(&self) -> Result<Vec<NameAddr>, HeaderError> {
         self.values("Route")
             .iter()
@@ -303,6 +333,7 @@ impl Headers {
         })
     }
 
+    /// The Content-Length, `None` when absent; an error when repeated or not a number.
     pub fn content_length(&self) -> Result<Option<usize>, HeaderError> {
         let mut it = self.get_all("Content-Length");
         let Some(v) = it.next() else { return Ok(None) };
@@ -365,14 +396,18 @@ impl Headers {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{header} header: {problem}")]
 pub struct HeaderError {
+    /// The canonical name of the header that could not be read.
     pub header: &'static str,
+    /// What is wrong with it, as the 400's reason phrase says.
     pub problem: &'static str,
 }
 
 impl HeaderError {
+    /// A header with this problem.
     pub fn new(header: &'static str, problem: &'static str) -> Self {
         HeaderError { header, problem }
     }
+    /// A required header that is absent.
     pub fn missing(header: &'static str) -> Self {
         HeaderError::new(header, "missing")
     }
@@ -493,13 +528,18 @@ fn param<'a>(params: &'a [(String, Option<String>)], name: &str) -> Option<Optio
 /// One Via value: `SIP/2.0/UDP host[:port];params`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Via {
+    /// The transport token, e.g. `UDP` or `TCP`.
     pub transport: String,
+    /// The sent-by host, as written (IPv6 in brackets).
     pub host: String,
+    /// The sent-by port, when given.
     pub port: Option<u16>,
+    /// Parameters in order (branch, rport, received, ...); `None` for a flag.
     pub params: Vec<(String, Option<String>)>,
 }
 
 impl Via {
+    /// Parse one Via value.
     pub fn parse(v: &str) -> Result<Via, HeaderError> {
         const H: &str = "Via";
         let bad = |p| HeaderError::new(H, p);
@@ -544,10 +584,12 @@ impl Via {
         })
     }
 
+    /// The branch parameter, the transaction id for RFC 3261 peers.
     pub fn branch(&self) -> Option<&str> {
         param(&self.params, "branch").flatten()
     }
 
+    /// Whether a parameter is present (e.g. `rport`, which has no value in a request).
     pub fn has_param(&self, name: &str) -> bool {
         param(&self.params, name).is_some()
     }
@@ -595,10 +637,13 @@ pub fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
 /// From, To, Contact, Route, Record-Route: `[display] <uri>;params` or `uri;params`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameAddr {
+    /// The display name, unquoted, when there is one.
     pub display: Option<String>,
+    /// The URI as written, escapes untouched.
     pub uri: String,
     /// Whether the URI was in angle brackets (it must stay so when copied).
     pub bracketed: bool,
+    /// Header parameters in order (tag, expires, ...); `None` for a flag.
     pub params: Vec<(String, Option<String>)>,
 }
 
@@ -610,6 +655,7 @@ impl NameAddr {
         NameAddr::parse(header, v)
     }
 
+    /// Parse one value of the named header (the name goes into the error).
     pub fn parse(header: &'static str, v: &str) -> Result<NameAddr, HeaderError> {
         let bad = |p| HeaderError::new(header, p);
         let v = v.trim();
@@ -678,6 +724,7 @@ impl NameAddr {
         })
     }
 
+    /// The tag parameter: the dialog's id for this side.
     pub fn tag(&self) -> Option<&str> {
         param(&self.params, "tag").flatten()
     }
@@ -730,11 +777,14 @@ fn check_uri(header: &'static str, uri: &str) -> Result<(), HeaderError> {
 /// `CSeq: number METHOD`, the number below 2^31 (RFC 3261 8.1.1.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CSeq {
+    /// The sequence number.
     pub seq: u32,
+    /// The method, which must match the request line.
     pub method: Method,
 }
 
 impl CSeq {
+    /// Parse a CSeq value.
     pub fn parse(v: &str) -> Result<CSeq, HeaderError> {
         let mut it = v.split_whitespace();
         let (Some(n), Some(m), None) = (it.next(), it.next(), it.next()) else {
@@ -764,29 +814,44 @@ impl fmt::Display for CSeq {
 /// A request. `uri` is opaque text (escapes untouched); `version` as sent, e.g. `SIP/2.0`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The method of the request line.
     pub method: Method,
+    /// The Request-URI.
     pub uri: String,
+    /// The SIP version of the request line.
     pub version: String,
+    /// The header fields in order.
     pub headers: Headers,
+    /// The body (its length is the Content-Length we write).
     pub body: Vec<u8>,
 }
 
+/// A response, with its fields as received or as we send them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// The status code.
     pub status: u16,
+    /// The reason phrase.
     pub reason: String,
+    /// The SIP version of the status line.
     pub version: String,
+    /// The header fields in order.
     pub headers: Headers,
+    /// The body (its length is the Content-Length we write).
     pub body: Vec<u8>,
 }
 
+/// A parsed message: the parser yields either kind, and the endpoint routes on that.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
+    /// A request.
     Request(Request),
+    /// A response.
     Response(Response),
 }
 
 impl Message {
+    /// The headers of either kind.
     pub fn headers(&self) -> &Headers {
         match self {
             Message::Request(r) => &r.headers,

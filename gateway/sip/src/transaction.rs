@@ -6,6 +6,10 @@
 //! so the timer tables (A, B, D, E, F, G, H, I, J, K, L, M) are tested by adding durations to
 //! an `Instant`.
 //!
+//! The timers are named once, in [`RfcTimer`]: each transaction arms them by name, and their
+//! values (from T1, T2 and T4, and whether the transport is reliable) are computed there, as is
+//! the doubling of the retransmission timers ([`Retx`]).
+//!
 //! Reliable transports (TCP) need no retransmission: timers A, E and G are not armed and the
 //! wait states (D, I, J, K) are zero, per RFC 3261 17.1/17.2. The one exception is a 2xx to
 //! INVITE: it is retransmitted end to end by the UAS core until the ACK arrives, whatever the
@@ -24,8 +28,11 @@ use super::message::{Headers, Method, Request, Response, split_list};
 /// T1, T2, T4 of RFC 3261 17.1.1.1 (defaults 500 ms, 4 s, 5 s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timers {
+    /// T1: the round-trip estimate; retransmissions start at T1 and 64*T1 bounds transactions.
     pub t1: Duration,
+    /// T2: the cap on the retransmission interval of non-INVITE requests and INVITE responses.
     pub t2: Duration,
+    /// T4: how long the network may hold a message; the wait of timers I and K on UDP.
     pub t4: Duration,
 }
 
@@ -48,7 +55,7 @@ impl Timers {
 
 /// What a transaction asks of its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TxOutput {
+pub(crate) enum TxOutput {
     /// Send these bytes again to the transaction's peer.
     Retransmit(Vec<u8>),
     /// A response to pass up (client transactions); retransmissions are absorbed.
@@ -58,25 +65,101 @@ pub enum TxOutput {
     Timeout,
 }
 
-/// A retransmission schedule: next instant and current interval.
+/// The transaction timers of RFC 3261 (table 4) and RFC 6026, each computed in one place from
+/// [`Timers`]. The transactions arm them by name; retransmission timers (A, E, G) run as a
+/// [`Retx`] schedule, the others as a plain deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RfcTimer {
+    /// Client INVITE retransmission (UDP): T1, doubling without a cap.
+    A,
+    /// Client INVITE timeout: 64*T1 on every transport.
+    B,
+    /// Client INVITE wait for response retransmissions after a non-2xx: 32 s on UDP, 0 on TCP.
+    D,
+    /// Client non-INVITE retransmission (UDP): T1, doubling up to T2; T2 once Proceeding.
+    E,
+    /// Client non-INVITE timeout: 64*T1.
+    F,
+    /// Server INVITE response retransmission: T1, doubling up to T2 (the 2xx schedule of
+    /// 13.3.1.4 is the same).
+    G,
+    /// Server INVITE wait for the ACK of a non-2xx: 64*T1.
+    H,
+    /// Server INVITE wait for ACK retransmissions: T4 on UDP, 0 on TCP.
+    I,
+    /// Server non-INVITE wait for request retransmissions: 64*T1 on UDP, 0 on TCP.
+    J,
+    /// Client non-INVITE wait for response retransmissions: T4 on UDP, 0 on TCP.
+    K,
+    /// Server INVITE wait for the ACK of a 2xx (RFC 6026 Accepted): 64*T1.
+    L,
+    /// Client INVITE wait for more 2xx (RFC 6026 Accepted): 64*T1.
+    M,
+}
+
+impl RfcTimer {
+    /// The timer's duration; for A, E and G their first interval. The waits that only absorb
+    /// retransmissions (D, I, J, K) are zero on a reliable transport.
+    fn duration(self, timers: &Timers, reliable: bool) -> Duration {
+        use RfcTimer::*;
+        match self {
+            A | E | G => timers.t1,
+            B | F | H | L | M => timers.t1x64(),
+            D | I | J | K if reliable => Duration::ZERO,
+            D => Duration::from_secs(32),
+            I | K => timers.t4,
+            J => timers.t1x64(),
+        }
+    }
+
+    /// When the timer fires if armed at `now`.
+    fn deadline(self, now: Instant, timers: &Timers, reliable: bool) -> Instant {
+        now + self.duration(timers, reliable)
+    }
+
+    /// The cap on a retransmission timer's doubling: T2 for E and G, none for A.
+    fn cap(self, timers: &Timers) -> Option<Duration> {
+        match self {
+            RfcTimer::E | RfcTimer::G => Some(timers.t2),
+            _ => None,
+        }
+    }
+}
+
+/// A retransmission schedule (timer A, E or G): next instant and current interval.
 #[derive(Debug, Clone, Copy)]
 struct Retx {
+    timer: RfcTimer,
     at: Instant,
     interval: Duration,
 }
 
 impl Retx {
-    fn start(now: Instant, t1: Duration) -> Self {
+    fn start(timer: RfcTimer, now: Instant, timers: &Timers) -> Self {
+        let interval = timer.duration(timers, false);
         Retx {
-            at: now + t1,
-            interval: t1,
+            timer,
+            at: now + interval,
+            interval,
         }
     }
-    /// Advance after a retransmission; `cap` is T2 where the RFC caps the doubling.
-    fn next(&mut self, cap: Option<Duration>) {
-        let doubled = self.interval * 2;
-        self.interval = cap.map_or(doubled, |c| doubled.min(c));
-        self.at += self.interval;
+
+    /// How many retransmissions are due by `now`, advancing the schedule past them: each
+    /// interval doubles up to the timer's cap, or stays at the cap when `steady` (timer E once
+    /// Proceeding).
+    fn fire(&mut self, now: Instant, timers: &Timers, steady: bool) -> usize {
+        let mut due = 0;
+        while self.at <= now {
+            due += 1;
+            let doubled = self.interval * 2;
+            self.interval = match self.timer.cap(timers) {
+                Some(cap) if steady => cap,
+                Some(cap) => doubled.min(cap),
+                None => doubled,
+            };
+            self.at += self.interval;
+        }
+        due
     }
 }
 
@@ -91,7 +174,7 @@ fn due(t: Option<Instant>, now: Instant) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerInviteState {
+pub(crate) enum ServerInviteState {
     Proceeding,
     /// Non-2xx final sent; waiting for the ACK (timers G, H).
     Completed,
@@ -104,7 +187,7 @@ pub enum ServerInviteState {
 
 /// Server INVITE transaction (RFC 3261 17.2.1 with RFC 6026).
 #[derive(Debug)]
-pub struct ServerInvite {
+pub(crate) struct ServerInvite {
     state: ServerInviteState,
     reliable: bool,
     timers: Timers,
@@ -113,11 +196,10 @@ pub struct ServerInvite {
     give_up: Option<Instant>,
     end: Option<Instant>,
     acked: bool,
-    final_status: Option<u16>,
 }
 
 impl ServerInvite {
-    pub fn new(reliable: bool, timers: Timers) -> Self {
+    pub(crate) fn new(reliable: bool, timers: Timers) -> Self {
         ServerInvite {
             state: ServerInviteState::Proceeding,
             reliable,
@@ -127,26 +209,20 @@ impl ServerInvite {
             give_up: None,
             end: None,
             acked: false,
-            final_status: None,
         }
     }
 
-    pub fn state(&self) -> ServerInviteState {
+    pub(crate) fn state(&self) -> ServerInviteState {
         self.state
     }
 
-    /// The final status sent, if any.
-    pub fn final_status(&self) -> Option<u16> {
-        self.final_status
-    }
-
-    pub fn is_terminated(&self) -> bool {
+    pub(crate) fn is_terminated(&self) -> bool {
         self.state == ServerInviteState::Terminated
     }
 
     /// Record a response the TU sends (the owner transmits it the first time). Returns false
     /// (and records nothing) when a final response was already sent.
-    pub fn respond(&mut self, now: Instant, status: u16, bytes: Vec<u8>) -> bool {
+    pub(crate) fn respond(&mut self, now: Instant, status: u16, bytes: Vec<u8>) -> bool {
         if self.state != ServerInviteState::Proceeding {
             return false;
         }
@@ -154,20 +230,20 @@ impl ServerInvite {
         if status < 200 {
             return true;
         }
-        self.final_status = Some(status);
-        self.give_up = Some(now + self.timers.t1x64());
         if status < 300 {
             self.state = ServerInviteState::Accepted;
-            self.retx = Some(Retx::start(now, self.timers.t1));
+            self.give_up = Some(RfcTimer::L.deadline(now, &self.timers, self.reliable));
+            self.retx = Some(Retx::start(RfcTimer::G, now, &self.timers));
         } else {
             self.state = ServerInviteState::Completed;
-            self.retx = (!self.reliable).then(|| Retx::start(now, self.timers.t1));
+            self.give_up = Some(RfcTimer::H.deadline(now, &self.timers, self.reliable));
+            self.retx = (!self.reliable).then(|| Retx::start(RfcTimer::G, now, &self.timers));
         }
         true
     }
 
     /// The INVITE arrived again: the last response goes out again (none yet: nothing).
-    pub fn on_retransmission(&self) -> Option<Vec<u8>> {
+    pub(crate) fn on_retransmission(&self) -> Option<Vec<u8>> {
         match self.state {
             ServerInviteState::Proceeding
             | ServerInviteState::Completed
@@ -177,18 +253,13 @@ impl ServerInvite {
     }
 
     /// An ACK for this transaction's final response. Returns true for the first one.
-    pub fn on_ack(&mut self, now: Instant) -> bool {
+    pub(crate) fn on_ack(&mut self, now: Instant) -> bool {
         match self.state {
             ServerInviteState::Completed => {
                 self.state = ServerInviteState::Confirmed;
                 self.retx = None;
                 self.give_up = None;
-                let i = if self.reliable {
-                    Duration::ZERO
-                } else {
-                    self.timers.t4
-                };
-                self.end = Some(now + i);
+                self.end = Some(RfcTimer::I.deadline(now, &self.timers, self.reliable));
                 true
             }
             ServerInviteState::Accepted if !self.acked => {
@@ -200,14 +271,14 @@ impl ServerInvite {
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         if self.is_terminated() {
             return None;
         }
         earliest(&[self.retx.map(|r| r.at), self.give_up, self.end])
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
         let mut out = Vec::new();
         if due(self.give_up, now) {
             // H (non-2xx) or L (2xx)
@@ -222,12 +293,11 @@ impl ServerInvite {
             return out;
         }
         if let Some(r) = self.retx.as_mut() {
-            // G (capped at T2) for non-2xx; the 2xx schedule of 13.3.1.4 is the same.
-            while r.at <= now {
+            // G for the non-2xx and for the 2xx alike
+            for _ in 0..r.fire(now, &self.timers, false) {
                 if let Some(b) = &self.last {
                     out.push(TxOutput::Retransmit(b.clone()));
                 }
-                r.next(Some(self.timers.t2));
             }
         }
         out
@@ -244,7 +314,7 @@ impl ServerInvite {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerNonInviteState {
+pub(crate) enum ServerNonInviteState {
     Trying,
     Proceeding,
     Completed,
@@ -254,7 +324,7 @@ pub enum ServerNonInviteState {
 /// Server non-INVITE transaction (RFC 3261 17.2.2): absorbs retransmitted requests by
 /// repeating the last response; timer J keeps it around for 64*T1 on UDP.
 #[derive(Debug)]
-pub struct ServerNonInvite {
+pub(crate) struct ServerNonInvite {
     state: ServerNonInviteState,
     reliable: bool,
     timers: Timers,
@@ -263,7 +333,7 @@ pub struct ServerNonInvite {
 }
 
 impl ServerNonInvite {
-    pub fn new(reliable: bool, timers: Timers) -> Self {
+    pub(crate) fn new(reliable: bool, timers: Timers) -> Self {
         ServerNonInvite {
             state: ServerNonInviteState::Trying,
             reliable,
@@ -273,15 +343,16 @@ impl ServerNonInvite {
         }
     }
 
-    pub fn state(&self) -> ServerNonInviteState {
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> ServerNonInviteState {
         self.state
     }
 
-    pub fn is_terminated(&self) -> bool {
+    pub(crate) fn is_terminated(&self) -> bool {
         self.state == ServerNonInviteState::Terminated
     }
 
-    pub fn respond(&mut self, now: Instant, status: u16, bytes: Vec<u8>) -> bool {
+    pub(crate) fn respond(&mut self, now: Instant, status: u16, bytes: Vec<u8>) -> bool {
         if matches!(
             self.state,
             ServerNonInviteState::Completed | ServerNonInviteState::Terminated
@@ -293,28 +364,23 @@ impl ServerNonInvite {
             self.state = ServerNonInviteState::Proceeding;
         } else {
             self.state = ServerNonInviteState::Completed;
-            let j = if self.reliable {
-                Duration::ZERO
-            } else {
-                self.timers.t1x64()
-            };
-            self.end = Some(now + j);
+            self.end = Some(RfcTimer::J.deadline(now, &self.timers, self.reliable));
         }
         true
     }
 
-    pub fn on_retransmission(&self) -> Option<Vec<u8>> {
+    pub(crate) fn on_retransmission(&self) -> Option<Vec<u8>> {
         match self.state {
             ServerNonInviteState::Proceeding | ServerNonInviteState::Completed => self.last.clone(),
             _ => None,
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         if self.is_terminated() { None } else { self.end }
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
         if due(self.end, now) {
             self.state = ServerNonInviteState::Terminated;
             self.end = None;
@@ -326,7 +392,7 @@ impl ServerNonInvite {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientState {
+pub(crate) enum ClientState {
     /// INVITE: Calling; non-INVITE: Trying.
     Calling,
     Proceeding,
@@ -338,7 +404,7 @@ pub enum ClientState {
 
 /// Client non-INVITE transaction (RFC 3261 17.1.2), for the BYE and INFO we send.
 #[derive(Debug)]
-pub struct ClientNonInvite {
+pub(crate) struct ClientNonInvite {
     state: ClientState,
     reliable: bool,
     timers: Timers,
@@ -350,29 +416,25 @@ pub struct ClientNonInvite {
 
 impl ClientNonInvite {
     /// Start with the request the owner has just transmitted once.
-    pub fn new(now: Instant, reliable: bool, timers: Timers, request: Vec<u8>) -> Self {
+    pub(crate) fn new(now: Instant, reliable: bool, timers: Timers, request: Vec<u8>) -> Self {
         ClientNonInvite {
             state: ClientState::Calling,
             reliable,
             timers,
             request,
-            retx: (!reliable).then(|| Retx::start(now, timers.t1)),
-            give_up: Some(now + timers.t1x64()),
+            retx: (!reliable).then(|| Retx::start(RfcTimer::E, now, &timers)),
+            give_up: Some(RfcTimer::F.deadline(now, &timers, reliable)),
             end: None,
         }
     }
 
-    pub fn state(&self) -> ClientState {
-        self.state
-    }
-
-    pub fn is_terminated(&self) -> bool {
+    pub(crate) fn is_terminated(&self) -> bool {
         self.state == ClientState::Terminated
     }
 
     /// A response matched to this transaction. Returns it to pass up, or nothing when it is a
     /// retransmission to absorb.
-    pub fn on_response(&mut self, now: Instant, status: u16) -> Option<TxOutput> {
+    pub(crate) fn on_response(&mut self, now: Instant, status: u16) -> Option<TxOutput> {
         match self.state {
             ClientState::Calling | ClientState::Proceeding if status < 200 => {
                 self.state = ClientState::Proceeding;
@@ -382,26 +444,21 @@ impl ClientNonInvite {
                 self.state = ClientState::Completed;
                 self.retx = None;
                 self.give_up = None;
-                let k = if self.reliable {
-                    Duration::ZERO
-                } else {
-                    self.timers.t4
-                };
-                self.end = Some(now + k);
+                self.end = Some(RfcTimer::K.deadline(now, &self.timers, self.reliable));
                 Some(TxOutput::Response(status))
             }
             _ => None,
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         if self.is_terminated() {
             return None;
         }
         earliest(&[self.retx.map(|r| r.at), self.give_up, self.end])
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
         let mut out = Vec::new();
         if due(self.give_up, now) {
             // Timer F
@@ -420,14 +477,8 @@ impl ClientNonInvite {
         let proceeding = self.state == ClientState::Proceeding;
         if let Some(r) = self.retx.as_mut() {
             // Timer E: doubling up to T2 while Trying, T2 once Proceeding.
-            while r.at <= now {
+            for _ in 0..r.fire(now, &self.timers, proceeding) {
                 out.push(TxOutput::Retransmit(self.request.clone()));
-                if proceeding {
-                    r.interval = self.timers.t2;
-                    r.at += r.interval;
-                } else {
-                    r.next(Some(self.timers.t2));
-                }
             }
         }
         out
@@ -446,7 +497,7 @@ impl ClientNonInvite {
 /// says), the retransmissions would match nothing and the callee would never learn that its
 /// answer arrived.
 #[derive(Debug)]
-pub struct ClientInvite {
+pub(crate) struct ClientInvite {
     state: ClientState,
     reliable: bool,
     timers: Timers,
@@ -459,29 +510,30 @@ pub struct ClientInvite {
 
 impl ClientInvite {
     /// Start with the INVITE the owner has just transmitted once.
-    pub fn new(now: Instant, reliable: bool, timers: Timers, request: Vec<u8>) -> Self {
+    pub(crate) fn new(now: Instant, reliable: bool, timers: Timers, request: Vec<u8>) -> Self {
         ClientInvite {
             state: ClientState::Calling,
             reliable,
             timers,
             request,
             ack: None,
-            retx: (!reliable).then(|| Retx::start(now, timers.t1)),
-            give_up: Some(now + timers.t1x64()),
+            retx: (!reliable).then(|| Retx::start(RfcTimer::A, now, &timers)),
+            give_up: Some(RfcTimer::B.deadline(now, &timers, reliable)),
             end: None,
         }
     }
 
-    pub fn state(&self) -> ClientState {
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> ClientState {
         self.state
     }
 
-    pub fn is_terminated(&self) -> bool {
+    pub(crate) fn is_terminated(&self) -> bool {
         self.state == ClientState::Terminated
     }
 
     /// Returns the response to pass up, or a retransmission of the ACK for a repeated non-2xx.
-    pub fn on_response(&mut self, now: Instant, status: u16) -> Option<TxOutput> {
+    pub(crate) fn on_response(&mut self, now: Instant, status: u16) -> Option<TxOutput> {
         match self.state {
             ClientState::Calling | ClientState::Proceeding => {
                 self.retx = None;
@@ -491,15 +543,10 @@ impl ClientInvite {
                 } else if status < 300 {
                     // Timer M: absorb nothing, pass every 2xx up for its ACK (RFC 6026 8.4)
                     self.state = ClientState::Accepted;
-                    self.end = Some(now + self.timers.t1x64());
+                    self.end = Some(RfcTimer::M.deadline(now, &self.timers, self.reliable));
                 } else {
                     self.state = ClientState::Completed;
-                    let d = if self.reliable {
-                        Duration::ZERO
-                    } else {
-                        Duration::from_secs(32)
-                    };
-                    self.end = Some(now + d);
+                    self.end = Some(RfcTimer::D.deadline(now, &self.timers, self.reliable));
                 }
                 Some(TxOutput::Response(status))
             }
@@ -511,27 +558,28 @@ impl ClientInvite {
         }
     }
 
-    pub fn set_ack(&mut self, ack: Vec<u8>) {
+    pub(crate) fn set_ack(&mut self, ack: Vec<u8>) {
         self.ack = Some(ack);
     }
 
     /// The TU sent CANCEL for this INVITE. A server that never answers the CANCEL's 487 must
     /// not keep the INVITE alive forever: with timer B already stopped by the provisional
     /// response, we give up 64*T1 after the CANCEL (RFC 3261 9.1) and report a timeout.
-    pub fn cancelled(&mut self, now: Instant) {
+    pub(crate) fn cancelled(&mut self, now: Instant) {
         if self.state == ClientState::Proceeding {
+            // not a named timer: RFC 3261 9.1 says 64*T1
             self.give_up = Some(now + self.timers.t1x64());
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         if self.is_terminated() {
             return None;
         }
         earliest(&[self.retx.map(|r| r.at), self.give_up, self.end])
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
         let mut out = Vec::new();
         if due(self.give_up, now) {
             // Timer B, or the 64*T1 after a CANCEL
@@ -548,9 +596,9 @@ impl ClientInvite {
             return out;
         }
         if let Some(r) = self.retx.as_mut() {
-            while r.at <= now {
+            // Timer A
+            for _ in 0..r.fire(now, &self.timers, false) {
                 out.push(TxOutput::Retransmit(self.request.clone()));
-                r.next(None);
             }
         }
         out
@@ -560,7 +608,7 @@ impl ClientInvite {
 /// The ACK for a non-2xx final response (RFC 3261 17.1.1.3): the INVITE's Request-URI, Call-ID,
 /// From, CSeq number, top Via (same branch: it belongs to the INVITE's transaction) and Route,
 /// with the response's To (its tag names the dialog the server meant).
-pub fn ack_for_non_2xx(invite: &Request, response: &Response) -> Request {
+pub(crate) fn ack_for_non_2xx(invite: &Request, response: &Response) -> Request {
     let to = response
         .headers
         .get("To")
@@ -570,7 +618,7 @@ pub fn ack_for_non_2xx(invite: &Request, response: &Response) -> Request {
 
 /// The CANCEL for an INVITE (RFC 3261 9.1): the same recipe as the non-2xx ACK with the
 /// INVITE's own To. Sharing the INVITE's branch is what lets the server find what to cancel.
-pub fn cancel_for(invite: &Request) -> Request {
+pub(crate) fn cancel_for(invite: &Request) -> Request {
     on_invite_branch(invite, Method::Cancel, invite.headers.get("To"))
 }
 
@@ -868,8 +916,8 @@ mod tests {
 
     #[test]
     fn ack_and_cancel_ride_on_the_invite_branch() {
-        use crate::sip::message::Message;
-        use crate::sip::parse::parse_datagram;
+        use crate::message::Message;
+        use crate::parse::parse_datagram;
         let invite = "INVITE sip:agent@pbx SIP/2.0\r\n\
 Via: SIP/2.0/UDP gw:5060;branch=z9hG4bKinv;rport\r\nMax-Forwards: 70\r\n\
 Route: <sip:p1;lr>\r\nFrom: <sip:12345@gw>;tag=ours\r\nTo: <sip:agent@pbx>\r\n\

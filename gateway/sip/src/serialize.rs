@@ -19,16 +19,19 @@ fn headers_and_body(out: &mut String, headers: &Headers, body: &[u8]) -> Vec<u8>
     bytes
 }
 
+/// A request's bytes for the wire.
 pub fn request(r: &Request) -> Vec<u8> {
     let mut out = format!("{} {} {}\r\n", r.method, r.uri, r.version);
     headers_and_body(&mut out, &r.headers, &r.body)
 }
 
+/// A response's bytes for the wire.
 pub fn response(r: &Response) -> Vec<u8> {
     let mut out = format!("{} {} {}\r\n", r.version, r.status, r.reason);
     headers_and_body(&mut out, &r.headers, &r.body)
 }
 
+/// Either kind's bytes for the wire.
 pub fn message(m: &Message) -> Vec<u8> {
     match m {
         Message::Request(r) => request(r),
@@ -39,13 +42,13 @@ pub fn message(m: &Message) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::parse::parse_stream_message;
+    use crate::parse::parse_stream_message;
 
     #[test]
     fn round_trips_through_the_stream_parser() {
         let m = "INVITE sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bKx\r\ni: x\r\nl: 99\r\n\r\nbody";
-        let parsed = crate::sip::parse::parse_datagram(m.replace("l: 99", "l: 4").as_bytes())
-            .expect("parse");
+        let parsed =
+            crate::parse::parse_datagram(m.replace("l: 99", "l: 4").as_bytes()).expect("parse");
         let bytes = message(&parsed);
         let text = String::from_utf8_lossy(&bytes);
         assert!(

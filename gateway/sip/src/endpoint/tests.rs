@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::sip::message::Message;
-use crate::sip::parse::parse_datagram;
+use crate::message::Message;
+use crate::parse::parse_datagram;
 
 const TRUNK: &str = "127.0.0.1:5080";
 
@@ -865,7 +865,7 @@ fn reply(req: &Request, status: u16, to_tag: Option<&str>, extra: &str, body: &s
     format!(
         "SIP/2.0 {status} {}\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n\
 {extra}Content-Length: {}\r\n\r\n{body}",
-        crate::sip::message::reason_phrase(status),
+        crate::message::reason_phrase(status),
         get("Via"),
         get("From"),
         get("Call-ID"),
@@ -978,7 +978,7 @@ fn outgoing_invite_carries_what_the_agent_needs() {
 fn outgoing_invite_over_udp_retransmits_on_timer_a_then_fails_408() {
     let mut h = Harness::new();
     let (call, inv) = h.place(outgoing(Transport::Udp));
-    let bytes = crate::sip::serialize::request(&inv);
+    let bytes = crate::serialize::request(&inv);
     let all = h.run_until(Duration::from_secs(40));
     let resent: Vec<u64> = all
         .iter()

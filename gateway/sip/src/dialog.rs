@@ -12,24 +12,24 @@
 use super::message::{HeaderError, Headers, Method, NameAddr, Request, Response};
 
 #[derive(Debug, Clone)]
-pub struct Dialog {
-    pub call_id: String,
-    pub local_tag: String,
+pub(crate) struct Dialog {
+    pub(crate) call_id: String,
+    pub(crate) local_tag: String,
     /// The caller's From tag; empty for an RFC 2543 peer that sent none.
-    pub remote_tag: String,
+    pub(crate) remote_tag: String,
     /// Our URI without tag: the INVITE's To as UAS, its From as UAC.
-    pub local: NameAddr,
+    pub(crate) local: NameAddr,
     /// The peer with its tag: the caller's From as UAS, the callee's To (from the 2xx) as UAC.
-    pub remote: NameAddr,
-    pub remote_target: String,
-    pub route_set: Vec<String>,
-    pub local_cseq: u32,
-    pub remote_cseq: u32,
+    pub(crate) remote: NameAddr,
+    pub(crate) remote_target: String,
+    pub(crate) route_set: Vec<String>,
+    pub(crate) local_cseq: u32,
+    pub(crate) remote_cseq: u32,
 }
 
 impl Dialog {
     /// The dialog a 2xx/18x to this INVITE creates.
-    pub fn uas(invite: &Request, local_tag: &str) -> Result<Dialog, HeaderError> {
+    pub(crate) fn uas(invite: &Request, local_tag: &str) -> Result<Dialog, HeaderError> {
         let h = &invite.headers;
         let remote = h.from()?;
         let mut local = h.to()?;
@@ -55,7 +55,7 @@ impl Dialog {
 
     /// The dialog a 2xx to our INVITE creates (12.1.2). A 2xx without a Contact (which RFC 3261
     /// requires) is still usable: requests then go to the INVITE's Request-URI.
-    pub fn uac(invite: &Request, ok: &Response) -> Result<Dialog, HeaderError> {
+    pub(crate) fn uac(invite: &Request, ok: &Response) -> Result<Dialog, HeaderError> {
         let (inv, h) = (&invite.headers, &ok.headers);
         let mut local = inv.from()?;
         let local_tag = local.tag().unwrap_or_default().to_owned();
@@ -86,7 +86,7 @@ impl Dialog {
     /// Our half of a dialog for an INVITE we sent, before any 2xx: it stands in the call's
     /// place until [`Dialog::uac`] replaces it, so that the call record always has a dialog.
     /// The endpoint never matches requests against it (it has no remote tag yet).
-    pub fn uac_pending(invite: &Request) -> Result<Dialog, HeaderError> {
+    pub(crate) fn uac_pending(invite: &Request) -> Result<Dialog, HeaderError> {
         let inv = &invite.headers;
         let mut local = inv.from()?;
         let local_tag = local.tag().unwrap_or_default().to_owned();
@@ -105,7 +105,12 @@ impl Dialog {
     }
 
     /// Whether an in-dialog request (To tag = ours, From tag = theirs) belongs here.
-    pub fn matches(&self, call_id: &str, to_tag: Option<&str>, from_tag: Option<&str>) -> bool {
+    pub(crate) fn matches(
+        &self,
+        call_id: &str,
+        to_tag: Option<&str>,
+        from_tag: Option<&str>,
+    ) -> bool {
         self.call_id == call_id
             && to_tag == Some(self.local_tag.as_str())
             && from_tag.unwrap_or_default() == self.remote_tag
@@ -113,7 +118,7 @@ impl Dialog {
 
     /// Accept a remote CSeq for a new in-dialog request: it must grow (12.2.2), otherwise the
     /// request is answered 500.
-    pub fn accept_remote_cseq(&mut self, seq: u32) -> bool {
+    pub(crate) fn accept_remote_cseq(&mut self, seq: u32) -> bool {
         if seq <= self.remote_cseq {
             return false;
         }
@@ -122,7 +127,7 @@ impl Dialog {
     }
 
     /// Build an in-dialog request (12.2.1.1); the caller adds Via first.
-    pub fn request(
+    pub(crate) fn request(
         &mut self,
         method: Method,
         via: String,
@@ -137,7 +142,7 @@ impl Dialog {
     /// INVITE's CSeq number (the ACK is not a new request) and a Via of its own (`via` carries
     /// a new branch: the ACK for a 2xx is its own transaction). Call it before any other
     /// request, while the local CSeq is still the INVITE's.
-    pub fn ack(&self, via: String, extra: &[(&str, String)]) -> Request {
+    pub(crate) fn ack(&self, via: String, extra: &[(&str, String)]) -> Request {
         self.build(Method::Ack, self.local_cseq, via, extra, Vec::new())
     }
 
@@ -178,8 +183,8 @@ impl Dialog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::message::Message;
-    use crate::sip::parse::parse_datagram;
+    use crate::message::Message;
+    use crate::parse::parse_datagram;
 
     fn invite() -> Request {
         let m = "INVITE sip:12345@gw SIP/2.0\r\n\

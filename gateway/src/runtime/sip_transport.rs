@@ -26,9 +26,11 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::endpoint::{CallEvent, CallId, CommandError, Endpoint, OutgoingCall, Output, Transmit};
-use super::parse;
-use super::{SipSettings, Transport};
+use sip::parse;
+use sip::{
+    CallEvent, CallId, CommandError, Endpoint, OutgoingCall, Output, SipSettings, Transmit,
+    Transport,
+};
 
 /// Commands from the call layer, applied by the driver task.
 #[derive(Debug)]

@@ -1,0 +1,184 @@
+//! The checks that reject what we must not act on: requests from outside the trunk allow-list
+//! (403), malformed requests and RFC 4475's application-layer faults (400, 505), and outgoing
+//! calls whose URIs or headers would not survive the trip into an INVITE.
+
+use super::{CommandError, Endpoint, OutgoingCall, Peer};
+use crate::message::{self, Method, Request, reason_phrase};
+use crate::parse::ParseError;
+
+impl Endpoint {
+    /// A request from outside the trunk allow-list (and not from the peer of an outgoing leg):
+    /// a stateless 403 with a Warning saying why. An ACK is never answered.
+    pub(super) fn forbid(&mut self, peer: Peer, r: &Request) {
+        if r.method == Method::Ack {
+            return;
+        }
+        tracing::warn!(from = %peer.addr, method = %r.method, "request from outside the trunk allow-list: 403");
+        let Some(mut resp) = self.response(&r.headers, 403, "Forbidden", None, peer) else {
+            return;
+        };
+        resp.headers.push(
+            "Warning",
+            format!(
+                "399 {} \"source address not in the trunk allow-list\"",
+                self.host()
+            ),
+        );
+        resp.headers
+            .push("Reason", "SIP;cause=403;text=\"source not allowed\"");
+        self.send_response(peer, &resp);
+    }
+
+    /// Validation beyond the parser: RFC 4475's application-layer faults.
+    pub(super) fn validate(req: &Request) -> Result<(), Reject> {
+        let h = &req.headers;
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            if h.get(name).is_none() {
+                return Err(Reject::bad(format!("Missing {name} header")));
+            }
+        }
+        for name in [
+            "From",
+            "To",
+            "Call-ID",
+            "CSeq",
+            "Max-Forwards",
+            "Content-Type",
+        ] {
+            if h.count(name) > 1 {
+                return Err(Reject::bad(format!("Multiple {name} headers")));
+            }
+        }
+        h.via().map_err(|e| Reject::bad(format!("Bad {e}")))?;
+        h.from().map_err(|e| Reject::bad(format!("Bad {e}")))?;
+        h.to().map_err(|e| Reject::bad(format!("Bad {e}")))?;
+        h.call_id().map_err(|e| Reject::bad(format!("Bad {e}")))?;
+        let cseq = h.cseq().map_err(|e| Reject::bad(format!("Bad {e}")))?;
+        h.max_forwards()
+            .map_err(|e| Reject::bad(format!("Bad {e}")))?;
+        h.contact().map_err(|e| Reject::bad(format!("Bad {e}")))?;
+        if cseq.method != req.method {
+            return Err(Reject::bad("CSeq method does not match the request line"));
+        }
+        if !req.version.eq_ignore_ascii_case("SIP/2.0") {
+            return Err(Reject {
+                status: 505,
+                reason: reason_phrase(505).into(),
+            });
+        }
+        // `?headers` follow the host part; a '?' in the user part is legal (RFC 4475 intmeth).
+        let scheme = req.uri.split(':').next().unwrap_or_default();
+        let hostpart = req.uri.rsplit('@').next().unwrap_or_default();
+        if (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips"))
+            && hostpart.contains('?')
+        {
+            return Err(Reject::bad("Request-URI carries headers"));
+        }
+        Ok(())
+    }
+
+    pub(super) fn answer_parse_error(&mut self, peer: Peer, e: &ParseError) {
+        let Some(s) = &e.salvage else {
+            tracing::debug!(from = %peer.addr, problem = e.problem, "dropping unparsable message");
+            return;
+        };
+        if !s.is_request || s.method == Some(Method::Ack) {
+            tracing::debug!(from = %peer.addr, problem = e.problem, "dropping malformed response or ACK");
+            return;
+        }
+        match self.response(
+            &s.headers,
+            400,
+            &format!("Bad Request ({})", e.problem),
+            None,
+            peer,
+        ) {
+            Some(resp) => {
+                tracing::info!(from = %peer.addr, problem = e.problem, "malformed request: 400");
+                self.send_response(peer, &resp);
+            }
+            None => {
+                tracing::debug!(from = %peer.addr, problem = e.problem, "malformed request without the headers to answer it");
+            }
+        }
+    }
+}
+
+/// What we check before acting on a request, with the response if it fails.
+pub(super) struct Reject {
+    pub(super) status: u16,
+    pub(super) reason: String,
+}
+
+impl Reject {
+    fn bad(reason: impl Into<String>) -> Self {
+        Reject {
+            status: 400,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Headers of an outgoing INVITE that the endpoint writes itself (canonical names).
+const RESERVED: &[&str] = &[
+    "Via",
+    "Max-Forwards",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "Route",
+    "Record-Route",
+    "Content-Type",
+    "Content-Length",
+    "Allow",
+    "User-Agent",
+];
+
+/// Check an outgoing call before anything is built from it; returns the From display name,
+/// quoted and escaped (empty when there is none).
+pub(super) fn check_outgoing(call: &OutgoingCall) -> Result<String, CommandError> {
+    let bad = |m: String| CommandError::InvalidCall(m);
+    check_uri("target_uri", &call.target_uri)?;
+    if !call.target_uri.to_ascii_lowercase().starts_with("sip:") {
+        return Err(bad(format!(
+            "target_uri {:?} is not a sip: URI",
+            call.target_uri
+        )));
+    }
+    check_uri("from_uri", &call.from_uri)?;
+    check_uri("to_uri", &call.to_uri)?;
+    let display = match &call.from_display {
+        Some(d) if d.chars().any(char::is_control) => {
+            return Err(bad("from_display has control characters".into()));
+        }
+        Some(d) => format!("\"{}\" ", d.replace('\\', "\\\\").replace('"', "\\\"")),
+        None => String::new(),
+    };
+    for (name, value) in &call.extra_headers {
+        if name.is_empty() || !name.bytes().all(message::is_token_byte) {
+            return Err(bad(format!("header name {name:?} is not a token")));
+        }
+        if RESERVED.contains(&message::canonical_name(name).as_str()) {
+            return Err(bad(format!("header {name} is the endpoint's own")));
+        }
+        if value.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(bad(format!("header {name} has control characters")));
+        }
+    }
+    Ok(display)
+}
+
+/// A URI for an outgoing call must come out of `<...>` unchanged: that rules out spaces, quotes
+/// and angle brackets, and anything that would read as header parameters.
+fn check_uri(field: &str, uri: &str) -> Result<(), CommandError> {
+    match message::NameAddr::parse("To", &format!("<{uri}>")) {
+        Ok(n) if n.uri == uri && n.params.is_empty() && !uri.chars().any(char::is_control) => {
+            Ok(())
+        }
+        _ => Err(CommandError::InvalidCall(format!(
+            "{field} {uri:?} is not a usable URI"
+        ))),
+    }
+}

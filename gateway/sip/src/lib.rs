@@ -1,0 +1,167 @@
+//! # sip: the sans-IO SIP core of the 12345 intake gateway
+//!
+//! SIP for calls from the carrier trunk: parse/serialize, RFC 3261 transactions and dialogs, and
+//! the user agent the call layer drives ([`Endpoint`]). The gateway's tokio UDP and TCP
+//! transports (`gateway::runtime::sip_transport`) carry its bytes to sockets; nothing here does.
+//!
+//! # Why our own core
+//! The Rust SIP crates did not fit: `rsip` (types and parser) is unmaintained; `rsipstack` and
+//! `ezk` are async stacks tied to tokio, each driven by one author, so their timers and sockets
+//! would be inside code we cannot test deterministically; `rvoip` is not stable. A UAS facing a
+//! single carrier trunk needs a small part of SIP (INVITE/ACK/BYE/CANCEL/OPTIONS/INFO, no
+//! registration, no proxying; outgoing INVITEs only to transfer a caller to an agent, with no
+//! authentication and no redirects), so we own a sans-IO core in the style of `quinn-proto` and
+//! `str0m`: plain state machines fed bytes and an `Instant`, returning bytes to send and call
+//! events. Everything here is deterministic and tested with a fake clock; only the gateway's
+//! transport touches sockets and tokio time.
+//!
+//! # No I/O, no clock, no global randomness
+//! This crate does not depend on tokio, does not touch the file system, and never reads the
+//! clock: every entry point takes the current time as an `Instant` argument. The branch ids,
+//! tags and Call-IDs it invents come from a seeded RNG owned by the [`Endpoint`]
+//! ([`SipSettings::rng_seed`]); the gateway seeds it from the OS at start, tests use fixed seeds
+//! and get the same bytes every run. `tests/no_io.rs` keeps it that way.
+//!
+//! # The poll convention
+//! One driver owns the [`Endpoint`] and repeats:
+//! 1. Feed it what happened, with the current time: a datagram or a framed TCP message
+//!    ([`Endpoint::handle_datagram`]`(now, from, transport, bytes)`), a command from the call
+//!    layer ([`Endpoint::ring`], [`Endpoint::answer`], [`Endpoint::reject`],
+//!    [`Endpoint::hangup`], [`Endpoint::send_info`], [`Endpoint::invite`], each `(now, ...)`), or
+//!    the time itself once a deadline has passed ([`Endpoint::handle_timeout`]`(now)`).
+//! 2. Act on the output. Each of those calls returns, as a `Vec<`[`Output`]`>`, everything the
+//!    input caused, in order: [`Output::Transmit`] (bytes for an address and transport) and
+//!    [`Output::Event`] (a [`CallEvent`] for the call layer). The endpoint collects them in an
+//!    internal buffer while it works and hands the whole buffer over (leaving it empty) when the
+//!    call returns, so nothing is ever left behind for a later call and there is no separate
+//!    drain step. Commands that fail return [`CommandError`] and output nothing.
+//! 3. Ask when to come back: [`Endpoint::poll_timeout`] gives the earliest timer deadline
+//!    (retransmissions, transaction timeouts), or `None` when no timer runs. Wait for that
+//!    instant or the next input, whichever comes first, and go to 1.
+//!
+//! # Layout
+//! - [`message`]: types and typed header access (Via, From/To tags, CSeq, Contact, ...).
+//! - [`parse`] / [`serialize`]: the wire format; the parser passes the RFC 4475 torture corpus.
+//! - `transaction` (private): RFC 3261 section 17 state machines and their timers, named once
+//!   (A to K, and RFC 6026's L and M) in one table; only their settings ([`Timers`]) are public.
+//! - `timed` (private): the index of transactions by next deadline behind
+//!   [`Endpoint::poll_timeout`].
+//! - `dialog` (private): dialog state for both roles (tags, CSeq, route set, remote target).
+//! - `endpoint` (private, its types re-exported here): the user agent ([`Endpoint`]): UAS for
+//!   calls from the trunk, UAC for the legs to human agents that a transfer bridges
+//!   ([`Endpoint::invite`]). Its code is split by role into `endpoint/uas.rs`,
+//!   `endpoint/uac.rs` and `endpoint/validation.rs` (the checks that reject requests).
+//! - This root: [`SipSettings`] (addresses, trunk allow list, identity, timers, RNG seed) and
+//!   [`Transport`].
+
+#![warn(missing_docs, unreachable_pub)]
+
+use std::net::{IpAddr, SocketAddr};
+
+mod dialog;
+mod endpoint;
+pub mod message;
+pub mod parse;
+pub mod serialize;
+mod timed;
+mod transaction;
+
+pub use endpoint::{
+    CallEvent, CallId, CommandError, Dtmf, Endpoint, OutgoingCall, Output, TerminationReason,
+    Transmit, parse_dtmf,
+};
+pub use ipnet::IpNet;
+pub use transaction::Timers;
+
+/// The transport a message came in on or goes out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Datagrams: one message each, retransmitted by the transactions.
+    Udp,
+    /// A stream framed by Content-Length; reliable, so no retransmission timers.
+    Tcp,
+}
+
+impl Transport {
+    /// Reliable transports need no retransmission timers (RFC 3261 17).
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+
+    /// The name written in Via (`SIP/2.0/UDP`) and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+}
+
+/// SIP settings; the gateway's config maps onto this.
+#[derive(Debug, Clone)]
+pub struct SipSettings {
+    /// Our UDP address: the port written in Via and Contact for UDP, and the host when
+    /// `advertised_host` is `None`.
+    pub udp: SocketAddr,
+    /// Our TCP address: the port written in Via and Contact for TCP.
+    pub tcp: SocketAddr,
+    /// Trunk source addresses allowed to send requests; others get 403 Forbidden.
+    pub trunk_allow: Vec<IpNet>,
+    /// Sent in the Server and User-Agent headers.
+    pub user_agent: String,
+    /// Host written in our Via and Contact headers; the bound address when `None`.
+    pub advertised_host: Option<String>,
+    /// User part of our Contact URI.
+    pub contact_user: String,
+    /// RFC 3261 T1, T2 and T4, from which every transaction timer is derived.
+    pub timers: Timers,
+    /// Seed of the endpoint's RNG for branch ids, tags and Call-IDs. Seed it from the OS in
+    /// production (two runs must not reuse identifiers); a fixed seed makes a test repeatable.
+    pub rng_seed: u64,
+}
+
+impl Default for SipSettings {
+    fn default() -> Self {
+        let local: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 5060));
+        SipSettings {
+            udp: local,
+            tcp: local,
+            trunk_allow: vec![
+                ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8).into(),
+                ipnet::Ipv6Net::new_assert(std::net::Ipv6Addr::LOCALHOST, 128).into(),
+            ],
+            user_agent: "12345-gateway".into(),
+            advertised_host: None,
+            contact_user: "12345".into(),
+            timers: Timers::default(),
+            rng_seed: 0,
+        }
+    }
+}
+
+impl SipSettings {
+    /// Whether a source address may send us requests.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.trunk_allow.iter().any(|net| net.contains(&ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_allow_list_is_loopback() {
+        let s = SipSettings::default();
+        assert!(s.allows("127.0.0.1".parse().expect("ip")));
+        assert!(s.allows("127.9.8.7".parse().expect("ip")));
+        assert!(s.allows("::1".parse().expect("ip")));
+        assert!(s.allows("::ffff:127.0.0.1".parse().expect("ip")));
+        assert!(!s.allows("192.0.2.1".parse().expect("ip")));
+        assert!(!s.allows("::2".parse().expect("ip")));
+    }
+}
