@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Run every fuzz target for SECONDS each (default 60; `.ci/run` passes 10), starting from the
+# committed seeds in fuzz/seeds/TARGET (crashes found earlier are kept there, so each run
+# replays them first). Any crash, leak or timeout fails the run and leaves its input in
+# fuzz/artifacts/TARGET/: add that file to fuzz/seeds/TARGET and a unit test where the bug was.
+#   scripts/fuzz.sh            60 s per target
+#   scripts/fuzz.sh 600 sdp    10 minutes on one target
+# The fuzz crate depends only on the crates it fuzzes (no gateway, no whisper.cpp), so the
+# build takes minutes. cargo-fuzz runs on the stable toolchain with RUSTC_BOOTSTRAP=1 (the
+# address sanitizer runtime ships with stable).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-60}"
+shift || true
+export PATH="$HOME/.cargo/bin:$PATH"
+export RUSTC_BOOTSTRAP=1
+export CARGO_TERM_COLOR=never
+if ! command -v cargo-fuzz >/dev/null; then
+  echo "fuzz: installing cargo-fuzz"
+  cargo install cargo-fuzz --locked --quiet
+fi
+# The committed lock file must be current: fail here rather than let cargo rewrite it.
+cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
+
+cd fuzz
+all=$(cargo fuzz list)
+targets=("$@")
+[ "${#targets[@]}" -gt 0 ] || read -r -d '' -a targets <<<"$all" || true
+echo "== cargo fuzz build (${#targets[@]} targets)"
+cargo fuzz build --debug-assertions >/dev/null
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failed=()
+for t in "${targets[@]}"; do
+  if [ ! -d "seeds/$t" ] || [ -z "$(ls -A "seeds/$t")" ]; then
+    echo "fuzz: $t has no seeds in fuzz/seeds/$t"; failed+=("$t"); continue
+  fi
+  mkdir -p "$work/$t"
+  if cargo fuzz run --debug-assertions "$t" "$work/$t" "seeds/$t" -- \
+      -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+      >"$work/$t.log" 2>&1; then
+    runs=$(grep -m1 'stat::number_of_executed_units' "$work/$t.log" | awk '{print $2}')
+    echo "fuzz: $t ok (${runs:-?} runs in ${secs} s)"
+  else
+    echo "fuzz: $t FAILED"; tail -n 40 "$work/$t.log"; failed+=("$t")
+  fi
+done
+n=${#targets[@]}
+echo "fuzz: ${#failed[@]} of $n targets failed${failed[*]:+: ${failed[*]}}"
+[ "${#failed[@]}" -eq 0 ]
