@@ -11,15 +11,23 @@ use std::fmt;
 
 use crate::order_number::{MAX_LEN, MIN_LEN, damm_check_digit};
 
-/// Mask a phone number for display: `13800138000` -> `138****8000`.
+/// Mask a phone number for display: `13800138000` -> `138****8000`. At least four digits are
+/// always hidden: a shorter number (a 7- to 10-digit landline) keeps fewer at each end
+/// (`88886666` -> `88****66`), since head 3 and tail 4 of it would leave it readable.
 pub fn mask_phone(phone: &str) -> String {
     let digits: Vec<char> = phone.chars().filter(char::is_ascii_digit).collect();
-    if digits.len() < 7 {
-        return "*".repeat(digits.len().max(3));
-    }
-    let head: String = digits[..3].iter().collect();
-    let tail: String = digits[digits.len() - 4..].iter().collect();
-    format!("{head}{}{tail}", "*".repeat(digits.len() - 7))
+    let (keep_head, keep_tail) = match digits.len() {
+        0..=6 => return "*".repeat(digits.len().max(3)),
+        7 => (1, 2),
+        8..=10 => (2, 2),
+        _ => (3, 4),
+    };
+    let head: String = digits[..keep_head].iter().collect();
+    let tail: String = digits[digits.len() - keep_tail..].iter().collect();
+    format!(
+        "{head}{}{tail}",
+        "*".repeat(digits.len() - keep_head - keep_tail)
+    )
 }
 
 /// Mask an ID card number: keep the six region digits and the last four.
@@ -307,6 +315,10 @@ pub fn mask_numbers(text: &str) -> Cow<'_, str> {
             if let Some(masked) = masked {
                 let buf = out.get_or_insert_with(|| String::with_capacity(text.len()));
                 buf.push_str(&text[copied..from]);
+                // The `+` stays, so the masked digits never join digits written before it.
+                if bytes[from] == b'+' {
+                    buf.push('+');
+                }
                 buf.push_str(&masked);
                 copied = to;
             }
@@ -462,7 +474,9 @@ mod tests {
         let m = mask_text("027 8888 6666 13800138000");
         assert!(!m.contains("8888"), "{m}");
         assert!(mobiles_left(&m).is_empty(), "{m}");
-        assert_eq!(mask_text("+86 138 0013 8000"), "861******8000");
+        assert_eq!(mask_text("+86 138 0013 8000"), "+861******8000");
+        assert_eq!(mask_text("电话88886666"), "电话88****66");
+        assert_eq!(mask_text("电话8886666"), "电话8****66");
     }
 
     #[test]
@@ -498,6 +512,15 @@ mod tests {
         };
         assert!(!is_order_number(&fake));
         assert_ne!(mask_text(&fake), fake);
+    }
+
+    /// Found by the `mask_text` fuzz target: a 7-digit number came out whole, right after the
+    /// digits before its `+`, so together they read as a mobile number.
+    #[test]
+    fn masked_digits_never_join_the_digits_before_them() {
+        let m = mask_text("身份证1352+2 199001`1 121X");
+        assert!(mobiles_left(&m).is_empty(), "{m}");
+        assert_eq!(m, "身份证1352+2****01`1 121X");
     }
 
     #[test]

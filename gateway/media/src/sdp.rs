@@ -123,7 +123,9 @@ pub struct MediaDescription {
     pub ptime: Option<u32>,
     /// Media-level direction attribute.
     pub direction: Option<Direction>,
-    /// Other attributes, without the `a=`, kept in order.
+    /// Other lines of the section (attributes and `b=` lines), whole (`a=maxptime:40`), kept
+    /// in order. Whole, so that serializing cannot mistake an attribute whose value looks like a
+    /// line (`a=v=0`) for that line.
     pub other_attributes: Vec<String>,
 }
 
@@ -379,7 +381,7 @@ impl SessionDescription {
                                 Ok(_) => m
                                     .fmtps
                                     .push((parse_pt(line_no, pt)?, params.trim().to_string())),
-                                Err(_) => m.other_attributes.push(value.to_string()),
+                                Err(_) => m.other_attributes.push(format!("a={value}")),
                             }
                         }
                         ("ptime", Some(a)) => {
@@ -392,7 +394,7 @@ impl SessionDescription {
                         (d, None) if Direction::parse(d).is_some() => {
                             m.direction = Direction::parse(d);
                         }
-                        _ => m.other_attributes.push(value.to_string()),
+                        _ => m.other_attributes.push(format!("a={value}")),
                     }
                 }
                 (_, Some(m)) => m.other_attributes.push(format!("{kind}={value}")),
@@ -494,12 +496,8 @@ impl fmt::Display for SessionDescription {
             if let Some(p) = m.ptime {
                 let _ = write!(out, "a=ptime:{p}\r\n");
             }
-            for a in &m.other_attributes {
-                if a.len() > 1 && a.as_bytes()[1] == b'=' {
-                    let _ = write!(out, "{a}\r\n");
-                } else {
-                    let _ = write!(out, "a={a}\r\n");
-                }
+            for line in &m.other_attributes {
+                let _ = write!(out, "{line}\r\n");
             }
             if let Some(d) = m.direction {
                 let _ = write!(out, "a={}\r\n", d.as_str());
@@ -1016,6 +1014,21 @@ m=video 6000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\nm=audio 5004 RTP/AVP 0\r\n"
             assert_eq!(e.line, *line, "{text:?}: {e}");
             assert!(!e.to_string().is_empty());
         }
+    }
+
+    /// Found by the `sdp` fuzz target: an attribute whose value looks like a line (`a=v=0`)
+    /// came back from serialization as that line (`v=0`), which no longer parsed.
+    #[test]
+    fn an_attribute_that_looks_like_a_line_stays_an_attribute() {
+        let text = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 8 0 101\r\na=v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\nb=AS:64\r\n";
+        let sdp = SessionDescription::parse(text).expect("parse");
+        let again = SessionDescription::parse(&sdp.to_string()).expect("serialized SDP parses");
+        assert_eq!(again, sdp);
+        assert_eq!(
+            sdp.media[0].other_attributes,
+            ["a=v=0", "o=- 1 1 IN IP4 127.0.0.1", "b=AS:64"]
+        );
     }
 
     #[test]
