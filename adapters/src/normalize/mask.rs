@@ -74,6 +74,20 @@ const AFTER_NAME: &[char] = &[
     '身', '联', '系', '和', '与', '及', '我', '他', '她', '反', '想', '要', '因', '从', '来', '年',
 ];
 
+/// The introducers in one automaton: the earliest in the text, and at one position the
+/// smallest word (they are sorted), as the scan for each word in turn found them.
+static INTRODUCERS: std::sync::LazyLock<aho_corasick::AhoCorasick> =
+    std::sync::LazyLock::new(|| {
+        let mut words = NAME_INTRODUCERS.to_vec();
+        words.sort_unstable();
+        // Built from the constant list above, never from input: it cannot fail.
+        #[allow(clippy::expect_used)]
+        aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+            .build(words)
+            .expect("the name introducers build an automaton")
+    });
+
 fn is_han(c: char) -> bool {
     ('\u{4e00}'..='\u{9fff}').contains(&c)
 }
@@ -86,10 +100,9 @@ pub fn mask_names(text: &str) -> Cow<'_, str> {
     let mut out: Option<String> = None;
     let mut copied = 0;
     let mut search = 0;
-    while let Some((at, intro)) = NAME_INTRODUCERS
-        .iter()
-        .filter_map(|w| text[search..].find(w).map(|i| (search + i, *w)))
-        .min()
+    while let Some((at, intro)) = INTRODUCERS
+        .find(aho_corasick::Input::new(text).range(search..))
+        .map(|m| (m.start(), &text[m.start()..m.end()]))
     {
         let mut start = at + intro.len();
         let rest = &text[start..];

@@ -8,6 +8,11 @@
 //! Text is cut into clauses at punctuation; a cue counts only if its clause has no negation,
 //! hypothetical, past or drill marker before it, and no "隐患/演练" after it.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use aho_corasick::AhoCorasick;
+
 use crate::work_order::{EmergencyReferral, Kind, Urgency};
 
 /// Cues by service, in priority order: a fire is 119's even with injuries (they bring 120); a
@@ -495,8 +500,63 @@ fn live_in_clause(clause: &str, cue: &str) -> bool {
     })
 }
 
-fn live(text: &str, cue: &str) -> bool {
-    text.contains(cue) && clauses(text).any(|c| live_in_clause(c, cue))
+fn live(present: &Present<'_>, cue: &str) -> bool {
+    present.has(cue) && clauses(present.text).any(|c| live_in_clause(c, cue))
+}
+
+/// Every cue word of the rules above, in one Aho-Corasick automaton built on first use: a text
+/// is read once to learn which cues occur in it, instead of once per cue (about 250 of them).
+struct Lexicon {
+    automaton: AhoCorasick,
+    index: HashMap<&'static str, usize>,
+}
+
+static LEXICON: LazyLock<Lexicon> = LazyLock::new(|| {
+    let mut words: Vec<&'static str> = EMERGENCY_CUES
+        .iter()
+        .flat_map(|(_, cues)| cues.iter().copied())
+        .chain(WEAK_FIRE_CUES.iter().copied())
+        .chain(WEAK_FIRE_CONTEXT_OFF.iter().copied())
+        .chain(URGENT_CUES.iter().copied())
+        .chain(
+            KIND_CUES
+                .iter()
+                .flat_map(|(_, cues)| cues.iter().map(|(c, _)| *c)),
+        )
+        .chain(FIRST_PERSON.iter().copied())
+        .collect();
+    words.sort_unstable();
+    words.dedup();
+    let index = words.iter().enumerate().map(|(i, w)| (*w, i)).collect();
+    // Built from the constant word lists above, never from input: it cannot fail.
+    #[allow(clippy::expect_used)]
+    let automaton = AhoCorasick::new(&words).expect("the rule cue words build an automaton");
+    Lexicon { automaton, index }
+});
+
+/// Which cue words occur in one text (the answer `text.contains(cue)` gave, for every cue at
+/// once).
+struct Present<'t> {
+    text: &'t str,
+    seen: Vec<bool>,
+}
+
+impl<'t> Present<'t> {
+    fn of(text: &'t str) -> Self {
+        let lexicon = &*LEXICON;
+        let mut seen = vec![false; lexicon.index.len()];
+        for m in lexicon.automaton.find_overlapping_iter(text) {
+            seen[m.pattern().as_usize()] = true;
+        }
+        Present { text, seen }
+    }
+
+    fn has(&self, cue: &str) -> bool {
+        match LEXICON.index.get(cue) {
+            Some(&i) => self.seen[i],
+            None => self.text.contains(cue),
+        }
+    }
 }
 
 /// The emergency service to refer to, with the cue that decided it.
@@ -507,21 +567,21 @@ pub fn emergency(text: &str) -> Option<(EmergencyReferral, &'static str)> {
             cleaned = cleaned.replace(f, "，");
         }
     }
-    let text = cleaned.as_str();
+    let present = Present::of(&cleaned);
     EMERGENCY_CUES
         .iter()
         .find_map(|(service, cues)| {
             cues.iter()
-                .find(|cue| live(text, cue))
+                .find(|cue| live(&present, cue))
                 .map(|cue| (*service, *cue))
         })
         .or_else(|| {
-            if WEAK_FIRE_CONTEXT_OFF.iter().any(|c| text.contains(c)) {
+            if WEAK_FIRE_CONTEXT_OFF.iter().any(|c| present.has(c)) {
                 return None;
             }
             WEAK_FIRE_CUES
                 .iter()
-                .find(|cue| live(text, cue))
+                .find(|cue| live(&present, cue))
                 .map(|cue| (EmergencyReferral::Fire, *cue))
         })
 }
@@ -531,9 +591,10 @@ pub fn urgency(text: &str, referral: Option<EmergencyReferral>) -> (Urgency, Opt
     if referral.is_some() {
         return (Urgency::Emergency, None);
     }
+    let present = Present::of(text);
     match URGENT_CUES
         .iter()
-        .find(|cue| live(text, cue) || (**cue == "隐患" && text.contains("隐患")))
+        .find(|cue| live(&present, cue) || (**cue == "隐患" && present.has("隐患")))
     {
         Some(cue) => (Urgency::Urgent, Some(cue)),
         None => (Urgency::Normal, None),
@@ -565,10 +626,11 @@ const FIRST_PERSON: &[&str] = &[
 /// Kind, knowing the emergency referral: someone ill is asking for help; a fire, crime or
 /// accident is a call for help when the caller is in it, otherwise a witness's report.
 pub fn kind_with(text: &str, referral: Option<EmergencyReferral>) -> (Kind, Vec<&'static str>) {
+    let present = Present::of(text);
     match referral {
         Some(EmergencyReferral::Medical) => return (Kind::Help, vec!["120"]),
         Some(_) => {
-            return match FIRST_PERSON.iter().find(|w| text.contains(*w)) {
+            return match FIRST_PERSON.iter().find(|w| present.has(w)) {
                 Some(w) => (Kind::Help, vec![*w]),
                 None => (Kind::Report, vec!["witness"]),
             };
@@ -581,7 +643,7 @@ pub fn kind_with(text: &str, referral: Option<EmergencyReferral>) -> (Kind, Vec<
         let mut hits = Vec::new();
         for (cue, weight) in cues.iter() {
             // A cue inside a longer cue of the same kind counts once (感谢 in 非常感谢).
-            if text.contains(cue) && !hits.iter().any(|h: &&str| h.contains(cue)) {
+            if present.has(cue) && !hits.iter().any(|h: &&str| h.contains(cue)) {
                 score += weight;
                 hits.push(*cue);
             }
