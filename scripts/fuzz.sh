@@ -42,7 +42,10 @@ for t in "${targets[@]}"; do
     runs=$(grep -m1 'stat::number_of_executed_units' "$work/$t.log" | awk '{print $2}')
     echo "fuzz: $t ok (${runs:-?} runs in ${secs} s)"
   else
-    echo "fuzz: $t FAILED"; tail -n 40 "$work/$t.log"; failed+=("$t")
+    echo "fuzz: $t FAILED"
+    grep -m3 -A6 -E "panicked at|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)" "$work/$t.log" || true
+    grep -A2 "Failing input" "$work/$t.log" || tail -n 20 "$work/$t.log"
+    failed+=("$t")
   fi
 done
 n=${#targets[@]}
