@@ -5,14 +5,26 @@
 //! is measured and must stay comparable; the keyword route (`一级/二级`) is an extra hint for
 //! dispatchers, in `subcategory`.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use aho_corasick::AhoCorasick;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Taxonomy {
     pub category: Vec<Category>,
+    /// Every keyword in one automaton, so a text is read once per route, not once per keyword.
+    #[serde(skip)]
+    keywords: Option<Keywords>,
+}
+
+/// The distinct keywords of all sub-categories and their automaton (overlapping matches).
+#[derive(Debug, Clone)]
+struct Keywords {
+    automaton: AhoCorasick,
+    index: HashMap<String, usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -44,7 +56,25 @@ pub fn shipped() -> Result<&'static Taxonomy, &'static str> {
 
 impl Taxonomy {
     pub fn from_toml(text: &str) -> Result<Taxonomy, String> {
-        toml::from_str(text).map_err(|e| format!("taxonomy: {e}"))
+        let mut t: Taxonomy = toml::from_str(text).map_err(|e| format!("taxonomy: {e}"))?;
+        let mut words: Vec<&str> = t
+            .category
+            .iter()
+            .flat_map(|c| &c.sub)
+            .flat_map(|s| &s.keywords)
+            .map(String::as_str)
+            .filter(|k| !k.is_empty())
+            .collect();
+        words.sort_unstable();
+        words.dedup();
+        let automaton = AhoCorasick::new(&words).map_err(|e| format!("taxonomy: {e}"))?;
+        let index = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| ((*w).to_owned(), i))
+            .collect();
+        t.keywords = Some(Keywords { automaton, index });
+        Ok(t)
     }
 
     /// Names of the first-level categories the model predicts.
@@ -59,6 +89,19 @@ impl Taxonomy {
     /// untrained one (公共安全 …) when its keywords match. Most keyword hits win; file order
     /// breaks ties.
     pub fn route(&self, first_level: Option<&str>, text: &str) -> Option<String> {
+        // Which keywords occur in the text: one pass of the automaton.
+        let present: Option<(Vec<bool>, &HashMap<String, usize>)> =
+            self.keywords.as_ref().map(|k| {
+                let mut seen = vec![false; k.index.len()];
+                for m in k.automaton.find_overlapping_iter(text) {
+                    seen[m.pattern().as_usize()] = true;
+                }
+                (seen, &k.index)
+            });
+        let occurs = |k: &str| match &present {
+            Some((seen, index)) => index.get(k).is_some_and(|&i| seen[i]),
+            None => text.contains(k),
+        };
         let best = |cats: &mut dyn Iterator<Item = &Category>| {
             let mut best: Option<(usize, String)> = None;
             for c in cats {
@@ -66,7 +109,7 @@ impl Taxonomy {
                     let hits = s
                         .keywords
                         .iter()
-                        .filter(|k| !k.is_empty() && text.contains(k.as_str()))
+                        .filter(|k| !k.is_empty() && occurs(k.as_str()))
                         .count();
                     if hits > 0 && best.as_ref().is_none_or(|(h, _)| hits > *h) {
                         best = Some((hits, format!("{}/{}", c.name, s.name)));
