@@ -135,16 +135,16 @@ pub fn normalize_text(subject: &str, detail: &str) -> Normalized {
         joined.as_str()
     };
 
-    let emergency = rules::emergency(text);
-    let emergency_referral = emergency.map(|(service, cue)| {
+    let decided = rules::decide(text);
+    let emergency_referral = decided.emergency.map(|(service, cue)| {
         reasons.push(format!("emergency {}: {cue}", service.number()));
         service
     });
-    let (urgency, urgent_cue) = rules::urgency(text, emergency_referral);
+    let (urgency, urgent_cue) = decided.urgency;
     if let Some(cue) = urgent_cue {
         reasons.push(format!("urgent: {cue}"));
     }
-    let (kind, cues) = rules::kind_with(text, emergency_referral);
+    let (kind, cues) = decided.kind;
     reasons.push(if cues.is_empty() {
         format!("kind {}: no cue, default", kind.as_str())
     } else {

@@ -524,6 +524,7 @@ static LEXICON: LazyLock<Lexicon> = LazyLock::new(|| {
                 .flat_map(|(_, cues)| cues.iter().map(|(c, _)| *c)),
         )
         .chain(FIRST_PERSON.iter().copied())
+        .chain(FALSE_FRIENDS.iter().copied())
         .collect();
     words.sort_unstable();
     words.dedup();
@@ -559,15 +560,53 @@ impl<'t> Present<'t> {
     }
 }
 
+/// What the rules decide for one text, reading it once for every rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decisions {
+    /// The emergency service to refer to, with the cue that decided it.
+    pub emergency: Option<(EmergencyReferral, &'static str)>,
+    /// Urgency, with the cue that decided it.
+    pub urgency: (Urgency, Option<&'static str>),
+    /// Kind, with the cues that decided it.
+    pub kind: (Kind, Vec<&'static str>),
+}
+
+/// Emergency referral, urgency and kind of a text, as [`emergency`], [`urgency`] and
+/// [`kind_with`] decide them, with the cue words found in one pass.
+pub fn decide(text: &str) -> Decisions {
+    let present = Present::of(text);
+    let emergency = emergency_in(&present);
+    let referral = emergency.map(|(service, _)| service);
+    Decisions {
+        emergency,
+        urgency: urgency_in(&present, referral),
+        kind: kind_in(&present, referral),
+    }
+}
+
 /// The emergency service to refer to, with the cue that decided it.
 pub fn emergency(text: &str) -> Option<(EmergencyReferral, &'static str)> {
-    let mut cleaned = text.to_owned();
-    for f in FALSE_FRIENDS {
-        if cleaned.contains(f) {
-            cleaned = cleaned.replace(f, "，");
+    emergency_in(&Present::of(text))
+}
+
+fn emergency_in(raw: &Present<'_>) -> Option<(EmergencyReferral, &'static str)> {
+    // Words that contain a cue but are no emergency ("火锅") are cut out first; most texts
+    // have none, and then the cues found in the raw text stand.
+    let cleaned_text;
+    let cleaned_present;
+    let present = if FALSE_FRIENDS.iter().any(|f| raw.has(f)) {
+        let mut cleaned = raw.text.to_owned();
+        for f in FALSE_FRIENDS {
+            if cleaned.contains(f) {
+                cleaned = cleaned.replace(f, "，");
+            }
         }
-    }
-    let present = Present::of(&cleaned);
+        cleaned_text = cleaned;
+        cleaned_present = Present::of(&cleaned_text);
+        &cleaned_present
+    } else {
+        raw
+    };
     EMERGENCY_CUES
         .iter()
         .find_map(|(service, cues)| {
@@ -588,13 +627,19 @@ pub fn emergency(text: &str) -> Option<(EmergencyReferral, &'static str)> {
 
 /// Urgency, with the cue that decided it.
 pub fn urgency(text: &str, referral: Option<EmergencyReferral>) -> (Urgency, Option<&'static str>) {
+    urgency_in(&Present::of(text), referral)
+}
+
+fn urgency_in(
+    present: &Present<'_>,
+    referral: Option<EmergencyReferral>,
+) -> (Urgency, Option<&'static str>) {
     if referral.is_some() {
         return (Urgency::Emergency, None);
     }
-    let present = Present::of(text);
     match URGENT_CUES
         .iter()
-        .find(|cue| live(&present, cue) || (**cue == "隐患" && present.has("隐患")))
+        .find(|cue| live(present, cue) || (**cue == "隐患" && present.has("隐患")))
     {
         Some(cue) => (Urgency::Urgent, Some(cue)),
         None => (Urgency::Normal, None),
@@ -626,7 +671,14 @@ const FIRST_PERSON: &[&str] = &[
 /// Kind, knowing the emergency referral: someone ill is asking for help; a fire, crime or
 /// accident is a call for help when the caller is in it, otherwise a witness's report.
 pub fn kind_with(text: &str, referral: Option<EmergencyReferral>) -> (Kind, Vec<&'static str>) {
-    let present = Present::of(text);
+    kind_in(&Present::of(text), referral)
+}
+
+fn kind_in(
+    present: &Present<'_>,
+    referral: Option<EmergencyReferral>,
+) -> (Kind, Vec<&'static str>) {
+    let text = present.text;
     match referral {
         Some(EmergencyReferral::Medical) => return (Kind::Help, vec!["120"]),
         Some(_) => {
