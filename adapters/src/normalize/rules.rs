@@ -611,7 +611,7 @@ fn emergency_in(raw: &Present<'_>) -> Option<(EmergencyReferral, &'static str)> 
         .iter()
         .find_map(|(service, cues)| {
             cues.iter()
-                .find(|cue| live(&present, cue))
+                .find(|cue| live(present, cue))
                 .map(|cue| (*service, *cue))
         })
         .or_else(|| {
@@ -620,7 +620,7 @@ fn emergency_in(raw: &Present<'_>) -> Option<(EmergencyReferral, &'static str)> 
             }
             WEAK_FIRE_CUES
                 .iter()
-                .find(|cue| live(&present, cue))
+                .find(|cue| live(present, cue))
                 .map(|cue| (EmergencyReferral::Fire, *cue))
         })
 }
