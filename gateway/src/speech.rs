@@ -40,7 +40,7 @@ use speech_models::recognizer::{Language, Recognition, Recognizer, RecognizerCon
 use speech_models::vad::{Utterance, Vad, VadConfig, VadEvent};
 use tokio::sync::mpsc;
 
-use crate::config::SpeechConfig;
+use crate::call::config::{MAX_UTTERANCE, SpeechConfig};
 
 /// `gateway models prepare`: obtains, converts, verifies and caches Whisper base.
 pub fn prepare_model(cache_dir: &Path, options: &PrepareOptions) -> anyhow::Result<PathBuf> {
@@ -51,7 +51,8 @@ pub fn prepare_model(cache_dir: &Path, options: &PrepareOptions) -> anyhow::Resu
     Ok(path)
 }
 
-/// What calls need from `[speech]`.
+/// What calls need from `[speech]`, with the model file resolved; built only by
+/// [`SpeechSettings::from_config`].
 #[derive(Debug, Clone)]
 pub struct SpeechSettings {
     pub model: PathBuf,
@@ -88,9 +89,11 @@ impl SpeechSettings {
             model,
             pool_size: config.pool_size,
             threads: config.threads,
-            end_silence: Duration::from_millis(u64::from(config.end_silence_ms)),
-            max_utterance: Duration::from_secs(u64::from(config.max_utterance_s.clamp(1, 30))),
-            timeout: Duration::from_millis(config.timeout_ms),
+            end_silence: config.end_silence_ms,
+            max_utterance: config
+                .max_utterance_s
+                .clamp(Duration::from_secs(1), MAX_UTTERANCE),
+            timeout: config.timeout_ms,
             min_confidence: config.min_confidence,
             match_threshold: config.match_threshold,
         })
