@@ -12,7 +12,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ivr_flows::{FlowRegistry, FlowSet, diagnostic};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// `[ivr]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IvrConfig {
+    /// The flow files administrators edit; watched and reloaded live.
+    pub flows_dir: PathBuf,
+    /// Watch `flows_dir` and apply valid edits without a restart.
+    pub reload: bool,
+}
+
+impl Default for IvrConfig {
+    fn default() -> Self {
+        IvrConfig {
+            flows_dir: PathBuf::from("ivr-flows/flows"),
+            reload: true,
+        }
+    }
+}
 
 /// What `/readyz` shows about the flows.
 #[derive(Debug, Clone, Serialize)]

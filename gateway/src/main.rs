@@ -115,7 +115,7 @@ fn local_time(at: Option<&str>, config: &Config) -> anyhow::Result<ivr_flows::ca
         Some(s) => chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M")
             .map_err(|_| anyhow::anyhow!("--at is `YYYY-MM-DD HH:MM`, got {s:?}"))?,
         None => chrono::Utc::now()
-            .with_timezone(&config.utc_offset()?)
+            .with_timezone(&config.node.utc_offset)
             .naive_local(),
     };
     Ok(ivr_flows::calendar::LocalTime {

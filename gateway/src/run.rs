@@ -7,20 +7,18 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::api::auth::{ApiClient, ApiKeys};
 use crate::api::{self, AppState};
-use crate::config::{self, Config, StoreKind};
-use crate::dispatch::backoff::Backoff;
-use crate::dispatch::{DispatchSettings, Dispatcher};
+use crate::config::{self, Config};
+use crate::dispatch::Dispatcher;
 use crate::intake::Intake;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Backend, Numbering, RelatedOrders, Store};
+use crate::store::{Backend, Numbering, RelatedOrders, Store, StoreKind};
 use crate::telemetry;
 
 pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
@@ -61,7 +59,7 @@ fn api_keys(config: &Config) -> anyhow::Result<ApiKeys> {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let numbering = Numbering::new(config.node.id, config.utc_offset()?);
+    let numbering = Numbering::new(config.node.id, config.node.utc_offset);
     Ok(match config.store.kind {
         StoreKind::Sqlite => {
             let path = config.sqlite_path();
@@ -140,24 +138,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let store = related_orders(&config, open_store(&config).await?).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let dispatcher = match &config.dispatch.url {
-        Some(url) => {
-            let d = &config.dispatch;
-            let dispatcher = Dispatcher::new(
-                store.clone(),
-                DispatchSettings {
-                    url: url.clone(),
-                    secret: dispatch_secret.clone(),
-                    concurrency: d.concurrency,
-                    timeout: Duration::from_millis(d.timeout_ms),
-                    backoff: Backoff {
-                        initial: Duration::from_millis(d.backoff_initial_ms),
-                        max: Duration::from_millis(d.backoff_max_ms),
-                    },
-                    poll_interval: Duration::from_millis(d.poll_interval_ms),
-                    lease: Duration::from_millis(d.lease_ms),
-                },
-            )?;
+    let dispatcher = match config.dispatch.settings(dispatch_secret.clone()) {
+        Some(settings) => {
+            let dispatcher = Dispatcher::new(store.clone(), settings)?;
             Some(tokio::spawn(dispatcher.run(stop_rx.clone())))
         }
         None => {
@@ -192,14 +175,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
 
     let channels = api::channels::Channels::start(&config.channels, &store)?;
-    let request_timeout = Duration::from_millis(config.http.request_timeout_ms);
+    let request_timeout = config.http.request_timeout_ms;
     let state = AppState {
         intake: Intake::new(store.clone()).with_timeout(request_timeout),
         store,
         keys: Arc::new(keys),
         dispatch_secret,
         dispatch_configured: config.dispatch.url.is_some(),
-        event_max_skew_s: config.dispatch.event_max_skew_s,
+        event_max_skew_s: i64::try_from(config.dispatch.event_max_skew_s.as_secs())
+            .unwrap_or(i64::MAX),
         request_timeout,
         metrics,
         flows,

@@ -40,7 +40,7 @@ use speech_models::recognizer::{Language, Recognition, Recognizer, RecognizerCon
 use speech_models::vad::{Utterance, Vad, VadConfig, VadEvent};
 use tokio::sync::mpsc;
 
-use crate::config::SpeechConfig;
+use crate::call::config::{MAX_UTTERANCE, SpeechConfig};
 
 /// `gateway models prepare`: obtains, converts, verifies and caches Whisper base.
 pub fn prepare_model(cache_dir: &Path, options: &PrepareOptions) -> anyhow::Result<PathBuf> {
@@ -51,7 +51,8 @@ pub fn prepare_model(cache_dir: &Path, options: &PrepareOptions) -> anyhow::Resu
     Ok(path)
 }
 
-/// What calls need from `[speech]`.
+/// What calls need from `[speech]`, with the model file resolved; built only by
+/// [`SpeechSettings::from_config`].
 #[derive(Debug, Clone)]
 pub struct SpeechSettings {
     pub model: PathBuf,
@@ -65,6 +66,22 @@ pub struct SpeechSettings {
 }
 
 impl SpeechSettings {
+    /// `[speech]` with `model` as the model file.
+    fn new(model: PathBuf, config: &SpeechConfig) -> SpeechSettings {
+        SpeechSettings {
+            model,
+            pool_size: config.pool_size,
+            threads: config.threads,
+            end_silence: config.end_silence_ms,
+            max_utterance: config
+                .max_utterance_s
+                .clamp(Duration::from_secs(1), MAX_UTTERANCE),
+            timeout: config.timeout_ms,
+            min_confidence: config.min_confidence,
+            match_threshold: config.match_threshold,
+        }
+    }
+
     /// The settings, or why speech is off. Never downloads: a missing model is reported with
     /// the command that prepares it (`gateway run` must not fetch 140 MB on its own).
     pub fn from_config(config: &SpeechConfig) -> Result<SpeechSettings, String> {
@@ -84,16 +101,7 @@ impl SpeechSettings {
         // Header and hyperparameters only: whisper.cpp checks the rest when it loads the file.
         let model = model::resolve(Some(&path), &config.cache_dir, &PrepareOptions::default())
             .map_err(|e| format!("speech model unusable: {e}"))?;
-        Ok(SpeechSettings {
-            model,
-            pool_size: config.pool_size,
-            threads: config.threads,
-            end_silence: Duration::from_millis(u64::from(config.end_silence_ms)),
-            max_utterance: Duration::from_secs(u64::from(config.max_utterance_s.clamp(1, 30))),
-            timeout: Duration::from_millis(config.timeout_ms),
-            min_confidence: config.min_confidence,
-            match_threshold: config.match_threshold,
-        })
+        Ok(SpeechSettings::new(model, config))
     }
 }
 
@@ -476,16 +484,14 @@ mod tests {
     use speech_models::recognizer::NotUnderstoodReason;
 
     fn settings() -> SpeechSettings {
-        SpeechSettings {
-            model: PathBuf::from("/nonexistent/ggml-base.bin"),
-            pool_size: 1,
-            threads: 1,
-            end_silence: Duration::from_millis(800),
-            max_utterance: Duration::from_secs(15),
-            timeout: Duration::from_secs(5),
-            min_confidence: 0.35,
-            match_threshold: 0.4,
-        }
+        SpeechSettings::new(
+            PathBuf::from("/nonexistent/ggml-base.bin"),
+            &SpeechConfig {
+                pool_size: 1,
+                threads: 1,
+                ..SpeechConfig::default()
+            },
+        )
     }
 
     /// A service whose model never finished loading: every utterance is "not understood".

@@ -17,6 +17,26 @@ pub enum Codec {
     Pcma,
 }
 
+/// A codec name that is not one of ours (PCMA, PCMU).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown codec {0:?} (PCMA or PCMU)")]
+pub struct UnknownCodec(pub String);
+
+impl std::str::FromStr for Codec {
+    type Err = UnknownCodec;
+
+    /// The encoding name, case-insensitively (as [`Codec::from_name`]).
+    fn from_str(s: &str) -> Result<Codec, UnknownCodec> {
+        Codec::from_name(s).ok_or_else(|| UnknownCodec(s.to_owned()))
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl Codec {
     /// Static RTP payload type.
     pub fn payload_type(self) -> u8 {
@@ -203,6 +223,15 @@ static ALAW_TO_LINEAR: [i16; 256] = build_table(false);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codec_names_parse_case_insensitively() {
+        assert_eq!("PCMA".parse::<Codec>(), Ok(Codec::Pcma));
+        assert_eq!("pcmu".parse::<Codec>(), Ok(Codec::Pcmu));
+        let e = "G729".parse::<Codec>().expect_err("not ours");
+        assert_eq!(e.to_string(), "unknown codec \"G729\" (PCMA or PCMU)");
+        assert_eq!(Codec::Pcma.to_string(), "PCMA");
+    }
 
     #[test]
     fn reference_values_ulaw() {

@@ -73,7 +73,7 @@ pub mod rtp_session;
 pub mod sdp;
 pub mod speech_feed;
 
-pub use g711::Codec;
+pub use g711::{Codec, UnknownCodec};
 
 /// Telephony sample rate (G.711).
 pub const SAMPLE_RATE: u32 = 8000;

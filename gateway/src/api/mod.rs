@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod channels;
+mod config;
 pub mod error;
 mod open311;
 mod ops;
@@ -12,6 +13,9 @@ mod submissions;
 mod web;
 
 pub use web::WebState;
+
+pub use config::{ApiConfig, ApiKeyConfig, HttpConfig};
+pub use web::WebConfig;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -16,9 +16,11 @@
 //! - [`tts`]: prompts that have text but no recording, spoken by espeak-ng and cached.
 //! - [`bridge`]: transfer to an agent as a B2BUA (second leg, relayed audio, order draft).
 //! - [`cdr`]: one call detail record per call (outcome, orders, recording, RTP loss and jitter).
+//! - [`config`]: the `[sip]`, `[media]`, `[calls]` and `[speech]` sections.
 
 pub mod bridge;
 pub mod cdr;
+pub mod config;
 pub mod manager;
 pub mod order;
 pub mod session;
@@ -36,15 +38,15 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::ivr::LiveFlows;
-use crate::runtime::media_engine::{MediaEngine, PacerSettings};
+use crate::runtime::media_engine::MediaEngine;
 use crate::runtime::prompt_cache::PromptCache;
 use crate::runtime::rtp_socket::PortAllocator;
 use crate::runtime::sip_transport::{Command, SipService};
 use crate::store::Store;
-use media::{Codec, MediaSettings};
-use sip::{IpNet, SipSettings};
+use media::MediaSettings;
 
-/// What calls need from the configuration.
+/// What calls need from the configuration, with what is resolved at start (directories, our
+/// SIP URI); built once, in [`CallService::start`].
 #[derive(Debug, Clone)]
 pub struct CallSettings {
     pub entry_flow: String,
@@ -56,8 +58,6 @@ pub struct CallSettings {
     pub callback_orders: bool,
     pub utc_offset: chrono::FixedOffset,
     pub media: MediaSettings,
-    /// How the media engine's pacer threads run.
-    pub pacer: PacerSettings,
     pub cdr_dir: PathBuf,
     /// Our SIP identity for legs we place (From of a transfer's INVITE).
     pub local_uri: String,
@@ -90,49 +90,6 @@ pub struct CallService {
     sip_task: JoinHandle<()>,
 }
 
-/// SIP settings from the configuration.
-pub fn sip_settings(config: &Config) -> anyhow::Result<SipSettings> {
-    let mut trunk_allow = Vec::new();
-    for net in &config.sip.trunk_allow {
-        let parsed: IpNet = match net.parse() {
-            Ok(n) => n,
-            Err(_) => net
-                .parse::<std::net::IpAddr>()
-                .map(IpNet::from)
-                .with_context(|| format!("sip.trunk_allow: {net:?}"))?,
-        };
-        trunk_allow.push(parsed);
-    }
-    Ok(SipSettings {
-        udp: config.sip.udp,
-        tcp: config.sip.tcp,
-        trunk_allow,
-        user_agent: config.sip.user_agent.clone(),
-        advertised_host: config.sip.advertised_host.clone(),
-        // From the OS: branch ids, tags and Call-IDs must differ from one run to the next.
-        rng_seed: rand::random(),
-        ..SipSettings::default()
-    })
-}
-
-/// Media settings from the configuration.
-pub fn media_settings(config: &Config) -> MediaSettings {
-    let m = &config.media;
-    MediaSettings {
-        bind_ip: m.bind_ip,
-        rtp_ports: m.rtp_port_min..=m.rtp_port_max,
-        media_timeout: Duration::from_secs(m.media_timeout_s),
-        jitter_ms: m.jitter_ms,
-        codecs: m
-            .codecs
-            .iter()
-            .filter_map(|c| Codec::from_name(c))
-            .collect(),
-        inband_dtmf: m.inband_dtmf,
-        ..MediaSettings::default()
-    }
-}
-
 impl CallService {
     /// Bind SIP and start taking calls into `flows`.
     pub async fn start(
@@ -140,7 +97,6 @@ impl CallService {
         flows: Arc<LiveFlows>,
         store: Store,
     ) -> anyhow::Result<CallService> {
-        let media = media_settings(config);
         let recordings_dir = config.recordings_dir();
         std::fs::create_dir_all(&recordings_dir).with_context(|| {
             format!("cannot create recordings_dir {}", recordings_dir.display())
@@ -151,18 +107,15 @@ impl CallService {
             recordings_dir,
             record_calls: config.calls.record_calls,
             agents: config.calls.agents.clone(),
-            transfer_timeout: Duration::from_secs(config.calls.transfer_timeout_s.max(1)),
+            transfer_timeout: config.calls.transfer_timeout_s.max(Duration::from_secs(1)),
             callback_orders: config.calls.callback_orders,
-            utc_offset: config.utc_offset()?,
+            utc_offset: config.node.utc_offset,
             cdr_dir: config.node.data_dir.join("cdr"),
-            media,
-            pacer: PacerSettings {
-                threads: config.media.pacer_threads,
-                priority: config.media.pacer_priority,
-            },
+            media: MediaSettings::from(&config.media),
             local_uri: String::new(),
         };
-        let sip_settings = sip_settings(config)?;
+        // From the OS: branch ids, tags and Call-IDs must differ from one run to the next.
+        let sip_settings = config.sip.settings(rand::random());
         let sip = SipService::start(sip_settings.clone())
             .await
             .with_context(|| {
@@ -182,7 +135,7 @@ impl CallService {
         tracing::info!(udp = %sip.udp_addr, tcp = %sip.tcp_addr, "SIP calls: listening");
         let shared = Arc::new(Shared {
             ports: PortAllocator::new(settings.media.rtp_ports.clone()),
-            media: MediaEngine::new(settings.pacer.threads, settings.pacer.priority)
+            media: MediaEngine::new(config.media.pacer_threads, config.media.pacer_priority)
                 .context("cannot start the media pacer threads")?,
             tts: tts::Tts::new(
                 config.calls.tts_command.clone(),

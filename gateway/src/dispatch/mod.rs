@@ -6,7 +6,10 @@
 //! Permanent refusals (4xx other than 408/429) become dead letters that operators can replay.
 
 pub mod backoff;
+mod config;
 pub mod signature;
+
+pub use config::DispatchConfig;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +22,8 @@ use tracing::Instrument;
 use crate::store::{Claimed, DeliveryOutcome, Store};
 use backoff::{Backoff, Verdict, classify_status};
 
-/// Settings the worker needs, resolved from the config.
+/// Settings the worker needs: `[dispatch]` with its URL and secret resolved
+/// ([`DispatchConfig::settings`]).
 #[derive(Debug, Clone)]
 pub struct DispatchSettings {
     pub url: String,

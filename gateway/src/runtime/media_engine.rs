@@ -8,8 +8,8 @@
 //! than 5 ms late at 2,000 calls on two cores). The telephony servers that carry thousands of
 //! calls (FreeSWITCH's timer threads, the generator in `benches/`) pace from one clock instead.
 //!
-//! Here every call is an entry on one pacer thread (the least loaded of
-//! [`PacerSettings::threads`]). The thread sleeps until the
+//! Here every call is an entry on one pacer thread (the least loaded of the engine's
+//! `media.pacer_threads`). The thread sleeps until the
 //! earliest deadline of its calls (at most [`EARLY`] before it, at most [`MAX_SLEEP`] at a
 //! time). On each wakeup it takes the calls handed over meanwhile, asks its epoll set without
 //! waiting which of its calls' RTP and RTCP sockets hold datagrams and reads those
@@ -51,29 +51,6 @@ pub const EARLY: Duration = Duration::from_millis(1);
 /// Longest a pacer with calls sleeps, so arriving packets are read (and their arrival time
 /// taken for the jitter figures) within about this long even when it carries few calls.
 pub const MAX_SLEEP: Duration = Duration::from_millis(2);
-
-/// The pacers' real-time priority unless configured otherwise (`media.pacer_priority`): one
-/// value for the configuration's default and [`PacerSettings::default`].
-pub const DEFAULT_PACER_PRIORITY: u8 = 10;
-
-/// How the pacer threads run (`media.pacer_threads`, `media.pacer_priority`): settings of this
-/// engine, not of the sans-IO media crate, which never sees a thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PacerSettings {
-    /// Pacer threads of the [`MediaEngine`] (0: one per core).
-    pub threads: usize,
-    /// SCHED_FIFO priority of the pacer threads (0: normal scheduling).
-    pub priority: u8,
-}
-
-impl Default for PacerSettings {
-    fn default() -> Self {
-        Self {
-            threads: 0,
-            priority: DEFAULT_PACER_PRIORITY,
-        }
-    }
-}
 
 /// Pacer threads carrying the media of every call. Cheap to share; the threads end when the
 /// engine is dropped and their last call has closed.

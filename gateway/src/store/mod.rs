@@ -13,12 +13,15 @@
 
 mod backend;
 pub mod channel_ops;
+mod config;
 mod numbering;
 pub mod postgres;
 pub mod related;
 mod schema;
 pub mod sqlite;
 mod sqlite_files;
+
+pub use config::{RelatedOrdersConfig, StoreConfig, StoreKind};
 
 use std::sync::Arc;
 

@@ -9,11 +9,12 @@
 //! The wire formats and texts live in `adapters::wechat` and `adapters::sms`; this module does
 //! the HTTP, the store and the clock.
 
+mod config;
 mod sms;
 mod wechat;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,11 +23,12 @@ use anyhow::Context;
 use axum::Router;
 use axum::routing::{get, post};
 use chrono::Utc;
+use ipnet::IpNet;
 
 use super::AppState;
-use crate::config::{self, ChannelsConfig, SmsProviderConfig, WechatKind};
 use crate::intake::Intake;
 use crate::store::Store;
+pub use config::{ChannelsConfig, SmsConfig, SmsProviderConfig, WechatAccountConfig, WechatKind};
 
 /// The channels' routes, merged into the API router.
 pub fn routes() -> Router<AppState> {
@@ -94,9 +96,9 @@ impl Channels {
     pub fn from_config(c: &ChannelsConfig) -> anyhow::Result<Channels> {
         let mut wechat = HashMap::new();
         for a in &c.wechat {
-            let token = config::secret(&a.token, &a.token_file)?
+            let token = crate::config::secret(&a.token, &a.token_file)?
                 .with_context(|| format!("channels.wechat {:?} has no token", a.name))?;
-            let cipher = config::secret(&a.encoding_aes_key, &a.encoding_aes_key_file)?
+            let cipher = crate::config::secret(&a.encoding_aes_key, &a.encoding_aes_key_file)?
                 .map(|k| MessageCipher::new(&k, a.appid.trim()))
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("channels.wechat {:?}: {e}", a.name))?;
@@ -111,32 +113,21 @@ impl Channels {
                 },
             );
         }
-        let provider = |name: &str, p: &SmsProviderConfig| -> anyhow::Result<SmsProvider> {
-            let allow = p
-                .allow_ips
-                .iter()
-                .map(|s| {
-                    IpNet::parse(s).with_context(|| format!("channels.sms.{name}.allow_ips: {s:?}"))
-                })
-                .collect::<anyhow::Result<_>>()?;
+        let provider = |p: &SmsProviderConfig| -> anyhow::Result<SmsProvider> {
             Ok(SmsProvider {
                 enabled: p.enabled,
-                token: config::secret(&p.token, &p.token_file)?,
-                allow,
+                token: crate::config::secret(&p.token, &p.token_file)?,
+                allow: p.allow_ips.clone(),
             })
         };
         Ok(Channels {
             wechat,
-            aliyun: provider("aliyun", &c.sms.aliyun)?,
-            tencent: provider("tencent", &c.sms.tencent)?,
-            attach_window: chrono::Duration::seconds(
-                i64::try_from(c.attach_window_s).unwrap_or(i64::MAX / 1_000_000),
-            ),
-            part_wait: chrono::Duration::seconds(
-                i64::try_from(c.sms.part_wait_s).unwrap_or(i64::MAX / 1_000_000),
-            ),
-            wechat_max_skew_s: (c.wechat_max_skew_s > 0)
-                .then(|| i64::try_from(c.wechat_max_skew_s).unwrap_or(i64::MAX)),
+            aliyun: provider(&c.sms.aliyun)?,
+            tencent: provider(&c.sms.tencent)?,
+            attach_window: chrono_seconds(c.attach_window_s),
+            part_wait: chrono_seconds(c.sms.part_wait_s),
+            wechat_max_skew_s: (!c.wechat_max_skew_s.is_zero())
+                .then(|| i64::try_from(c.wechat_max_skew_s.as_secs()).unwrap_or(i64::MAX)),
         })
     }
 
@@ -175,49 +166,10 @@ impl Channels {
     }
 }
 
-/// An address or network of an allow-list (`203.0.113.7`, `203.0.113.0/24`, `2001:db8::/32`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl IpNet {
-    pub fn parse(s: &str) -> Option<IpNet> {
-        let (a, p) = match s.trim().split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s.trim(), None),
-        };
-        let addr: IpAddr = a.parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            None => max,
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
-        };
-        Some(IpNet { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
+/// A configured window in whole seconds, as the channels' clock (`chrono`) counts; absurdly long
+/// ones are capped rather than overflowing.
+fn chrono_seconds(d: Duration) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 1_000_000))
 }
 
 /// The peer address, when the server was started with connect info.
@@ -231,28 +183,26 @@ pub(crate) fn short_user(id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn allow_lists_match_addresses_and_networks() {
-        let net = IpNet::parse("203.0.113.0/24").expect("net");
-        assert!(net.contains("203.0.113.7".parse().expect("ip")));
-        assert!(!net.contains("203.0.114.7".parse().expect("ip")));
-        assert!(net.contains("::ffff:203.0.113.9".parse().expect("ip")));
-        let one = IpNet::parse("127.0.0.1").expect("ip");
-        assert!(one.contains("127.0.0.1".parse().expect("ip")));
-        assert!(!one.contains("127.0.0.2".parse().expect("ip")));
-        assert!(
-            IpNet::parse("0.0.0.0/0")
-                .expect("all")
-                .contains("8.8.8.8".parse().expect("ip"))
-        );
-        assert!(IpNet::parse("10.0.0.0/33").is_none());
-        assert!(IpNet::parse("nope").is_none());
-        assert!(
-            IpNet::parse("2001:db8::/32")
-                .expect("v6")
-                .contains("2001:db8::1".parse().expect("ip"))
-        );
+        use crate::config::ip_nets::{contains, parse};
+        let net = [parse("203.0.113.0/24").expect("net")];
+        assert!(contains(&net, "203.0.113.7".parse().expect("ip")));
+        assert!(!contains(&net, "203.0.114.7".parse().expect("ip")));
+        assert!(contains(&net, "::ffff:203.0.113.9".parse().expect("ip")));
+        let one = [parse("127.0.0.1").expect("ip")];
+        assert!(contains(&one, "127.0.0.1".parse().expect("ip")));
+        assert!(!contains(&one, "127.0.0.2".parse().expect("ip")));
+        assert!(contains(
+            &[parse("0.0.0.0/0").expect("all")],
+            "8.8.8.8".parse().expect("ip")
+        ));
+        assert!(parse("10.0.0.0/33").is_none());
+        assert!(parse("nope").is_none());
+        assert!(contains(
+            &[parse("2001:db8::/32").expect("v6")],
+            "2001:db8::1".parse().expect("ip")
+        ));
+        assert!(!contains(&[], "192.0.2.1".parse().expect("ip")));
     }
 }

@@ -143,7 +143,7 @@ fn authorize(
 ) -> Result<(), (StatusCode, &'static str)> {
     if !conf.allow.is_empty() {
         let ip = peer.as_ref().map(|p| p.0.0.ip());
-        if !ip.is_some_and(|ip| conf.allow.iter().any(|n| n.contains(ip))) {
+        if !ip.is_some_and(|ip| crate::config::ip_nets::contains(&conf.allow, ip)) {
             tracing::warn!(provider = provider.name(), peer = ?ip, "sms callback from an address not in allow_ips");
             return Err((StatusCode::FORBIDDEN, "this address may not post callbacks"));
         }

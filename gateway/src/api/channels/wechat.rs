@@ -32,10 +32,10 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
+use super::WechatKind;
 use super::{WechatAccount, short_user};
 use crate::api::AppState;
 use crate::api::error::ApiError;
-use crate::config::WechatKind;
 use crate::intake::{self, Accepted, Idempotency, IntakeError, Via};
 use crate::store::{Addition, IdempotencyClaim};
 

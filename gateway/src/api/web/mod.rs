@@ -18,6 +18,7 @@
 //!   holders (the dispatch backend, operators) can fetch them, since a photo of a doorway or a
 //!   car plate is personal data.
 
+mod config;
 mod limit;
 mod page;
 pub mod token;
@@ -42,11 +43,12 @@ use axum::routing::{get, post};
 use chrono::{FixedOffset, Utc};
 use sha2::{Digest, Sha256};
 
+pub use config::WebConfig;
 pub use limit::RateLimiter;
 
 use super::AppState;
 use super::auth;
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::intake::{self, Accepted, Idempotency, IntakeError, Via};
 use crate::store::IdempotencyClaim;
 use page::FormView;
@@ -82,21 +84,17 @@ impl WebState {
         let upload_dir = config.upload_dir();
         std::fs::create_dir_all(&upload_dir)
             .with_context(|| format!("cannot create the upload dir {}", upload_dir.display()))?;
-        let secret = match config::secret(&w.secret, &w.secret_file)? {
+        let secret = match crate::config::secret(&w.secret, &w.secret_file)? {
             Some(s) => s,
-            None => config::generated_secret(&config.node.data_dir, "web-secret")?.0,
+            None => crate::config::generated_secret(&config.node.data_dir, "web-secret")?.0,
         };
         Ok(WebState {
             upload_dir,
             max_upload_bytes: w.max_upload_bytes,
-            allowed: w
-                .allowed_types
-                .iter()
-                .filter_map(|t| ImageType::from_mime(t))
-                .collect(),
+            allowed: w.allowed_types.clone(),
             max_text_chars: w.max_text_chars,
-            min_fill_seconds: w.min_fill_seconds,
-            form_max_age_seconds: w.form_max_age_seconds,
+            min_fill_seconds: w.min_fill_seconds.as_secs(),
+            form_max_age_seconds: w.form_max_age_seconds.as_secs(),
             trust_forwarded_for: w.trust_forwarded_for,
             public_url: w
                 .public_url
@@ -104,7 +102,7 @@ impl WebState {
                 .map(|u| u.trim_end_matches('/').to_owned()),
             tokens: FormTokens::new(secret.as_bytes()),
             limiter: RateLimiter::new(w.rate_per_minute, w.rate_burst),
-            utc_offset: config.utc_offset()?,
+            utc_offset: config.node.utc_offset,
             open311_jurisdiction_id: w.open311_jurisdiction_id.clone(),
             open311_require_api_key: w.open311_require_api_key,
             open311_list_all_channels: w.open311_list_all_channels,

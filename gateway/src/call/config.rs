@@ -1,0 +1,286 @@
+//! `[sip]`, `[media]`, `[calls]` and `[speech]`: how calls are taken, carried and heard.
+//!
+//! Where the sans-IO cores have settings of their own ([`SipSettings`], [`MediaSettings`],
+//! [`VadConfig`]) their defaults are the configuration's defaults, so each key has one default;
+//! the settings are built from these sections in one place each ([`SipConfig::settings`],
+//! `MediaSettings::from(&MediaConfig)`, [`crate::speech::SpeechSettings::from_config`]).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use ipnet::IpNet;
+use media::{Codec, MediaSettings};
+use serde::{Deserialize, Serialize};
+use sip::SipSettings;
+use speech_models::vad::VadConfig;
+
+/// SIP towards the carrier trunk (`[sip]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Answer calls at all; with `false` no SIP port is opened.
+    pub enabled: bool,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    /// Networks the trunk sends from; requests from anywhere else are answered 403.
+    #[serde(with = "crate::config::ip_nets")]
+    pub trunk_allow: Vec<IpNet>,
+    /// Host written into Via, Contact and SDP when the bound address is not what peers reach.
+    pub advertised_host: Option<String>,
+    /// Sent as Server and User-Agent.
+    pub user_agent: String,
+}
+
+impl Default for SipConfig {
+    /// The SIP core's defaults ([`SipSettings::default`]).
+    fn default() -> Self {
+        let d = SipSettings::default();
+        SipConfig {
+            enabled: true,
+            udp: d.udp,
+            tcp: d.tcp,
+            trunk_allow: d.trunk_allow,
+            advertised_host: d.advertised_host,
+            user_agent: d.user_agent,
+        }
+    }
+}
+
+impl SipConfig {
+    /// The SIP core's settings. `rng_seed` must come from the OS in production: branch ids,
+    /// tags and Call-IDs must differ from one run to the next.
+    pub fn settings(&self, rng_seed: u64) -> SipSettings {
+        SipSettings {
+            udp: self.udp,
+            tcp: self.tcp,
+            trunk_allow: self.trunk_allow.clone(),
+            user_agent: self.user_agent.clone(),
+            advertised_host: self.advertised_host.clone(),
+            rng_seed,
+            ..SipSettings::default()
+        }
+    }
+}
+
+/// RTP/RTCP for calls (`[media]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Address RTP binds to and SDP advertises.
+    pub bind_ip: IpAddr,
+    /// RTP takes even ports in this range, RTCP the odd port above.
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    /// A call whose media stops for this long is hung up (not while on hold).
+    #[serde(with = "crate::config::seconds")]
+    pub media_timeout_s: Duration,
+    /// Jitter buffer depth in milliseconds (whole 20 ms frames).
+    pub jitter_ms: u32,
+    /// Codecs in our order of preference: "PCMA", "PCMU".
+    #[serde(with = "codecs")]
+    pub codecs: Vec<Codec>,
+    /// Also detect DTMF tones in the audio (for trunks that do not send RFC 4733).
+    pub inband_dtmf: bool,
+    /// Threads that pace every call's RTP from one clock each (0: one per core).
+    pub pacer_threads: usize,
+    /// Real-time priority of those threads: 0 leaves them to the normal scheduler; 1-99 (10 by
+    /// default) runs them SCHED_FIFO at that priority, so the 20 ms clock is not held up by
+    /// other work on a busy host (FreeSWITCH's `-rp`, Asterisk's `-p`). A pacer busy more than
+    /// 60 % of its core drops back to normal until calm, so signalling is never starved. Needs
+    /// root, CAP_SYS_NICE or an RLIMIT_RTPRIO of at least this (`docker run --ulimit
+    /// rtprio=10`); without, a warning is logged and they stay normal.
+    pub pacer_priority: u8,
+}
+
+impl Default for MediaConfig {
+    /// The media core's defaults ([`MediaSettings::default`]); the pacer's are the engine's
+    /// only configuration, so they are set here.
+    fn default() -> Self {
+        let d = MediaSettings::default();
+        MediaConfig {
+            bind_ip: d.bind_ip,
+            rtp_port_min: *d.rtp_ports.start(),
+            rtp_port_max: *d.rtp_ports.end(),
+            media_timeout_s: d.media_timeout,
+            jitter_ms: d.jitter_ms,
+            codecs: d.codecs,
+            inband_dtmf: d.inband_dtmf,
+            pacer_threads: 0,
+            pacer_priority: 10,
+        }
+    }
+}
+
+impl MediaConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.rtp_port_min >= self.rtp_port_max {
+            bail!("media.rtp_port_min must be below media.rtp_port_max");
+        }
+        if self.codecs.is_empty() {
+            bail!("media.codecs must name at least one codec");
+        }
+        Ok(())
+    }
+}
+
+impl From<&MediaConfig> for MediaSettings {
+    fn from(m: &MediaConfig) -> MediaSettings {
+        MediaSettings {
+            bind_ip: m.bind_ip,
+            rtp_ports: m.rtp_port_min..=m.rtp_port_max,
+            media_timeout: m.media_timeout_s,
+            jitter_ms: m.jitter_ms,
+            codecs: m.codecs.clone(),
+            inband_dtmf: m.inband_dtmf,
+            ..MediaSettings::default()
+        }
+    }
+}
+
+/// `media.codecs`: encoding names.
+mod codecs {
+    use media::Codec;
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(codecs: &[Codec], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(codecs.iter().map(|c| c.name()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Codec>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|c| c.parse::<Codec>().map_err(D::Error::custom))
+            .collect()
+    }
+}
+
+/// Call handling (`[calls]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallsConfig {
+    /// The flow every call starts in.
+    pub entry_flow: String,
+    /// Calls held at once; more are answered 503 so the trunk can route them elsewhere.
+    pub max_calls: usize,
+    /// Where voice messages and call recordings go; default `<data_dir>/recordings`.
+    pub recordings_dir: Option<PathBuf>,
+    /// Record every call's caller audio (not only voice messages).
+    pub record_calls: bool,
+    /// Agent queues for transfers: queue name -> SIP URI. `general` is also the fallback for
+    /// queues with no entry of their own. With none, transfers fail and the flow's `on_fail` runs.
+    pub agents: BTreeMap<String, String>,
+    /// How long an agent's phone may ring before the transfer counts as failed.
+    #[serde(with = "crate::config::seconds")]
+    pub transfer_timeout_s: Duration,
+    /// A caller who hangs up before the flow ends leaves a callback order (so nobody who called
+    /// is lost).
+    pub callback_orders: bool,
+    /// Synthesize prompts that have no recording with this espeak-ng binary; without it they
+    /// are skipped (logged) and the flow goes on.
+    pub tts_command: Option<String>,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            entry_flow: "main".into(),
+            max_calls: 4000,
+            recordings_dir: None,
+            record_calls: false,
+            agents: BTreeMap::new(),
+            transfer_timeout_s: Duration::from_secs(30),
+            callback_orders: true,
+            tts_command: Some("espeak-ng".into()),
+        }
+    }
+}
+
+impl CallsConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (queue, uri) in &self.agents {
+            if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
+                bail!("calls.agents.{queue}: {uri:?} is not a sip: URI");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Speech recognition in calls (`[speech]`): spoken answers to IVR steps, heard by Whisper on
+/// this machine (no cloud service: a hotline's callers' voices stay on site).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeechConfig {
+    /// Hear spoken answers at all; off (or with no model) calls take keys only.
+    pub enabled: bool,
+    /// Any ggml Whisper model file; unset means Whisper base as `gateway models prepare` leaves
+    /// it in `cache_dir`.
+    pub model: Option<PathBuf>,
+    /// Where `gateway models prepare` keeps the converted model (relative paths are from the
+    /// working directory).
+    pub cache_dir: PathBuf,
+    /// Recognitions at once; 0 sizes the pool to the machine (min(cores, 2)). An utterance that
+    /// finds every recognizer busy is answered "not understood" at once and the caller keys in.
+    pub pool_size: usize,
+    /// Threads per recognition; 0 means cores / pool_size.
+    pub threads: usize,
+    /// At least this much quiet ends an utterance; a flow step that asks for longer
+    /// (`speech: { end_silence_ms }`) gets its own.
+    #[serde(with = "crate::config::millis")]
+    pub end_silence_ms: Duration,
+    /// Longest utterance (a step may ask for less); Whisper hears at most 30 s at once.
+    #[serde(with = "crate::config::seconds")]
+    pub max_utterance_s: Duration,
+    /// A recognition that takes longer than this counts as not understood.
+    #[serde(with = "crate::config::millis")]
+    pub timeout_ms: Duration,
+    /// Below this mean token probability a transcript is not trusted.
+    pub min_confidence: f32,
+    /// How close (0 to 1, tone-insensitive pinyin) a transcript must come to an option's keyword
+    /// for the option to be chosen.
+    pub match_threshold: f32,
+}
+
+impl Default for SpeechConfig {
+    /// Utterance limits are the VAD's defaults ([`VadConfig::default`]), the match threshold
+    /// the matcher's.
+    fn default() -> Self {
+        let vad = VadConfig::default();
+        SpeechConfig {
+            enabled: true,
+            model: None,
+            cache_dir: PathBuf::from(speech_models::model::DEFAULT_CACHE_DIR),
+            pool_size: 0,
+            threads: 0,
+            end_silence_ms: vad.end_silence,
+            max_utterance_s: vad.max_utterance,
+            timeout_ms: Duration::from_millis(5000),
+            min_confidence: 0.35,
+            match_threshold: speech_models::matcher::DEFAULT_THRESHOLD,
+        }
+    }
+}
+
+/// Whisper hears at most this much at once.
+pub const MAX_UTTERANCE: Duration = Duration::from_secs(30);
+
+impl SpeechConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(0.0..=1.0).contains(&self.min_confidence)
+            || !(0.0..=1.0).contains(&self.match_threshold)
+        {
+            bail!("speech.min_confidence and speech.match_threshold must be 0 to 1");
+        }
+        if self.max_utterance_s.is_zero() || self.max_utterance_s > MAX_UTTERANCE {
+            bail!("speech.max_utterance_s must be 1 to 30 (Whisper hears 30 s at once)");
+        }
+        if self.end_silence_ms < Duration::from_millis(100) || self.timeout_ms.is_zero() {
+            bail!("speech.end_silence_ms must be at least 100 and speech.timeout_ms at least 1");
+        }
+        Ok(())
+    }
+}
