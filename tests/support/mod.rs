@@ -953,6 +953,10 @@ impl PgServer {
             .cmd("pg_ctl")
             .arg("-D")
             .arg(self.data())
+            // The log file again: without it the restarted server would keep this command's
+            // output pipes open, and `output()` would wait for ever.
+            .arg("-l")
+            .arg(self.dir.path().join("postgres.log"))
             .args(["-m", "fast", "-w", "-t", "60", "restart"])
             .output()
             .expect("run pg_ctl restart");

@@ -60,6 +60,7 @@ use super::{SipSettings, Transport};
 
 use super::message;
 
+mod flood;
 mod uac;
 mod uas;
 mod validation;
@@ -396,6 +397,8 @@ pub struct Endpoint {
     /// Branch ids, tags and Call-IDs, seeded from [`SipSettings::rng_seed`]. In a cell because
     /// responses (which may need a To tag) are built through `&self`.
     rng: RefCell<StdRng>,
+    /// New calls per source address ([`SipSettings::source_call_rate`]).
+    call_rate: flood::CallRate,
 }
 
 impl Endpoint {
@@ -403,6 +406,7 @@ impl Endpoint {
     pub fn new(settings: SipSettings) -> Self {
         Endpoint {
             rng: RefCell::new(StdRng::seed_from_u64(settings.rng_seed)),
+            call_rate: flood::CallRate::new(settings.source_call_rate, settings.source_call_burst),
             settings,
             calls: HashMap::new(),
             server_invites: Timed::default(),

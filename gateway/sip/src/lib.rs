@@ -118,6 +118,11 @@ pub struct SipSettings {
     /// Seed of the endpoint's RNG for branch ids, tags and Call-IDs. Seed it from the OS in
     /// production (two runs must not reuse identifiers); a fixed seed makes a test repeatable.
     pub rng_seed: u64,
+    /// New calls (INVITEs without a To tag) taken per second from one source address; beyond
+    /// it (after `source_call_burst`) they are answered 503 with Retry-After. `0`: no limit.
+    pub source_call_rate: u32,
+    /// How many new calls one address may start at once before `source_call_rate` applies.
+    pub source_call_burst: u32,
 }
 
 impl Default for SipSettings {
@@ -135,6 +140,8 @@ impl Default for SipSettings {
             contact_user: "12345".into(),
             timers: Timers::default(),
             rng_seed: 0,
+            source_call_rate: 1000,
+            source_call_burst: 1000,
         }
     }
 }

@@ -32,6 +32,12 @@ pub struct SipConfig {
     pub advertised_host: Option<String>,
     /// Sent as Server and User-Agent.
     pub user_agent: String,
+    /// New calls taken per second from one source address; beyond it they are answered 503
+    /// with Retry-After (0: no limit). Behind a proxy every call comes from the proxy's
+    /// address: set it above the trunk's whole call rate, or 0.
+    pub source_call_rate: u32,
+    /// New calls one address may start at once before `source_call_rate` applies.
+    pub source_call_burst: u32,
 }
 
 impl Default for SipConfig {
@@ -45,6 +51,8 @@ impl Default for SipConfig {
             trunk_allow: d.trunk_allow,
             advertised_host: d.advertised_host,
             user_agent: d.user_agent,
+            source_call_rate: d.source_call_rate,
+            source_call_burst: d.source_call_burst,
         }
     }
 }
@@ -60,6 +68,8 @@ impl SipConfig {
             user_agent: self.user_agent.clone(),
             advertised_host: self.advertised_host.clone(),
             rng_seed,
+            source_call_rate: self.source_call_rate,
+            source_call_burst: self.source_call_burst,
             ..SipSettings::default()
         }
     }

@@ -1400,3 +1400,48 @@ fn invalid_outgoing_calls_are_refused_before_anything_is_sent() {
     assert_eq!(h.ep.call_count(), 0);
     assert_eq!(h.ep.poll_timeout(), None);
 }
+
+/// A flood of new calls from one address: beyond `source_call_rate` (after the burst) each is
+/// answered 503 with Retry-After and leaves nothing behind; another address is still served,
+/// and so are in-dialog requests and retransmissions of a call already taken.
+#[test]
+fn a_flood_of_new_calls_from_one_address_is_limited() {
+    let mut h = Harness::new();
+    h.ep = Endpoint::new(SipSettings {
+        source_call_rate: 10,
+        source_call_burst: 3,
+        ..SipSettings::default()
+    });
+    let mut taken = Vec::new();
+    let mut refused = 0;
+    for i in 0..20 {
+        let out = h.send(&invite(&format!("z9hG4bKf{i}"), &format!("flood{i}")));
+        let call = out.iter().find_map(|o| match o {
+            Output::Event(CallEvent::IncomingCall { call, .. }) => Some(*call),
+            _ => None,
+        });
+        match call {
+            Some(c) => taken.push(c),
+            None => {
+                let r = responses(&out);
+                assert_eq!(r.len(), 1, "one stateless answer");
+                assert_eq!(r[0].status, 503);
+                assert_eq!(r[0].headers.get("Retry-After"), Some("5"));
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((taken.len(), refused), (3, 17));
+    assert_eq!(h.ep.call_count(), 3, "nothing kept for refused calls");
+    // A retransmission of a call already taken is absorbed, not refused.
+    let again = h.send(&invite("z9hG4bKf0", "flood0"));
+    assert!(responses(&again).iter().all(|r| r.status != 503));
+    // Another address has its own budget.
+    h.from = "127.0.0.2:5080".parse().expect("addr");
+    let (other, _) = h.incoming("z9hG4bKother", "other1");
+    assert!(!taken.contains(&other));
+    // The rate refills: one more call from the first address 100 ms later.
+    h.from = TRUNK.parse().expect("addr");
+    h.now += Duration::from_millis(110);
+    h.incoming("z9hG4bKlater", "later1");
+}

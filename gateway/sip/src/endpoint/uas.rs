@@ -56,6 +56,14 @@ impl Endpoint {
                 }
             }
         }
+        // A new call beyond its source's rate: refused before anything is set up for it.
+        if req.method == Method::Invite
+            && req.headers.to().is_ok_and(|t| t.tag().is_none())
+            && !self.call_rate.admit(now, peer.addr.ip())
+        {
+            self.refuse_flood(peer, &req);
+            return;
+        }
         // A new server transaction.
         if req.method == Method::Invite {
             self.server_invites.insert(

@@ -29,6 +29,23 @@ impl Endpoint {
         self.send_response(peer, &resp);
     }
 
+    /// A new call from a source over its rate ([`crate::SipSettings::source_call_rate`]): a
+    /// stateless 503 with Retry-After (RFC 3261 21.5.4), so a well-behaved peer backs off and
+    /// nothing (transaction, call, media ports) is kept for it.
+    pub(super) fn refuse_flood(&mut self, peer: Peer, r: &Request) {
+        tracing::debug!(from = %peer.addr, "new call over the source's rate: 503");
+        let Some(mut resp) = self.response(&r.headers, 503, "Service Unavailable", None, peer)
+        else {
+            return;
+        };
+        resp.headers.push("Retry-After", "5");
+        resp.headers.push(
+            "Reason",
+            "SIP;cause=503;text=\"too many new calls from this address\"",
+        );
+        self.send_response(peer, &resp);
+    }
+
     /// Validation beyond the parser: RFC 4475's application-layer faults.
     pub(super) fn validate(req: &Request) -> Result<(), Reject> {
         let h = &req.headers;
