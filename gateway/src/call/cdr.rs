@@ -12,6 +12,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::events::{BridgeFigures, RtpFigures};
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CallRecord {
     pub sip_call_id: String,
@@ -30,22 +32,9 @@ pub struct CallRecord {
     pub transfer_to: Option<String>,
     /// The agent leg of a transfer: when it answered, how long it talked, frames each way.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub bridge: Option<super::bridge::BridgeFigures>,
+    pub bridge: Option<BridgeFigures>,
     pub codec: Option<String>,
     pub rtp: Option<RtpFigures>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RtpFigures {
-    pub packets_received: u64,
-    pub packets_sent: u64,
-    pub packets_lost: i64,
-    /// Interarrival jitter (RFC 3550) in milliseconds.
-    pub jitter_ms: f64,
-    /// Packets that came too late for the jitter buffer.
-    pub late: u64,
-    /// 20 ms frames filled in for missing audio.
-    pub concealed: u64,
 }
 
 #[derive(Debug)]

@@ -19,6 +19,7 @@
 
 pub mod bridge;
 pub mod cdr;
+pub mod events;
 pub mod manager;
 pub mod order;
 pub mod session;

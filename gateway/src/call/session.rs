@@ -31,61 +31,14 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::Shared;
-use super::bridge::{self, AgentLeg, AgentTarget, BridgeFigures, LegInput, LegState};
-use super::cdr::{CallRecord, RtpFigures};
-use super::manager::Control;
+use super::bridge::{self, AgentLeg, AgentTarget};
+use super::cdr::CallRecord;
+use super::events::{BridgeFigures, CallInput, Control, Incoming, LegInput, LegState, RtpFigures};
 use super::order::{self, CallContext};
 use crate::runtime::recorder::Recorder;
 use crate::runtime::rtp_socket::{DriverOptions, MediaCommand, MediaEvent, MediaHandle};
 use crate::runtime::sip_transport::Command;
-use sip::{CallEvent, CallId, OutgoingCall, TerminationReason, Transport};
-
-/// Input to a call task.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // one per SIP event; boxing would allocate for each
-pub enum CallInput {
-    Sip(CallEvent),
-    /// The gateway is stopping: end the call.
-    Shutdown,
-}
-
-/// A new call as the SIP layer reported it.
-#[derive(Debug, Clone)]
-pub struct Incoming {
-    pub call: CallId,
-    pub sip_call_id: String,
-    pub from: String,
-    pub to: String,
-    pub sdp_offer: Option<Vec<u8>>,
-    pub source: SocketAddr,
-    pub transport: Transport,
-}
-
-impl Incoming {
-    pub fn from_event(ev: CallEvent) -> Option<Incoming> {
-        match ev {
-            CallEvent::IncomingCall {
-                call,
-                sip_call_id,
-                from,
-                to,
-                sdp_offer,
-                source,
-                transport,
-                ..
-            } => Some(Incoming {
-                call,
-                sip_call_id,
-                from,
-                to,
-                sdp_offer,
-                source,
-                transport,
-            }),
-            _ => None,
-        }
-    }
-}
+use sip::{CallEvent, OutgoingCall, TerminationReason};
 
 /// The user part of a SIP or tel URI: `sip:13800138000@host;user=phone` -> `13800138000`.
 pub fn uri_user(uri: &str) -> String {
