@@ -28,6 +28,8 @@ pub mod events;
 pub mod manager;
 pub mod order;
 pub mod session;
+#[cfg(test)]
+mod sim;
 pub mod tts;
 
 use std::collections::BTreeMap;
