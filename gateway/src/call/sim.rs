@@ -65,6 +65,8 @@ struct Sim {
     caller_events: Vec<CallEvent>,
     /// When the caller heard a voiced frame.
     heard: Vec<Instant>,
+    /// Drop every ACK the caller sends (a lossy path right after the answer).
+    drop_acks: bool,
     /// Share of RTP packets lost each way, and those lost so far.
     loss: f64,
     lost: u64,
@@ -128,6 +130,11 @@ fn spoken_tone(codec: Codec) -> EncodedPrompt {
 impl Sim {
     /// A caller dials the gateway; `loss` of the RTP packets each way are dropped.
     fn call(loss: f64) -> Sim {
+        Sim::dial(loss, false)
+    }
+
+    /// As [`Sim::call`]; with `drop_acks` the gateway never gets the caller's ACK.
+    fn dial(loss: f64, drop_acks: bool) -> Sim {
         let flows_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../ivr-flows/flows"));
         let flows = LiveFlows::load(&flows_dir).expect("the shipped flows load");
         let now = Instant::now();
@@ -183,6 +190,7 @@ impl Sim {
             commands: Vec::new(),
             caller_events: Vec::new(),
             heard: Vec::new(),
+            drop_acks,
             loss,
             lost: 0,
             rng: StdRng::seed_from_u64(7),
@@ -329,6 +337,9 @@ impl Sim {
             let mut busy = false;
             while let Some((to, from, bytes)) = self.wire.pop_front() {
                 busy = true;
+                if self.drop_acks && bytes.starts_with(b"ACK ") {
+                    continue;
+                }
                 if to == addr(GATEWAY_SIP) {
                     let out =
                         self.gateway_sip
@@ -783,6 +794,23 @@ fn a_key_gets_through_ten_percent_packet_loss() {
             "the key chose the progress flow: {:?}",
             sim.core().position()
         );
+        sim.elapsed()
+    });
+}
+
+#[test]
+fn without_the_ack_the_greeting_starts_after_the_wait() {
+    timed("lost ACK", || {
+        let mut sim = Sim::dial(0.0, true);
+        sim.run_for(ACK_WAIT - Duration::from_millis(100));
+        assert!(
+            matches!(sim.core().state(), State::Answering { .. }),
+            "the flow waits for the ACK"
+        );
+        assert!(!sim.played("prompts/zh/welcome.wav"));
+        sim.run_for(Duration::from_millis(200));
+        assert_eq!(sim.core().state(), &State::InFlow);
+        assert!(sim.played("prompts/zh/welcome.wav"));
         sim.elapsed()
     });
 }
