@@ -23,7 +23,7 @@ use adapters::work_order::{Recording, TranscriptSegment};
 use chrono::{DateTime, Utc};
 use ivr_flows::{Event, Session};
 use media::prompt::{EncodedPrompt, PlayItem, Player};
-use media::rtp_session::{RtpConfig, RtpSession, RtpStats};
+use media::rtp_session::{RtpConfig, RtpSession};
 use media::sdp::{self, Negotiated, OriginVersioning, SessionDescription};
 use media::{Codec, Frame};
 use tokio::sync::mpsc;
@@ -31,7 +31,7 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::bridge::{self, AgentLeg, AgentTarget};
-use super::cdr::CallRecord;
+use super::cdr::{CallFacts, CallRecord};
 use super::core::{ACK_WAIT, CallCommand, CallCore, CoreSettings, StoreResult};
 use super::events::{BridgeFigures, CallInput, Control, Incoming, LegInput, LegState, RtpFigures};
 use super::order::{self, CallContext};
@@ -958,7 +958,7 @@ impl Call {
             a.figures.bridged_ms = at.elapsed().as_millis() as u64;
         }
         if let Some(m) = a.media.take() {
-            a.figures.agent_rtp = Some(figures(&m.close().await));
+            a.figures.agent_rtp = Some(RtpFigures::from_stats(&m.close().await));
         }
         self.bridge = Some(a.figures);
     }
@@ -1007,23 +1007,23 @@ impl Call {
             }
         }
         let stats = self.media.close().await;
-        let record = CallRecord {
-            sip_call_id: self.incoming.sip_call_id.clone(),
-            caller: self.caller.clone(),
-            called: uri_user(&self.incoming.to),
-            started_at: self.started_at,
-            ended_at: Utc::now(),
-            duration_ms: self.started.elapsed().as_millis() as u64,
-            outcome: ending.as_str().into(),
-            last_step: position,
-            orders: outcome.orders,
-            callback_order,
-            recordings: self.recordings.iter().map(|r| r.url.clone()).collect(),
-            transfer_to: self.transfer_to.clone(),
-            bridge: self.bridge.clone(),
-            codec: Some(self.codec.name().into()),
-            rtp: Some(figures(&stats)),
-        };
+        let record = CallRecord::new(
+            &outcome,
+            CallFacts {
+                sip_call_id: self.incoming.sip_call_id.clone(),
+                caller: self.caller.clone(),
+                called: uri_user(&self.incoming.to),
+                started_at: self.started_at,
+                ended_at: Utc::now(),
+                duration_ms: self.started.elapsed().as_millis() as u64,
+                callback_order,
+                recordings: self.recordings.iter().map(|r| r.url.clone()).collect(),
+                transfer_to: self.transfer_to.clone(),
+                bridge: self.bridge.clone(),
+                codec: Some(self.codec.name().into()),
+                rtp: Some(RtpFigures::from_stats(&stats)),
+            },
+        );
         tracing::info!(
             outcome = ending.as_str(),
             duration_ms = record.duration_ms,
@@ -1035,17 +1035,6 @@ impl Call {
         metrics::counter!("gateway_calls_ended_total", "outcome" => ending.as_str()).increment(1);
         let shared = Arc::clone(&self.shared);
         let _ = tokio::task::spawn_blocking(move || shared.cdr.write(&record)).await;
-    }
-}
-
-fn figures(s: &RtpStats) -> RtpFigures {
-    RtpFigures {
-        packets_received: s.packets_received,
-        packets_sent: s.packets_sent,
-        packets_lost: s.packets_lost,
-        jitter_ms: s.jitter / 8.0,
-        late: s.late,
-        concealed: s.concealed,
     }
 }
 

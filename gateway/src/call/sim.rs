@@ -27,7 +27,9 @@ use rand::{Rng, SeedableRng};
 use sip::{CallEvent, CallId, Endpoint, OutgoingCall, Output, SipSettings, Transport};
 
 use super::bridge::voiced;
+use super::cdr::{CallFacts, CallRecord};
 use super::core::{ACK_WAIT, CallCommand, CallCore, CoreSettings, Ending, State, StoreResult};
+use super::events::RtpFigures;
 use super::session::answer_offer;
 use crate::ivr::LiveFlows;
 use crate::runtime::prompt_cache::PromptCache;
@@ -51,6 +53,8 @@ struct Sim {
     wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     caller_call: CallId,
     gateway_call: Option<CallId>,
+    /// The Call-ID the gateway saw.
+    sip_call_id: String,
     caller_rtp: Option<RtpSession>,
     gateway_rtp: Option<RtpSession>,
     core: Option<CallCore>,
@@ -179,6 +183,7 @@ impl Sim {
             wire: VecDeque::new(),
             caller_call,
             gateway_call: None,
+            sip_call_id: String::new(),
             caller_rtp: None,
             gateway_rtp: None,
             core: None,
@@ -392,8 +397,14 @@ impl Sim {
             match o {
                 Output::Transmit(t) => self.wire.push_back((t.to, addr(GATEWAY_SIP), t.bytes)),
                 Output::Event(CallEvent::IncomingCall {
-                    call, sdp_offer, ..
-                }) => self.answer(call, sdp_offer),
+                    call,
+                    sdp_offer,
+                    sip_call_id,
+                    ..
+                }) => {
+                    self.sip_call_id = sip_call_id;
+                    self.answer(call, sdp_offer)
+                }
                 Output::Event(ev) => {
                     let now = self.now;
                     if let Some(c) = self.core.as_mut() {
@@ -753,7 +764,7 @@ fn a_transfer_nobody_answers_falls_back_to_the_flow() {
 }
 
 #[test]
-fn the_caller_hanging_up_ends_the_call_with_its_outcome() {
+fn the_caller_hanging_up_ends_the_call_and_gives_its_record() {
     timed("hang-up", || {
         let mut sim = Sim::call(0.0);
         to_main_menu(&mut sim);
@@ -774,6 +785,36 @@ fn the_caller_hanging_up_ends_the_call_with_its_outcome() {
             !sim.commands.contains(&CallCommand::Hangup),
             "no BYE of ours after the caller's"
         );
+        // The record the call task writes, from the outcome and the media's figures.
+        let stats = sim.gateway_rtp.as_ref().expect("media").stats();
+        let started_at = chrono::DateTime::from_timestamp(1_773_108_000, 0).expect("a time");
+        let duration_ms = sim.elapsed().as_millis() as u64;
+        let record = CallRecord::new(
+            &outcome,
+            CallFacts {
+                sip_call_id: sim.sip_call_id.clone(),
+                caller: "13800138000".into(),
+                called: "12345".into(),
+                started_at,
+                ended_at: started_at + chrono::TimeDelta::milliseconds(duration_ms as i64),
+                duration_ms,
+                callback_order: None,
+                recordings: Vec::new(),
+                transfer_to: None,
+                bridge: None,
+                codec: Some(Codec::Pcmu.name().into()),
+                rtp: Some(RtpFigures::from_stats(&stats)),
+            },
+        );
+        assert!(!record.sip_call_id.is_empty());
+        assert_eq!(record.outcome, "caller_hangup");
+        assert_eq!(record.last_step.as_deref(), Some("main/main_menu"));
+        assert!(record.orders.is_empty());
+        let rtp = record.rtp.as_ref().expect("figures");
+        assert!(rtp.packets_received > 300, "{rtp:?}");
+        assert_eq!(rtp.packets_lost, 0);
+        let line = serde_json::to_string(&record).expect("JSON");
+        assert!(line.contains(r#""outcome":"caller_hangup""#), "{line}");
         sim.elapsed()
     });
 }
