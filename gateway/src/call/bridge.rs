@@ -21,14 +21,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::cdr::RtpFigures;
-use super::session::CallInput;
-use crate::runtime::rtp_socket::{BoundPorts, MediaCommand, MediaEvent, MediaHandle};
+use super::events::{BridgeFigures, CallInput, LegInput, LegState};
+use crate::runtime::rtp_socket::{BoundPorts, MediaCommand, MediaHandle};
 use media::Codec;
 use media::Frame;
 use media::prompt::{EncodedPrompt, PlayItem, Player};
 use sip::message::split_host_port;
-use sip::{CallEvent, CallId, CommandError, Transport};
+use sip::{CallId, CommandError, Transport};
 
 /// The header that carries the order draft to the agent.
 pub const DRAFT_HEADER: &str = "X-12345-Order-Draft";
@@ -166,42 +165,6 @@ pub fn relay(to: &MediaHandle, frame: Box<Frame>, sent: &mut u64, voiced_frames:
             *voiced_frames += 1;
         }
     }
-}
-
-/// Where the agent leg is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LegState {
-    /// INVITE sent, nothing back yet.
-    Dialing,
-    /// The agent's phone rings (180/183).
-    Ringing,
-    /// Answered: audio is relayed both ways.
-    Bridged,
-}
-
-/// What the agent leg reports to the call task.
-#[derive(Debug)]
-pub enum LegInput {
-    /// The SIP layer took the INVITE (and gave the leg's id) or refused it.
-    Placed(Result<CallId, String>),
-    Sip(CallEvent),
-    Media(MediaEvent),
-    /// The leg's media driver ended.
-    MediaGone,
-}
-
-/// Frames and figures of one bridge, for the call record.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct BridgeFigures {
-    pub agent: String,
-    /// From the transfer's start to the agent's answer.
-    pub answered_after_ms: Option<u64>,
-    pub bridged_ms: u64,
-    pub frames_to_agent: u64,
-    pub frames_to_caller: u64,
-    pub voiced_to_agent: u64,
-    pub voiced_to_caller: u64,
-    pub agent_rtp: Option<RtpFigures>,
 }
 
 /// The agent leg of a transfer.

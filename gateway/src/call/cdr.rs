@@ -12,6 +12,10 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::core::Outcome;
+use super::events::{BridgeFigures, RtpFigures};
+use media::rtp_session::RtpStats;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CallRecord {
     pub sip_call_id: String,
@@ -30,22 +34,66 @@ pub struct CallRecord {
     pub transfer_to: Option<String>,
     /// The agent leg of a transfer: when it answered, how long it talked, frames each way.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub bridge: Option<super::bridge::BridgeFigures>,
+    pub bridge: Option<BridgeFigures>,
     pub codec: Option<String>,
     pub rtp: Option<RtpFigures>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct RtpFigures {
-    pub packets_received: u64,
-    pub packets_sent: u64,
-    pub packets_lost: i64,
-    /// Interarrival jitter (RFC 3550) in milliseconds.
-    pub jitter_ms: f64,
-    /// Packets that came too late for the jitter buffer.
-    pub late: u64,
-    /// 20 ms frames filled in for missing audio.
-    pub concealed: u64,
+/// What the driver knows of a finished call besides the core's [`Outcome`]: who called, the
+/// wall-clock times, the callback order it wrote, recordings and the media's figures.
+#[derive(Debug, Clone)]
+pub struct CallFacts {
+    pub sip_call_id: String,
+    pub caller: String,
+    pub called: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub callback_order: Option<String>,
+    pub recordings: Vec<String>,
+    pub transfer_to: Option<String>,
+    pub bridge: Option<BridgeFigures>,
+    pub codec: Option<String>,
+    pub rtp: Option<RtpFigures>,
+}
+
+impl CallRecord {
+    /// The record of a call: how it ended and where from the core, the rest from the driver.
+    /// Pure, so the call simulation checks the very record the call task writes.
+    pub fn new(outcome: &Outcome, facts: CallFacts) -> CallRecord {
+        CallRecord {
+            sip_call_id: facts.sip_call_id,
+            caller: facts.caller,
+            called: facts.called,
+            started_at: facts.started_at,
+            ended_at: facts.ended_at,
+            duration_ms: facts.duration_ms,
+            outcome: outcome.ending.as_str().into(),
+            last_step: outcome.last_step.clone(),
+            orders: outcome.orders.clone(),
+            callback_order: facts.callback_order,
+            recordings: facts.recordings,
+            transfer_to: facts.transfer_to,
+            bridge: facts.bridge,
+            codec: facts.codec,
+            rtp: facts.rtp,
+        }
+    }
+}
+
+impl RtpFigures {
+    /// The record's figures from a media session's counters (jitter from RTP units at 8 kHz to
+    /// milliseconds).
+    pub fn from_stats(s: &RtpStats) -> RtpFigures {
+        RtpFigures {
+            packets_received: s.packets_received,
+            packets_sent: s.packets_sent,
+            packets_lost: s.packets_lost,
+            jitter_ms: s.jitter / 8.0,
+            late: s.late,
+            concealed: s.concealed,
+        }
+    }
 }
 
 #[derive(Debug)]

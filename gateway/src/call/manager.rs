@@ -13,16 +13,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::Shared;
-use super::session::{self, CallInput, Incoming};
+use super::events::{CallInput, Control, Incoming};
+use super::session;
 use crate::runtime::sip_transport::Command;
 use sip::{CallEvent, CallId};
-
-/// Requests from call tasks to the manager.
-#[derive(Debug)]
-pub enum Control {
-    /// Route this leg's events to that call task too.
-    Register(CallId, mpsc::UnboundedSender<CallInput>),
-}
 
 fn call_of(ev: &CallEvent) -> CallId {
     match ev {

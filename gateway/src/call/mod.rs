@@ -8,9 +8,13 @@
 //! - [`manager`]: takes SIP events from the [`crate::runtime::sip_transport::SipService`],
 //!   admits or refuses new calls (capacity, shutdown) and routes every later event to its call's
 //!   task.
-//! - [`session`]: the per-call task. It answers at once (the caller hears the greeting within one
-//!   round trip), feeds the interpreter events and its clock, and turns actions into media
-//!   commands, store writes and SIP commands.
+//! - [`core`]: the sans-IO call core ([`core::CallCore`]): the call's phase, the interpreter,
+//!   its timers and the DTMF merger, fed events with the time and handing out commands. No
+//!   tokio, no files, no clock.
+//! - [`session`]: the per-call task, the core's driver. It answers at once (the caller hears the
+//!   greeting within one round trip), selects on SIP, media, store, agent-leg and timer inputs,
+//!   hands each to the core and carries out its commands (media, store writes, SIP).
+//! - [`events`]: the event and report types the call modules share (a leaf: no import circle).
 //! - [`order`]: work orders from a call: the flow's `submit` slots, and the callback order a
 //!   caller leaves by hanging up before the flow ended, so nobody who called is lost.
 //! - [`tts`]: prompts that have text but no recording, spoken by espeak-ng and cached.
@@ -21,9 +25,13 @@
 pub mod bridge;
 pub mod cdr;
 pub mod config;
+pub mod core;
+pub mod events;
 pub mod manager;
 pub mod order;
 pub mod session;
+#[cfg(test)]
+mod sim;
 pub mod tts;
 
 use std::collections::BTreeMap;

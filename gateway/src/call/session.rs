@@ -11,7 +11,7 @@
 //! Digits come from three paths (RFC 4733 events, in-band tones, SIP INFO) and go through one
 //! [`DtmfMerger`], so a trunk that sends a key both ways is heard once.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,71 +21,24 @@ use adapters::OrderNumber;
 use adapters::normalize::mask::mask_phone;
 use adapters::work_order::{Recording, TranscriptSegment};
 use chrono::{DateTime, Utc};
-use ivr_flows::{Action, Event, Session};
-use media::dtmf::{DigitSource, DtmfMerger};
+use ivr_flows::{Event, Session};
 use media::prompt::{EncodedPrompt, PlayItem, Player};
-use media::rtp_session::{RtpConfig, RtpSession, RtpStats};
+use media::rtp_session::{RtpConfig, RtpSession};
 use media::sdp::{self, Negotiated, OriginVersioning, SessionDescription};
 use media::{Codec, Frame};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::Shared;
-use super::bridge::{self, AgentLeg, AgentTarget, BridgeFigures, LegInput, LegState};
-use super::cdr::{CallRecord, RtpFigures};
-use super::manager::Control;
+use super::bridge::{self, AgentLeg, AgentTarget};
+use super::cdr::{CallFacts, CallRecord};
+use super::core::{ACK_WAIT, CallCommand, CallCore, CoreSettings, StoreResult};
+use super::events::{BridgeFigures, CallInput, Control, Incoming, LegInput, LegState, RtpFigures};
 use super::order::{self, CallContext};
 use crate::runtime::recorder::Recorder;
 use crate::runtime::rtp_socket::{DriverOptions, MediaCommand, MediaEvent, MediaHandle};
 use crate::runtime::sip_transport::Command;
-use sip::{CallEvent, CallId, OutgoingCall, TerminationReason, Transport};
-
-/// Input to a call task.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // one per SIP event; boxing would allocate for each
-pub enum CallInput {
-    Sip(CallEvent),
-    /// The gateway is stopping: end the call.
-    Shutdown,
-}
-
-/// A new call as the SIP layer reported it.
-#[derive(Debug, Clone)]
-pub struct Incoming {
-    pub call: CallId,
-    pub sip_call_id: String,
-    pub from: String,
-    pub to: String,
-    pub sdp_offer: Option<Vec<u8>>,
-    pub source: SocketAddr,
-    pub transport: Transport,
-}
-
-impl Incoming {
-    pub fn from_event(ev: CallEvent) -> Option<Incoming> {
-        match ev {
-            CallEvent::IncomingCall {
-                call,
-                sip_call_id,
-                from,
-                to,
-                sdp_offer,
-                source,
-                transport,
-                ..
-            } => Some(Incoming {
-                call,
-                sip_call_id,
-                from,
-                to,
-                sdp_offer,
-                source,
-                transport,
-            }),
-            _ => None,
-        }
-    }
-}
+use sip::{CallEvent, OutgoingCall};
 
 /// The user part of a SIP or tel URI: `sip:13800138000@host;user=phone` -> `13800138000`.
 pub fn uri_user(uri: &str) -> String {
@@ -102,56 +55,28 @@ pub fn uri_user(uri: &str) -> String {
 /// Results of work done off the call task.
 #[derive(Debug)]
 enum Backend {
-    Ivr(Event),
-    Submitted { order_id: String },
+    Store(StoreResult),
 }
 
-/// Why the call ended, for the record and the callback decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    CallerHangup,
-    FlowHangup,
-    MediaTimeout,
-    /// The agent a transfer reached hung up (or their media stopped).
-    AgentHangup,
-    Shutdown,
-    Failed,
-}
-
-impl Ending {
-    fn as_str(self) -> &'static str {
-        match self {
-            Ending::CallerHangup => "caller_hangup",
-            Ending::FlowHangup => "flow_hangup",
-            Ending::MediaTimeout => "media_timeout",
-            Ending::AgentHangup => "agent_hangup",
-            Ending::Shutdown => "shutdown",
-            Ending::Failed => "failed",
-        }
-    }
-}
-
+/// A voice message being recorded (its length limit is the core's timer).
 struct ActiveRecording {
     recorder: Recorder,
     path: PathBuf,
-    started: Instant,
-    max: Duration,
 }
 
+/// The call task's state: the [`CallCore`] that decides, and the I/O it decides about.
 struct Call {
     shared: Arc<Shared>,
     incoming: Incoming,
     caller: String,
     started: Instant,
     started_at: DateTime<Utc>,
+    core: CallCore,
     media: MediaHandle,
     codec: Codec,
     sdp_origin: OriginVersioning,
     local_rtp: SocketAddr,
-    ivr: Option<Session>,
     flows_dir: PathBuf,
-    timers: HashMap<u64, Instant>,
-    merger: DtmfMerger,
     recording: Option<ActiveRecording>,
     call_recorder: Option<(Recorder, PathBuf)>,
     recordings: Vec<Recording>,
@@ -159,12 +84,6 @@ struct Call {
     /// Hears spoken answers (VAD, recognizer pool); `None`: keys only.
     listener: Option<crate::speech::Listener>,
     backend_tx: mpsc::UnboundedSender<Backend>,
-    orders: Vec<String>,
-    submits: u32,
-    ending: Option<Ending>,
-    sip_gone: bool,
-    flow_ended: bool,
-    pending: VecDeque<Event>,
     transfer_to: Option<String>,
     /// The agent leg of a transfer in progress.
     agent: Option<AgentLeg>,
@@ -175,12 +94,10 @@ struct Call {
     frame_events: bool,
     /// Frames per batch we asked the media for (see [`MediaCommand::FrameBatch`]).
     frame_batch: usize,
-    /// The flow's start, held until the caller's ACK (or this deadline).
-    held_start: Option<(Instant, Event)>,
 }
 
 /// Build the answer for an offer; `Err(status)` is the SIP status to refuse it with.
-fn answer_offer(
+pub(super) fn answer_offer(
     offer: &[u8],
     prefs: &[Codec],
     local: SocketAddr,
@@ -227,10 +144,6 @@ pub async fn run(
     .instrument(span)
     .await;
 }
-
-/// How long the flow waits for the caller's ACK before it starts anyway (the ACK may be lost;
-/// our 200 is retransmitted at 0.5 s and 1 s).
-const ACK_WAIT: Duration = Duration::from_secs(1);
 
 /// Caller frames per hand-over while the call only listens or records: 80 ms, so speech is
 /// noticed (barge-in) at most 60 ms later than frame by frame, and the call task wakes 12.5
@@ -313,7 +226,21 @@ async fn setup(
         .map(|d| d.to_path_buf())
         .unwrap_or_else(|| shared.flows.status().dir);
     let ivr = Session::new(set, &shared.settings.entry_flow);
-    if ivr.is_none() {
+    let core = CallCore::new(
+        Instant::now(),
+        ivr,
+        Event::CallStarted {
+            caller: caller.clone(),
+            called: uri_user(&incoming.to),
+            local_time: local_time(&shared.settings.utc_offset),
+        },
+        CoreSettings {
+            ack_wait: ACK_WAIT,
+            transfer_timeout: shared.settings.transfer_timeout,
+            dtmf_merge_window: media_settings.dtmf_merge_window,
+        },
+    );
+    if !core.has_flow() {
         tracing::error!(flow = %shared.settings.entry_flow, "calls.entry_flow names no flow: the call is hung up");
     }
     let call_recorder = if shared.settings.record_calls {
@@ -333,7 +260,7 @@ async fn setup(
     let listener = shared.speech.as_ref().and_then(|s| s.listener());
     let call = Call {
         codec: negotiated.codec,
-        merger: DtmfMerger::new(media_settings.dtmf_merge_window),
+        core,
         shared,
         incoming,
         caller,
@@ -342,28 +269,19 @@ async fn setup(
         media,
         sdp_origin,
         local_rtp,
-        ivr,
         flows_dir,
-        timers: HashMap::new(),
         recording: None,
         call_recorder,
         recordings: Vec::new(),
         speech: Vec::new(),
         listener,
         backend_tx,
-        orders: Vec::new(),
-        submits: 0,
-        ending: None,
-        sip_gone: false,
-        flow_ended: false,
-        pending: VecDeque::new(),
         transfer_to: None,
         agent: None,
         bridge: None,
         control,
         frame_events: true,
         frame_batch: 1,
-        held_start: None,
     };
     Ok((call, backend_rx))
 }
@@ -406,167 +324,98 @@ impl Call {
         }
     }
 
-    /// Start the flow (see [`Call::run`]): on the ACK, or after [`ACK_WAIT`] without one.
-    fn start_flow(&mut self) {
-        if let Some((_, started)) = self.held_start.take() {
-            self.pending.push_front(started);
-        }
-    }
-
     fn next_timer(&self) -> tokio::time::Instant {
-        let far = Instant::now() + Duration::from_secs(3600);
-        let mut next = self.timers.values().copied().min().unwrap_or(far);
-        if let Some((at, _)) = &self.held_start {
-            next = next.min(*at);
-        }
-        if let Some(r) = &self.recording {
-            next = next.min(r.started + r.max);
-        }
-        if let Some(a) = self.agent.as_ref().filter(|a| a.ringing()) {
-            next = next.min(a.deadline);
-        }
+        let next = self
+            .core
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::time::Instant::from_std(next)
     }
 
+    /// Wait on whatever comes first, hand it to the core, and carry out what it asks.
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<CallInput>,
         mut backend: mpsc::UnboundedReceiver<Backend>,
     ) {
-        let local_time = local_time(&self.shared.settings.utc_offset);
-        match &self.ivr {
-            // The flow (and its greeting) starts on the caller's ACK: a phone that is slow to
-            // open its audio path after our 200 would otherwise miss the greeting's first words.
-            Some(_) => {
-                self.held_start = Some((
-                    Instant::now() + ACK_WAIT,
-                    Event::CallStarted {
-                        caller: self.caller.clone(),
-                        called: uri_user(&self.incoming.to),
-                        local_time,
-                    },
-                ))
-            }
-            None => self.end(Ending::Failed).await,
-        }
-        self.drive().await;
-        while !self.sip_gone {
+        self.carry_out().await;
+        while !self.core.sip_gone() {
             let deadline = self.next_timer();
             tokio::select! {
                 input = rx.recv() => match input {
                     None => break,
-                    Some(CallInput::Sip(ev)) => self.on_sip(ev).await,
-                    Some(CallInput::Shutdown) => self.end(Ending::Shutdown).await,
+                    Some(CallInput::Sip(ev)) => self.core.handle_sip(Instant::now(), ev),
+                    Some(CallInput::Shutdown) => self.core.handle_shutdown(Instant::now()),
                 },
                 ev = self.media.events.recv() => match ev {
-                    Some(ev) => self.on_media(ev).await,
-                    None => self.end(Ending::Failed).await,
+                    Some(ev) => self.on_media(ev),
+                    None => self.core.handle_media_failed(Instant::now()),
                 },
-                Some(b) = backend.recv() => match b {
-                    Backend::Ivr(ev) => self.pending.push_back(ev),
-                    Backend::Submitted { order_id } => self.orders.push(order_id),
-                },
+                Some(Backend::Store(result)) = backend.recv() => {
+                    self.core.handle_store(Instant::now(), result)
+                }
                 ev = bridge::next_leg(&mut self.agent) => self.on_leg(ev).await,
-                () = tokio::time::sleep_until(deadline) => self.on_timers().await,
+                () = tokio::time::sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
                 heard = crate::speech::next(&mut self.listener) => self.on_heard(heard),
             }
-            self.drive().await;
+            self.carry_out().await;
             self.sync_frame_events();
         }
         self.finish().await;
     }
 
-    /// Feed pending events to the interpreter and carry out its actions until none are left.
-    async fn drive(&mut self) {
-        while let Some(ev) = self.pending.pop_front() {
-            if self.ending.is_some() && !matches!(ev, Event::HangUp) {
-                continue;
-            }
-            let now = self.now_ms();
-            let Some(ivr) = self.ivr.as_mut() else { return };
-            if ivr.is_ended() {
-                return;
-            }
-            let actions = ivr.handle(now, ev);
-            for a in actions {
-                self.act(a).await;
-            }
+    /// Carry out the core's commands, in order, until it has none left.
+    async fn carry_out(&mut self) {
+        while let Some(cmd) = self.core.poll_command(Instant::now()) {
+            self.execute(cmd).await;
         }
     }
 
-    async fn on_timers(&mut self) {
-        let now = Instant::now();
-        if self.held_start.as_ref().is_some_and(|(at, _)| *at <= now) {
-            tracing::debug!("no ACK yet: the flow starts anyway");
-            self.start_flow();
-        }
-        if let Some(a) = self
-            .agent
-            .as_ref()
-            .filter(|a| a.ringing() && a.deadline <= now)
-        {
-            let reason = format!(
-                "no answer from the agent within {} s",
-                a.deadline.duration_since(a.started).as_secs()
-            );
-            self.transfer_failed(reason).await;
-        }
-        let mut due: Vec<u64> = self
-            .timers
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        due.sort_unstable();
-        for id in due {
-            self.timers.remove(&id);
-            self.pending.push_back(Event::TimerFired { id });
-        }
-        if self
-            .recording
-            .as_ref()
-            .is_some_and(|r| r.started + r.max <= now)
-        {
-            self.stop_recording();
-        }
-    }
-
-    async fn on_sip(&mut self, ev: CallEvent) {
-        match ev {
-            CallEvent::CallAcked { .. } => {
-                tracing::debug!("ACK: call confirmed");
-                self.start_flow();
+    async fn execute(&mut self, cmd: CallCommand) {
+        match cmd {
+            CallCommand::Play {
+                id,
+                items,
+                language,
+                rate,
+            } => {
+                let player = self.player(id, items, language, rate).await;
+                let _ = self.media.commands.send(MediaCommand::Play(player)).await;
             }
-            CallEvent::Info { dtmf, .. } => {
-                if let Some(d) = dtmf {
-                    self.digit(d.digit, Instant::now(), DigitSource::SipInfo);
+            CallCommand::StopPlayback => {
+                let _ = self.media.commands.send(MediaCommand::StopPlayback).await;
+            }
+            CallCommand::Listen(speech) => {
+                if let Some(l) = self.listener.as_mut() {
+                    l.listen(speech);
                 }
             }
-            CallEvent::ReInvite { sdp, .. } => self.reinvite(sdp).await,
-            CallEvent::Bye { .. } | CallEvent::Cancelled { .. } => {
-                tracing::info!("caller hung up");
-                if self.ending.is_none() {
-                    self.ending = Some(Ending::CallerHangup);
+            CallCommand::StopListening => {
+                if let Some(l) = self.listener.as_mut() {
+                    l.stop();
                 }
-                self.pending.push_back(Event::HangUp);
             }
-            CallEvent::CallTerminated { reason, .. } => {
-                if self.ending.is_none() {
-                    self.ending = Some(match reason {
-                        TerminationReason::RemoteBye | TerminationReason::Cancelled => {
-                            Ending::CallerHangup
-                        }
-                        TerminationReason::NoAck | TerminationReason::ByeTimeout => Ending::Failed,
-                        _ => Ending::FlowHangup,
-                    });
-                    self.pending.push_back(Event::HangUp);
+            CallCommand::StartRecording { max_seconds, beep } => {
+                self.start_recording(max_seconds, beep).await
+            }
+            CallCommand::StopRecording => self.stop_recording(),
+            CallCommand::Submit { seq, slots } => self.submit(seq, slots),
+            CallCommand::Lookup { order_id } => self.lookup(order_id),
+            CallCommand::Transfer { target, context } => self.transfer(target, context).await,
+            CallCommand::Ringback(left) => {
+                let tone = bridge::ringback(self.codec, left);
+                let _ = self.media.commands.send(MediaCommand::Play(tone)).await;
+            }
+            CallCommand::CloseAgentLeg => self.close_agent_leg().await,
+            CallCommand::DigitToAgent(d) => {
+                if let Some(media) = self.bridged_media() {
+                    let _ = media
+                        .commands
+                        .try_send(MediaCommand::Digit(d, Duration::from_millis(160)));
                 }
-                self.sip_gone = true;
             }
-            CallEvent::IncomingCall { .. }
-            | CallEvent::OutgoingProgress { .. }
-            | CallEvent::OutgoingAnswered { .. }
-            | CallEvent::OutgoingFailed { .. } => {}
+            CallCommand::Renegotiate(sdp) => self.reinvite(sdp).await,
+            CallCommand::Hangup => self.sip(Command::Hangup(self.incoming.call)).await,
         }
     }
 
@@ -608,27 +457,7 @@ impl Call {
         }
     }
 
-    fn digit(&mut self, digit: char, at: Instant, source: DigitSource) {
-        let Some(d) = self.merger.push(digit, at, source) else {
-            return;
-        };
-        tracing::debug!(digit = %d, ?source, "key press");
-        if let Some(media) = self.bridged_media() {
-            // Keys pressed while talking to an agent are for the agent's system.
-            let _ = media
-                .commands
-                .try_send(MediaCommand::Digit(d, Duration::from_millis(160)));
-            return;
-        }
-        if self.recording.is_some() {
-            // Any key ends a voice message ("press any key when you are done").
-            self.stop_recording();
-            return;
-        }
-        self.pending.push_back(Event::Digit(d));
-    }
-
-    async fn on_media(&mut self, ev: MediaEvent) {
+    fn on_media(&mut self, ev: MediaEvent) {
         match ev {
             MediaEvent::Frame { frame, .. } => {
                 self.relay_to_agent(&frame);
@@ -643,14 +472,11 @@ impl Call {
                     self.caller_audio(frame, now.saturating_sub((n - 1 - i) * 20));
                 }
             }
-            MediaEvent::Digit { digit, source, at } => self.digit(digit, at, source),
+            MediaEvent::Digit { digit, source, at } => self.core.handle_digit(at, digit, source),
             MediaEvent::PlaybackFinished { id } => {
-                self.pending.push_back(Event::PromptFinished { id })
+                self.core.handle_prompt_finished(Instant::now(), id)
             }
-            MediaEvent::MediaTimeout => {
-                tracing::info!("no media from the caller: hanging up");
-                self.end(Ending::MediaTimeout).await;
-            }
+            MediaEvent::MediaTimeout => self.core.handle_media_timeout(Instant::now()),
             MediaEvent::Latched(addr) => tracing::debug!(%addr, "media latched"),
             MediaEvent::Report { report, round_trip } => {
                 tracing::trace!(?report, ?round_trip, "RTCP")
@@ -707,7 +533,7 @@ impl Call {
             self.call_recorder = None;
         }
         if let Some(ev) = self.listener.as_mut().and_then(|l| l.push(frame, now)) {
-            self.pending.push_back(ev);
+            self.core.handle_heard(Instant::now(), ev);
         }
     }
 
@@ -715,10 +541,11 @@ impl Call {
     fn on_heard(&mut self, heard: crate::speech::Heard) {
         if let Some((ev, segment)) = self.listener.as_mut().and_then(|l| l.on_heard(heard)) {
             self.speech.extend(segment);
-            self.pending.push_back(ev);
+            self.core.handle_heard(Instant::now(), ev);
         }
     }
 
+    /// End the voice message being recorded (if any) and tell the core.
     fn stop_recording(&mut self) {
         let Some(r) = self.recording.take() else {
             return;
@@ -739,68 +566,8 @@ impl Call {
             }
         };
         tracing::info!(duration_ms, "voice message recorded");
-        self.pending.push_back(Event::RecordingFinished {
-            uri,
-            duration_ms,
-            transcript: None,
-        });
-    }
-
-    async fn act(&mut self, action: Action) {
-        match action {
-            Action::Play {
-                id,
-                items,
-                language,
-                rate,
-                ..
-            } => {
-                let player = self.player(id, items, language, rate).await;
-                let _ = self.media.commands.send(MediaCommand::Play(player)).await;
-            }
-            Action::StopPlayback => {
-                let _ = self.media.commands.send(MediaCommand::StopPlayback).await;
-            }
-            // Digits always reach the interpreter, which knows what it is collecting; speech
-            // is heard only while a step asks for it.
-            Action::Listen { speech, .. } => {
-                if let Some(l) = self.listener.as_mut() {
-                    l.listen(speech);
-                }
-            }
-            Action::StopListening => {
-                if let Some(l) = self.listener.as_mut() {
-                    l.stop();
-                }
-            }
-            Action::StartTimer { id, after_ms } => {
-                self.timers.insert(
-                    id,
-                    Instant::now() + Duration::from_millis(u64::from(after_ms)),
-                );
-            }
-            Action::CancelTimer { id } => {
-                self.timers.remove(&id);
-            }
-            Action::Transfer { target, context } => self.transfer(target, context).await,
-            Action::Record {
-                max_seconds,
-                beep: with_beep,
-            } => self.start_recording(max_seconds, with_beep).await,
-            Action::SubmitOrder { slots } => self.submit(slots),
-            Action::LookupOrder { order_id } => self.lookup(order_id),
-            Action::HangUp { reason } => {
-                tracing::info!(%reason, "flow hung up");
-                self.flow_ended = true;
-                self.end(Ending::FlowHangup).await;
-            }
-            Action::Trace(t) => tracing::debug!(trace = %t, "ivr"),
-        }
-        if self.ivr.as_ref().is_some_and(Session::is_ended) && self.ending.is_none() {
-            // A flow that returned from its entry flow has nothing more to say.
-            self.flow_ended = true;
-            self.end(Ending::FlowHangup).await;
-        }
+        self.core
+            .handle_recording_finished(Instant::now(), uri, duration_ms);
     }
 
     async fn player(
@@ -867,20 +634,12 @@ impl Call {
                     let p = Player::new(self.codec, [PlayItem::Clip(Arc::new(beep(self.codec)))]);
                     let _ = self.media.commands.send(MediaCommand::Play(p)).await;
                 }
-                self.recording = Some(ActiveRecording {
-                    recorder,
-                    path,
-                    started: Instant::now(),
-                    max,
-                });
+                self.recording = Some(ActiveRecording { recorder, path });
             }
             Err(e) => {
                 tracing::warn!(error = %e, path = %path.display(), "cannot record");
-                self.pending.push_back(Event::RecordingFinished {
-                    uri: String::new(),
-                    duration_ms: 0,
-                    transcript: None,
-                });
+                self.core
+                    .handle_recording_finished(Instant::now(), String::new(), 0);
             }
         }
     }
@@ -889,18 +648,18 @@ impl Call {
         CallContext {
             sip_call_id: &self.incoming.sip_call_id,
             caller: (!self.caller.is_empty()).then_some(self.caller.as_str()),
-            language: self.ivr.as_ref().map_or("zh", |s| s.language().code()),
+            language: self.core.language().code(),
             speech: &self.speech,
         }
     }
 
-    fn submit(&mut self, slots: BTreeMap<String, String>) {
-        self.submits += 1;
+    fn submit(&mut self, seq: u32, slots: BTreeMap<String, String>) {
         let recording = self.recordings.last().cloned();
-        let new = match order::from_slots(&self.context(), self.submits, &slots, recording) {
+        let new = match order::from_slots(&self.context(), seq, &slots, recording) {
             Ok(n) => n,
             Err(reason) => {
-                self.pending.push_back(Event::SubmitFailed { reason });
+                self.core
+                    .handle_store(Instant::now(), StoreResult::SubmitFailed { reason });
                 return;
             }
         };
@@ -910,26 +669,21 @@ impl Call {
         tokio::spawn(
             async move {
                 let claim = Idempotency::Redelivery(new.claim);
-                let ev = match intake::accept(&intake, Via::Call, new.submission, claim).await {
-                    Ok(Accepted::Created(o)) => {
-                        let _ = tx.send(Backend::Submitted {
-                            order_id: o.id.to_string(),
-                        });
-                        Event::SubmitResult {
-                            order_id: o.id.to_string(),
-                        }
-                    }
-                    Ok(Accepted::Replayed(id)) => Event::SubmitResult {
+                let result = match intake::accept(&intake, Via::Call, new.submission, claim).await {
+                    Ok(Accepted::Created(o)) => StoreResult::Created {
+                        order_id: o.id.to_string(),
+                    },
+                    Ok(Accepted::Replayed(id)) => StoreResult::Replayed {
                         order_id: id.to_string(),
                     },
                     Err(e) => {
                         tracing::warn!(error = %e, "order not stored");
-                        Event::SubmitFailed {
+                        StoreResult::SubmitFailed {
                             reason: e.to_string(),
                         }
                     }
                 };
-                let _ = tx.send(Backend::Ivr(ev));
+                let _ = tx.send(Backend::Store(result));
             }
             .in_current_span(),
         );
@@ -938,18 +692,15 @@ impl Call {
     fn lookup(&mut self, order_id: String) {
         let store = self.shared.store.clone();
         let tx = self.backend_tx.clone();
-        let zh = self
-            .ivr
-            .as_ref()
-            .is_none_or(|s| s.language() == ivr_flows::model::Lang::Zh);
+        let zh = self.core.language() == ivr_flows::model::Lang::Zh;
         tokio::spawn(
             async move {
-                let ev = match OrderNumber::parse(&order_id) {
-                    Err(e) => Event::LookupFailed {
+                let result = match OrderNumber::parse(&order_id) {
+                    Err(e) => StoreResult::LookupFailed {
                         reason: e.to_string(),
                     },
                     Ok(id) => match store.order(&id).await {
-                        Ok(Some(o)) => Event::LookupResult {
+                        Ok(Some(o)) => StoreResult::LookupResult {
                             status: if zh {
                                 o.status.label_zh()
                             } else {
@@ -957,15 +708,15 @@ impl Call {
                             }
                             .to_owned(),
                         },
-                        Ok(None) => Event::LookupFailed {
+                        Ok(None) => StoreResult::LookupFailed {
                             reason: "no such order".into(),
                         },
-                        Err(e) => Event::LookupFailed {
+                        Err(e) => StoreResult::LookupFailed {
                             reason: e.to_string(),
                         },
                     },
                 };
-                let _ = tx.send(Backend::Ivr(ev));
+                let _ = tx.send(Backend::Store(result));
             }
             .in_current_span(),
         );
@@ -988,14 +739,16 @@ impl Call {
         };
         let Some(uri) = uri else {
             tracing::info!(?target, "transfer: no agent configured (calls.agents)");
-            self.pending.push_back(Event::TransferFailed {
-                reason: "no agent configured".into(),
-            });
+            self.core
+                .handle_transfer_failed(Instant::now(), "no agent configured".into());
             return;
         };
-        if let Err(reason) = self.place_agent_leg(&uri, &context).await {
-            tracing::warn!(%uri, %reason, "transfer: agent leg not placed");
-            self.pending.push_back(Event::TransferFailed { reason });
+        match self.place_agent_leg(&uri, &context).await {
+            Ok(()) => self.core.handle_agent_dialing(Instant::now()),
+            Err(reason) => {
+                tracing::warn!(%uri, %reason, "transfer: agent leg not placed");
+                self.core.handle_transfer_failed(Instant::now(), reason);
+            }
         }
     }
 
@@ -1021,7 +774,7 @@ impl Call {
         let mut codecs = vec![self.codec];
         codecs.extend(media.codecs.iter().copied().filter(|c| *c != self.codec));
         let offer = sdp::offer(&codecs, media.telephone_event_pt, local.ip(), local.port());
-        let draft = bridge::draft_header(&self.incoming.sip_call_id, context, &self.orders);
+        let draft = bridge::draft_header(&self.incoming.sip_call_id, context, self.core.orders());
         let call = OutgoingCall {
             target_uri: target.uri.clone(),
             from_uri: self.shared.settings.local_uri.clone(),
@@ -1082,7 +835,9 @@ impl Call {
                         .send(Control::Register(id, a.events_tx.clone()));
                 }
             }
-            LegInput::Placed(Err(reason)) => self.transfer_failed(reason).await,
+            LegInput::Placed(Err(reason)) => {
+                self.core.handle_transfer_failed(Instant::now(), reason)
+            }
             LegInput::Sip(ev) => self.on_agent_sip(ev).await,
             LegInput::Media(MediaEvent::Frame { frame, .. }) => {
                 let Some(a) = self.agent.as_mut() else { return };
@@ -1098,7 +853,7 @@ impl Call {
             }
             LegInput::Media(MediaEvent::MediaTimeout) | LegInput::MediaGone => {
                 tracing::info!("transfer: no media from the agent: ending the call");
-                self.end(Ending::AgentHangup).await;
+                self.core.handle_agent_hangup(Instant::now());
             }
             LegInput::Media(_) => {}
         }
@@ -1111,9 +866,7 @@ impl Call {
                 if a.state == LegState::Dialing && (status == 180 || status == 183) =>
             {
                 a.state = LegState::Ringing;
-                let left = a.deadline.saturating_duration_since(Instant::now());
-                let tone = bridge::ringback(self.codec, left);
-                let _ = self.media.commands.send(MediaCommand::Play(tone)).await;
+                self.core.handle_agent_ringing(Instant::now());
             }
             CallEvent::OutgoingAnswered { sdp, .. } => {
                 let ports = a.ports.take();
@@ -1147,8 +900,10 @@ impl Call {
                     _ => None,
                 };
                 let Some(media) = media else {
-                    self.transfer_failed("the agent's answer has no usable audio".into())
-                        .await;
+                    self.core.handle_transfer_failed(
+                        Instant::now(),
+                        "the agent's answer has no usable audio".into(),
+                    );
                     return;
                 };
                 a.media = Some(media);
@@ -1156,45 +911,36 @@ impl Call {
                 a.answered = Some(Instant::now());
                 a.figures.answered_after_ms = Some(a.started.elapsed().as_millis() as u64);
                 self.transfer_to = Some(a.target.uri.clone());
-                let _ = self.media.commands.send(MediaCommand::StopPlayback).await;
+                self.core.handle_agent_answered(Instant::now());
                 metrics::counter!("gateway_transfers_total", "outcome" => "bridged").increment(1);
                 tracing::info!(agent = %a.target.uri, "transfer: bridged to the agent");
             }
             CallEvent::OutgoingFailed { status, reason, .. } => {
-                self.transfer_failed(format!("the agent answered {status} {reason}"))
-                    .await;
+                self.core.handle_transfer_failed(
+                    Instant::now(),
+                    format!("the agent answered {status} {reason}"),
+                );
             }
             CallEvent::Bye { .. } if a.state == LegState::Bridged => {
                 tracing::info!("transfer: the agent hung up");
-                self.end(Ending::AgentHangup).await;
+                self.core.handle_agent_hangup(Instant::now());
             }
             CallEvent::CallTerminated { reason, .. } => {
                 a.terminated = true;
                 if a.state == LegState::Bridged {
-                    if self.ending.is_none() {
+                    if self.core.ending().is_none() {
                         tracing::info!(?reason, "transfer: the agent leg ended");
-                        self.end(Ending::AgentHangup).await;
+                        self.core.handle_agent_hangup(Instant::now());
                     }
                 } else {
-                    self.transfer_failed(format!("the agent leg ended ({reason:?})"))
-                        .await;
+                    self.core.handle_transfer_failed(
+                        Instant::now(),
+                        format!("the agent leg ended ({reason:?})"),
+                    );
                 }
             }
             _ => {}
         }
-    }
-
-    /// Give up on the agent: hang the leg up, stop the ringback, and tell the flow.
-    async fn transfer_failed(&mut self, reason: String) {
-        let Some(a) = self.agent.as_ref() else { return };
-        let ringing = a.state == LegState::Ringing;
-        tracing::info!(agent = %a.target.uri, %reason, "transfer failed");
-        metrics::counter!("gateway_transfers_total", "outcome" => "failed").increment(1);
-        self.close_agent_leg().await;
-        if ringing {
-            let _ = self.media.commands.send(MediaCommand::StopPlayback).await;
-        }
-        self.pending.push_back(Event::TransferFailed { reason });
     }
 
     /// Hang up the agent leg (if any) and keep its figures for the call record.
@@ -1202,6 +948,9 @@ impl Call {
         let Some(mut a) = self.agent.take() else {
             return;
         };
+        if a.state != LegState::Bridged {
+            tracing::info!(agent = %a.target.uri, "transfer: the agent leg is given up");
+        }
         if let Some(id) = a.call.filter(|_| !a.terminated) {
             self.sip(Command::Hangup(id)).await;
         }
@@ -1209,61 +958,32 @@ impl Call {
             a.figures.bridged_ms = at.elapsed().as_millis() as u64;
         }
         if let Some(m) = a.media.take() {
-            a.figures.agent_rtp = Some(figures(&m.close().await));
+            a.figures.agent_rtp = Some(RtpFigures::from_stats(&m.close().await));
         }
         self.bridge = Some(a.figures);
-    }
-
-    /// Hang up from our side (or note that the caller already did).
-    async fn end(&mut self, why: Ending) {
-        if self.ending.is_some() {
-            return;
-        }
-        self.ending = Some(why);
-        self.stop_recording();
-        if !self.sip_gone {
-            self.sip(Command::Hangup(self.incoming.call)).await;
-        }
-        self.pending.push_back(Event::HangUp);
     }
 
     async fn finish(mut self) {
         self.stop_recording();
         self.close_agent_leg().await;
         // Let the interpreter see the hang-up, then collect what it had.
-        self.drive().await;
-        let ending = self.ending.unwrap_or(Ending::CallerHangup);
-        let position = self
-            .ivr
-            .as_ref()
-            .and_then(|s| s.position().map(|(f, st)| format!("{f}/{st}")));
-        let collected: BTreeMap<String, String> = self
-            .ivr
-            .as_ref()
-            .map(|s| {
-                s.vars()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        self.carry_out().await;
+        let outcome = self.core.outcome();
+        let ending = outcome.ending;
+        let position = outcome.last_step.clone();
         // Orders whose write was under way when the caller hung up still count.
         let mut callback_order = None;
         let reached_agent = self
             .bridge
             .as_ref()
             .is_some_and(|b| b.answered_after_ms.is_some());
-        let abandoned = matches!(ending, Ending::CallerHangup | Ending::MediaTimeout)
-            && !self.flow_ended
-            && !reached_agent
-            && self.orders.is_empty()
-            && self.submits == 0;
-        if abandoned && self.shared.settings.callback_orders && self.ivr.is_some() {
+        let abandoned = outcome.abandoned && !reached_agent;
+        if abandoned && self.shared.settings.callback_orders && self.core.has_flow() {
             let new = order::callback(
                 &self.context(),
-                self.submits + 1,
+                outcome.submits + 1,
                 position.as_deref().unwrap_or("-"),
-                &collected,
+                &outcome.collected,
                 self.recordings.last().cloned(),
             );
             use crate::intake::{self, Idempotency, Intake, Via};
@@ -1287,23 +1007,23 @@ impl Call {
             }
         }
         let stats = self.media.close().await;
-        let record = CallRecord {
-            sip_call_id: self.incoming.sip_call_id.clone(),
-            caller: self.caller.clone(),
-            called: uri_user(&self.incoming.to),
-            started_at: self.started_at,
-            ended_at: Utc::now(),
-            duration_ms: self.started.elapsed().as_millis() as u64,
-            outcome: ending.as_str().into(),
-            last_step: position,
-            orders: self.orders.clone(),
-            callback_order,
-            recordings: self.recordings.iter().map(|r| r.url.clone()).collect(),
-            transfer_to: self.transfer_to.clone(),
-            bridge: self.bridge.clone(),
-            codec: Some(self.codec.name().into()),
-            rtp: Some(figures(&stats)),
-        };
+        let record = CallRecord::new(
+            &outcome,
+            CallFacts {
+                sip_call_id: self.incoming.sip_call_id.clone(),
+                caller: self.caller.clone(),
+                called: uri_user(&self.incoming.to),
+                started_at: self.started_at,
+                ended_at: Utc::now(),
+                duration_ms: self.started.elapsed().as_millis() as u64,
+                callback_order,
+                recordings: self.recordings.iter().map(|r| r.url.clone()).collect(),
+                transfer_to: self.transfer_to.clone(),
+                bridge: self.bridge.clone(),
+                codec: Some(self.codec.name().into()),
+                rtp: Some(RtpFigures::from_stats(&stats)),
+            },
+        );
         tracing::info!(
             outcome = ending.as_str(),
             duration_ms = record.duration_ms,
@@ -1315,17 +1035,6 @@ impl Call {
         metrics::counter!("gateway_calls_ended_total", "outcome" => ending.as_str()).increment(1);
         let shared = Arc::clone(&self.shared);
         let _ = tokio::task::spawn_blocking(move || shared.cdr.write(&record)).await;
-    }
-}
-
-fn figures(s: &RtpStats) -> RtpFigures {
-    RtpFigures {
-        packets_received: s.packets_received,
-        packets_sent: s.packets_sent,
-        packets_lost: s.packets_lost,
-        jitter_ms: s.jitter / 8.0,
-        late: s.late,
-        concealed: s.concealed,
     }
 }
 

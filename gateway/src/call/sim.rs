@@ -1,0 +1,857 @@
+//! Whole calls in one process on virtual time, in the manner of quinn's `Pair::drive`.
+//!
+//! A caller [`sip::Endpoint`] (UAC) calls the gateway's [`sip::Endpoint`] (UAS); the gateway
+//! side answers as the call task does ([`super::session`]'s offer/answer), runs a
+//! [`CallCore`] on the shipped flows (`ivr-flows/flows`, loaded by the gateway's own loader),
+//! and both sides' [`RtpSession`]s exchange packets in memory, with optional loss. Nothing
+//! sleeps and no socket is opened: the test moves the clock, so a call of a minute runs in
+//! milliseconds and the same seed gives the same call every time. Prompts are the flows' WAV
+//! files; text-to-speech items become a tone (no espeak-ng here); recognition results and store
+//! answers are injected by the test as the core's inputs.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ivr_flows::calendar::{Date, LocalTime};
+use ivr_flows::{Event, Session};
+use media::dtmf::DigitSource;
+use media::prompt::{EncodedPrompt, PlayItem, Player};
+use media::rtp_session::{Channel, RtpConfig, RtpEvent, RtpSession};
+use media::sdp::{self, SessionDescription};
+use media::{Codec, MediaSettings};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sip::{CallEvent, CallId, Endpoint, OutgoingCall, Output, SipSettings, Transport};
+
+use super::bridge::voiced;
+use super::cdr::{CallFacts, CallRecord};
+use super::core::{ACK_WAIT, CallCommand, CallCore, CoreSettings, Ending, State, StoreResult};
+use super::events::RtpFigures;
+use super::session::answer_offer;
+use crate::ivr::LiveFlows;
+use crate::runtime::prompt_cache::PromptCache;
+
+const CALLER_SIP: &str = "127.0.0.2:5060";
+const GATEWAY_SIP: &str = "127.0.0.1:5060";
+const CALLER_RTP: &str = "127.0.0.2:40000";
+const GATEWAY_RTP: &str = "127.0.0.1:20000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("a literal address")
+}
+
+/// The caller, the gateway and the wire between them, on one virtual clock.
+struct Sim {
+    now: Instant,
+    start: Instant,
+    caller_sip: Endpoint,
+    gateway_sip: Endpoint,
+    /// SIP datagrams in flight: (to, from, bytes).
+    wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    caller_call: CallId,
+    gateway_call: Option<CallId>,
+    /// The Call-ID the gateway saw.
+    sip_call_id: String,
+    caller_rtp: Option<RtpSession>,
+    gateway_rtp: Option<RtpSession>,
+    core: Option<CallCore>,
+    flows: Arc<LiveFlows>,
+    flows_dir: PathBuf,
+    prompts: PromptCache,
+    player: Option<Player>,
+    media: MediaSettings,
+    /// Every command the core gave, in order.
+    commands: Vec<CallCommand>,
+    /// SIP events the caller saw.
+    caller_events: Vec<CallEvent>,
+    /// When the caller heard a voiced frame.
+    heard: Vec<Instant>,
+    /// Drop every ACK the caller sends (a lossy path right after the answer).
+    drop_acks: bool,
+    /// Share of RTP packets lost each way, and those lost so far.
+    loss: f64,
+    lost: u64,
+    rng: StdRng,
+}
+
+/// The RTP path between the two sessions, losing a share of the packets.
+struct Wire<'a> {
+    now: Instant,
+    rng: &'a mut StdRng,
+    loss: f64,
+    lost: &'a mut u64,
+}
+
+impl Wire<'_> {
+    /// Deliver what `from` sends to `to`. Whether anything was sent.
+    fn carry(&mut self, from: &mut RtpSession, to: &mut RtpSession, from_addr: SocketAddr) -> bool {
+        let mut moved = false;
+        while let Some(t) = from.poll_transmit() {
+            moved = true;
+            if t.channel == Channel::Rtp && self.rng.random::<f64>() < self.loss {
+                *self.lost += 1;
+                continue;
+            }
+            match t.channel {
+                Channel::Rtp => to.handle_rtp(self.now, from_addr, &t.data),
+                Channel::Rtcp => {
+                    let rtcp = SocketAddr::new(from_addr.ip(), from_addr.port() + 1);
+                    to.handle_rtcp(self.now, rtcp, &t.data)
+                }
+            }
+        }
+        moved
+    }
+}
+
+/// A Tuesday in March at 10:00: working hours, so the main flow reaches its menu.
+fn working_hours() -> LocalTime {
+    LocalTime {
+        date: Date {
+            year: 2026,
+            month: 3,
+            day: 10,
+        },
+        hour: 10,
+        minute: 0,
+    }
+}
+
+/// A second of 440 Hz for a text-to-speech item.
+fn spoken_tone(codec: Codec) -> EncodedPrompt {
+    let pcm: Vec<i16> = (0..8000)
+        .map(|i| {
+            let t = i as f32 / 8000.0;
+            (6000.0 * (2.0 * std::f32::consts::PI * 440.0 * t).sin()) as i16
+        })
+        .collect();
+    EncodedPrompt::encode(&pcm, codec)
+}
+
+impl Sim {
+    /// A caller dials the gateway; `loss` of the RTP packets each way are dropped.
+    fn call(loss: f64) -> Sim {
+        Sim::dial(loss, false)
+    }
+
+    /// As [`Sim::call`]; with `drop_acks` the gateway never gets the caller's ACK.
+    fn dial(loss: f64, drop_acks: bool) -> Sim {
+        let flows_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../ivr-flows/flows"));
+        let flows = LiveFlows::load(&flows_dir).expect("the shipped flows load");
+        let now = Instant::now();
+        let settings = |a: &str, seed| SipSettings {
+            udp: addr(a),
+            tcp: addr(a),
+            rng_seed: seed,
+            ..SipSettings::default()
+        };
+        let mut caller_sip = Endpoint::new(settings(CALLER_SIP, 1));
+        let media = MediaSettings {
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            ..MediaSettings::default()
+        };
+        let rtp = addr(CALLER_RTP);
+        let offer = sdp::offer(
+            &[Codec::Pcmu],
+            media.telephone_event_pt,
+            rtp.ip(),
+            rtp.port(),
+        );
+        let (caller_call, out) = caller_sip
+            .invite(
+                now,
+                OutgoingCall {
+                    target_uri: "sip:12345@127.0.0.1".into(),
+                    from_uri: "sip:13800138000@127.0.0.2".into(),
+                    from_display: None,
+                    to_uri: "sip:12345@127.0.0.1".into(),
+                    destination: addr(GATEWAY_SIP),
+                    transport: Transport::Udp,
+                    sdp_offer: offer.to_string().into_bytes(),
+                    extra_headers: Vec::new(),
+                },
+            )
+            .expect("the INVITE is placed");
+        let mut sim = Sim {
+            now,
+            start: now,
+            caller_sip,
+            gateway_sip: Endpoint::new(settings(GATEWAY_SIP, 2)),
+            wire: VecDeque::new(),
+            caller_call,
+            gateway_call: None,
+            sip_call_id: String::new(),
+            caller_rtp: None,
+            gateway_rtp: None,
+            core: None,
+            flows_dir: flows.current().dir().map_or(flows_dir, |d| d.to_path_buf()),
+            flows,
+            prompts: PromptCache::new(),
+            player: None,
+            media,
+            commands: Vec::new(),
+            caller_events: Vec::new(),
+            heard: Vec::new(),
+            drop_acks,
+            loss,
+            lost: 0,
+            rng: StdRng::seed_from_u64(7),
+        };
+        sim.caller_output(out);
+        sim.settle();
+        sim
+    }
+
+    fn core(&mut self) -> &mut CallCore {
+        self.core.as_mut().expect("the gateway answered")
+    }
+
+    /// Move the clock by `d`, running every timer and 20 ms tick on the way.
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        for _ in 0..1_000_000 {
+            let next = [
+                self.caller_sip.poll_timeout(),
+                self.gateway_sip.poll_timeout(),
+                self.caller_rtp.as_ref().map(RtpSession::poll_timeout),
+                self.gateway_rtp.as_ref().map(RtpSession::poll_timeout),
+                self.core.as_ref().and_then(CallCore::poll_timeout),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(next) = next.filter(|n| *n <= until) else {
+                self.now = until;
+                return;
+            };
+            self.now = next.max(self.now);
+            let now = self.now;
+            if self.caller_sip.poll_timeout().is_some_and(|t| t <= now) {
+                let out = self.caller_sip.handle_timeout(now);
+                self.caller_output(out);
+            }
+            if self.gateway_sip.poll_timeout().is_some_and(|t| t <= now) {
+                let out = self.gateway_sip.handle_timeout(now);
+                self.gateway_output(out);
+            }
+            if let Some(c) = self.core.as_mut()
+                && c.poll_timeout().is_some_and(|t| t <= now)
+            {
+                c.handle_timeout(now);
+            }
+            if self
+                .gateway_rtp
+                .as_ref()
+                .is_some_and(|r| r.poll_timeout() <= now)
+            {
+                self.top_up();
+                if let Some(r) = self.gateway_rtp.as_mut() {
+                    r.handle_timeout(now);
+                }
+            }
+            if let Some(r) = self.caller_rtp.as_mut()
+                && r.poll_timeout() <= now
+            {
+                r.handle_timeout(now);
+            }
+            self.settle();
+        }
+        panic!("the simulation does not advance");
+    }
+
+    /// Run in 20 ms steps until `done` holds, at most `max`; `what` names it for the failure.
+    fn run_until(&mut self, what: &str, max: Duration, done: impl Fn(&Sim) -> bool) {
+        let until = self.now + max;
+        while !done(self) {
+            assert!(
+                self.now < until,
+                "{what}: not within {max:?}; commands: {:#?}",
+                self.commands
+            );
+            self.run_for(Duration::from_millis(20));
+        }
+    }
+
+    /// Run until the core asks to play `path` (a prompt file of the flows), at most `max`.
+    fn run_until_played(&mut self, path: &str, max: Duration) {
+        self.run_until(path, max, |s| s.played(path));
+    }
+
+    /// Run until the prompt playing now has played out.
+    fn run_until_quiet(&mut self) {
+        self.run_until("the prompt's end", Duration::from_secs(30), |s| {
+            s.player.is_none()
+        });
+    }
+
+    /// Whether the core asked to play `path`.
+    fn played(&self, path: &str) -> bool {
+        self.commands.iter().any(|c| match c {
+            CallCommand::Play { items, .. } => items.iter().any(
+                |i| matches!(i, ivr_flows::PlayItem::Audio { path: p, .. } if p.as_str() == path),
+            ),
+            _ => false,
+        })
+    }
+
+    /// Voiced frames the caller heard since `since`.
+    fn heard_since(&self, since: Instant) -> usize {
+        self.heard.iter().filter(|t| **t >= since).count()
+    }
+
+    /// The caller presses a key (RFC 4733).
+    fn press(&mut self, digit: char) {
+        let sent = self
+            .caller_rtp
+            .as_mut()
+            .expect("caller media")
+            .send_digit(digit, Duration::from_millis(160));
+        assert!(sent, "the gateway negotiated telephone-event");
+    }
+
+    /// The recognizer heard the caller say `text`.
+    fn say(&mut self, text: &str) {
+        let now = self.now;
+        self.core().handle_heard(
+            now,
+            Event::SpeechResult {
+                text: text.into(),
+                confidence: 0.9,
+                alternatives: Vec::new(),
+            },
+        );
+        self.settle();
+    }
+
+    /// The caller hangs up (BYE).
+    fn hang_up(&mut self) {
+        let out = self
+            .caller_sip
+            .hangup(self.now, self.caller_call)
+            .expect("the call is up");
+        self.caller_output(out);
+        self.settle();
+    }
+
+    /// Deliver what is in flight and carry out what the core asks, until all is quiet.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let mut busy = false;
+            while let Some((to, from, bytes)) = self.wire.pop_front() {
+                busy = true;
+                if self.drop_acks && bytes.starts_with(b"ACK ") {
+                    continue;
+                }
+                if to == addr(GATEWAY_SIP) {
+                    let out =
+                        self.gateway_sip
+                            .handle_datagram(self.now, from, Transport::Udp, &bytes);
+                    self.gateway_output(out);
+                } else {
+                    let out =
+                        self.caller_sip
+                            .handle_datagram(self.now, from, Transport::Udp, &bytes);
+                    self.caller_output(out);
+                }
+            }
+            busy |= self.media_flow();
+            busy |= self.carry_out();
+            if !busy {
+                return;
+            }
+        }
+        panic!("the simulation does not settle");
+    }
+
+    fn caller_output(&mut self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::Transmit(t) => self.wire.push_back((t.to, addr(CALLER_SIP), t.bytes)),
+                Output::Event(ev) => {
+                    if let CallEvent::OutgoingAnswered {
+                        sdp: Some(body), ..
+                    } = &ev
+                    {
+                        // The answer read as an offer names the gateway's address and codec.
+                        let text = std::str::from_utf8(body).expect("SDP is text");
+                        let answer = SessionDescription::parse(text).expect("the answer parses");
+                        let rtp = addr(CALLER_RTP);
+                        let n = sdp::negotiate(&answer, &[Codec::Pcmu], rtp.ip(), rtp.port())
+                            .expect("the answer is usable")
+                            .media;
+                        let cfg = RtpConfig::new(&self.media, &n, &mut self.rng);
+                        self.caller_rtp =
+                            Some(RtpSession::new(cfg, self.now, SystemTime::UNIX_EPOCH));
+                    }
+                    self.caller_events.push(ev);
+                }
+            }
+        }
+    }
+
+    fn gateway_output(&mut self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::Transmit(t) => self.wire.push_back((t.to, addr(GATEWAY_SIP), t.bytes)),
+                Output::Event(CallEvent::IncomingCall {
+                    call,
+                    sdp_offer,
+                    sip_call_id,
+                    ..
+                }) => {
+                    self.sip_call_id = sip_call_id;
+                    self.answer(call, sdp_offer)
+                }
+                Output::Event(ev) => {
+                    let now = self.now;
+                    if let Some(c) = self.core.as_mut() {
+                        c.handle_sip(now, ev);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the call task's setup does: answer the offer, start media and the core.
+    fn answer(&mut self, call: CallId, offer: Option<Vec<u8>>) {
+        let offer = offer.expect("the caller offers");
+        let (answer, negotiated) =
+            answer_offer(&offer, &self.media.codecs, addr(GATEWAY_RTP)).expect("offer usable");
+        let out = self
+            .gateway_sip
+            .answer(self.now, call, answer.to_string().into_bytes())
+            .expect("answer");
+        self.gateway_output(out);
+        self.gateway_call = Some(call);
+        let cfg = RtpConfig::new(&self.media, &negotiated, &mut self.rng);
+        self.gateway_rtp = Some(RtpSession::new(cfg, self.now, SystemTime::UNIX_EPOCH));
+        let ivr = Session::new(self.flows.current(), "main");
+        self.core = Some(CallCore::new(
+            self.now,
+            ivr,
+            Event::CallStarted {
+                caller: "13800138000".into(),
+                called: "12345".into(),
+                local_time: working_hours(),
+            },
+            CoreSettings {
+                ack_wait: ACK_WAIT,
+                transfer_timeout: Duration::from_secs(30),
+                dtmf_merge_window: self.media.dtmf_merge_window,
+            },
+        ));
+    }
+
+    /// Move RTP both ways (losing some) and hand media events on. Whether anything moved.
+    fn media_flow(&mut self) -> bool {
+        let now = self.now;
+        let mut moved = false;
+        let (Some(gw), Some(caller)) = (self.gateway_rtp.as_mut(), self.caller_rtp.as_mut()) else {
+            return false;
+        };
+        let mut wire = Wire {
+            now,
+            rng: &mut self.rng,
+            loss: self.loss,
+            lost: &mut self.lost,
+        };
+        moved |= wire.carry(gw, caller, addr(GATEWAY_RTP));
+        moved |= wire.carry(caller, gw, addr(CALLER_RTP));
+        while let Some(ev) = caller.poll_event() {
+            if let RtpEvent::Frame {
+                frame,
+                received: true,
+            } = ev
+                && voiced(&frame)
+            {
+                self.heard.push(now);
+            }
+        }
+        while let Some(ev) = gw.poll_event() {
+            moved = true;
+            let Some(core) = self.core.as_mut() else {
+                continue;
+            };
+            match ev {
+                RtpEvent::Digit { digit, .. } => {
+                    core.handle_digit(now, digit, DigitSource::Rfc4733)
+                }
+                RtpEvent::MediaTimeout => core.handle_media_timeout(now),
+                _ => {}
+            }
+        }
+        moved
+    }
+
+    /// Keep the gateway's send queue filled from the prompt playing (as the media driver does).
+    fn top_up(&mut self) {
+        let (Some(player), Some(rtp)) = (self.player.as_mut(), self.gateway_rtp.as_mut()) else {
+            return;
+        };
+        while rtp.queued() < 2 {
+            match player.next_frame() {
+                Some(f) => rtp.send_payload(f),
+                None => {
+                    let (stopped, id) = (player.is_stopped(), player.id());
+                    self.player = None;
+                    if !stopped && let Some(c) = self.core.as_mut() {
+                        c.handle_prompt_finished(self.now, id);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Carry out the core's commands as the call task would. Whether there were any.
+    fn carry_out(&mut self) -> bool {
+        let mut any = false;
+        let now = self.now;
+        while let Some(cmd) = self.core.as_mut().and_then(|c| c.poll_command(now)) {
+            any = true;
+            self.commands.push(cmd.clone());
+            match cmd {
+                CallCommand::Play { id, items, .. } => {
+                    let codec = self.media.codecs[0];
+                    let mut out = Vec::new();
+                    for item in items {
+                        match item {
+                            ivr_flows::PlayItem::Audio { path, .. } => {
+                                let clip = self
+                                    .prompts
+                                    .get(&self.flows_dir.join(&path), codec)
+                                    .expect("the shipped prompt decodes");
+                                out.push(PlayItem::Clip(clip));
+                            }
+                            ivr_flows::PlayItem::Tts { .. } => {
+                                out.push(PlayItem::Clip(Arc::new(spoken_tone(codec))))
+                            }
+                            ivr_flows::PlayItem::Silence { ms } => {
+                                out.push(PlayItem::Silence(Duration::from_millis(u64::from(ms))))
+                            }
+                        }
+                    }
+                    if let Some(r) = self.gateway_rtp.as_mut() {
+                        r.clear_queued();
+                    }
+                    self.player = Some(Player::new(codec, out).with_id(id));
+                }
+                CallCommand::StopPlayback => {
+                    self.player = None;
+                    if let Some(r) = self.gateway_rtp.as_mut() {
+                        r.clear_queued();
+                    }
+                }
+                CallCommand::Hangup => {
+                    if let Some(call) = self.gateway_call
+                        && let Ok(out) = self.gateway_sip.hangup(now, call)
+                    {
+                        self.gateway_output(out);
+                    }
+                }
+                // The test answers store work, transfers and recordings itself.
+                _ => {}
+            }
+        }
+        any
+    }
+
+    /// Submits the core asked for.
+    fn submits(&self) -> Vec<&CallCommand> {
+        self.commands
+            .iter()
+            .filter(|c| matches!(c, CallCommand::Submit { .. }))
+            .collect()
+    }
+
+    /// Virtual time since the call began.
+    fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+}
+
+/// Runs `f` and says how long the whole call took in real time.
+fn timed(name: &str, f: impl FnOnce() -> Duration) {
+    let real = Instant::now();
+    let virtual_time = f();
+    eprintln!(
+        "sim {name}: {virtual_time:?} of call in {:?} of real time",
+        real.elapsed()
+    );
+}
+
+/// Past the greeting to the main menu: choose Mandarin with a key.
+fn to_main_menu(sim: &mut Sim) {
+    sim.run_until_played("prompts/zh/choose_language.wav", Duration::from_secs(30));
+    sim.run_until_quiet();
+    sim.press('1');
+    sim.run_until_played("prompts/zh/main_menu.wav", Duration::from_secs(5));
+}
+
+#[test]
+fn the_greeting_is_heard() {
+    timed("greeting", || {
+        let mut sim = Sim::call(0.0);
+        assert!(
+            sim.caller_events
+                .iter()
+                .any(|e| matches!(e, CallEvent::OutgoingAnswered { .. })),
+            "answered at once: {:?}",
+            sim.caller_events
+        );
+        sim.run_for(Duration::from_secs(3));
+        assert!(sim.played("prompts/zh/welcome.wav"));
+        // The ACK came at once: the greeting did not wait for ACK_WAIT.
+        assert_eq!(sim.core().state(), &State::InFlow);
+        let voiced = sim.heard_since(sim.start);
+        assert!(voiced > 50, "the caller heard {voiced} voiced frames");
+        sim.elapsed()
+    });
+}
+
+#[test]
+fn a_key_chooses_a_menu_option() {
+    timed("key", || {
+        let mut sim = Sim::call(0.0);
+        to_main_menu(&mut sim);
+        let before = sim.now;
+        sim.run_for(Duration::from_secs(1));
+        assert!(sim.heard_since(before) > 10, "the menu is heard");
+        sim.press('1');
+        sim.run_until_played("prompts/zh/describe.wav", Duration::from_secs(5));
+        sim.elapsed()
+    });
+}
+
+#[test]
+fn a_spoken_answer_chooses_a_menu_option() {
+    timed("speech", || {
+        let mut sim = Sim::call(0.0);
+        to_main_menu(&mut sim);
+        sim.run_for(Duration::from_secs(1));
+        assert!(
+            sim.commands
+                .iter()
+                .any(|c| matches!(c, CallCommand::Listen(Some(_)))),
+            "the menu listens for speech"
+        );
+        sim.say("我要投诉");
+        sim.run_until_played("prompts/zh/describe.wav", Duration::from_secs(5));
+        sim.elapsed()
+    });
+}
+
+#[test]
+fn the_report_flow_files_an_order_and_tells_its_number() {
+    timed("report", || {
+        let mut sim = Sim::call(0.0);
+        to_main_menu(&mut sim);
+        sim.press('1');
+        sim.run_until_played("prompts/zh/describe.wav", Duration::from_secs(5));
+        sim.run_for(Duration::from_secs(2));
+        sim.say("东湖路的路灯坏了");
+        sim.run_until_played("prompts/zh/confirm_or_retry.wav", Duration::from_secs(5));
+        sim.run_until_quiet();
+        sim.press('1');
+        // The district menu is spoken (no recording): its key, then the kind menu.
+        sim.run_for(Duration::from_millis(200));
+        sim.run_until_quiet();
+        sim.press('5');
+        sim.run_until_played("prompts/zh/kind.wav", Duration::from_secs(10));
+        sim.run_until_quiet();
+        sim.press('2');
+        sim.run_until_played("prompts/zh/submit_or_restart.wav", Duration::from_secs(10));
+        sim.run_until_quiet();
+        sim.press('1');
+        sim.run_for(Duration::from_secs(1));
+        let submits = sim.submits();
+        assert_eq!(submits.len(), 1, "{:#?}", sim.commands);
+        let CallCommand::Submit { seq, slots } = submits[0] else {
+            unreachable!()
+        };
+        assert_eq!(*seq, 1);
+        assert_eq!(slots.get("district").map(String::as_str), Some("武昌区"));
+        assert_eq!(slots.get("kind").map(String::as_str), Some("traffic"));
+        assert_eq!(
+            slots.get("text").map(String::as_str),
+            Some("东湖路的路灯坏了")
+        );
+        // The store answers; the caller hears the number.
+        let now = sim.now;
+        sim.core().handle_store(
+            now,
+            StoreResult::Created {
+                order_id: "2603100000017".into(),
+            },
+        );
+        sim.settle();
+        sim.run_until_played("prompts/zh/order_accepted.wav", Duration::from_secs(2));
+        let before = sim.now;
+        sim.run_for(Duration::from_secs(4));
+        assert!(sim.heard_since(before) > 50, "the number is heard");
+        assert_eq!(sim.core().orders(), ["2603100000017".to_owned()]);
+        assert_eq!(sim.core().ending(), None);
+        sim.elapsed()
+    });
+}
+
+#[test]
+fn a_transfer_rings_bridges_and_passes_keys_on() {
+    timed("transfer", || {
+        let mut sim = Sim::call(0.0);
+        to_main_menu(&mut sim);
+        sim.press('0');
+        sim.run_until("a transfer", Duration::from_secs(15), |s| {
+            s.commands
+                .iter()
+                .any(|c| matches!(c, CallCommand::Transfer { .. }))
+        });
+        let target = sim.commands.iter().find_map(|c| match c {
+            CallCommand::Transfer { target, .. } => Some(target.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            target,
+            Some(ivr_flows::model::TransferTarget::Queue("general".into()))
+        );
+        let now = sim.now;
+        sim.core().handle_agent_dialing(now);
+        sim.core().handle_agent_ringing(now);
+        assert!(matches!(
+            sim.core().poll_command(now),
+            Some(CallCommand::Ringback(d)) if d == Duration::from_secs(30)
+        ));
+        sim.core().handle_agent_answered(now);
+        assert_eq!(sim.core().state(), &State::Bridged);
+        sim.settle();
+        sim.press('3');
+        sim.run_for(Duration::from_millis(500));
+        assert!(
+            sim.commands.contains(&CallCommand::DigitToAgent('3')),
+            "{:#?}",
+            sim.commands
+        );
+        sim.elapsed()
+    });
+}
+
+#[test]
+fn a_transfer_nobody_answers_falls_back_to_the_flow() {
+    timed("transfer timeout", || {
+        let mut sim = Sim::call(0.0);
+        to_main_menu(&mut sim);
+        sim.press('0');
+        sim.run_until("a transfer", Duration::from_secs(15), |s| {
+            s.commands
+                .iter()
+                .any(|c| matches!(c, CallCommand::Transfer { .. }))
+        });
+        assert!(
+            sim.commands
+                .iter()
+                .any(|c| matches!(c, CallCommand::Transfer { .. }))
+        );
+        let now = sim.now;
+        sim.core().handle_agent_dialing(now);
+        sim.run_for(Duration::from_secs(31));
+        assert!(sim.commands.contains(&CallCommand::CloseAgentLeg));
+        sim.run_until_played("prompts/zh/agents_busy.wav", Duration::from_secs(2));
+        sim.elapsed()
+    });
+}
+
+#[test]
+fn the_caller_hanging_up_ends_the_call_and_gives_its_record() {
+    timed("hang-up", || {
+        let mut sim = Sim::call(0.0);
+        to_main_menu(&mut sim);
+        sim.hang_up();
+        assert!(
+            sim.caller_events
+                .iter()
+                .any(|e| matches!(e, CallEvent::CallTerminated { .. }))
+        );
+        let core = sim.core();
+        assert!(core.sip_gone());
+        let outcome = core.outcome();
+        assert_eq!(outcome.ending, Ending::CallerHangup);
+        assert_eq!(outcome.ending.as_str(), "caller_hangup");
+        assert_eq!(outcome.last_step.as_deref(), Some("main/main_menu"));
+        assert!(outcome.abandoned, "nothing filed: a callback order is due");
+        assert!(
+            !sim.commands.contains(&CallCommand::Hangup),
+            "no BYE of ours after the caller's"
+        );
+        // The record the call task writes, from the outcome and the media's figures.
+        let stats = sim.gateway_rtp.as_ref().expect("media").stats();
+        let started_at = chrono::DateTime::from_timestamp(1_773_108_000, 0).expect("a time");
+        let duration_ms = sim.elapsed().as_millis() as u64;
+        let record = CallRecord::new(
+            &outcome,
+            CallFacts {
+                sip_call_id: sim.sip_call_id.clone(),
+                caller: "13800138000".into(),
+                called: "12345".into(),
+                started_at,
+                ended_at: started_at + chrono::TimeDelta::milliseconds(duration_ms as i64),
+                duration_ms,
+                callback_order: None,
+                recordings: Vec::new(),
+                transfer_to: None,
+                bridge: None,
+                codec: Some(Codec::Pcmu.name().into()),
+                rtp: Some(RtpFigures::from_stats(&stats)),
+            },
+        );
+        assert!(!record.sip_call_id.is_empty());
+        assert_eq!(record.outcome, "caller_hangup");
+        assert_eq!(record.last_step.as_deref(), Some("main/main_menu"));
+        assert!(record.orders.is_empty());
+        let rtp = record.rtp.as_ref().expect("figures");
+        assert!(rtp.packets_received > 300, "{rtp:?}");
+        assert_eq!(rtp.packets_lost, 0);
+        let line = serde_json::to_string(&record).expect("JSON");
+        assert!(line.contains(r#""outcome":"caller_hangup""#), "{line}");
+        sim.elapsed()
+    });
+}
+
+#[test]
+fn a_key_gets_through_ten_percent_packet_loss() {
+    timed("loss", || {
+        let mut sim = Sim::call(0.10);
+        to_main_menu(&mut sim);
+        sim.run_for(Duration::from_secs(1));
+        sim.press('2');
+        sim.run_for(Duration::from_secs(2));
+        assert!(sim.lost > 10, "packets were lost: {}", sim.lost);
+        assert!(
+            sim.core()
+                .position()
+                .is_some_and(|p| p.starts_with("progress/")),
+            "the key chose the progress flow: {:?}",
+            sim.core().position()
+        );
+        sim.elapsed()
+    });
+}
+
+#[test]
+fn without_the_ack_the_greeting_starts_after_the_wait() {
+    timed("lost ACK", || {
+        let mut sim = Sim::dial(0.0, true);
+        sim.run_for(ACK_WAIT - Duration::from_millis(100));
+        assert!(
+            matches!(sim.core().state(), State::Answering { .. }),
+            "the flow waits for the ACK"
+        );
+        assert!(!sim.played("prompts/zh/welcome.wav"));
+        sim.run_for(Duration::from_millis(200));
+        assert_eq!(sim.core().state(), &State::InFlow);
+        assert!(sim.played("prompts/zh/welcome.wav"));
+        sim.elapsed()
+    });
+}
