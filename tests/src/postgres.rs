@@ -125,12 +125,16 @@ impl PgServer {
         pg
     }
 
-    /// Restart the server (fast shutdown: open connections are cut, as in a failover).
+    /// Restart the server (fast shutdown: open connections are cut, as in a failover). The new
+    /// server logs to the same file as the first: without `-l` it would keep pg_ctl's stdout open
+    /// and reading pg_ctl's output would wait for the server to exit.
     pub fn restart(&self) {
         let out = self
             .cmd("pg_ctl")
             .arg("-D")
             .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.path().join("postgres.log"))
             .args(["-m", "fast", "-w", "-t", "60", "restart"])
             .output()
             .expect("run pg_ctl restart");
