@@ -44,7 +44,13 @@ fn build_gateway() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     // `cargo test` sets CARGO for the tests it runs; run directly, the test finds cargo on PATH.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_for_this_test) {
+            command.env_remove(&name);
+        }
+    }
+    let out = command
         .arg("build")
         .arg("--manifest-path")
         .arg(&manifest)
@@ -66,6 +72,28 @@ fn build_gateway() -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// Whether `name` is one of the variables `cargo test` sets for the test it runs (not for
+/// itself). Build scripts watch some of them (ring: `CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`):
+/// passed on to the inner `cargo build`, they would rerun and rebuild everything above them, and
+/// the next `cargo test` would rebuild it all back.
+fn set_by_cargo_for_this_test(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_CFG_")
+        || name.starts_with("CARGO_FEATURE_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
 }
 
 /// Which store a gateway uses.
