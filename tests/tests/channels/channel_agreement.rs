@@ -4,8 +4,6 @@
 //! same citizen sending it again (on the same channel or another) is marked a duplicate with the
 //! reason; different citizens reporting it form one event. Related orders survive a restart.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 

@@ -27,8 +27,6 @@
 //! prompts directory), so that each call does one thing and ends by itself. Missing tools fail
 //! the tests (`scripts/setup.sh --test` installs them); nothing is skipped.
 
-mod support;
-
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -637,7 +635,7 @@ fn flows_src() -> PathBuf {
 
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/sipp")
+        .join("sipp")
         .join(name)
 }
 

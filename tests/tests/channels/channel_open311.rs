@@ -2,9 +2,6 @@
 //! POST that becomes an order, reading it back by id and in the filtered list (without personal
 //! data), status mapping after a backend event, and the spec's errors.
 
-#[path = "support/mod.rs"]
-mod support;
-
 use serde_json::{Value, json};
 use support::{ADMIN_KEY, Gateway, GatewayOptions, Reply, SECRET, USER_KEY, now_unix};
 

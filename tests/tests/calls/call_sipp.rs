@@ -4,8 +4,6 @@
 //! caller who hung up mid-flow, and the call detail record carries the RTP figures. An offer
 //! with no common codec is refused 488.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,7 +11,7 @@ use support::{Gateway, GatewayOptions, free_port};
 
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/sipp")
+        .join("sipp")
         .join(name)
 }
 

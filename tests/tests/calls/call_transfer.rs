@@ -7,8 +7,6 @@
 //! flow's `on_fail` path; a caller who gives up while the agent's phone rings makes the gateway
 //! CANCEL that leg and leaves a callback order.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -38,7 +36,7 @@ steps:
 
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/sipp")
+        .join("sipp")
         .join(name)
 }
 

@@ -11,9 +11,6 @@
 //! - the dispatch backend answering after 30 s for a while: the outbox keeps its concurrency
 //!   bound and intake stays fast; once the backend recovers every order is delivered.
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

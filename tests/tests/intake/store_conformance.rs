@@ -3,9 +3,6 @@
 //! real PostgreSQL server started on loopback. Whatever the gateway relies on from its store is
 //! asserted here once, so the two cannot drift apart again.
 
-#[path = "support/mod.rs"]
-mod support;
-
 use adapters::work_order::{Attachment, Channel, Status};
 use adapters::{OrderNumber, Submission};
 use chrono::{DateTime, Duration, FixedOffset, TimeZone, Utc};

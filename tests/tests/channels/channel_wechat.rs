@@ -2,8 +2,6 @@
 //! spec (signatures, safe-mode AES envelope, XML and mini-program JSON), checked through the
 //! orders API. Refused pushes must leave nothing stored.
 
-mod support;
-
 use aes::cipher::block_padding::NoPadding;
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use base64::Engine;

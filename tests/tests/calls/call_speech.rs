@@ -8,8 +8,6 @@
 //!
 //! The model is prepared by `scripts/setup.sh` (or here, idempotently, on first use).
 
-mod support;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;

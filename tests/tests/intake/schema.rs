@@ -1,9 +1,6 @@
 //! The published WorkOrder JSON Schema (`adapters/schema/work-order.schema.json`) matches what a
 //! running gateway serves and delivers, and it is strict enough to refuse a broken order.
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{Value, json};

@@ -2,9 +2,6 @@
 //! order reaches the dispatch receiver with a valid signature, retries ride out an unavailable
 //! receiver, and refused orders become dead letters that can be replayed.
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,9 +3,6 @@
 //! refuse (invalid fields, a fake or oversize photo, the honeypot, a too-fast or forged post, a
 //! flood) without storing anything.
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -17,7 +14,7 @@ use support::{ADMIN_KEY, Gateway, GatewayOptions, Reply};
 const WEB: &str = "[web]\nmin_fill_seconds = 1\nmax_upload_bytes = 100000\nrate_burst = 100\n";
 
 fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
 }
 
 /// Install playwright-core from the committed lock file (once), into tests/browser/node_modules.

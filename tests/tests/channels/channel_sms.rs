@@ -2,8 +2,6 @@
 //! their published shapes, redeliveries, long messages split into parts, 查询 and refusals,
 //! checked through the orders API.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{Value, json};

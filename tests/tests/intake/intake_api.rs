@@ -2,9 +2,6 @@
 //! idempotent replays, reading and paging orders, signed status events, clean shutdown, and logs
 //! that never carry personal data in clear.
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{Value, json};

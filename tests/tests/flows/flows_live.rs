@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
-
 fn shipped_flows() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../ivr-flows/flows")
 }
@@ -35,7 +33,7 @@ fn copy_flows(into: &Path) -> PathBuf {
 }
 
 fn gateway(args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(GATEWAY)
+    let mut child = Command::new(support::gateway_binary())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -228,7 +226,7 @@ fn a_running_gateway_applies_valid_edits_and_refuses_broken_ones() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let flows = copy_flows(tmp.path());
     let port = free_port();
-    let child = Command::new(GATEWAY)
+    let child = Command::new(support::gateway_binary())
         .arg("run")
         .env_remove("GATEWAY_CONFIG")
         .env("GATEWAY__HTTP__LISTEN", format!("127.0.0.1:{port}"))

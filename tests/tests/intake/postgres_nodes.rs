@@ -5,9 +5,6 @@
 //! The harness starts a real PostgreSQL server on loopback; without the server binaries these
 //! tests fail and say to run `scripts/setup.sh --test`.
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
