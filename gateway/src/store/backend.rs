@@ -1,5 +1,5 @@
 //! The contract both back ends keep ([`OrderStore`]), so that one conformance suite
-//! (`tests/store_conformance.rs`) runs against SQLite and PostgreSQL alike, as rustls runs one
+//! (`tests/tests/intake/store_conformance.rs`) runs against SQLite and PostgreSQL alike, as rustls runs one
 //! test suite against every crypto provider. [`Store`](super::Store) dispatches to the back end
 //! the config chose and adds what is the same for both (the related-order index).
 //!
