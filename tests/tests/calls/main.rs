@@ -1,6 +1,7 @@
 //! Calls end to end: SIPp and baresip callers against the gateway, transfers, call media (prompts,
 //! DTMF, recordings), spoken answers, and the media engine over loopback.
 
+mod call_flood;
 mod call_media;
 mod call_sipp;
 mod call_speech;
