@@ -5,6 +5,8 @@
 # fuzz/artifacts/TARGET/: add that file to fuzz/seeds/TARGET and a unit test where the bug was.
 #   scripts/fuzz.sh            60 s per target
 #   scripts/fuzz.sh 600 sdp    10 minutes on one target
+#   FUZZ_SEED=N                the mutations' seed (0, the default: a new one each run;
+#                              `scripts/test.sh` fixes it so CI explores the same inputs each time)
 # The fuzz crate depends only on the crates it fuzzes (no gateway, no whisper.cpp), so the
 # build takes minutes. cargo-fuzz runs on the stable toolchain with RUSTC_BOOTSTRAP=1 (the
 # address sanitizer runtime ships with stable).
@@ -38,6 +40,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$work/$t"
   if cargo fuzz run --debug-assertions "$t" "$work/$t" "seeds/$t" -- \
       -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+      -seed="${FUZZ_SEED:-0}" \
       >"$work/$t.log" 2>&1; then
     runs=$(grep -m1 'stat::number_of_executed_units' "$work/$t.log" | awk '{print $2}')
     echo "fuzz: $t ok (${runs:-?} runs in ${secs} s)"
