@@ -328,7 +328,6 @@ Content-Length: 4\r\n\r\nv=0\n";
         assert_eq!(r.headers.call_id(), Ok("c1"));
     }
 
-    #[test]
     /// Found by the `sip_parse` fuzz target: a bare CR inside a folded continuation line was
     /// taken, and the message written back out no longer parsed.
     #[test]
