@@ -97,6 +97,23 @@ struct AppAttachment {
 }
 
 impl Submission {
+    /// A plain text message from a messaging channel (SMS, WeChat): the text trimmed and cut to
+    /// [`MAX_TEXT_CHARS`], in Chinese, with no location, attachments or recording.
+    pub fn text_message(channel: Channel, citizen: Citizen, text: &str, source: Source) -> Self {
+        Submission {
+            channel,
+            citizen,
+            kind: None,
+            text: text.trim().chars().take(MAX_TEXT_CHARS).collect(),
+            transcript: Vec::new(),
+            language: "zh".into(),
+            location: Location::default(),
+            attachments: Vec::new(),
+            recording: None,
+            source,
+        }
+    }
+
     /// Parse and validate a `POST /v1/submissions` body.
     pub fn from_app_json(body: &[u8]) -> Result<Submission, SubmissionError> {
         // serde would also read a struct from an array; a submission is an object, say so.

@@ -110,7 +110,6 @@ fn flows_dir(
 }
 
 fn local_time(at: Option<&str>, config: &Config) -> anyhow::Result<ivr_flows::calendar::LocalTime> {
-    use chrono::{Datelike, Timelike};
     let t = match at {
         Some(s) => chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M")
             .map_err(|_| anyhow::anyhow!("--at is `YYYY-MM-DD HH:MM`, got {s:?}"))?,
@@ -118,15 +117,7 @@ fn local_time(at: Option<&str>, config: &Config) -> anyhow::Result<ivr_flows::ca
             .with_timezone(&config.node.utc_offset)
             .naive_local(),
     };
-    Ok(ivr_flows::calendar::LocalTime {
-        date: ivr_flows::calendar::Date {
-            year: t.year(),
-            month: t.month(),
-            day: t.day(),
-        },
-        hour: t.hour(),
-        minute: t.minute(),
-    })
+    Ok(t.into())
 }
 
 fn flows(command: FlowsCommand) -> anyhow::Result<()> {

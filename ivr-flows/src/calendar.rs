@@ -54,6 +54,22 @@ pub struct LocalTime {
     pub minute: u32,
 }
 
+impl From<chrono::NaiveDateTime> for LocalTime {
+    /// The hotline's local wall-clock time as the calendar reads it (seconds dropped).
+    fn from(t: chrono::NaiveDateTime) -> Self {
+        use chrono::{Datelike, Timelike};
+        LocalTime {
+            date: Date {
+                year: t.year(),
+                month: t.month(),
+                day: t.day(),
+            },
+            hour: t.hour(),
+            minute: t.minute(),
+        }
+    }
+}
+
 /// Holidays and make-up workdays.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Calendar {

@@ -11,8 +11,8 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::submission::{MAX_TEXT_CHARS, Submission, normalize_phone};
-use crate::work_order::{Channel, Citizen, Location, Source};
+use crate::submission::{Submission, normalize_phone};
+use crate::work_order::{Channel, Citizen, Source};
 
 pub use crate::wechat::command::{Query, parse_query};
 
@@ -236,24 +236,18 @@ pub fn reassemble<'a>(parts: impl IntoIterator<Item = (u16, &'a str)>) -> String
 
 /// The submission for a (possibly reassembled) SMS.
 pub fn submission(phone: &str, text: &str, sms_id: &str) -> Submission {
-    Submission {
-        channel: Channel::Sms,
-        citizen: Citizen {
+    Submission::text_message(
+        Channel::Sms,
+        Citizen {
             phone: Some(phone.to_owned()),
             ..Citizen::default()
         },
-        kind: None,
-        text: text.trim().chars().take(MAX_TEXT_CHARS).collect(),
-        transcript: Vec::new(),
-        language: "zh".into(),
-        location: Location::default(),
-        attachments: Vec::new(),
-        recording: None,
-        source: Source {
+        text,
+        Source {
             sms_id: Some(sms_id.to_owned()),
             ..Source::default()
         },
-    }
+    )
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! XML. Both are read into the same [`Fields`] map and then into an [`Inbound`] message, so the
 //! rest of the gateway never looks at the wire format again.
 
-use crate::submission::{MAX_TEXT_CHARS, Submission};
-use crate::work_order::{Channel, Citizen, Location, Source};
+use crate::submission::Submission;
+use crate::work_order::{Channel, Citizen, Source};
 
 use super::xml::Fields;
 
@@ -197,24 +197,18 @@ impl Inbound {
         if text.is_empty() {
             return None;
         }
-        Some(Submission {
-            channel: Channel::Wechat,
-            citizen: Citizen {
+        Some(Submission::text_message(
+            Channel::Wechat,
+            Citizen {
                 channel_user: Some(self.from_user.clone()),
                 ..Citizen::default()
             },
-            kind: None,
-            text: text.chars().take(MAX_TEXT_CHARS).collect(),
-            transcript: Vec::new(),
-            language: "zh".into(),
-            location: Location::default(),
-            attachments: Vec::new(),
-            recording: None,
-            source: Source {
+            text,
+            Source {
                 wechat_msg_id: Some(self.dedup_key()),
                 ..Source::default()
             },
-        })
+        ))
     }
 }
 

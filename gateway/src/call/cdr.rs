@@ -16,32 +16,22 @@ use super::core::Outcome;
 use super::events::{BridgeFigures, RtpFigures};
 use media::rtp_session::RtpStats;
 
+/// One line of the call detail records: how the call ended (from the core) beside the
+/// driver's facts, flattened into one JSON object.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallRecord {
-    pub sip_call_id: String,
-    pub caller: String,
-    pub called: String,
-    pub started_at: DateTime<Utc>,
-    pub ended_at: DateTime<Utc>,
-    pub duration_ms: u64,
     /// How the call ended: `caller_hangup`, `flow_hangup`, `agent_hangup`, `media_timeout`, ...
     pub outcome: String,
     /// Flow and step the caller was in at the end.
     pub last_step: Option<String>,
     pub orders: Vec<String>,
-    pub callback_order: Option<String>,
-    pub recordings: Vec<String>,
-    pub transfer_to: Option<String>,
-    /// The agent leg of a transfer: when it answered, how long it talked, frames each way.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bridge: Option<BridgeFigures>,
-    pub codec: Option<String>,
-    pub rtp: Option<RtpFigures>,
+    #[serde(flatten)]
+    pub facts: CallFacts,
 }
 
 /// What the driver knows of a finished call besides the core's [`Outcome`]: who called, the
 /// wall-clock times, the callback order it wrote, recordings and the media's figures.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CallFacts {
     pub sip_call_id: String,
     pub caller: String,
@@ -52,6 +42,8 @@ pub struct CallFacts {
     pub callback_order: Option<String>,
     pub recordings: Vec<String>,
     pub transfer_to: Option<String>,
+    /// The agent leg of a transfer: when it answered, how long it talked, frames each way.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bridge: Option<BridgeFigures>,
     pub codec: Option<String>,
     pub rtp: Option<RtpFigures>,
@@ -62,21 +54,10 @@ impl CallRecord {
     /// Pure, so the call simulation checks the very record the call task writes.
     pub fn new(outcome: &Outcome, facts: CallFacts) -> CallRecord {
         CallRecord {
-            sip_call_id: facts.sip_call_id,
-            caller: facts.caller,
-            called: facts.called,
-            started_at: facts.started_at,
-            ended_at: facts.ended_at,
-            duration_ms: facts.duration_ms,
             outcome: outcome.ending.as_str().into(),
             last_step: outcome.last_step.clone(),
             orders: outcome.orders.clone(),
-            callback_order: facts.callback_order,
-            recordings: facts.recordings,
-            transfer_to: facts.transfer_to,
-            bridge: facts.bridge,
-            codec: facts.codec,
-            rtp: facts.rtp,
+            facts,
         }
     }
 }
@@ -112,9 +93,10 @@ impl CdrWriter {
 
     /// Append a record to today's file (UTC date of the call's end).
     pub fn write(&self, record: &CallRecord) {
-        let path = self
-            .dir
-            .join(format!("{}.jsonl", record.ended_at.format("%Y-%m-%d")));
+        let path = self.dir.join(format!(
+            "{}.jsonl",
+            record.facts.ended_at.format("%Y-%m-%d")
+        ));
         let line = match serde_json::to_string(record) {
             Ok(l) => l,
             Err(e) => {

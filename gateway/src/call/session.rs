@@ -1026,10 +1026,10 @@ impl Call {
         );
         tracing::info!(
             outcome = ending.as_str(),
-            duration_ms = record.duration_ms,
+            duration_ms = record.facts.duration_ms,
             orders = record.orders.len(),
             lost = stats.packets_lost,
-            jitter_ms = record.rtp.as_ref().map_or(0.0, |r| r.jitter_ms),
+            jitter_ms = record.facts.rtp.as_ref().map_or(0.0, |r| r.jitter_ms),
             "call ended"
         );
         metrics::counter!("gateway_calls_ended_total", "outcome" => ending.as_str()).increment(1);
@@ -1040,17 +1040,7 @@ impl Call {
 
 /// The hotline's wall clock for the interpreter (business hours, holidays).
 pub fn local_time(offset: &chrono::FixedOffset) -> ivr_flows::calendar::LocalTime {
-    use chrono::{Datelike, Timelike};
-    let t = Utc::now().with_timezone(offset).naive_local();
-    ivr_flows::calendar::LocalTime {
-        date: ivr_flows::calendar::Date {
-            year: t.year(),
-            month: t.month(),
-            day: t.day(),
-        },
-        hour: t.hour(),
-        minute: t.minute(),
-    }
+    Utc::now().with_timezone(offset).naive_local().into()
 }
 
 #[cfg(test)]

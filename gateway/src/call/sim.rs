@@ -806,11 +806,11 @@ fn the_caller_hanging_up_ends_the_call_and_gives_its_record() {
                 rtp: Some(RtpFigures::from_stats(&stats)),
             },
         );
-        assert!(!record.sip_call_id.is_empty());
+        assert!(!record.facts.sip_call_id.is_empty());
         assert_eq!(record.outcome, "caller_hangup");
         assert_eq!(record.last_step.as_deref(), Some("main/main_menu"));
         assert!(record.orders.is_empty());
-        let rtp = record.rtp.as_ref().expect("figures");
+        let rtp = record.facts.rtp.as_ref().expect("figures");
         assert!(rtp.packets_received > 300, "{rtp:?}");
         assert_eq!(rtp.packets_lost, 0);
         let line = serde_json::to_string(&record).expect("JSON");

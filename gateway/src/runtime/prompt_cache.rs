@@ -129,24 +129,17 @@ mod tests {
         w.finalize().expect("finalize");
     }
 
-    fn rms(pcm: &[i16]) -> f64 {
-        (pcm.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt()
-    }
-
+    /// Decoding (every rate and channel count to 8 kHz mono) is tested in `media::prompt`; here
+    /// only that a file is read whole and handed to it.
     #[test]
-    fn loads_any_rate_and_channels_to_8k_mono() {
+    fn loads_a_file_as_its_bytes_decode() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for (rate, channels) in [(8000, 1), (16000, 1), (44100, 2), (48000, 2), (22050, 1)] {
-            let path = dir.path().join(format!("p{rate}-{channels}.wav"));
-            write_wav(&path, rate, channels, 1.0, 440.0, 10000.0);
-            let pcm = load_pcm8k(&path).expect("load");
-            assert!((7990..=8010).contains(&pcm.len()), "{rate}: {}", pcm.len());
-            let level = rms(&pcm[400..7600]);
-            assert!(
-                (level - 7071.0).abs() < 300.0,
-                "{rate}/{channels}: rms {level}"
-            );
-        }
+        let path = dir.path().join("p44100-2.wav");
+        write_wav(&path, 44100, 2, 1.0, 440.0, 10000.0);
+        let pcm = load_pcm8k(&path).expect("load");
+        assert!((7990..=8010).contains(&pcm.len()), "{}", pcm.len());
+        let bytes = std::fs::read(&path).expect("read");
+        assert_eq!(pcm, pcm8k_from_wav(&bytes[..]).expect("decode"));
     }
 
     #[test]

@@ -312,14 +312,14 @@ pub(crate) mod postgres {
         )
     }
 
-    pub(crate) async fn attach(
-        c: &mut deadpool_postgres::Object,
+    /// Locks an order's row, lets `change` edit the document and writes it back when `change`
+    /// says it changed; `None` when there is no such order. Every read-modify-write of an order
+    /// (status events, additions, delivery) goes through here inside the caller's transaction.
+    pub(crate) async fn update_order(
+        tx: &tokio_postgres::Transaction<'_>,
         id: &OrderNumber,
-        addition: &Addition,
-        by: &str,
-        at: DateTime<Utc>,
+        change: impl FnOnce(&mut WorkOrder) -> bool,
     ) -> Result<Option<WorkOrder>, StoreError> {
-        let tx = c.transaction().await?;
         let Some(row) = tx
             .query_opt(
                 "SELECT doc FROM orders WHERE id = $1 FOR UPDATE",
@@ -330,7 +330,7 @@ pub(crate) mod postgres {
             return Ok(None);
         };
         let mut order: WorkOrder = serde_json::from_str(row.get::<_, &str>(0))?;
-        if apply_addition(&mut order, addition, by, at) {
+        if change(&mut order) {
             tx.execute(
                 "UPDATE orders SET status = $2, doc = $3 WHERE id = $1",
                 &[
@@ -341,8 +341,20 @@ pub(crate) mod postgres {
             )
             .await?;
         }
-        tx.commit().await?;
         Ok(Some(order))
+    }
+
+    pub(crate) async fn attach(
+        c: &mut deadpool_postgres::Object,
+        id: &OrderNumber,
+        addition: &Addition,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<WorkOrder>, StoreError> {
+        let tx = c.transaction().await?;
+        let order = update_order(&tx, id, |o| apply_addition(o, addition, by, at)).await?;
+        tx.commit().await?;
+        Ok(order)
     }
 
     pub(crate) async fn sms_part(

@@ -165,29 +165,10 @@ impl OrderStore for PgStore {
     ) -> Result<Option<WorkOrder>, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let Some(row) = tx
-            .query_opt(
-                "SELECT doc FROM orders WHERE id = $1 FOR UPDATE",
-                &[&id.as_str()],
-            )
-            .await?
-        else {
-            return Ok(None);
-        };
-        let mut order: WorkOrder = serde_json::from_str(row.get::<_, &str>(0))?;
-        if apply_status(&mut order, &event) {
-            tx.execute(
-                "UPDATE orders SET status = $2, doc = $3 WHERE id = $1",
-                &[
-                    &id.as_str(),
-                    &order.status.as_str(),
-                    &serde_json::to_string(&order)?,
-                ],
-            )
-            .await?;
-        }
+        let order =
+            channel_ops::postgres::update_order(&tx, &id, |o| apply_status(o, &event)).await?;
         tx.commit().await?;
-        Ok(Some(order))
+        Ok(order)
     }
 
     async fn claim_due(
@@ -241,26 +222,9 @@ impl OrderStore for PgStore {
                         &[&id.as_str(), &micros(now)],
                     )
                     .await?;
-                if changed > 0
-                    && let Some(row) = tx
-                        .query_opt(
-                            "SELECT doc FROM orders WHERE id = $1 FOR UPDATE",
-                            &[&id.as_str()],
-                        )
-                        .await?
-                {
-                    let mut order: WorkOrder = serde_json::from_str(row.get::<_, &str>(0))?;
-                    if mark_delivered(&mut order, now) {
-                        tx.execute(
-                            "UPDATE orders SET status = $2, doc = $3 WHERE id = $1",
-                            &[
-                                &id.as_str(),
-                                &order.status.as_str(),
-                                &serde_json::to_string(&order)?,
-                            ],
-                        )
+                if changed > 0 {
+                    channel_ops::postgres::update_order(&tx, &id, |o| mark_delivered(o, now))
                         .await?;
-                    }
                 }
             }
             DeliveryOutcome::Retry { at, error } => {
