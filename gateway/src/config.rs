@@ -90,7 +90,17 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("GATEWAY__").split("__"));
+        Config::extract(figment.merge(Env::prefixed("GATEWAY__").split("__")))
+    }
+
+    /// Embedded defaults, then this TOML text (no environment): what a config file alone says.
+    pub fn from_toml_str(text: &str) -> anyhow::Result<Config> {
+        Config::extract(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )
+    }
+
+    fn extract(figment: Figment) -> anyhow::Result<Config> {
         let config: Config = figment.extract().map_err(|e| {
             let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             anyhow::anyhow!("invalid configuration: {}", all.join("; "))
@@ -331,6 +341,33 @@ mod tests {
         let e = Config::load(Some(&file)).expect_err("bad node").to_string();
         assert!(e.contains("node.id"), "{e}");
         assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+
+    /// Text that is not TOML, or TOML of the wrong shape, is an error that says where; the fuzz
+    /// target `config_toml` holds every input to this.
+    #[test]
+    fn malformed_text_is_refused_with_its_place() {
+        assert_eq!(
+            format!(
+                "{:?}",
+                Config::from_toml_str("").expect("empty is the defaults")
+            ),
+            format!("{:?}", Config::default())
+        );
+        for (toml, says) in [
+            ("[node\nid = 1\n", "line 1"),
+            ("[node]\nid = \n", "line 2"),
+            ("[node]\nid = \"one\"\n", "node.id"),
+            ("[node]\nid = 1\n[node]\nid = 2\n", "node"),
+            ("node = 5\n", "node"),
+            ("[media]\ncodecs = \"PCMU\"\n", "media.codecs"),
+            ("[sip]\nsource_call_rate = -1\n", "sip.source_call_rate"),
+            ("[dispatch]\ntimeout_ms = 18446744073709551616\n", "line 2"),
+            ("\u{0}", "line 1"),
+        ] {
+            let e = Config::from_toml_str(toml).expect_err(toml).to_string();
+            assert!(e.contains(says), "{toml:?}: {e}");
+        }
     }
 
     #[test]

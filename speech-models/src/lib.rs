@@ -31,10 +31,8 @@
 //! // then: Matcher::new(&step_choices, DEFAULT_THRESHOLD).best(text)
 //! ```
 
-#[cfg(feature = "recognizer")]
 pub mod answer;
 pub mod matcher;
 pub mod model;
-#[cfg(feature = "recognizer")]
 pub mod recognizer;
 pub mod vad;

@@ -25,9 +25,21 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[cfg(not(feature = "recognizer"))]
+use absent::{WhisperContext, WhisperState};
+#[cfg(feature = "recognizer")]
 use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
+
+/// A build without the `recognizer` feature has no whisper.cpp (it needs cmake and libclang):
+/// the pool, its types and the judging of transcripts are the same, but no engine can be loaded
+/// ([`Recognizer::new`] says so), so nothing ever holds one of these.
+#[cfg(not(feature = "recognizer"))]
+mod absent {
+    pub(super) enum WhisperContext {}
+    pub(super) enum WhisperState {}
+}
 
 /// Whisper's sample rate.
 pub const SAMPLE_RATE: usize = 16_000;
@@ -36,8 +48,10 @@ const FRAMES_PER_SECOND: f64 = 50.0;
 /// Longest audio Whisper takes in one window.
 const MAX_SECONDS: f64 = 30.0;
 /// Prompt tokens kept (whisper.cpp keeps at most half its text context).
+#[cfg_attr(not(feature = "recognizer"), allow(dead_code))]
 const MAX_PROMPT_TOKENS: usize = 96;
 /// Distinct prompts cached before the cache is cleared.
+#[cfg_attr(not(feature = "recognizer"), allow(dead_code))]
 const MAX_CACHED_PROMPTS: usize = 256;
 /// Phrases Whisper invents on silence and noise (subtitle credits from its training data).
 const HALLUCINATIONS: &[&str] = &[
@@ -179,8 +193,11 @@ pub enum RecognizerError {
     Load { path: PathBuf, message: String },
     #[error("creating a Whisper state: {0}")]
     State(String),
+    #[error("this build has no Whisper engine (built without the `recognizer` feature)")]
+    NotBuilt,
 }
 
+#[cfg_attr(not(feature = "recognizer"), allow(dead_code))]
 struct Inner {
     ctx: WhisperContext,
     free: Mutex<Vec<WhisperState>>,
@@ -236,10 +253,42 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// The model and one state per pooled recognizer.
+#[cfg(feature = "recognizer")]
+fn load_engine(
+    cfg: &RecognizerConfig,
+    pool_size: usize,
+) -> Result<(WhisperContext, Vec<WhisperState>), RecognizerError> {
+    whisper_rs::install_logging_hooks();
+    let path = cfg.model.to_string_lossy().into_owned();
+    let mut params = WhisperContextParameters::default();
+    params.use_gpu(false);
+    let ctx =
+        WhisperContext::new_with_params(&path, params).map_err(|e| RecognizerError::Load {
+            path: cfg.model.clone(),
+            message: e.to_string(),
+        })?;
+    let states = (0..pool_size)
+        .map(|_| {
+            ctx.create_state()
+                .map_err(|e| RecognizerError::State(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((ctx, states))
+}
+
+/// No engine in this build.
+#[cfg(not(feature = "recognizer"))]
+fn load_engine(
+    _cfg: &RecognizerConfig,
+    _pool_size: usize,
+) -> Result<(WhisperContext, Vec<WhisperState>), RecognizerError> {
+    Err(RecognizerError::NotBuilt)
+}
+
 impl Recognizer {
     /// Loads the model and creates the pool's states (a few hundred ms and ~100 MB each).
     pub fn new(cfg: RecognizerConfig) -> Result<Self, RecognizerError> {
-        whisper_rs::install_logging_hooks();
         let pool_size = if cfg.pool_size == 0 {
             cores().min(2)
         } else {
@@ -250,21 +299,7 @@ impl Recognizer {
         } else {
             cfg.threads
         };
-        let path = cfg.model.to_string_lossy().into_owned();
-        let load_err = |message: String| RecognizerError::Load {
-            path: cfg.model.clone(),
-            message,
-        };
-        let mut params = WhisperContextParameters::default();
-        params.use_gpu(false);
-        let ctx =
-            WhisperContext::new_with_params(&path, params).map_err(|e| load_err(e.to_string()))?;
-        let states = (0..pool_size)
-            .map(|_| {
-                ctx.create_state()
-                    .map_err(|e| RecognizerError::State(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let (ctx, states) = load_engine(&cfg, pool_size)?;
         Ok(Recognizer {
             inner: Arc::new(Inner {
                 ctx,
@@ -392,40 +427,67 @@ impl Lease {
                 None,
             );
         };
-        let prompt = prompt_tokens(&inner, request.hints);
-        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-        params.set_n_threads(inner.threads as i32);
-        params.set_language(Some(request.language.code()));
-        params.set_translate(false);
-        params.set_no_context(true);
-        params.set_no_timestamps(true);
-        params.set_single_segment(true);
-        params.set_print_special(false);
-        params.set_print_progress(false);
-        params.set_print_realtime(false);
-        params.set_print_timestamps(false);
-        params.set_suppress_blank(true);
-        params.set_suppress_nst(true);
-        params.set_temperature(0.0);
-        params.set_temperature_inc(0.0);
-        params.set_max_tokens(max_tokens_for(audio.len(), cfg.max_tokens) as i32);
-        params.set_audio_ctx(audio_ctx_for(audio.len(), cfg.audio_ctx_margin) as i32);
-        if !prompt.is_empty() {
-            params.set_tokens(&prompt);
-        }
-        if let Err(e) = state.full(params, audio) {
-            return not(NotUnderstoodReason::Failed(e.to_string()), None);
-        }
-        let transcript = collect(&inner, state, request.language, started);
-        let elapsed = started.elapsed();
-        if elapsed > cfg.timeout {
-            return not(NotUnderstoodReason::Timeout, Some(transcript));
-        }
-        judge(transcript, request.hints, cfg.min_confidence)
+        run(&inner, state, request, audio, started)
     }
 }
 
+/// Runs Whisper on the audio and judges what it heard.
+#[cfg(feature = "recognizer")]
+fn run(
+    inner: &Inner,
+    state: &mut WhisperState,
+    request: &Request<'_>,
+    audio: &[f32],
+    started: Instant,
+) -> Recognition {
+    let cfg = &inner.cfg;
+    let not = |reason, heard| Recognition::NotUnderstood { reason, heard };
+    let prompt = prompt_tokens(inner, request.hints);
+    let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    params.set_n_threads(inner.threads as i32);
+    params.set_language(Some(request.language.code()));
+    params.set_translate(false);
+    params.set_no_context(true);
+    params.set_no_timestamps(true);
+    params.set_single_segment(true);
+    params.set_print_special(false);
+    params.set_print_progress(false);
+    params.set_print_realtime(false);
+    params.set_print_timestamps(false);
+    params.set_suppress_blank(true);
+    params.set_suppress_nst(true);
+    params.set_temperature(0.0);
+    params.set_temperature_inc(0.0);
+    params.set_max_tokens(max_tokens_for(audio.len(), cfg.max_tokens) as i32);
+    params.set_audio_ctx(audio_ctx_for(audio.len(), cfg.audio_ctx_margin) as i32);
+    if !prompt.is_empty() {
+        params.set_tokens(&prompt);
+    }
+    if let Err(e) = state.full(params, audio) {
+        return not(NotUnderstoodReason::Failed(e.to_string()), None);
+    }
+    let transcript = collect(inner, state, request.language, started);
+    let elapsed = started.elapsed();
+    if elapsed > cfg.timeout {
+        return not(NotUnderstoodReason::Timeout, Some(transcript));
+    }
+    judge(transcript, request.hints, cfg.min_confidence)
+}
+
+/// Unreachable: without an engine no state exists.
+#[cfg(not(feature = "recognizer"))]
+fn run(
+    _inner: &Inner,
+    state: &mut WhisperState,
+    _request: &Request<'_>,
+    _audio: &[f32],
+    _started: Instant,
+) -> Recognition {
+    match *state {}
+}
+
 /// The hints as prompt tokens, tokenized once per distinct prompt.
+#[cfg(feature = "recognizer")]
 fn prompt_tokens(inner: &Inner, hints: &[String]) -> Arc<Vec<i32>> {
     let text: String = hints
         .iter()
@@ -456,6 +518,7 @@ fn prompt_tokens(inner: &Inner, hints: &[String]) -> Arc<Vec<i32>> {
     tokens
 }
 
+#[cfg(feature = "recognizer")]
 fn collect(
     inner: &Inner,
     state: &WhisperState,
@@ -506,6 +569,7 @@ fn collect(
     }
 }
 
+#[cfg_attr(not(feature = "recognizer"), allow(dead_code))]
 fn judge(t: Transcript, hints: &[String], min_confidence: f32) -> Recognition {
     let not = |reason, t| Recognition::NotUnderstood {
         reason,
