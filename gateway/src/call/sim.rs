@@ -106,6 +106,20 @@ impl Due {
     }
 }
 
+/// Everything an endpoint hands out up to its `Output::Timeout`, whose deadline goes to `due`.
+fn drain_sip(ep: &mut Endpoint, due: &mut Option<Instant>) -> Vec<Output> {
+    let mut out = Vec::new();
+    loop {
+        match ep.poll_output() {
+            Output::Timeout(t) => {
+                *due = t;
+                return out;
+            }
+            o => out.push(o),
+        }
+    }
+}
+
 /// Whether a deadline has come at `now`.
 fn is_due(due: Option<Instant>, now: Instant) -> bool {
     due.is_some_and(|t| t <= now)
@@ -378,10 +392,9 @@ impl Sim {
 
     /// Drain the caller's endpoint. Whether anything came out.
     fn caller_output(&mut self) -> bool {
-        let mut any = false;
-        loop {
-            let o = self.caller_sip.poll_output();
-            any |= !matches!(o, Output::Timeout(_));
+        let out = drain_sip(&mut self.caller_sip, &mut self.due.caller_sip);
+        let any = !out.is_empty();
+        for o in out {
             match o {
                 Output::Transmit(t) => self.wire.push_back((t.to, addr(CALLER_SIP), t.bytes)),
                 Output::Event(ev) => {
@@ -402,20 +415,18 @@ impl Sim {
                     }
                     self.caller_events.push(ev);
                 }
-                Output::Timeout(t) => {
-                    self.due.caller_sip = t;
-                    return any;
-                }
+                Output::Timeout(_) => {}
             }
         }
+        any
     }
 
     /// Drain the gateway's endpoint. Whether anything came out.
+    /// What the gateway sends out in answer waits for the next drain (see [`Sim::settle`]).
     fn gateway_output(&mut self) -> bool {
-        let mut any = false;
-        loop {
-            let o = self.gateway_sip.poll_output();
-            any |= !matches!(o, Output::Timeout(_));
+        let out = drain_sip(&mut self.gateway_sip, &mut self.due.gateway_sip);
+        let any = !out.is_empty();
+        for o in out {
             match o {
                 Output::Transmit(t) => self.wire.push_back((t.to, addr(GATEWAY_SIP), t.bytes)),
                 Output::Event(CallEvent::IncomingCall {
@@ -433,12 +444,10 @@ impl Sim {
                         c.handle_sip(now, ev);
                     }
                 }
-                Output::Timeout(t) => {
-                    self.due.gateway_sip = t;
-                    return any;
-                }
+                Output::Timeout(_) => {}
             }
         }
+        any
     }
 
     /// What the call task's setup does: answer the offer, start media and the core.
@@ -613,6 +622,13 @@ impl Sim {
         }
     }
 
+    /// Whether the core asked for a transfer.
+    fn asked_transfer(&self) -> bool {
+        self.commands
+            .iter()
+            .any(|c| matches!(c, CallCommand::Transfer { .. }))
+    }
+
     /// Submits the core asked for.
     fn submits(&self) -> Vec<&CallCommand> {
         self.commands
@@ -645,6 +661,22 @@ fn to_main_menu(sim: &mut Sim) {
     sim.run_until_played("prompts/zh/main_menu.wav", Duration::from_secs(5));
 }
 
+/// Runs a call from the main menu on, under [`timed`]: `loss` as for [`Sim::call`], then `f`.
+fn from_main_menu(name: &str, loss: f64, f: impl FnOnce(&mut Sim)) {
+    timed(name, || {
+        let mut sim = Sim::call(loss);
+        to_main_menu(&mut sim);
+        f(&mut sim);
+        sim.elapsed()
+    });
+}
+
+/// Ask for an agent (0) and run until the core asks for the transfer.
+fn to_transfer(sim: &mut Sim) {
+    sim.press('0');
+    sim.run_until("a transfer", Duration::from_secs(15), Sim::asked_transfer);
+}
+
 #[test]
 fn the_greeting_is_heard() {
     timed("greeting", || {
@@ -668,23 +700,18 @@ fn the_greeting_is_heard() {
 
 #[test]
 fn a_key_chooses_a_menu_option() {
-    timed("key", || {
-        let mut sim = Sim::call(0.0);
-        to_main_menu(&mut sim);
+    from_main_menu("key", 0.0, |sim| {
         let before = sim.now;
         sim.run_for(Duration::from_secs(1));
         assert!(sim.heard_since(before) > 10, "the menu is heard");
         sim.press('1');
         sim.run_until_played("prompts/zh/describe.wav", Duration::from_secs(5));
-        sim.elapsed()
     });
 }
 
 #[test]
 fn a_spoken_answer_chooses_a_menu_option() {
-    timed("speech", || {
-        let mut sim = Sim::call(0.0);
-        to_main_menu(&mut sim);
+    from_main_menu("speech", 0.0, |sim| {
         sim.run_for(Duration::from_secs(1));
         assert!(
             sim.commands
@@ -694,15 +721,12 @@ fn a_spoken_answer_chooses_a_menu_option() {
         );
         sim.say("我要投诉");
         sim.run_until_played("prompts/zh/describe.wav", Duration::from_secs(5));
-        sim.elapsed()
     });
 }
 
 #[test]
 fn the_report_flow_files_an_order_and_tells_its_number() {
-    timed("report", || {
-        let mut sim = Sim::call(0.0);
-        to_main_menu(&mut sim);
+    from_main_menu("report", 0.0, |sim| {
         sim.press('1');
         sim.run_until_played("prompts/zh/describe.wav", Duration::from_secs(5));
         sim.run_for(Duration::from_secs(2));
@@ -748,21 +772,13 @@ fn the_report_flow_files_an_order_and_tells_its_number() {
         assert!(sim.heard_since(before) > 50, "the number is heard");
         assert_eq!(sim.core().orders(), ["2603100000017".to_owned()]);
         assert_eq!(sim.core().ending(), None);
-        sim.elapsed()
     });
 }
 
 #[test]
 fn a_transfer_rings_bridges_and_passes_keys_on() {
-    timed("transfer", || {
-        let mut sim = Sim::call(0.0);
-        to_main_menu(&mut sim);
-        sim.press('0');
-        sim.run_until("a transfer", Duration::from_secs(15), |s| {
-            s.commands
-                .iter()
-                .any(|c| matches!(c, CallCommand::Transfer { .. }))
-        });
+    from_main_menu("transfer", 0.0, |sim| {
+        to_transfer(sim);
         let target = sim.commands.iter().find_map(|c| match c {
             CallCommand::Transfer { target, .. } => Some(target.clone()),
             _ => None,
@@ -788,40 +804,25 @@ fn a_transfer_rings_bridges_and_passes_keys_on() {
             "{:#?}",
             sim.commands
         );
-        sim.elapsed()
     });
 }
 
 #[test]
 fn a_transfer_nobody_answers_falls_back_to_the_flow() {
-    timed("transfer timeout", || {
-        let mut sim = Sim::call(0.0);
-        to_main_menu(&mut sim);
-        sim.press('0');
-        sim.run_until("a transfer", Duration::from_secs(15), |s| {
-            s.commands
-                .iter()
-                .any(|c| matches!(c, CallCommand::Transfer { .. }))
-        });
-        assert!(
-            sim.commands
-                .iter()
-                .any(|c| matches!(c, CallCommand::Transfer { .. }))
-        );
+    from_main_menu("transfer timeout", 0.0, |sim| {
+        to_transfer(sim);
+        assert!(sim.asked_transfer());
         let now = sim.now;
         sim.core().handle_agent_dialing(now);
         sim.run_for(Duration::from_secs(31));
         assert!(sim.commands.contains(&CallCommand::CloseAgentLeg));
         sim.run_until_played("prompts/zh/agents_busy.wav", Duration::from_secs(2));
-        sim.elapsed()
     });
 }
 
 #[test]
 fn the_caller_hanging_up_ends_the_call_and_gives_its_record() {
-    timed("hang-up", || {
-        let mut sim = Sim::call(0.0);
-        to_main_menu(&mut sim);
+    from_main_menu("hang-up", 0.0, |sim| {
         sim.hang_up();
         assert!(
             sim.caller_events
@@ -869,15 +870,12 @@ fn the_caller_hanging_up_ends_the_call_and_gives_its_record() {
         assert_eq!(rtp.packets_lost, 0);
         let line = serde_json::to_string(&record).expect("JSON");
         assert!(line.contains(r#""outcome":"caller_hangup""#), "{line}");
-        sim.elapsed()
     });
 }
 
 #[test]
 fn a_key_gets_through_ten_percent_packet_loss() {
-    timed("loss", || {
-        let mut sim = Sim::call(0.10);
-        to_main_menu(&mut sim);
+    from_main_menu("loss", 0.10, |sim| {
         sim.run_for(Duration::from_secs(1));
         sim.press('2');
         sim.run_for(Duration::from_secs(2));
@@ -889,7 +887,6 @@ fn a_key_gets_through_ten_percent_packet_loss() {
             "the key chose the progress flow: {:?}",
             sim.core().position()
         );
-        sim.elapsed()
     });
 }
 

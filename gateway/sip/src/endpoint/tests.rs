@@ -600,7 +600,7 @@ fn reject_and_hangup_before_answer() {
 fn reinvite_hold_and_resume() {
     let mut h = Harness::new();
     let c = h.confirmed("z9hG4bKc1", "e1");
-    let (call, tag) = (c.call, &c.tag);
+    let (call, tag) = (c.call, c.tag.clone());
     let sdp = "v=0\r\na=sendonly\r\n";
     let out = h.send(&c.request("INVITE", "z9hG4bKre1", 2, "application/sdp", sdp));
     assert_eq!(statuses(&out), [100]);
