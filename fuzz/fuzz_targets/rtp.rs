@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use media::MediaSettings;
-use media::rtp_session::{RtpConfig, RtpSession, parse_rtcp};
+use media::rtp_session::{Output, RtpConfig, RtpSession, parse_rtcp};
 use media::sdp::{Direction, Negotiated};
 use media::{Codec, dtmf};
 
@@ -43,8 +43,7 @@ fuzz_target!(|data: &[u8]| {
         session.handle_rtp(t, from, chunk);
         session.handle_rtcp(t, from, chunk);
         session.handle_timeout(t);
-        while session.poll_transmit().is_some() {}
-        while session.poll_event().is_some() {}
+        while !matches!(session.poll_output(), Output::Timeout(_)) {}
     }
     let _ = session.stats();
 });

@@ -4,8 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use sip::{Endpoint, SipSettings, Transport};
+use sip::{Endpoint, Output, SipSettings, Transport};
 use libfuzzer_sys::fuzz_target;
+
+/// Take everything the endpoint hands out, as its driver would.
+fn drain(ep: &mut Endpoint) {
+    while !matches!(ep.poll_output(), Output::Timeout(_)) {}
+}
 
 fuzz_target!(|data: &[u8]| {
     let mut ep = Endpoint::new(SipSettings::default());
@@ -13,10 +18,13 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
     for (i, part) in data.split(|b| *b == 0xfe).take(4).enumerate() {
         let transport = if i % 2 == 0 { Transport::Udp } else { Transport::Tcp };
-        let _ = ep.handle_datagram(now, from, transport, part);
+        ep.handle_datagram(now, from, transport, part);
+        drain(&mut ep);
         now += Duration::from_millis(700);
-        let _ = ep.handle_timeout(now);
+        ep.handle_timeout(now);
+        drain(&mut ep);
     }
     now += Duration::from_secs(40);
-    let _ = ep.handle_timeout(now);
+    ep.handle_timeout(now);
+    drain(&mut ep);
 });

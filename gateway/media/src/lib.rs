@@ -13,13 +13,30 @@
 //!
 //! ## The poll convention
 //!
-//! Every core is driven the same way: feed it with a `handle_*(now, input)` call, then drain its
-//! output with the `poll_*` calls until they return `None`, and come back when it says. Time is
-//! always an argument (`now: Instant`; the wall clock once, at creation, for RTCP's NTP times);
-//! randomness comes in from the caller too ([`rtp_session::RtpConfig::new`] takes a
+//! Every sans-IO core of the gateway (`sip::Endpoint`, `media::rtp_session::RtpSession` and the
+//! gateway's `call::core::CallCore`) is driven the same way, as str0m's `Rtc` is:
+//!
+//! 1. **Input.** Tell the core what happened, with the current time: `handle_*(now, input)` for a
+//!    datagram, a command or an event, and `handle_timeout(now)` once the instant it asked for has
+//!    come. Inputs hand out no output: they return `()`, a `Result` when the core may refuse a
+//!    command, or a value the caller needs at once (such as a new call's id).
+//! 2. **Output.** Call `poll_output()` until it returns `Output::Timeout` (the call core's is
+//!    `poll_output(now)`: it runs its flow interpreter as its commands are taken). Before that it
+//!    hands out, in the order it arose, everything the inputs caused: `Output::Transmit` (a
+//!    datagram to send) and `Output::Event` (news for the layer above), or, from the call core,
+//!    `Output::Command` (work for its driver). Output not drained waits for the next
+//!    `poll_output`: nothing is lost, but nothing is sent either, so drain after every input.
+//! 3. **Wait.** `Output::Timeout(when)` says nothing else is pending and when to call
+//!    `handle_timeout` next. Wait for that instant or the next input, whichever comes first, and
+//!    start again at 1. A core with no timer running says `Timeout(None)`: come back only with
+//!    new input. (The RTP session always has its next 20 ms tick, so its `Timeout` holds a plain
+//!    `Instant`.)
+//!
+//! Time is always an argument (`now: Instant`; the wall clock once, at creation, for RTCP's NTP
+//! times); randomness comes in from the caller too ([`rtp_session::RtpConfig::new`] takes a
 //! `&mut impl rand::Rng` for the SSRC, first sequence number and first timestamp).
 //!
-//! [`rtp_session::RtpSession`] today:
+//! Here, for [`rtp_session::RtpSession`]:
 //!
 //! - input: [`handle_rtp`](rtp_session::RtpSession::handle_rtp) and
 //!   [`handle_rtcp`](rtp_session::RtpSession::handle_rtcp) (`now`, the source address, the
@@ -29,15 +46,15 @@
 //!   [`send_digit`](rtp_session::RtpSession::send_digit) queues RFC 4733 packets,
 //!   [`clear_queued`](rtp_session::RtpSession::clear_queued) drops queued audio (barge-in),
 //!   [`update`](rtp_session::RtpSession::update) applies a re-INVITE's negotiation;
-//! - output: [`poll_transmit`](rtp_session::RtpSession::poll_transmit) hands out each
-//!   [`Transmit`](rtp_session::Transmit) (RTP or RTCP channel, destination, bytes) and
-//!   [`poll_event`](rtp_session::RtpSession::poll_event) each
-//!   [`RtpEvent`](rtp_session::RtpEvent) (a played-out or concealed frame, an RFC 4733 digit, a
-//!   latch to a new source, the media timeout, a peer's RTCP report with the round trip);
-//! - when: [`poll_timeout`](rtp_session::RtpSession::poll_timeout) is the next instant
-//!   `handle_timeout` is due (the next 20 ms tick, the next RTCP report, or the media timeout).
-//!   Each tick sends one packet (a queued digit, else queued audio, else silence) and plays one
-//!   frame out of the jitter buffer.
+//! - output: [`poll_output`](rtp_session::RtpSession::poll_output) hands out
+//!   [`Output::Transmit`](rtp_session::Output::Transmit) (RTP or RTCP channel, destination,
+//!   bytes) and [`Output::Event`](rtp_session::Output::Event) (an
+//!   [`RtpEvent`](rtp_session::RtpEvent): a played-out or concealed frame, an RFC 4733 digit, a
+//!   latch to a new source, the media timeout, a peer's RTCP report with the round trip), then
+//!   [`Output::Timeout`](rtp_session::Output::Timeout): the next 20 ms tick, the next RTCP
+//!   report, or the media timeout, whichever is first. Each tick sends one packet (a queued
+//!   digit, else queued audio, else silence) and plays one frame out of the jitter buffer. The
+//!   queue keeps its capacity, so a session in its steady state allocates nothing for it.
 //!
 //! The smaller cores follow the same shape without a clock of their own:
 //! [`dtmf::DtmfMerger::push`] takes a digit with its time and source and returns it once,

@@ -11,7 +11,7 @@
 //!   packets take the stream back at once, so a stale stream still aimed at a reused port (or a
 //!   spoofer) that got in first cannot keep the real caller out. Anything that is not RTP of a negotiated payload
 //!   type is counted as discarded and dropped.
-//! - Sending is paced at 20 ms by [`RtpSession::poll_timeout`] / [`RtpSession::handle_timeout`]:
+//! - Sending is paced at 20 ms by [`Output::Timeout`] / [`RtpSession::handle_timeout`]:
 //!   each tick sends one packet (a queued DTMF event packet, else queued audio, else silence so the
 //!   peer's NAT pinhole and its own latching stay open) and plays one frame out of the jitter buffer.
 //! - RTCP (RFC 3550 §6.4) is written by hand: we need SR/RR with one report block, SDES CNAME and
@@ -192,6 +192,20 @@ pub enum RtpEvent {
     },
 }
 
+/// One thing the session asks of its driver, from [`RtpSession::poll_output`].
+// Frames are nearly every event, so boxing them would only add an allocation per 20 ms.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send this datagram.
+    Transmit(Transmit),
+    /// Tell the call.
+    Event(RtpEvent),
+    /// Nothing else is pending: call [`RtpSession::handle_timeout`] at this instant, or earlier
+    /// with new input. Always an instant: the 20 ms tick never stops.
+    Timeout(Instant),
+}
+
 /// Counters for the call record and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RtpStats {
@@ -261,8 +275,9 @@ pub struct RtpSession {
     stats: RtpStats,
     /// Middle 32 bits of the NTP time of the peer's last SR, and when it arrived.
     last_sr: Option<(u32, Instant)>,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<RtpEvent>,
+    /// What the inputs caused, in order, until [`RtpSession::poll_output`] hands it out. Its
+    /// capacity is kept, so a session in its steady state does not allocate for it.
+    out: VecDeque<Output>,
 }
 
 /// Most frames queued for sending (2 s); more is a caller bug and is dropped.
@@ -311,8 +326,7 @@ impl RtpSession {
             reception: Reception::default(),
             stats: RtpStats::default(),
             last_sr: None,
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            out: VecDeque::new(),
             cfg,
         }
     }
@@ -401,23 +415,24 @@ impl RtpSession {
         true
     }
 
-    /// The next instant [`Self::handle_timeout`] must be called.
-    pub fn poll_timeout(&self) -> Instant {
+    /// The next thing to do: what the inputs so far caused, in order, and once that is all
+    /// handed out, [`Output::Timeout`] with the next instant [`Self::handle_timeout`] is due.
+    /// Drain it after every input until it says `Timeout` (see the crate doc's poll
+    /// convention).
+    pub fn poll_output(&mut self) -> Output {
+        match self.out.pop_front() {
+            Some(o) => o,
+            None => Output::Timeout(self.next_deadline()),
+        }
+    }
+
+    /// The next 20 ms tick, RTCP report or media timeout, whichever comes first.
+    fn next_deadline(&self) -> Instant {
         let mut t = self.next_tick.min(self.next_rtcp);
         if !self.timed_out && !self.on_hold {
             t = t.min(self.last_rx + self.cfg.media_timeout);
         }
         t
-    }
-
-    /// Next datagram to send, after a `handle_*` call; drain until `None`.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
-    }
-
-    /// Next event for the call, after a `handle_*` call; drain until `None`.
-    pub fn poll_event(&mut self) -> Option<RtpEvent> {
-        self.events.pop_front()
     }
 
     /// Advance time: send due packets, play out due frames, RTCP, media timeout.
@@ -442,8 +457,16 @@ impl RtpSession {
         if !self.timed_out && !self.on_hold && now >= self.last_rx + self.cfg.media_timeout {
             self.timed_out = true;
             tracing::info!(timeout = ?self.cfg.media_timeout, "no media from the caller");
-            self.events.push_back(RtpEvent::MediaTimeout);
+            self.event(RtpEvent::MediaTimeout);
         }
+    }
+
+    fn event(&mut self, e: RtpEvent) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    fn transmit(&mut self, t: Transmit) {
+        self.out.push_back(Output::Transmit(t));
     }
 
     fn tick(&mut self) {
@@ -468,7 +491,7 @@ impl RtpSession {
         self.timestamp = self.timestamp.wrapping_add(FRAME_SAMPLES as u32);
         // Playout.
         if let Some(p) = self.jitter.pop() {
-            self.events.push_back(RtpEvent::Frame {
+            self.event(RtpEvent::Frame {
                 frame: p.frame,
                 received: p.received,
             });
@@ -495,7 +518,7 @@ impl RtpSession {
                 self.seq = self.seq.next();
                 self.stats.packets_sent += 1;
                 self.stats.octets_sent += payload.len() as u64;
-                self.transmits.push_back(Transmit {
+                self.transmit(Transmit {
                     channel: Channel::Rtp,
                     destination,
                     data,
@@ -531,7 +554,7 @@ impl RtpSession {
         let payload = packet.payload();
         if is_event {
             if let Some(digit) = self.events_rx.on_packet(packet.timestamp(), payload) {
-                self.events.push_back(RtpEvent::Digit {
+                self.event(RtpEvent::Digit {
                     digit,
                     timestamp: packet.timestamp(),
                 });
@@ -601,7 +624,7 @@ impl RtpSession {
         self.latched = Some(from);
         self.candidate = None;
         self.rtcp_remote = Some(rtcp_of(from));
-        self.events.push_back(RtpEvent::Latched(from));
+        self.event(RtpEvent::Latched(from));
     }
 
     fn count_reception(&mut self, ssrc: u32, seq: u16, len: usize) {
@@ -659,8 +682,7 @@ impl RtpSession {
                     (rtt < 60 << 16)
                         .then(|| Duration::from_micros(u64::from(rtt) * 1_000_000 / 65536))
                 });
-            self.events
-                .push_back(RtpEvent::Report { report, round_trip });
+            self.event(RtpEvent::Report { report, round_trip });
         }
     }
 
@@ -713,7 +735,7 @@ impl RtpSession {
             octet_count: self.stats.octets_sent as u32,
         });
         let data = build_rtcp(self.cfg.ssrc, sender, block, &self.cfg.cname);
-        self.transmits.push_back(Transmit {
+        self.transmit(Transmit {
             channel: Channel::Rtcp,
             destination,
             data,
@@ -887,15 +909,20 @@ mod tests {
             .expect("build")
     }
 
+    /// Everything the session hands out, and the instant it asks to be woken at.
+    fn drain_until_timeout(s: &mut RtpSession) -> (Vec<Transmit>, Vec<RtpEvent>, Instant) {
+        let (mut t, mut e) = (Vec::new(), Vec::new());
+        loop {
+            match s.poll_output() {
+                Output::Transmit(x) => t.push(x),
+                Output::Event(x) => e.push(x),
+                Output::Timeout(at) => return (t, e, at),
+            }
+        }
+    }
+
     fn drain(s: &mut RtpSession) -> (Vec<Transmit>, Vec<RtpEvent>) {
-        let mut t = Vec::new();
-        while let Some(x) = s.poll_transmit() {
-            t.push(x);
-        }
-        let mut e = Vec::new();
-        while let Some(x) = s.poll_event() {
-            e.push(x);
-        }
+        let (t, e, _) = drain_until_timeout(s);
         (t, e)
     }
 
@@ -904,12 +931,16 @@ mod tests {
         let t0 = Instant::now();
         let mut s = session(t0);
         s.send_frame(&[1000; FRAME_SAMPLES]);
+        let mut tx = Vec::new();
         for i in 0..10u32 {
             let now = t0 + FRAME_DURATION * i;
-            assert!(s.poll_timeout() <= now);
+            let (sent, _, due) = drain_until_timeout(&mut s);
+            assert!(due <= now);
+            tx.extend(sent);
             s.handle_timeout(now);
         }
-        let (tx, _) = drain(&mut s);
+        let (sent, _, due) = drain_until_timeout(&mut s);
+        tx.extend(sent);
         let rtp: Vec<_> = tx.iter().filter(|t| t.channel == Channel::Rtp).collect();
         assert_eq!(rtp.len(), 10);
         let seqs: Vec<u16> = rtp
@@ -936,7 +967,7 @@ mod tests {
             (u32::MAX - 400).wrapping_add(480)
         );
         assert_eq!(rtp[0].destination, "10.0.0.1:40000".parse().expect("addr"));
-        assert!(s.poll_timeout() > t0 + FRAME_DURATION * 9);
+        assert!(due > t0 + FRAME_DURATION * 9);
     }
 
     #[test]
@@ -1115,10 +1146,12 @@ mod tests {
         s.handle_rtp(t0, from, &packet(0, 1, 0, 7, &[0xFF; 160]));
         let mut timeouts = 0;
         let mut now = t0;
+        let (_, _, mut due) = drain_until_timeout(&mut s);
         while now < t0 + Duration::from_secs(5) {
-            now = s.poll_timeout().max(now + Duration::from_millis(1));
+            now = due.max(now + Duration::from_millis(1));
             s.handle_timeout(now);
-            let (_, ev) = drain(&mut s);
+            let ev;
+            (_, ev, due) = drain_until_timeout(&mut s);
             timeouts += ev.iter().filter(|e| **e == RtpEvent::MediaTimeout).count();
             if timeouts == 1 && now < t0 + Duration::from_millis(1990) {
                 panic!("timed out early at {:?}", now - t0);

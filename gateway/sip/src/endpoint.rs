@@ -3,10 +3,11 @@
 //! B2BUA, so each leg is a plain call of its own).
 //!
 //! Feed it datagrams or framed stream messages ([`Endpoint::handle_datagram`]) and the time
-//! ([`Endpoint::handle_timeout`] when [`Endpoint::poll_timeout`] is due); give it commands
+//! ([`Endpoint::handle_timeout`] when the last [`Output::Timeout`] is due); give it commands
 //! ([`Endpoint::ring`], [`Endpoint::answer`], [`Endpoint::reject`], [`Endpoint::hangup`],
-//! [`Endpoint::send_info`], [`Endpoint::invite`]). Each call returns [`Output`]s: bytes to
-//! transmit and [`CallEvent`]s for the call layer. No sockets, no clock, no tasks.
+//! [`Endpoint::send_info`], [`Endpoint::invite`]). Then drain [`Endpoint::poll_output`]: bytes to
+//! transmit and [`CallEvent`]s for the call layer, then the next deadline (the crate doc's poll
+//! convention). No sockets, no clock, no tasks.
 //!
 //! An outgoing leg ([`Endpoint::invite`]) reports [`CallEvent::OutgoingProgress`] for each
 //! provisional response, then either [`CallEvent::OutgoingAnswered`] (the ACK is already out)
@@ -36,14 +37,14 @@
 //!   millions, and a timer wheel would be premature.
 //!
 //! The code is split by role, all of it `impl Endpoint` blocks on the one state: this file holds
-//! the types, the entry points (`handle_*`, `poll_timeout`, the call layer's commands) and what
+//! the types, the entry points (`handle_*`, `poll_output`, the call layer's commands) and what
 //! both roles share (building responses, in-dialog requests, ending calls); `uas` serves requests
 //! from the trunk, `uac` places outgoing legs ([`Endpoint::invite`]) and takes the responses to
 //! our requests, and `validation` holds the checks that reject requests (403, 400, 505) and
 //! outgoing calls that would not make a valid INVITE.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -85,13 +86,16 @@ pub struct Transmit {
     pub bytes: Vec<u8>,
 }
 
-/// One thing the endpoint asks of its driver.
+/// One thing the endpoint asks of its driver, from [`Endpoint::poll_output`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Send these bytes.
     Transmit(Transmit),
     /// Tell the call layer.
     Event(CallEvent),
+    /// Nothing else is pending: call [`Endpoint::handle_timeout`] at this instant, or earlier
+    /// with new input; `None` when no timer runs (come back only with new input).
+    Timeout(Option<Instant>),
 }
 
 /// A DTMF digit carried by SIP INFO.
@@ -393,7 +397,8 @@ pub struct Endpoint {
     /// Our INVITEs, by branch.
     client_invites: Timed<ClientInviteEntry>,
     next_call: u64,
-    out: Vec<Output>,
+    /// What the inputs caused, in order, until [`Endpoint::poll_output`] hands it out.
+    out: VecDeque<Output>,
     /// Branch ids, tags and Call-IDs, seeded from [`SipSettings::rng_seed`]. In a cell because
     /// responses (which may need a To tag) are built through `&self`.
     rng: RefCell<StdRng>,
@@ -414,7 +419,7 @@ impl Endpoint {
             clients: Timed::default(),
             client_invites: Timed::default(),
             next_call: 1,
-            out: Vec::new(),
+            out: VecDeque::new(),
         }
     }
 
@@ -436,7 +441,7 @@ impl Endpoint {
         from: SocketAddr,
         transport: Transport,
         bytes: &[u8],
-    ) -> Vec<Output> {
+    ) {
         let peer = Peer {
             addr: from,
             transport,
@@ -456,11 +461,20 @@ impl Endpoint {
             }
             Ok(Message::Request(r)) => self.handle_request(now, peer, r),
         }
-        self.drain()
     }
 
-    /// When [`Endpoint::handle_timeout`] should next be called.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
+    /// The next thing to do: what the inputs so far caused, in order, and once that is all
+    /// handed out, [`Output::Timeout`] with the next timer deadline. Drain it after every input
+    /// until it says `Timeout` (see the crate doc's poll convention).
+    pub fn poll_output(&mut self) -> Output {
+        match self.out.pop_front() {
+            Some(o) => o,
+            None => Output::Timeout(self.next_deadline()),
+        }
+    }
+
+    /// The earliest timer deadline of any transaction.
+    fn next_deadline(&mut self) -> Option<Instant> {
         [
             self.server_invites.next_deadline(),
             self.server_others.next_deadline(),
@@ -473,7 +487,7 @@ impl Endpoint {
     }
 
     /// Run the timers that are due at `now`: retransmissions, and timeouts that end calls.
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Output> {
+    pub fn handle_timeout(&mut self, now: Instant) {
         let mut no_ack = Vec::new();
         for key in self.server_invites.due(now) {
             let Some(e) = self.server_invites.get_mut(&key) else {
@@ -481,7 +495,7 @@ impl Endpoint {
             };
             for o in e.tx.handle_timeout(now) {
                 match o {
-                    TxOutput::Retransmit(bytes) => self.out.push(transmit(e.peer, bytes)),
+                    TxOutput::Retransmit(bytes) => self.out.push_back(transmit(e.peer, bytes)),
                     TxOutput::Timeout => {
                         if let Some(call) = e.call {
                             no_ack.push((call, key.clone()));
@@ -506,7 +520,7 @@ impl Endpoint {
             };
             for o in e.tx.handle_timeout(now) {
                 match o {
-                    TxOutput::Retransmit(bytes) => self.out.push(transmit(e.peer, bytes)),
+                    TxOutput::Retransmit(bytes) => self.out.push_back(transmit(e.peer, bytes)),
                     TxOutput::Timeout if e.method == Method::Bye => {
                         bye_timeouts.extend(e.call);
                     }
@@ -524,7 +538,7 @@ impl Endpoint {
             };
             for o in e.tx.handle_timeout(now) {
                 match o {
-                    TxOutput::Retransmit(bytes) => self.out.push(transmit(e.peer, bytes)),
+                    TxOutput::Retransmit(bytes) => self.out.push_back(transmit(e.peer, bytes)),
                     TxOutput::Timeout => invite_timeouts.push(e.call),
                     TxOutput::Response(_) => {}
                 }
@@ -535,29 +549,23 @@ impl Endpoint {
             self.outgoing_failed(call, 408, reason_phrase(408));
         }
         // Terminated transactions leave their maps when next indexed.
-        self.drain()
     }
 
     // ---- commands from the call layer -------------------------------------------------------
 
     /// Send 180 Ringing for an offered call.
-    pub fn ring(&mut self, now: Instant, call: CallId) -> Result<Vec<Output>, CommandError> {
+    pub fn ring(&mut self, now: Instant, call: CallId) -> Result<(), CommandError> {
         let c = self.calls.get(&call).ok_or(CommandError::NoSuchCall)?;
         if c.state != CallState::Offered {
             return Err(CommandError::WrongState);
         }
         let resp = self.dialog_response(call, 180, Vec::new())?;
         self.invite_respond(now, call, &resp);
-        Ok(self.drain())
+        Ok(())
     }
 
     /// Answer the pending INVITE (initial or re-INVITE) with 200 OK and this SDP.
-    pub fn answer(
-        &mut self,
-        now: Instant,
-        call: CallId,
-        sdp: Vec<u8>,
-    ) -> Result<Vec<Output>, CommandError> {
+    pub fn answer(&mut self, now: Instant, call: CallId, sdp: Vec<u8>) -> Result<(), CommandError> {
         let c = self.calls.get(&call).ok_or(CommandError::NoSuchCall)?;
         let initial = c.state == CallState::Offered;
         if !initial && !c.reinvite_pending {
@@ -571,17 +579,12 @@ impl Endpoint {
             }
             c.reinvite_pending = false;
         }
-        Ok(self.drain())
+        Ok(())
     }
 
     /// Refuse the pending INVITE with a final error status (e.g. 486, 503, 488 for a re-INVITE).
     /// For the initial INVITE the call ends; for a re-INVITE the call goes on unchanged.
-    pub fn reject(
-        &mut self,
-        now: Instant,
-        call: CallId,
-        status: u16,
-    ) -> Result<Vec<Output>, CommandError> {
+    pub fn reject(&mut self, now: Instant, call: CallId, status: u16) -> Result<(), CommandError> {
         if !(300..=699).contains(&status) {
             return Err(CommandError::BadStatus(status));
         }
@@ -597,7 +600,7 @@ impl Endpoint {
         } else if let Some(c) = self.calls.get_mut(&call) {
             c.reinvite_pending = false;
         }
-        Ok(self.drain())
+        Ok(())
     }
 
     /// End the call: BYE once answered (after the ACK, RFC 3261 15), 480 before answer.
@@ -605,7 +608,7 @@ impl Endpoint {
     /// An outgoing leg not yet answered is cancelled: CANCEL now if a provisional response has
     /// arrived, otherwise as soon as one does (RFC 3261 9.1); if none comes, timer B ends the
     /// leg. `CallTerminated` (LocalHangup) follows the INVITE's final response, normally 487.
-    pub fn hangup(&mut self, now: Instant, call: CallId) -> Result<Vec<Output>, CommandError> {
+    pub fn hangup(&mut self, now: Instant, call: CallId) -> Result<(), CommandError> {
         let c = self.calls.get_mut(&call).ok_or(CommandError::NoSuchCall)?;
         match c.state {
             CallState::Offered => {
@@ -624,7 +627,7 @@ impl Endpoint {
                 return Err(CommandError::WrongState);
             }
         }
-        Ok(self.drain())
+        Ok(())
     }
 
     /// Send INFO in the dialog (e.g. DTMF relay towards the trunk).
@@ -634,7 +637,7 @@ impl Endpoint {
         call: CallId,
         content_type: &str,
         body: Vec<u8>,
-    ) -> Result<Vec<Output>, CommandError> {
+    ) -> Result<(), CommandError> {
         let c = self.calls.get(&call).ok_or(CommandError::NoSuchCall)?;
         if c.state != CallState::Confirmed {
             return Err(CommandError::WrongState);
@@ -646,7 +649,7 @@ impl Endpoint {
             &[("Content-Type", content_type.to_owned())],
             body,
         );
-        Ok(self.drain())
+        Ok(())
     }
 
     // ---- internals ----------------------------------------------------------------------------
@@ -660,12 +663,8 @@ impl Endpoint {
         format!("{:016x}", self.random_u64())
     }
 
-    fn drain(&mut self) -> Vec<Output> {
-        std::mem::take(&mut self.out)
-    }
-
     fn event(&mut self, e: CallEvent) {
-        self.out.push(Output::Event(e));
+        self.out.push_back(Output::Event(e));
     }
 
     fn host(&self) -> String {
@@ -758,7 +757,8 @@ impl Endpoint {
     }
 
     fn send_response(&mut self, peer: Peer, resp: &Response) {
-        self.out.push(transmit(peer, serialize::response(resp)));
+        self.out
+            .push_back(transmit(peer, serialize::response(resp)));
     }
 
     fn end_call(&mut self, call: CallId, reason: TerminationReason) {
@@ -822,7 +822,7 @@ impl Endpoint {
         call: Option<CallId>,
     ) {
         let bytes = serialize::request(req);
-        self.out.push(transmit(peer, bytes.clone()));
+        self.out.push_back(transmit(peer, bytes.clone()));
         let tx = ClientNonInvite::new(
             now,
             peer.transport.is_reliable(),

@@ -23,21 +23,34 @@
 //! and get the same bytes every run. `tests/no_io.rs` keeps it that way.
 //!
 //! # The poll convention
-//! One driver owns the [`Endpoint`] and repeats:
-//! 1. Feed it what happened, with the current time: a datagram or a framed TCP message
-//!    ([`Endpoint::handle_datagram`]`(now, from, transport, bytes)`), a command from the call
-//!    layer ([`Endpoint::ring`], [`Endpoint::answer`], [`Endpoint::reject`],
-//!    [`Endpoint::hangup`], [`Endpoint::send_info`], [`Endpoint::invite`], each `(now, ...)`), or
-//!    the time itself once a deadline has passed ([`Endpoint::handle_timeout`]`(now)`).
-//! 2. Act on the output. Each of those calls returns, as a `Vec<`[`Output`]`>`, everything the
-//!    input caused, in order: [`Output::Transmit`] (bytes for an address and transport) and
-//!    [`Output::Event`] (a [`CallEvent`] for the call layer). The endpoint collects them in an
-//!    internal buffer while it works and hands the whole buffer over (leaving it empty) when the
-//!    call returns, so nothing is ever left behind for a later call and there is no separate
-//!    drain step. Commands that fail return [`CommandError`] and output nothing.
-//! 3. Ask when to come back: [`Endpoint::poll_timeout`] gives the earliest timer deadline
-//!    (retransmissions, transaction timeouts), or `None` when no timer runs. Wait for that
-//!    instant or the next input, whichever comes first, and go to 1.
+//! Every sans-IO core of the gateway (`sip::Endpoint`, `media::rtp_session::RtpSession` and the
+//! gateway's `call::core::CallCore`) is driven the same way, as str0m's `Rtc` is:
+//!
+//! 1. **Input.** Tell the core what happened, with the current time: `handle_*(now, input)` for a
+//!    datagram, a command or an event, and `handle_timeout(now)` once the instant it asked for has
+//!    come. Inputs hand out no output: they return `()`, a `Result` when the core may refuse a
+//!    command, or a value the caller needs at once (such as a new call's id).
+//! 2. **Output.** Call `poll_output()` until it returns `Output::Timeout` (the call core's is
+//!    `poll_output(now)`: it runs its flow interpreter as its commands are taken). Before that it
+//!    hands out, in the order it arose, everything the inputs caused: `Output::Transmit` (a
+//!    datagram to send) and `Output::Event` (news for the layer above), or, from the call core,
+//!    `Output::Command` (work for its driver). Output not drained waits for the next
+//!    `poll_output`: nothing is lost, but nothing is sent either, so drain after every input.
+//! 3. **Wait.** `Output::Timeout(when)` says nothing else is pending and when to call
+//!    `handle_timeout` next. Wait for that instant or the next input, whichever comes first, and
+//!    start again at 1. A core with no timer running says `Timeout(None)`: come back only with
+//!    new input. (The RTP session always has its next 20 ms tick, so its `Timeout` holds a plain
+//!    `Instant`.)
+//!
+//! Here: the inputs are [`Endpoint::handle_datagram`]`(now, from, transport, bytes)` (a datagram
+//! or a framed TCP message), the call layer's commands ([`Endpoint::ring`],
+//! [`Endpoint::answer`], [`Endpoint::reject`], [`Endpoint::hangup`], [`Endpoint::send_info`],
+//! [`Endpoint::invite`], each `(now, ...)`; a refused one returns [`CommandError`] and causes no
+//! output; `invite` returns the new leg's [`CallId`]) and [`Endpoint::handle_timeout`]`(now)`.
+//! [`Endpoint::poll_output`] hands out [`Output::Transmit`] (bytes for an address and
+//! transport) and [`Output::Event`] (a [`CallEvent`]), then [`Output::Timeout`] with the
+//! earliest timer deadline (retransmissions, transaction timeouts), `None` when no transaction
+//! runs.
 //!
 //! # Layout
 //! - [`message`]: types and typed header access (Via, From/To tags, CSeq, Contact, ...).
@@ -45,7 +58,7 @@
 //! - `transaction` (private): RFC 3261 section 17 state machines and their timers, named once
 //!   (A to K, and RFC 6026's L and M) in one table; only their settings ([`Timers`]) are public.
 //! - `timed` (private): the index of transactions by next deadline behind
-//!   [`Endpoint::poll_timeout`].
+//!   [`Output::Timeout`].
 //! - `dialog` (private): dialog state for both roles (tags, CSeq, route set, remote target).
 //! - `endpoint` (private, its types re-exported here): the user agent ([`Endpoint`]): UAS for
 //!   calls from the trunk, UAC for the legs to human agents that a transfer bridges

@@ -3,16 +3,42 @@
 //! [`CallCore`] follows the model of `quinn-proto` and `str0m`: all time is external input. It
 //! owns the IVR interpreter, its timers, the DTMF merger and the call's phase ([`State`]); the
 //! driver (the tokio task in [`super::session`], or the in-process simulation in `call/sim.rs`)
-//! feeds it what happened with the current `Instant` (`handle_*`), carries out what it asks
-//! ([`CallCore::poll_command`]) and wakes it at [`CallCore::poll_timeout`]. It has no tokio, no
-//! files and no clock, so whole calls run in tests on virtual time.
+//! feeds it what happened with the current `Instant` (`handle_*`), carries out the commands it
+//! hands out ([`CallCore::poll_output`]) and wakes it when that says. It has no tokio, no files
+//! and no clock, so whole calls run in tests on virtual time.
 //!
-//! Commands are handed out one at a time and the interpreter is driven lazily: the next pending
-//! event reaches the interpreter only once every command of the previous one has been taken.
-//! A driver that carries out each command before polling the next keeps the order the call
-//! always had: a result that carrying out a command produced at once (a transfer that could not
-//! be placed, an order the slots could not make, a recording that could not start) is heard by
-//! the flow before anything that happened later.
+//! # The poll convention
+//! Every sans-IO core of the gateway (`sip::Endpoint`, `media::rtp_session::RtpSession` and the
+//! gateway's `call::core::CallCore`) is driven the same way, as str0m's `Rtc` is:
+//!
+//! 1. **Input.** Tell the core what happened, with the current time: `handle_*(now, input)` for a
+//!    datagram, a command or an event, and `handle_timeout(now)` once the instant it asked for has
+//!    come. Inputs hand out no output: they return `()`, a `Result` when the core may refuse a
+//!    command, or a value the caller needs at once (such as a new call's id).
+//! 2. **Output.** Call `poll_output()` until it returns `Output::Timeout` (the call core's is
+//!    `poll_output(now)`: it runs its flow interpreter as its commands are taken). Before that it
+//!    hands out, in the order it arose, everything the inputs caused: `Output::Transmit` (a
+//!    datagram to send) and `Output::Event` (news for the layer above), or, from the call core,
+//!    `Output::Command` (work for its driver). Output not drained waits for the next
+//!    `poll_output`: nothing is lost, but nothing is sent either, so drain after every input.
+//! 3. **Wait.** `Output::Timeout(when)` says nothing else is pending and when to call
+//!    `handle_timeout` next. Wait for that instant or the next input, whichever comes first, and
+//!    start again at 1. A core with no timer running says `Timeout(None)`: come back only with
+//!    new input. (The RTP session always has its next 20 ms tick, so its `Timeout` holds a plain
+//!    `Instant`.)
+//!
+//! Here: the inputs are the `handle_*` methods, all `(now, ...)` and all returning `()`.
+//! [`CallCore::poll_output`] hands out [`Output::Command`] (a [`CallCommand`]), then
+//! [`Output::Timeout`] with the earliest of the flow's timers, the ACK wait, the end of a
+//! recording and a transfer's deadline, `None` when none runs.
+//!
+//! It takes `now` because commands are handed out one at a time and the interpreter is driven
+//! lazily: the next pending event reaches the interpreter only once every command of the
+//! previous one has been taken, and the interpreter needs the time of that moment. A driver
+//! that carries out each command before polling the next keeps the order the call always had:
+//! a result that carrying out a command produced at once (a transfer that could not be placed,
+//! an order the slots could not make, a recording that could not start) is heard by the flow
+//! before anything that happened later.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -67,6 +93,16 @@ pub enum State {
     },
     /// The agent answered: audio is relayed, keys go to the agent.
     Bridged,
+}
+
+/// One thing the core asks of its driver, from [`CallCore::poll_output`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Carry this out (before polling again: see the module doc).
+    Command(CallCommand),
+    /// Nothing else is pending: call [`CallCore::handle_timeout`] at this instant, or earlier
+    /// with new input; `None` when no timer runs (come back only with new input).
+    Timeout(Option<Instant>),
 }
 
 /// What the core asks its driver to do, in order.
@@ -269,17 +305,22 @@ impl CallCore {
             .and_then(|s| s.position().map(|(f, st)| format!("{f}/{st}")))
     }
 
-    /// The next command to carry out. Drives the interpreter with the next pending event when
-    /// no command is left (see the module doc).
-    pub fn poll_command(&mut self, now: Instant) -> Option<CallCommand> {
+    /// The next thing to do: the next command to carry out, driving the interpreter with the
+    /// next pending event when no command is left (see the module doc), and once there is none,
+    /// [`Output::Timeout`] with the next deadline. Drain it after every input until it says
+    /// `Timeout`.
+    pub fn poll_output(&mut self, now: Instant) -> Output {
         if self.commands.is_empty() {
             self.drive(now);
         }
-        self.commands.pop_front()
+        match self.commands.pop_front() {
+            Some(cmd) => Output::Command(cmd),
+            None => Output::Timeout(self.next_deadline()),
+        }
     }
 
     /// The earliest instant [`CallCore::handle_timeout`] has work to do.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    fn next_deadline(&self) -> Option<Instant> {
         let mut next = self.timers.values().copied().min();
         let mut take = |at: Instant| next = Some(next.map_or(at, |n: Instant| n.min(at)));
         if let State::Answering { start_at } = self.state {
@@ -294,7 +335,7 @@ impl CallCore {
         next
     }
 
-    /// The time has come for whatever [`CallCore::poll_timeout`] named.
+    /// The time has come for whatever the last [`Output::Timeout`] named.
     pub fn handle_timeout(&mut self, now: Instant) {
         if matches!(self.state, State::Answering { start_at } if start_at <= now) {
             tracing::debug!("no ACK yet: the flow starts anyway");

@@ -32,7 +32,7 @@ use tracing::Instrument;
 use super::Shared;
 use super::bridge::{self, AgentLeg, AgentTarget};
 use super::cdr::{CallFacts, CallRecord};
-use super::core::{ACK_WAIT, CallCommand, CallCore, CoreSettings, StoreResult};
+use super::core::{ACK_WAIT, CallCommand, CallCore, CoreSettings, Output, StoreResult};
 use super::events::{BridgeFigures, CallInput, Control, Incoming, LegInput, LegState, RtpFigures};
 use super::order::{self, CallContext};
 use crate::runtime::recorder::Recorder;
@@ -324,11 +324,10 @@ impl Call {
         }
     }
 
-    fn next_timer(&self) -> tokio::time::Instant {
-        let next = self
-            .core
-            .poll_timeout()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+    /// The sleep for the core's deadline; without one, an hour (the select has other inputs
+    /// to wake on, and a far deadline keeps one `sleep_until` arm for both cases).
+    fn timer(next: Option<Instant>) -> tokio::time::Instant {
+        let next = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::time::Instant::from_std(next)
     }
 
@@ -338,9 +337,9 @@ impl Call {
         mut rx: mpsc::UnboundedReceiver<CallInput>,
         mut backend: mpsc::UnboundedReceiver<Backend>,
     ) {
-        self.carry_out().await;
+        let mut next = self.carry_out().await;
         while !self.core.sip_gone() {
-            let deadline = self.next_timer();
+            let deadline = Self::timer(next);
             tokio::select! {
                 input = rx.recv() => match input {
                     None => break,
@@ -358,16 +357,19 @@ impl Call {
                 () = tokio::time::sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
                 heard = crate::speech::next(&mut self.listener) => self.on_heard(heard),
             }
-            self.carry_out().await;
+            next = self.carry_out().await;
             self.sync_frame_events();
         }
         self.finish().await;
     }
 
-    /// Carry out the core's commands, in order, until it has none left.
-    async fn carry_out(&mut self) {
-        while let Some(cmd) = self.core.poll_command(Instant::now()) {
-            self.execute(cmd).await;
+    /// Carry out the core's commands, in order, until it has none left; then its deadline.
+    async fn carry_out(&mut self) -> Option<Instant> {
+        loop {
+            match self.core.poll_output(Instant::now()) {
+                Output::Command(cmd) => self.execute(cmd).await,
+                Output::Timeout(next) => return next,
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use ivr_flows::calendar::{Date, LocalTime};
 use ivr_flows::{Event, Session};
 use media::dtmf::DigitSource;
 use media::prompt::{EncodedPrompt, PlayItem, Player};
-use media::rtp_session::{Channel, RtpConfig, RtpEvent, RtpSession};
+use media::rtp_session::{self, Channel, RtpConfig, RtpEvent, RtpSession, Transmit};
 use media::sdp::{self, SessionDescription};
 use media::{Codec, MediaSettings};
 use rand::rngs::StdRng;
@@ -28,7 +28,9 @@ use sip::{CallEvent, CallId, Endpoint, OutgoingCall, Output, SipSettings, Transp
 
 use super::bridge::voiced;
 use super::cdr::{CallFacts, CallRecord};
-use super::core::{ACK_WAIT, CallCommand, CallCore, CoreSettings, Ending, State, StoreResult};
+use super::core::{
+    self, ACK_WAIT, CallCommand, CallCore, CoreSettings, Ending, State, StoreResult,
+};
 use super::events::RtpFigures;
 use super::session::answer_offer;
 use crate::ivr::LiveFlows;
@@ -75,6 +77,52 @@ struct Sim {
     loss: f64,
     lost: u64,
     rng: StdRng,
+    /// When each core asked to be woken: the `Output::Timeout` that ended its last drain.
+    due: Due,
+}
+
+/// The deadline each core gave when it was last drained (see [`Sim::settle`]).
+#[derive(Debug, Default)]
+struct Due {
+    caller_sip: Option<Instant>,
+    gateway_sip: Option<Instant>,
+    caller_rtp: Option<Instant>,
+    gateway_rtp: Option<Instant>,
+    core: Option<Instant>,
+}
+
+impl Due {
+    fn earliest(&self) -> Option<Instant> {
+        [
+            self.caller_sip,
+            self.gateway_sip,
+            self.caller_rtp,
+            self.gateway_rtp,
+            self.core,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// Everything an endpoint hands out up to its `Output::Timeout`, whose deadline goes to `due`.
+fn drain_sip(ep: &mut Endpoint, due: &mut Option<Instant>) -> Vec<Output> {
+    let mut out = Vec::new();
+    loop {
+        match ep.poll_output() {
+            Output::Timeout(t) => {
+                *due = t;
+                return out;
+            }
+            o => out.push(o),
+        }
+    }
+}
+
+/// Whether a deadline has come at `now`.
+fn is_due(due: Option<Instant>, now: Instant) -> bool {
+    due.is_some_and(|t| t <= now)
 }
 
 /// The RTP path between the two sessions, losing a share of the packets.
@@ -86,24 +134,19 @@ struct Wire<'a> {
 }
 
 impl Wire<'_> {
-    /// Deliver what `from` sends to `to`. Whether anything was sent.
-    fn carry(&mut self, from: &mut RtpSession, to: &mut RtpSession, from_addr: SocketAddr) -> bool {
-        let mut moved = false;
-        while let Some(t) = from.poll_transmit() {
-            moved = true;
-            if t.channel == Channel::Rtp && self.rng.random::<f64>() < self.loss {
-                *self.lost += 1;
-                continue;
-            }
-            match t.channel {
-                Channel::Rtp => to.handle_rtp(self.now, from_addr, &t.data),
-                Channel::Rtcp => {
-                    let rtcp = SocketAddr::new(from_addr.ip(), from_addr.port() + 1);
-                    to.handle_rtcp(self.now, rtcp, &t.data)
-                }
+    /// Deliver one datagram `from_addr` sends to `to`, unless the path loses it.
+    fn carry(&mut self, t: Transmit, to: &mut RtpSession, from_addr: SocketAddr) {
+        if t.channel == Channel::Rtp && self.rng.random::<f64>() < self.loss {
+            *self.lost += 1;
+            return;
+        }
+        match t.channel {
+            Channel::Rtp => to.handle_rtp(self.now, from_addr, &t.data),
+            Channel::Rtcp => {
+                let rtcp = SocketAddr::new(from_addr.ip(), from_addr.port() + 1);
+                to.handle_rtcp(self.now, rtcp, &t.data)
             }
         }
-        moved
     }
 }
 
@@ -160,7 +203,7 @@ impl Sim {
             rtp.ip(),
             rtp.port(),
         );
-        let (caller_call, out) = caller_sip
+        let caller_call = caller_sip
             .invite(
                 now,
                 OutgoingCall {
@@ -199,8 +242,8 @@ impl Sim {
             loss,
             lost: 0,
             rng: StdRng::seed_from_u64(7),
+            due: Due::default(),
         };
-        sim.caller_output(out);
         sim.settle();
         sim
     }
@@ -212,48 +255,34 @@ impl Sim {
     /// Move the clock by `d`, running every timer and 20 ms tick on the way.
     fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
+        // What the test fed the cores directly, so that their deadlines are current.
+        self.settle();
         for _ in 0..1_000_000 {
-            let next = [
-                self.caller_sip.poll_timeout(),
-                self.gateway_sip.poll_timeout(),
-                self.caller_rtp.as_ref().map(RtpSession::poll_timeout),
-                self.gateway_rtp.as_ref().map(RtpSession::poll_timeout),
-                self.core.as_ref().and_then(CallCore::poll_timeout),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let Some(next) = next.filter(|n| *n <= until) else {
+            let Some(next) = self.due.earliest().filter(|n| *n <= until) else {
                 self.now = until;
                 return;
             };
             self.now = next.max(self.now);
             let now = self.now;
-            if self.caller_sip.poll_timeout().is_some_and(|t| t <= now) {
-                let out = self.caller_sip.handle_timeout(now);
-                self.caller_output(out);
+            if is_due(self.due.caller_sip, now) {
+                self.caller_sip.handle_timeout(now);
             }
-            if self.gateway_sip.poll_timeout().is_some_and(|t| t <= now) {
-                let out = self.gateway_sip.handle_timeout(now);
-                self.gateway_output(out);
+            if is_due(self.due.gateway_sip, now) {
+                self.gateway_sip.handle_timeout(now);
             }
             if let Some(c) = self.core.as_mut()
-                && c.poll_timeout().is_some_and(|t| t <= now)
+                && is_due(self.due.core, now)
             {
                 c.handle_timeout(now);
             }
-            if self
-                .gateway_rtp
-                .as_ref()
-                .is_some_and(|r| r.poll_timeout() <= now)
-            {
+            if is_due(self.due.gateway_rtp, now) {
                 self.top_up();
                 if let Some(r) = self.gateway_rtp.as_mut() {
                     r.handle_timeout(now);
                 }
             }
             if let Some(r) = self.caller_rtp.as_mut()
-                && r.poll_timeout() <= now
+                && is_due(self.due.caller_rtp, now)
             {
                 r.handle_timeout(now);
             }
@@ -328,34 +357,29 @@ impl Sim {
 
     /// The caller hangs up (BYE).
     fn hang_up(&mut self) {
-        let out = self
-            .caller_sip
+        self.caller_sip
             .hangup(self.now, self.caller_call)
             .expect("the call is up");
-        self.caller_output(out);
         self.settle();
     }
 
-    /// Deliver what is in flight and carry out what the core asks, until all is quiet.
+    /// Drain every core, deliver what is in flight and carry out what the call core asks,
+    /// until all is quiet. Every core's deadline in [`Sim::due`] is current afterwards.
     fn settle(&mut self) {
         for _ in 0..10_000 {
-            let mut busy = false;
+            let mut busy = self.caller_output();
+            busy |= self.gateway_output();
             while let Some((to, from, bytes)) = self.wire.pop_front() {
                 busy = true;
                 if self.drop_acks && bytes.starts_with(b"ACK ") {
                     continue;
                 }
-                if to == addr(GATEWAY_SIP) {
-                    let out =
-                        self.gateway_sip
-                            .handle_datagram(self.now, from, Transport::Udp, &bytes);
-                    self.gateway_output(out);
+                let to = if to == addr(GATEWAY_SIP) {
+                    &mut self.gateway_sip
                 } else {
-                    let out =
-                        self.caller_sip
-                            .handle_datagram(self.now, from, Transport::Udp, &bytes);
-                    self.caller_output(out);
-                }
+                    &mut self.caller_sip
+                };
+                to.handle_datagram(self.now, from, Transport::Udp, &bytes);
             }
             busy |= self.media_flow();
             busy |= self.carry_out();
@@ -366,7 +390,10 @@ impl Sim {
         panic!("the simulation does not settle");
     }
 
-    fn caller_output(&mut self, out: Vec<Output>) {
+    /// Drain the caller's endpoint. Whether anything came out.
+    fn caller_output(&mut self) -> bool {
+        let out = drain_sip(&mut self.caller_sip, &mut self.due.caller_sip);
+        let any = !out.is_empty();
         for o in out {
             match o {
                 Output::Transmit(t) => self.wire.push_back((t.to, addr(CALLER_SIP), t.bytes)),
@@ -388,11 +415,17 @@ impl Sim {
                     }
                     self.caller_events.push(ev);
                 }
+                Output::Timeout(_) => {}
             }
         }
+        any
     }
 
-    fn gateway_output(&mut self, out: Vec<Output>) {
+    /// Drain the gateway's endpoint. Whether anything came out.
+    /// What the gateway sends out in answer waits for the next drain (see [`Sim::settle`]).
+    fn gateway_output(&mut self) -> bool {
+        let out = drain_sip(&mut self.gateway_sip, &mut self.due.gateway_sip);
+        let any = !out.is_empty();
         for o in out {
             match o {
                 Output::Transmit(t) => self.wire.push_back((t.to, addr(GATEWAY_SIP), t.bytes)),
@@ -411,8 +444,10 @@ impl Sim {
                         c.handle_sip(now, ev);
                     }
                 }
+                Output::Timeout(_) => {}
             }
         }
+        any
     }
 
     /// What the call task's setup does: answer the offer, start media and the core.
@@ -420,11 +455,9 @@ impl Sim {
         let offer = offer.expect("the caller offers");
         let (answer, negotiated) =
             answer_offer(&offer, &self.media.codecs, addr(GATEWAY_RTP)).expect("offer usable");
-        let out = self
-            .gateway_sip
+        self.gateway_sip
             .answer(self.now, call, answer.to_string().into_bytes())
             .expect("answer");
-        self.gateway_output(out);
         self.gateway_call = Some(call);
         let cfg = RtpConfig::new(&self.media, &negotiated, &mut self.rng);
         self.gateway_rtp = Some(RtpSession::new(cfg, self.now, SystemTime::UNIX_EPOCH));
@@ -449,38 +482,60 @@ impl Sim {
     fn media_flow(&mut self) -> bool {
         let now = self.now;
         let mut moved = false;
-        let (Some(gw), Some(caller)) = (self.gateway_rtp.as_mut(), self.caller_rtp.as_mut()) else {
-            return false;
-        };
         let mut wire = Wire {
             now,
             rng: &mut self.rng,
             loss: self.loss,
             lost: &mut self.lost,
         };
-        moved |= wire.carry(gw, caller, addr(GATEWAY_RTP));
-        moved |= wire.carry(caller, gw, addr(CALLER_RTP));
-        while let Some(ev) = caller.poll_event() {
-            if let RtpEvent::Frame {
-                frame,
-                received: true,
-            } = ev
-                && voiced(&frame)
-            {
-                self.heard.push(now);
+        if let Some(gw) = self.gateway_rtp.as_mut() {
+            loop {
+                match gw.poll_output() {
+                    rtp_session::Output::Transmit(t) => {
+                        moved = true;
+                        if let Some(caller) = self.caller_rtp.as_mut() {
+                            wire.carry(t, caller, addr(GATEWAY_RTP));
+                        }
+                    }
+                    rtp_session::Output::Event(ev) => {
+                        moved = true;
+                        let Some(core) = self.core.as_mut() else {
+                            continue;
+                        };
+                        match ev {
+                            RtpEvent::Digit { digit, .. } => {
+                                core.handle_digit(now, digit, DigitSource::Rfc4733)
+                            }
+                            RtpEvent::MediaTimeout => core.handle_media_timeout(now),
+                            _ => {}
+                        }
+                    }
+                    rtp_session::Output::Timeout(t) => {
+                        self.due.gateway_rtp = Some(t);
+                        break;
+                    }
+                }
             }
         }
-        while let Some(ev) = gw.poll_event() {
-            moved = true;
-            let Some(core) = self.core.as_mut() else {
-                continue;
-            };
-            match ev {
-                RtpEvent::Digit { digit, .. } => {
-                    core.handle_digit(now, digit, DigitSource::Rfc4733)
+        if let Some(caller) = self.caller_rtp.as_mut() {
+            loop {
+                match caller.poll_output() {
+                    rtp_session::Output::Transmit(t) => {
+                        moved = true;
+                        if let Some(gw) = self.gateway_rtp.as_mut() {
+                            wire.carry(t, gw, addr(CALLER_RTP));
+                        }
+                    }
+                    rtp_session::Output::Event(RtpEvent::Frame {
+                        frame,
+                        received: true,
+                    }) if voiced(&frame) => self.heard.push(now),
+                    rtp_session::Output::Event(_) => {}
+                    rtp_session::Output::Timeout(t) => {
+                        self.due.caller_rtp = Some(t);
+                        break;
+                    }
                 }
-                RtpEvent::MediaTimeout => core.handle_media_timeout(now),
-                _ => {}
             }
         }
         moved
@@ -510,7 +565,17 @@ impl Sim {
     fn carry_out(&mut self) -> bool {
         let mut any = false;
         let now = self.now;
-        while let Some(cmd) = self.core.as_mut().and_then(|c| c.poll_command(now)) {
+        loop {
+            let Some(c) = self.core.as_mut() else {
+                return any;
+            };
+            let cmd = match c.poll_output(now) {
+                core::Output::Command(cmd) => cmd,
+                core::Output::Timeout(t) => {
+                    self.due.core = t;
+                    return any;
+                }
+            };
             any = true;
             self.commands.push(cmd.clone());
             match cmd {
@@ -546,17 +611,22 @@ impl Sim {
                     }
                 }
                 CallCommand::Hangup => {
-                    if let Some(call) = self.gateway_call
-                        && let Ok(out) = self.gateway_sip.hangup(now, call)
-                    {
-                        self.gateway_output(out);
+                    if let Some(call) = self.gateway_call {
+                        // Refused only when the call is already ending; nothing to do then.
+                        let _ = self.gateway_sip.hangup(now, call);
                     }
                 }
                 // The test answers store work, transfers and recordings itself.
                 _ => {}
             }
         }
-        any
+    }
+
+    /// Whether the core asked for a transfer.
+    fn asked_transfer(&self) -> bool {
+        self.commands
+            .iter()
+            .any(|c| matches!(c, CallCommand::Transfer { .. }))
     }
 
     /// Submits the core asked for.
@@ -591,6 +661,22 @@ fn to_main_menu(sim: &mut Sim) {
     sim.run_until_played("prompts/zh/main_menu.wav", Duration::from_secs(5));
 }
 
+/// Runs a call from the main menu on, under [`timed`]: `loss` as for [`Sim::call`], then `f`.
+fn from_main_menu(name: &str, loss: f64, f: impl FnOnce(&mut Sim)) {
+    timed(name, || {
+        let mut sim = Sim::call(loss);
+        to_main_menu(&mut sim);
+        f(&mut sim);
+        sim.elapsed()
+    });
+}
+
+/// Ask for an agent (0) and run until the core asks for the transfer.
+fn to_transfer(sim: &mut Sim) {
+    sim.press('0');
+    sim.run_until("a transfer", Duration::from_secs(15), Sim::asked_transfer);
+}
+
 #[test]
 fn the_greeting_is_heard() {
     timed("greeting", || {
@@ -614,23 +700,18 @@ fn the_greeting_is_heard() {
 
 #[test]
 fn a_key_chooses_a_menu_option() {
-    timed("key", || {
-        let mut sim = Sim::call(0.0);
-        to_main_menu(&mut sim);
+    from_main_menu("key", 0.0, |sim| {
         let before = sim.now;
         sim.run_for(Duration::from_secs(1));
         assert!(sim.heard_since(before) > 10, "the menu is heard");
         sim.press('1');
         sim.run_until_played("prompts/zh/describe.wav", Duration::from_secs(5));
-        sim.elapsed()
     });
 }
 
 #[test]
 fn a_spoken_answer_chooses_a_menu_option() {
-    timed("speech", || {
-        let mut sim = Sim::call(0.0);
-        to_main_menu(&mut sim);
+    from_main_menu("speech", 0.0, |sim| {
         sim.run_for(Duration::from_secs(1));
         assert!(
             sim.commands
@@ -640,15 +721,12 @@ fn a_spoken_answer_chooses_a_menu_option() {
         );
         sim.say("我要投诉");
         sim.run_until_played("prompts/zh/describe.wav", Duration::from_secs(5));
-        sim.elapsed()
     });
 }
 
 #[test]
 fn the_report_flow_files_an_order_and_tells_its_number() {
-    timed("report", || {
-        let mut sim = Sim::call(0.0);
-        to_main_menu(&mut sim);
+    from_main_menu("report", 0.0, |sim| {
         sim.press('1');
         sim.run_until_played("prompts/zh/describe.wav", Duration::from_secs(5));
         sim.run_for(Duration::from_secs(2));
@@ -694,21 +772,13 @@ fn the_report_flow_files_an_order_and_tells_its_number() {
         assert!(sim.heard_since(before) > 50, "the number is heard");
         assert_eq!(sim.core().orders(), ["2603100000017".to_owned()]);
         assert_eq!(sim.core().ending(), None);
-        sim.elapsed()
     });
 }
 
 #[test]
 fn a_transfer_rings_bridges_and_passes_keys_on() {
-    timed("transfer", || {
-        let mut sim = Sim::call(0.0);
-        to_main_menu(&mut sim);
-        sim.press('0');
-        sim.run_until("a transfer", Duration::from_secs(15), |s| {
-            s.commands
-                .iter()
-                .any(|c| matches!(c, CallCommand::Transfer { .. }))
-        });
+    from_main_menu("transfer", 0.0, |sim| {
+        to_transfer(sim);
         let target = sim.commands.iter().find_map(|c| match c {
             CallCommand::Transfer { target, .. } => Some(target.clone()),
             _ => None,
@@ -721,8 +791,8 @@ fn a_transfer_rings_bridges_and_passes_keys_on() {
         sim.core().handle_agent_dialing(now);
         sim.core().handle_agent_ringing(now);
         assert!(matches!(
-            sim.core().poll_command(now),
-            Some(CallCommand::Ringback(d)) if d == Duration::from_secs(30)
+            sim.core().poll_output(now),
+            core::Output::Command(CallCommand::Ringback(d)) if d == Duration::from_secs(30)
         ));
         sim.core().handle_agent_answered(now);
         assert_eq!(sim.core().state(), &State::Bridged);
@@ -734,40 +804,25 @@ fn a_transfer_rings_bridges_and_passes_keys_on() {
             "{:#?}",
             sim.commands
         );
-        sim.elapsed()
     });
 }
 
 #[test]
 fn a_transfer_nobody_answers_falls_back_to_the_flow() {
-    timed("transfer timeout", || {
-        let mut sim = Sim::call(0.0);
-        to_main_menu(&mut sim);
-        sim.press('0');
-        sim.run_until("a transfer", Duration::from_secs(15), |s| {
-            s.commands
-                .iter()
-                .any(|c| matches!(c, CallCommand::Transfer { .. }))
-        });
-        assert!(
-            sim.commands
-                .iter()
-                .any(|c| matches!(c, CallCommand::Transfer { .. }))
-        );
+    from_main_menu("transfer timeout", 0.0, |sim| {
+        to_transfer(sim);
+        assert!(sim.asked_transfer());
         let now = sim.now;
         sim.core().handle_agent_dialing(now);
         sim.run_for(Duration::from_secs(31));
         assert!(sim.commands.contains(&CallCommand::CloseAgentLeg));
         sim.run_until_played("prompts/zh/agents_busy.wav", Duration::from_secs(2));
-        sim.elapsed()
     });
 }
 
 #[test]
 fn the_caller_hanging_up_ends_the_call_and_gives_its_record() {
-    timed("hang-up", || {
-        let mut sim = Sim::call(0.0);
-        to_main_menu(&mut sim);
+    from_main_menu("hang-up", 0.0, |sim| {
         sim.hang_up();
         assert!(
             sim.caller_events
@@ -815,15 +870,12 @@ fn the_caller_hanging_up_ends_the_call_and_gives_its_record() {
         assert_eq!(rtp.packets_lost, 0);
         let line = serde_json::to_string(&record).expect("JSON");
         assert!(line.contains(r#""outcome":"caller_hangup""#), "{line}");
-        sim.elapsed()
     });
 }
 
 #[test]
 fn a_key_gets_through_ten_percent_packet_loss() {
-    timed("loss", || {
-        let mut sim = Sim::call(0.10);
-        to_main_menu(&mut sim);
+    from_main_menu("loss", 0.10, |sim| {
         sim.run_for(Duration::from_secs(1));
         sim.press('2');
         sim.run_for(Duration::from_secs(2));
@@ -835,7 +887,6 @@ fn a_key_gets_through_ten_percent_packet_loss() {
             "the key chose the progress flow: {:?}",
             sim.core().position()
         );
-        sim.elapsed()
     });
 }
 

@@ -363,22 +363,21 @@ impl NewCall {
         let _ = self.done.send(self.media.finish());
     }
 
-    /// Visit the call at `now` for its deadline `due` (at most [`EARLY`] ahead). Returns false
-    /// when the call's media has ended.
-    fn visit(&mut self, now: Instant, due: Instant) -> bool {
+    /// Visit the call at `now` for its deadline `due` (at most [`EARLY`] ahead). Returns the
+    /// call's next deadline, or `None` when its media has ended.
+    fn visit(&mut self, now: Instant, due: Instant) -> Option<Instant> {
         loop {
             match self.commands.try_recv() {
                 Ok(cmd) => {
                     if !self.media.command(cmd) {
-                        return false;
+                        return None;
                     }
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
             }
         }
-        self.media.advance(now.max(due));
-        true
+        Some(self.media.advance(now.max(due)))
     }
 }
 
@@ -518,8 +517,8 @@ fn run(intake: Arc<Intake>, count: Arc<AtomicUsize>, poll: Epoll, mut scheduling
             let Some(entry) = calls.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            if entry.call.visit(now, t) {
-                due.push(Reverse((entry.call.media.poll_timeout(), slot)));
+            if let Some(next) = entry.call.visit(now, t) {
+                due.push(Reverse((next, slot)));
             } else if let Some(ended) = calls.get_mut(slot).and_then(Option::take) {
                 ended.call.finish();
                 free.push(slot);

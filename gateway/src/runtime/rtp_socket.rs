@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use media::Frame;
 use media::dtmf::{DigitSource, InbandDetector};
 use media::prompt::Player;
-use media::rtp_session::{Channel, RtcpReport, RtpEvent, RtpSession, RtpStats};
+use media::rtp_session::{Channel, Output, RtcpReport, RtpEvent, RtpSession, RtpStats};
 use media::sdp::Negotiated;
 
 /// Hands out even RTP ports (with the odd RTCP port above) from a range.
@@ -313,11 +313,6 @@ impl CallMedia {
         &self.rtcp
     }
 
-    /// When the session next needs [`Self::advance`].
-    pub(crate) fn poll_timeout(&self) -> Instant {
-        self.session.poll_timeout()
-    }
-
     /// Read one datagram from the RTP (`rtcp` false) or RTCP socket, which the pacer's poll
     /// found readable.
     pub(crate) fn receive(&mut self, now: Instant, rtcp: bool, buf: &mut [u8]) {
@@ -340,20 +335,27 @@ impl CallMedia {
         }
     }
 
-    /// Advance the session to `now`: top up the prompt, send what is due, hand over events.
-    pub(crate) fn advance(&mut self, now: Instant) {
+    /// Advance the session to `now`: top up the prompt, then send what is due and hand over
+    /// events (with what the datagrams read since the last visit caused), in the order the
+    /// session gives them. Returns when the session next needs this call.
+    pub(crate) fn advance(&mut self, now: Instant) -> Instant {
         self.top_up();
         self.session.handle_timeout(now);
-        while let Some(t) = self.session.poll_transmit() {
-            let socket = match t.channel {
-                Channel::Rtp => &self.rtp,
-                Channel::Rtcp => &self.rtcp,
-            };
-            if let Err(e) = socket.send_to(&t.data, t.destination) {
-                tracing::debug!(error = %e, to = %t.destination, "media send failed");
+        loop {
+            match self.session.poll_output() {
+                Output::Transmit(t) => {
+                    let socket = match t.channel {
+                        Channel::Rtp => &self.rtp,
+                        Channel::Rtcp => &self.rtcp,
+                    };
+                    if let Err(e) = socket.send_to(&t.data, t.destination) {
+                        tracing::debug!(error = %e, to = %t.destination, "media send failed");
+                    }
+                }
+                Output::Event(ev) => self.on_event(now, ev),
+                Output::Timeout(next) => return next,
             }
         }
-        self.drain_events(now);
     }
 
     /// The media has ended: its statistics; the ports are released.
@@ -456,38 +458,38 @@ impl CallMedia {
         }
     }
 
-    pub(crate) fn drain_events(&mut self, now: Instant) {
-        while let Some(ev) = self.session.poll_event() {
-            match ev {
-                RtpEvent::Frame { frame, received } => {
-                    if let Some(det) = self.inband.as_mut() {
-                        for d in det.process(&frame) {
-                            self.emit(MediaEvent::Digit {
-                                digit: d.digit,
-                                source: DigitSource::Inband,
-                                at: now,
-                            });
-                        }
-                    }
-                    if self.frame_events {
-                        self.deliver(frame, received);
-                    } else {
-                        if self.recent.len() == CATCH_UP_FRAMES {
-                            self.recent.pop_front();
-                        }
-                        self.recent.push_back(frame);
+    /// Hand one of the session's events to the call (frames through the in-band detector and
+    /// the catch-up buffer while frame events are off).
+    fn on_event(&mut self, now: Instant, ev: RtpEvent) {
+        match ev {
+            RtpEvent::Frame { frame, received } => {
+                if let Some(det) = self.inband.as_mut() {
+                    for d in det.process(&frame) {
+                        self.emit(MediaEvent::Digit {
+                            digit: d.digit,
+                            source: DigitSource::Inband,
+                            at: now,
+                        });
                     }
                 }
-                RtpEvent::Digit { digit, .. } => self.emit(MediaEvent::Digit {
-                    digit,
-                    source: DigitSource::Rfc4733,
-                    at: now,
-                }),
-                RtpEvent::Latched(a) => self.emit(MediaEvent::Latched(a)),
-                RtpEvent::MediaTimeout => self.emit(MediaEvent::MediaTimeout),
-                RtpEvent::Report { report, round_trip } => {
-                    self.emit(MediaEvent::Report { report, round_trip })
+                if self.frame_events {
+                    self.deliver(frame, received);
+                } else {
+                    if self.recent.len() == CATCH_UP_FRAMES {
+                        self.recent.pop_front();
+                    }
+                    self.recent.push_back(frame);
                 }
+            }
+            RtpEvent::Digit { digit, .. } => self.emit(MediaEvent::Digit {
+                digit,
+                source: DigitSource::Rfc4733,
+                at: now,
+            }),
+            RtpEvent::Latched(a) => self.emit(MediaEvent::Latched(a)),
+            RtpEvent::MediaTimeout => self.emit(MediaEvent::MediaTimeout),
+            RtpEvent::Report { report, round_trip } => {
+                self.emit(MediaEvent::Report { report, round_trip })
             }
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! One driver task owns the endpoint, so the sans-IO core needs no locks: it waits on the UDP
 //! socket, on messages framed by per-connection TCP reader tasks, on commands from the call
-//! layer, and on the endpoint's next timer (`poll_timeout`), whichever comes first. TCP streams
+//! layer, and on the endpoint's next timer (the `Output::Timeout` that ends each drain of
+//! `poll_output`), whichever comes first. TCP streams
 //! are cut into messages by Content-Length ([`parse::frame`]); a stream that cannot be framed
 //! is closed, since nothing after the fault can be trusted. Responses and in-dialog requests
 //! over TCP reuse the connection the peer opened; if it is gone, the driver connects anew.
@@ -121,25 +122,36 @@ async fn drive(
     let mut conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     loop {
-        let deadline = endpoint.poll_timeout();
+        // Everything the last input caused, then when the endpoint wants to be woken.
+        let deadline = loop {
+            match endpoint.poll_output() {
+                Output::Event(e) => {
+                    if events.send(e).is_err() {
+                        tracing::debug!("call layer gone; SIP event dropped");
+                    }
+                }
+                Output::Transmit(t) => send(&udp, &mut conns, &tcp_tx, &mut tasks, t).await,
+                Output::Timeout(deadline) => break deadline,
+            }
+        };
+        while let Some(r) = tasks.try_join_next() {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "SIP connection task failed");
+            }
+        }
         let now = || tokio::time::Instant::now().into_std();
-        let outputs = tokio::select! {
+        tokio::select! {
             r = udp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => endpoint.handle_datagram(now(), from, Transport::Udp, buf.get(..n).unwrap_or_default()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "UDP receive error");
-                    Vec::new()
-                }
+                Err(e) => tracing::debug!(error = %e, "UDP receive error"),
             },
             Some(msg) = tcp_rx.recv() => match msg {
                 TcpIn::Message(from, bytes) => endpoint.handle_datagram(now(), from, Transport::Tcp, &bytes),
                 TcpIn::Connected(peer, tx) => {
                     conns.insert(peer, tx);
-                    Vec::new()
                 }
                 TcpIn::Closed(peer) => {
                     conns.remove(&peer);
-                    Vec::new()
                 }
             },
             cmd = commands.recv() => match cmd {
@@ -147,21 +159,6 @@ async fn drive(
                 Some(cmd) => apply(&mut endpoint, now(), cmd),
             },
             () = sleep_until(deadline) => endpoint.handle_timeout(now()),
-        };
-        for out in outputs {
-            match out {
-                Output::Event(e) => {
-                    if events.send(e).is_err() {
-                        tracing::debug!("call layer gone; SIP event dropped");
-                    }
-                }
-                Output::Transmit(t) => send(&udp, &mut conns, &tcp_tx, &mut tasks, t).await,
-            }
-        }
-        while let Some(r) = tasks.try_join_next() {
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "SIP connection task failed");
-            }
         }
     }
     tasks.abort_all();
@@ -175,7 +172,8 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
     }
 }
 
-fn apply(endpoint: &mut Endpoint, now: std::time::Instant, cmd: Command) -> Vec<Output> {
+/// Carry out a command of the call layer; its output waits in the endpoint for the next drain.
+fn apply(endpoint: &mut Endpoint, now: std::time::Instant, cmd: Command) {
     let r = match cmd {
         Command::Ring(call) => endpoint.ring(now, call),
         Command::Answer { call, sdp } => endpoint.answer(now, call, sdp),
@@ -187,15 +185,16 @@ fn apply(endpoint: &mut Endpoint, now: std::time::Instant, cmd: Command) -> Vec<
             body,
         } => endpoint.send_info(now, call, &content_type, body),
         Command::Invite { call, reply } => match endpoint.invite(now, call) {
-            Ok((id, mut out)) => {
+            Ok(id) => {
                 if reply.send(Ok(id)).is_err() {
                     tracing::warn!(
                         call = id.0,
                         "nobody waits for the outgoing call's id: hanging it up"
                     );
-                    out.extend(endpoint.hangup(now, id).unwrap_or_default());
+                    // A leg just placed is Dialing, which hangup always accepts.
+                    let _ = endpoint.hangup(now, id);
                 }
-                Ok(out)
+                Ok(())
             }
             Err(e) => {
                 let _ = reply.send(Err(e.clone()));
@@ -203,10 +202,9 @@ fn apply(endpoint: &mut Endpoint, now: std::time::Instant, cmd: Command) -> Vec<
             }
         },
     };
-    r.unwrap_or_else(|e| {
+    if let Err(e) = r {
         tracing::warn!(error = %e, "SIP command refused");
-        Vec::new()
-    })
+    }
 }
 
 async fn send(

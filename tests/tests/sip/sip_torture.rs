@@ -16,16 +16,18 @@ use sipx_testkit::rfc4475::{self, Case, Expect};
 fn endpoint_statuses(case: &Case) -> Vec<u16> {
     let mut ep = Endpoint::new(SipSettings::default());
     let from: SocketAddr = "127.0.0.1:5060".parse().expect("addr");
-    ep.handle_datagram(Instant::now(), from, Transport::Udp, case.bytes)
-        .iter()
-        .filter_map(|o| match o {
+    ep.handle_datagram(Instant::now(), from, Transport::Udp, case.bytes);
+    let mut statuses = Vec::new();
+    loop {
+        match ep.poll_output() {
             Output::Transmit(t) => match parse::parse_datagram(&t.bytes) {
-                Ok(Message::Response(r)) => Some(r.status),
+                Ok(Message::Response(r)) => statuses.push(r.status),
                 other => panic!("{}: we sent something unparsable: {other:?}", case.name),
             },
-            Output::Event(_) => None,
-        })
-        .collect()
+            Output::Event(_) => {}
+            Output::Timeout(_) => return statuses,
+        }
+    }
 }
 
 fn typed(headers: &Headers, name: &str) -> Result<(), String> {

@@ -46,6 +46,40 @@ CSeq: {seq} {method}\r\n\
     )
 }
 
+/// Everything the endpoint has to hand out, up to (not with) the closing [`Output::Timeout`].
+fn drain(ep: &mut Endpoint) -> Vec<Output> {
+    let mut out = Vec::new();
+    loop {
+        match ep.poll_output() {
+            Output::Timeout(_) => return out,
+            o => out.push(o),
+        }
+    }
+}
+
+/// A call answered and ACKed, with what the trunk's requests in its dialog carry.
+struct Confirmed {
+    call: CallId,
+    call_id: &'static str,
+    /// Our To tag.
+    tag: String,
+}
+
+impl Confirmed {
+    /// The trunk's in-dialog `method` with CSeq `seq`, carrying `body` as `content_type`.
+    fn request(
+        &self,
+        method: &str,
+        branch: &str,
+        seq: u32,
+        content_type: &str,
+        body: &str,
+    ) -> String {
+        let extra = format!("Content-Type: {content_type}\r\n");
+        in_dialog(method, branch, self.call_id, &self.tag, seq, &extra, body)
+    }
+}
+
 struct Harness {
     ep: Endpoint,
     t0: Instant,
@@ -65,28 +99,85 @@ impl Harness {
     }
 
     fn send(&mut self, msg: &str) -> Vec<Output> {
+        self.send_from(self.from, Transport::Udp, msg)
+    }
+
+    fn send_from(&mut self, from: SocketAddr, transport: Transport, msg: &str) -> Vec<Output> {
         self.ep
-            .handle_datagram(self.now, self.from, Transport::Udp, msg.as_bytes())
+            .handle_datagram(self.now, from, transport, msg.as_bytes());
+        drain(&mut self.ep)
     }
 
     fn advance(&mut self, d: Duration) -> Vec<Output> {
         self.now += d;
-        self.ep.handle_timeout(self.now)
+        self.ep.handle_timeout(self.now);
+        drain(&mut self.ep)
+    }
+
+    /// The deadline the endpoint asks for now; every helper drains, so it must be all there is.
+    fn next_timeout(&mut self) -> Option<Instant> {
+        match self.ep.poll_output() {
+            Output::Timeout(t) => t,
+            o => panic!("output left undrained: {o:?}"),
+        }
     }
 
     /// Run timers up to `until` after start, collecting everything.
     fn run_until(&mut self, until: Duration) -> Vec<(Duration, Output)> {
         let mut all = Vec::new();
-        while let Some(t) = self.ep.poll_timeout() {
+        while let Some(t) = self.next_timeout() {
             if t > self.t0 + until {
                 break;
             }
             self.now = t.max(self.now);
-            for o in self.ep.handle_timeout(self.now) {
+            self.ep.handle_timeout(self.now);
+            for o in drain(&mut self.ep) {
                 all.push((self.now - self.t0, o));
             }
         }
         all
+    }
+
+    /// Carry out a command of the call layer and collect what it caused. A refused command
+    /// must cause nothing at all.
+    fn command(
+        &mut self,
+        f: impl FnOnce(&mut Endpoint, Instant) -> Result<(), CommandError>,
+    ) -> Result<Vec<Output>, CommandError> {
+        let done = f(&mut self.ep, self.now);
+        let out = drain(&mut self.ep);
+        match done {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                assert!(out.is_empty(), "refused with output: {out:?}");
+                Err(e)
+            }
+        }
+    }
+
+    fn ring(&mut self, call: CallId) -> Result<Vec<Output>, CommandError> {
+        self.command(|ep, now| ep.ring(now, call))
+    }
+
+    fn answer_with(&mut self, call: CallId, sdp: Vec<u8>) -> Result<Vec<Output>, CommandError> {
+        self.command(|ep, now| ep.answer(now, call, sdp))
+    }
+
+    fn reject(&mut self, call: CallId, status: u16) -> Result<Vec<Output>, CommandError> {
+        self.command(|ep, now| ep.reject(now, call, status))
+    }
+
+    fn hangup(&mut self, call: CallId) -> Result<Vec<Output>, CommandError> {
+        self.command(|ep, now| ep.hangup(now, call))
+    }
+
+    fn send_info(
+        &mut self,
+        call: CallId,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Vec<Output>, CommandError> {
+        self.command(|ep, now| ep.send_info(now, call, content_type, body.to_vec()))
     }
 
     fn incoming(&mut self, branch: &str, call_id: &str) -> (CallId, Vec<Output>) {
@@ -101,11 +192,18 @@ impl Harness {
         (call, out)
     }
 
+    /// An incoming call answered and ACKed.
+    fn confirmed(&mut self, branch: &str, call_id: &'static str) -> Confirmed {
+        let (call, _) = self.incoming(branch, call_id);
+        let tag = self.answer(call);
+        self.send(&in_dialog("ACK", "z9hG4bKack", call_id, &tag, 1, "", ""));
+        Confirmed { call, call_id, tag }
+    }
+
     /// Answer and return the To tag of our 200.
     fn answer(&mut self, call: CallId) -> String {
         let out = self
-            .ep
-            .answer(self.now, call, b"v=0 answer".to_vec())
+            .answer_with(call, b"v=0 answer".to_vec())
             .expect("answer");
         let r = responses(&out);
         assert_eq!(r.len(), 1);
@@ -118,26 +216,28 @@ impl Harness {
     }
 }
 
+/// The messages among the output that parse (all of ours should).
+fn sent(out: &[Output]) -> impl Iterator<Item = Message> + '_ {
+    out.iter().filter_map(|o| match o {
+        Output::Transmit(t) => parse_datagram(&t.bytes).ok(),
+        Output::Event(_) | Output::Timeout(_) => None,
+    })
+}
+
 fn responses(out: &[Output]) -> Vec<Response> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Transmit(t) => match parse_datagram(&t.bytes) {
-                Ok(Message::Response(r)) => Some(r),
-                _ => None,
-            },
-            Output::Event(_) => None,
+    sent(out)
+        .filter_map(|m| match m {
+            Message::Response(r) => Some(r),
+            Message::Request(_) => None,
         })
         .collect()
 }
 
 fn requests(out: &[Output]) -> Vec<Request> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Transmit(t) => match parse_datagram(&t.bytes) {
-                Ok(Message::Request(r)) => Some(r),
-                _ => None,
-            },
-            Output::Event(_) => None,
+    sent(out)
+        .filter_map(|m| match m {
+            Message::Request(r) => Some(r),
+            Message::Response(_) => None,
         })
         .collect()
 }
@@ -150,7 +250,7 @@ fn events(out: &[Output]) -> Vec<CallEvent> {
     out.iter()
         .filter_map(|o| match o {
             Output::Event(e) => Some(e.clone()),
-            Output::Transmit(_) => None,
+            Output::Transmit(_) | Output::Timeout(_) => None,
         })
         .collect()
 }
@@ -201,7 +301,7 @@ fn invite_gets_100_and_an_incoming_call() {
 fn ring_answer_ack_bye_from_caller() {
     let mut h = Harness::new();
     let (call, _) = h.incoming("z9hG4bKa2", "c2");
-    let out = h.ep.ring(h.now, call).expect("ring");
+    let out = h.ring(call).expect("ring");
     let ringing = responses(&out);
     assert_eq!(ringing[0].status, 180);
     let tag180 = ringing[0]
@@ -215,9 +315,7 @@ fn ring_answer_ack_bye_from_caller() {
         ringing[0].headers.get("Record-Route"),
         Some("<sip:sbc.example;lr>")
     );
-    let out =
-        h.ep.answer(h.now, call, b"v=0 answer".to_vec())
-            .expect("answer");
+    let out = h.answer_with(call, b"v=0 answer".to_vec()).expect("answer");
     let ok = &responses(&out)[0];
     assert_eq!(ok.status, 200);
     assert_eq!(ok.body, b"v=0 answer");
@@ -228,7 +326,7 @@ fn ring_answer_ack_bye_from_caller() {
     let tag = ok.headers.to().expect("to").tag().expect("tag").to_owned();
     assert_eq!(Some(tag.clone()), tag180, "one dialog, one tag");
     assert_eq!(
-        h.ep.answer(h.now, call, Vec::new()),
+        h.answer_with(call, Vec::new()),
         Err(CommandError::WrongState)
     );
     let out = h.send(&in_dialog("ACK", "z9hG4bKack", "c2", &tag, 1, "", ""));
@@ -276,7 +374,7 @@ fn ok_is_retransmitted_on_the_rfc_schedule_until_ack() {
         match o {
             Output::Transmit(t) => parse_datagram(&t.bytes)
                 .is_ok_and(|m| matches!(m, Message::Response(r) if r.status == 200)),
-            Output::Event(_) => false,
+            Output::Event(_) | Output::Timeout(_) => false,
         }
     }));
     h.now = h.t0 + ms(12_000);
@@ -299,7 +397,7 @@ fn no_ack_within_timer_h_ends_the_call_with_a_bye() {
         .iter()
         .filter_map(|(t, o)| match o {
             Output::Event(e) => Some((*t, e.clone())),
-            Output::Transmit(_) => None,
+            Output::Transmit(_) | Output::Timeout(_) => None,
         })
         .collect();
     assert_eq!(
@@ -319,7 +417,7 @@ fn no_ack_within_timer_h_ends_the_call_with_a_bye() {
                 Ok(Message::Request(r)) if r.method == Method::Bye => Some(r),
                 _ => None,
             },
-            Output::Event(_) => None,
+            Output::Event(_) | Output::Timeout(_) => None,
         })
         .collect();
     assert_eq!(byes.len(), 1);
@@ -338,7 +436,7 @@ fn retransmitted_invite_gets_the_last_response_and_no_second_call() {
     let out = h.send(&invite("z9hG4bKa5", "c5"));
     assert_eq!(statuses(&out), [100]);
     assert!(events(&out).is_empty());
-    h.ep.ring(h.now, call).expect("ring");
+    h.ring(call).expect("ring");
     assert_eq!(statuses(&h.send(&invite("z9hG4bKa5", "c5"))), [180]);
     h.answer(call);
     let out = h.send(&invite("z9hG4bKa5", "c5"));
@@ -353,7 +451,7 @@ fn retransmitted_invite_gets_the_last_response_and_no_second_call() {
 fn cancel_before_answer() {
     let mut h = Harness::new();
     let (call, _) = h.incoming("z9hG4bKa6", "c6");
-    h.ep.ring(h.now, call).expect("ring");
+    h.ring(call).expect("ring");
     let cancel = "CANCEL sip:12345@127.0.0.1 SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKa6\r\n\
 From: \"Citizen\" <sip:13800000000@trunk.example>;tag=caller1\r\n\
@@ -374,7 +472,7 @@ To: <sip:12345@gw.example>\r\nCall-ID: c6\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\
         ]
     );
     assert_eq!(
-        h.ep.answer(h.now, call, Vec::new()),
+        h.answer_with(call, Vec::new()),
         Err(CommandError::NoSuchCall)
     );
     // the 487 is retransmitted (timer G) until the ACK, which uses the INVITE's branch
@@ -419,7 +517,7 @@ fn we_hang_up_with_bye_and_its_200_ends_the_call() {
     let (call, _) = h.incoming("z9hG4bKa8", "c8");
     let tag = h.answer(call);
     // hangup before the ACK waits for it (RFC 3261 15)
-    let out = h.ep.hangup(h.now, call).expect("hangup");
+    let out = h.hangup(call).expect("hangup");
     assert!(out.is_empty());
     let out = h.send(&in_dialog("ACK", "z9hG4bKack8", "c8", &tag, 1, "", ""));
     assert_eq!(events(&out), [CallEvent::CallAcked { call }]);
@@ -429,7 +527,7 @@ fn we_hang_up_with_bye_and_its_200_ends_the_call() {
     assert_eq!(bye.method, Method::Bye);
     assert_eq!(bye.headers.from().expect("from").tag(), Some(tag.as_str()));
     assert_eq!(bye.headers.to().expect("to").tag(), Some("caller1"));
-    assert_eq!(h.ep.hangup(h.now, call), Err(CommandError::WrongState));
+    assert_eq!(h.hangup(call), Err(CommandError::WrongState));
     // UDP: BYE retransmitted at 500 ms
     let again = h.advance(Duration::from_millis(500));
     assert_eq!(requests(&again).len(), 1);
@@ -462,10 +560,8 @@ fn we_hang_up_with_bye_and_its_200_ends_the_call() {
 #[test]
 fn bye_without_answer_times_out() {
     let mut h = Harness::new();
-    let (call, _) = h.incoming("z9hG4bKa9", "c9");
-    let tag = h.answer(call);
-    h.send(&in_dialog("ACK", "z9hG4bKack9", "c9", &tag, 1, "", ""));
-    h.ep.hangup(h.now, call).expect("hangup");
+    let Confirmed { call, .. } = h.confirmed("z9hG4bKa9", "c9");
+    h.hangup(call).expect("hangup");
     let t = h.now - h.t0;
     let out = h.run_until(t + Duration::from_secs(33));
     let byes = out
@@ -484,11 +580,8 @@ fn bye_without_answer_times_out() {
 fn reject_and_hangup_before_answer() {
     let mut h = Harness::new();
     let (call, _) = h.incoming("z9hG4bKb1", "d1");
-    assert_eq!(
-        h.ep.reject(h.now, call, 200),
-        Err(CommandError::BadStatus(200))
-    );
-    let out = h.ep.reject(h.now, call, 486).expect("reject");
+    assert_eq!(h.reject(call, 200), Err(CommandError::BadStatus(200)));
+    let out = h.reject(call, 486).expect("reject");
     assert_eq!(statuses(&out), [486]);
     assert_eq!(
         events(&out),
@@ -498,27 +591,18 @@ fn reject_and_hangup_before_answer() {
         }]
     );
     let (call, _) = h.incoming("z9hG4bKb2", "d2");
-    let out = h.ep.hangup(h.now, call).expect("hangup");
+    let out = h.hangup(call).expect("hangup");
     assert_eq!(statuses(&out), [480]);
-    assert_eq!(h.ep.ring(h.now, CallId(999)), Err(CommandError::NoSuchCall));
+    assert_eq!(h.ring(CallId(999)), Err(CommandError::NoSuchCall));
 }
 
 #[test]
 fn reinvite_hold_and_resume() {
     let mut h = Harness::new();
-    let (call, _) = h.incoming("z9hG4bKc1", "e1");
-    let tag = h.answer(call);
-    h.send(&in_dialog("ACK", "z9hG4bKack", "e1", &tag, 1, "", ""));
-    let hold = in_dialog(
-        "INVITE",
-        "z9hG4bKre1",
-        "e1",
-        &tag,
-        2,
-        "Content-Type: application/sdp\r\n",
-        "v=0\r\na=sendonly\r\n",
-    );
-    let out = h.send(&hold);
+    let c = h.confirmed("z9hG4bKc1", "e1");
+    let (call, tag) = (c.call, c.tag.clone());
+    let sdp = "v=0\r\na=sendonly\r\n";
+    let out = h.send(&c.request("INVITE", "z9hG4bKre1", 2, "application/sdp", sdp));
     assert_eq!(statuses(&out), [100]);
     assert_eq!(
         events(&out),
@@ -530,19 +614,16 @@ fn reinvite_hold_and_resume() {
     // a second re-INVITE while one is pending: 491
     let clash = in_dialog("INVITE", "z9hG4bKre2", "e1", &tag, 3, "", "");
     assert_eq!(statuses(&h.send(&clash)), [491]);
-    let out =
-        h.ep.answer(h.now, call, b"v=0\r\na=recvonly\r\n".to_vec())
-            .expect("answer");
+    let out = h
+        .answer_with(call, b"v=0\r\na=recvonly\r\n".to_vec())
+        .expect("answer");
     assert_eq!(statuses(&out), [200]);
     let out = h.send(&in_dialog("ACK", "z9hG4bKack2", "e1", &tag, 2, "", ""));
     assert!(out.is_empty(), "re-INVITE ACK is silent: {out:?}");
     // resume, refused by the call layer: the call goes on
     let resume = in_dialog("INVITE", "z9hG4bKre3", "e1", &tag, 4, "", "");
     h.send(&resume);
-    assert_eq!(
-        statuses(&h.ep.reject(h.now, call, 488).expect("reject")),
-        [488]
-    );
+    assert_eq!(statuses(&h.reject(call, 488).expect("reject")), [488]);
     assert_eq!(h.ep.call_count(), 1);
     // an old CSeq in the dialog: 500
     let stale = in_dialog("INVITE", "z9hG4bKre4", "e1", &tag, 3, "", "");
@@ -552,19 +633,10 @@ fn reinvite_hold_and_resume() {
 #[test]
 fn info_dtmf_in_both_formats() {
     let mut h = Harness::new();
-    let (call, _) = h.incoming("z9hG4bKd1", "f1");
-    let tag = h.answer(call);
-    h.send(&in_dialog("ACK", "z9hG4bKack", "f1", &tag, 1, "", ""));
-    let relay = in_dialog(
-        "INFO",
-        "z9hG4bKi1",
-        "f1",
-        &tag,
-        2,
-        "Content-Type: application/dtmf-relay\r\n",
-        "Signal=5\r\nDuration=160\r\n",
-    );
-    let out = h.send(&relay);
+    let c = h.confirmed("z9hG4bKd1", "f1");
+    let call = c.call;
+    let body = "Signal=5\r\nDuration=160\r\n";
+    let out = h.send(&c.request("INFO", "z9hG4bKi1", 2, "application/dtmf-relay", body));
     assert_eq!(statuses(&out), [200]);
     assert_eq!(
         events(&out),
@@ -578,15 +650,7 @@ fn info_dtmf_in_both_formats() {
             }),
         }]
     );
-    let plain = in_dialog(
-        "INFO",
-        "z9hG4bKi2",
-        "f1",
-        &tag,
-        3,
-        "Content-Type: application/dtmf\r\n",
-        "#",
-    );
+    let plain = c.request("INFO", "z9hG4bKi2", 3, "application/dtmf", "#");
     match &events(&h.send(&plain))[0] {
         CallEvent::Info { dtmf, .. } => assert_eq!(
             *dtmf,
@@ -598,13 +662,8 @@ fn info_dtmf_in_both_formats() {
         e => panic!("{e:?}"),
     }
     // we send INFO too
-    let out =
-        h.ep.send_info(
-            h.now,
-            call,
-            "application/dtmf-relay",
-            b"Signal=1\r\n".to_vec(),
-        )
+    let out = h
+        .send_info(call, "application/dtmf-relay", b"Signal=1\r\n")
         .expect("info");
     assert_eq!(requests(&out)[0].method, Method::Info);
     // INFO outside any dialog: 481
@@ -791,8 +850,7 @@ fn unsupported_bodies_and_accept() {
 fn tcp_calls_do_not_retransmit_errors() {
     let mut h = Harness::new();
     let msg = invite("z9hG4bKt1", "t1").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
-    let out =
-        h.ep.handle_datagram(h.now, h.from, Transport::Tcp, msg.as_bytes());
+    let out = h.send_from(h.from, Transport::Tcp, &msg);
     let call = match &events(&out)[0] {
         CallEvent::IncomingCall {
             call, transport, ..
@@ -802,7 +860,7 @@ fn tcp_calls_do_not_retransmit_errors() {
         }
         e => panic!("{e:?}"),
     };
-    let out = h.ep.reject(h.now, call, 603).expect("reject");
+    let out = h.reject(call, 603).expect("reject");
     match &out[0] {
         Output::Transmit(t) => assert_eq!(t.transport, Transport::Tcp),
         o => panic!("{o:?}"),
@@ -818,12 +876,11 @@ fn tcp_calls_do_not_retransmit_errors() {
 fn contact_in_200_over_tcp_says_so() {
     let mut h = Harness::new();
     let msg = invite("z9hG4bKt2", "t2").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
-    let out =
-        h.ep.handle_datagram(h.now, h.from, Transport::Tcp, msg.as_bytes());
+    let out = h.send_from(h.from, Transport::Tcp, &msg);
     let CallEvent::IncomingCall { call, .. } = events(&out)[0].clone() else {
         panic!("no call");
     };
-    let out = h.ep.answer(h.now, call, b"v=0".to_vec()).expect("answer");
+    let out = h.answer_with(call, b"v=0".to_vec()).expect("answer");
     let c = responses(&out)[0]
         .headers
         .get("Contact")
@@ -880,13 +937,13 @@ Content-Type: application/sdp\r\n";
 
 impl Harness {
     fn agent_sends(&mut self, msg: &str) -> Vec<Output> {
-        self.ep
-            .handle_datagram(self.now, agent(), Transport::Udp, msg.as_bytes())
+        self.send_from(agent(), Transport::Udp, msg)
     }
 
     /// Place a leg; return it with the INVITE that went out.
     fn place(&mut self, call: OutgoingCall) -> (CallId, Request) {
-        let (id, out) = self.ep.invite(self.now, call).expect("invite");
+        let id = self.ep.invite(self.now, call).expect("invite");
+        let out = drain(&mut self.ep);
         assert!(events(&out).is_empty(), "{out:?}");
         assert!(destinations(&out).iter().all(|d| *d == agent()));
         let mut r = requests(&out);
@@ -916,7 +973,7 @@ fn destinations(out: &[Output]) -> Vec<SocketAddr> {
     out.iter()
         .filter_map(|o| match o {
             Output::Transmit(t) => Some(t.to),
-            Output::Event(_) => None,
+            Output::Event(_) | Output::Timeout(_) => None,
         })
         .collect()
 }
@@ -987,7 +1044,7 @@ fn outgoing_invite_over_udp_retransmits_on_timer_a_then_fails_408() {
                 assert_eq!((x.to, &x.bytes), (agent(), &bytes));
                 Some(t.as_millis() as u64)
             }
-            Output::Event(_) => None,
+            Output::Event(_) | Output::Timeout(_) => None,
         })
         .collect();
     assert_eq!(resent, [500, 1500, 3500, 7500, 15_500, 31_500]);
@@ -995,7 +1052,7 @@ fn outgoing_invite_over_udp_retransmits_on_timer_a_then_fails_408() {
         .into_iter()
         .filter_map(|(t, o)| match o {
             Output::Event(e) => Some((t.as_millis() as u64, e)),
-            Output::Transmit(_) => None,
+            Output::Transmit(_) | Output::Timeout(_) => None,
         })
         .collect();
     assert_eq!(
@@ -1019,7 +1076,7 @@ fn outgoing_invite_over_udp_retransmits_on_timer_a_then_fails_408() {
         ]
     );
     assert_eq!(h.ep.call_count(), 0);
-    assert_eq!(h.ep.poll_timeout(), None, "nothing left running");
+    assert_eq!(h.next_timeout(), None, "nothing left running");
 }
 
 #[test]
@@ -1045,11 +1102,7 @@ fn busy_is_acked_by_the_transaction_and_reported() {
     let (call, inv) = h.place(outgoing(Transport::Udp));
     let out = h.agent_sends(&reply(&inv, 100, None, "", ""));
     assert!(out.is_empty(), "100 is not reported: {out:?}");
-    assert_eq!(
-        h.ep.poll_timeout(),
-        None,
-        "provisional: timers A and B stop"
-    );
+    assert_eq!(h.next_timeout(), None, "provisional: timers A and B stop");
     let out = h.agent_sends(&reply(&inv, 180, Some("agt"), "", ""));
     assert_eq!(
         events(&out),
@@ -1090,7 +1143,7 @@ fn busy_is_acked_by_the_transaction_and_reported() {
     assert!(events(&again).is_empty());
     assert_eq!(h.ep.call_count(), 0);
     // timer D (32 s over UDP) then ends the transaction
-    assert_eq!(h.ep.poll_timeout(), Some(h.now + Duration::from_secs(32)));
+    assert_eq!(h.next_timeout(), Some(h.now + Duration::from_secs(32)));
 }
 
 #[test]
@@ -1120,7 +1173,7 @@ fn answer_is_acked_once_per_2xx_and_reported_once() {
     assert_eq!(destinations(&out), [agent()], "to the configured next hop");
     assert!(events(&out).is_empty());
     // we hang up: BYE in the dialog, its 200 ends the call
-    let out = h.ep.hangup(h.now, call).expect("hangup");
+    let out = h.hangup(call).expect("hangup");
     let bye = requests(&out).remove(0);
     assert_eq!(bye.method, Method::Bye);
     assert_eq!(bye.uri, "sip:agent7@192.0.2.51:5999");
@@ -1131,7 +1184,7 @@ fn answer_is_acked_once_per_2xx_and_reported_once() {
         inv.headers.from().expect("from").tag()
     );
     assert_eq!(
-        h.ep.hangup(h.now, call),
+        h.hangup(call),
         Err(CommandError::WrongState),
         "BYE already out"
     );
@@ -1190,7 +1243,7 @@ fn cancel_after_ringing_then_487_is_acked() {
     let mut h = Harness::new();
     let (call, inv) = h.place(outgoing(Transport::Udp));
     h.agent_sends(&reply(&inv, 180, Some("agt"), "", ""));
-    let out = h.ep.hangup(h.now, call).expect("hangup");
+    let out = h.hangup(call).expect("hangup");
     let cancel = requests(&out).remove(0);
     assert_eq!(cancel.method, Method::Cancel);
     assert_eq!(cancel.uri, inv.uri);
@@ -1201,7 +1254,7 @@ fn cancel_after_ringing_then_487_is_acked() {
     assert_eq!(cancel.headers.cseq().expect("cseq").to_string(), "1 CANCEL");
     assert_eq!(cancel.headers.to().expect("to").tag(), None);
     assert!(events(&out).is_empty());
-    assert_eq!(h.ep.hangup(h.now, call), Err(CommandError::WrongState));
+    assert_eq!(h.hangup(call), Err(CommandError::WrongState));
     // the CANCEL is retransmitted like any non-INVITE request until answered
     let out = h.advance(Duration::from_millis(500));
     assert_eq!(methods(&out), ["CANCEL"]);
@@ -1225,7 +1278,7 @@ fn cancel_after_ringing_then_487_is_acked() {
 fn hangup_before_any_provisional_waits_for_one_before_cancelling() {
     let mut h = Harness::new();
     let (call, inv) = h.place(outgoing(Transport::Udp));
-    let out = h.ep.hangup(h.now, call).expect("hangup");
+    let out = h.hangup(call).expect("hangup");
     assert!(out.is_empty(), "no CANCEL before a provisional: {out:?}");
     // timer A still retransmits the INVITE meanwhile
     assert_eq!(methods(&h.advance(Duration::from_millis(500))), ["INVITE"]);
@@ -1247,7 +1300,7 @@ fn hangup_before_any_provisional_waits_for_one_before_cancelling() {
 fn hangup_with_no_provisional_ever_gives_up_at_timer_b() {
     let mut h = Harness::new();
     let (call, _) = h.place(outgoing(Transport::Udp));
-    h.ep.hangup(h.now, call).expect("hangup");
+    h.hangup(call).expect("hangup");
     let all = h.run_until(Duration::from_secs(40));
     let methods_sent: Vec<String> = all
         .iter()
@@ -1256,7 +1309,7 @@ fn hangup_with_no_provisional_ever_gives_up_at_timer_b() {
                 Ok(Message::Request(r)) => Some(r.method.as_str().to_owned()),
                 _ => None,
             },
-            Output::Event(_) => None,
+            Output::Event(_) | Output::Timeout(_) => None,
         })
         .collect();
     assert!(
@@ -1267,7 +1320,7 @@ fn hangup_with_no_provisional_ever_gives_up_at_timer_b() {
         .into_iter()
         .filter_map(|(t, o)| match o {
             Output::Event(e) => Some((t, e)),
-            Output::Transmit(_) => None,
+            Output::Transmit(_) | Output::Timeout(_) => None,
         })
         .collect();
     assert_eq!(
@@ -1288,7 +1341,7 @@ fn cancel_never_answered_gives_up_64_t1_later() {
     let (call, inv) = h.place(outgoing(Transport::Tcp));
     h.agent_sends(&reply(&inv, 183, Some("agt"), "", ""));
     h.now += Duration::from_secs(10);
-    h.ep.hangup(h.now, call).expect("hangup");
+    h.hangup(call).expect("hangup");
     let all = h.run_until(Duration::from_secs(60));
     assert!(all.iter().any(|(t, o)| *t == Duration::from_secs(42)
         && *o
@@ -1304,7 +1357,7 @@ fn answer_racing_our_cancel_is_acked_then_ended_with_bye() {
     let mut h = Harness::new();
     let (call, inv) = h.place(outgoing(Transport::Udp));
     h.agent_sends(&reply(&inv, 180, Some("agt"), "", ""));
-    h.ep.hangup(h.now, call).expect("hangup");
+    h.hangup(call).expect("hangup");
     let out = h.agent_sends(&reply(&inv, 200, Some("agt"), OK_EXTRA, "v=0"));
     assert_eq!(methods(&out), ["ACK", "BYE"]);
     assert!(events(&out).is_empty(), "the call layer already hung up");
@@ -1335,10 +1388,7 @@ fn a_second_fork_answering_is_acked_and_ended() {
     let out = h.agent_sends(&reply(&r[1], 200, None, "", ""));
     assert!(events(&out).is_empty(), "{out:?}");
     assert_eq!(h.ep.call_count(), 1);
-    assert!(
-        h.ep.send_info(h.now, call, "application/dtmf", b"5".to_vec())
-            .is_ok()
-    );
+    assert!(h.send_info(call, "application/dtmf", b"5").is_ok());
 }
 
 #[test]
@@ -1346,14 +1396,13 @@ fn responses_from_strangers_are_ignored() {
     let mut h = Harness::new();
     let (_, inv) = h.place(outgoing(Transport::Udp));
     let stranger: SocketAddr = "203.0.113.9:5060".parse().expect("addr");
-    let out = h.ep.handle_datagram(
-        h.now,
+    let out = h.send_from(
         stranger,
         Transport::Udp,
-        reply(&inv, 200, Some("x"), OK_EXTRA, "v=0").as_bytes(),
+        &reply(&inv, 200, Some("x"), OK_EXTRA, "v=0"),
     );
     assert!(out.is_empty(), "{out:?}");
-    assert!(h.ep.poll_timeout().is_some(), "still calling");
+    assert!(h.next_timeout().is_some(), "still calling");
 }
 
 #[test]
@@ -1398,7 +1447,7 @@ fn invalid_outgoing_calls_are_refused_before_anything_is_sent() {
         }
     }
     assert_eq!(h.ep.call_count(), 0);
-    assert_eq!(h.ep.poll_timeout(), None);
+    assert_eq!(h.next_timeout(), None);
 }
 
 /// A flood of new calls from one address: beyond `source_call_rate` (after the burst) each is

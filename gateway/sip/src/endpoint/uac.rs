@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::validation::check_outgoing;
 use super::{
     ALLOW, Call, CallEvent, CallId, CallState, ClientInviteEntry, CommandError, Endpoint,
-    OutgoingCall, Output, Peer, TerminationReason, transmit,
+    OutgoingCall, Peer, TerminationReason, transmit,
 };
 use crate::dialog::Dialog;
 use crate::message::{Headers, Method, Request, Response};
@@ -17,18 +17,15 @@ use crate::transaction::{ClientInvite, TxOutput, ack_for_non_2xx, cancel_for};
 
 impl Endpoint {
     /// Place an outgoing call leg: send the INVITE and run its client transaction (timers A and
-    /// B, RFC 3261 17.1.1). Returns the new leg's id with the INVITE to transmit; what follows
-    /// comes as [`CallEvent::OutgoingProgress`], then [`CallEvent::OutgoingAnswered`] or
+    /// B, RFC 3261 17.1.1). Returns the new leg's id (the call layer needs it before anything
+    /// about the leg comes out); the INVITE to transmit waits in [`Endpoint::poll_output`]. What
+    /// follows comes as [`CallEvent::OutgoingProgress`], then [`CallEvent::OutgoingAnswered`] or
     /// [`CallEvent::OutgoingFailed`], then [`CallEvent::CallTerminated`].
     ///
     /// The URIs, display name and extra headers come from configuration and from the caller's
     /// data; anything that would not survive the trip into a header is refused with
     /// [`CommandError::InvalidCall`] rather than sent broken.
-    pub fn invite(
-        &mut self,
-        now: Instant,
-        call: OutgoingCall,
-    ) -> Result<(CallId, Vec<Output>), CommandError> {
+    pub fn invite(&mut self, now: Instant, call: OutgoingCall) -> Result<CallId, CommandError> {
         let display = check_outgoing(&call)?;
         let peer = Peer {
             addr: call.destination,
@@ -68,7 +65,7 @@ impl Endpoint {
         let id = CallId(self.next_call);
         self.next_call += 1;
         let bytes = serialize::request(&invite);
-        self.out.push(transmit(peer, bytes.clone()));
+        self.out.push_back(transmit(peer, bytes.clone()));
         let tx = ClientInvite::new(
             now,
             peer.transport.is_reliable(),
@@ -99,7 +96,7 @@ impl Endpoint {
                 outbound: true,
             },
         );
-        Ok((id, self.drain()))
+        Ok(id)
     }
 
     /// CANCEL our pending INVITE (9.1). The CANCEL shares the INVITE's branch, so its client
@@ -191,7 +188,7 @@ impl Endpoint {
             Some(TxOutput::Response(status)) => status,
             Some(TxOutput::Retransmit(ack)) => {
                 // a retransmitted non-2xx: the transaction repeats its ACK
-                self.out.push(transmit(e.peer, ack));
+                self.out.push_back(transmit(e.peer, ack));
                 return;
             }
             _ => return,
@@ -203,7 +200,7 @@ impl Endpoint {
             _ => {
                 let ack = serialize::request(&ack_for_non_2xx(&e.invite, r));
                 e.tx.set_ack(ack.clone());
-                self.out.push(transmit(e.peer, ack));
+                self.out.push_back(transmit(e.peer, ack));
                 tracing::info!(call = call.0, status, "outgoing call failed");
                 self.outgoing_failed(call, status, &r.reason);
             }
@@ -244,7 +241,7 @@ impl Endpoint {
             return;
         };
         if let Some((_, ack)) = e.acks.iter().find(|(tag, _)| *tag == to_tag) {
-            self.out.push(transmit(e.peer, ack.clone()));
+            self.out.push_back(transmit(e.peer, ack.clone()));
             return;
         }
         let (call, peer) = (e.call, e.peer);
@@ -260,7 +257,7 @@ impl Endpoint {
         };
         let (via, _) = self.via(peer.transport);
         let ack = serialize::request(&dialog.ack(via, &[]));
-        self.out.push(transmit(peer, ack.clone()));
+        self.out.push_back(transmit(peer, ack.clone()));
         if let Some(e) = self.client_invites.get_mut(branch) {
             e.acks.push((to_tag, ack));
         }

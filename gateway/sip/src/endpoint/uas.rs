@@ -42,7 +42,7 @@ impl Endpoint {
             Method::Invite => {
                 if let Some(e) = self.server_invites.get(&key) {
                     if let Some(bytes) = e.tx.on_retransmission() {
-                        self.out.push(transmit(peer, bytes));
+                        self.out.push_back(transmit(peer, bytes));
                     }
                     return;
                 }
@@ -50,7 +50,7 @@ impl Endpoint {
             _ => {
                 if let Some((tx, _)) = self.server_others.get(&key) {
                     if let Some(bytes) = tx.on_retransmission() {
-                        self.out.push(transmit(peer, bytes));
+                        self.out.push_back(transmit(peer, bytes));
                     }
                     return;
                 }
@@ -159,7 +159,7 @@ impl Endpoint {
                 .is_some_and(|(t, _)| t.respond(now, resp.status, bytes.clone()))
         };
         if accepted {
-            self.out.push(transmit(peer, bytes));
+            self.out.push_back(transmit(peer, bytes));
         }
     }
 
@@ -459,7 +459,7 @@ impl Endpoint {
         if let Some(e) = self.server_invites.get_mut(&key)
             && e.tx.respond(now, resp.status, bytes.clone())
         {
-            self.out.push(transmit(peer, bytes));
+            self.out.push_back(transmit(peer, bytes));
         }
     }
 
