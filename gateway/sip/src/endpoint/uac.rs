@@ -29,7 +29,7 @@ impl Endpoint {
         now: Instant,
         call: OutgoingCall,
     ) -> Result<(CallId, Vec<Output>), CommandError> {
-        let display = check_outgoing(&call)?;
+        let (display, target) = check_outgoing(&call)?;
         let peer = Peer {
             addr: call.destination,
             transport: call.transport,
@@ -57,7 +57,7 @@ impl Endpoint {
         }
         let invite = Request {
             method: Method::Invite,
-            uri: call.target_uri,
+            uri: target,
             version: "SIP/2.0".into(),
             headers: h,
             body: call.sdp_offer,
