@@ -238,7 +238,7 @@ impl Uri {
     pub fn ip(&self) -> Option<IpAddr> {
         let host = self.host()?;
         match host.strip_prefix('[') {
-            Some(v6) => v6.strip_suffix(']')?.parse().ok().map(IpAddr::V6),
+            Some(v6) => parse_ipv6(v6.strip_suffix(']')?).map(IpAddr::V6),
             None => host.parse().ok().map(IpAddr::V4),
         }
     }
@@ -357,8 +357,7 @@ fn sip_parts(s: &str, start: usize, secure: bool) -> Result<SipParts, UriError> 
 fn host_and_port(hp: &str) -> Result<(&str, Option<u16>), UriError> {
     let (host, port) = if let Some(inner) = hp.strip_prefix('[') {
         let close = inner.find(']').ok_or(UriError::UnterminatedIpv6)?;
-        let addr = inner.get(..close).unwrap_or_default();
-        addr.parse::<Ipv6Addr>().map_err(|_| UriError::BadIpv6)?;
+        parse_ipv6(inner.get(..close).unwrap_or_default()).ok_or(UriError::BadIpv6)?;
         let after = inner.get(close + 1..).unwrap_or_default();
         let port = match after.strip_prefix(':') {
             Some(p) => Some(p),
@@ -382,6 +381,17 @@ fn host_and_port(hp: &str) -> Result<(&str, Option<u16>), UriError> {
         Some(p) => Some(p.parse::<u16>().map_err(|_| UriError::PortOutOfRange)?),
     };
     Ok((host, port))
+}
+
+/// An IPv6 address, also in the form RFC 3261's ABNF allows by mistake: three colons before
+/// an embedded IPv4 address (`2001:db8:::192.0.2.1`), which RFC 5118 4.10 says to tolerate.
+fn parse_ipv6(s: &str) -> Option<Ipv6Addr> {
+    if let Ok(a) = s.parse() {
+        return Some(a);
+    }
+    let (hex, v4) = s.split_once(":::")?;
+    v4.parse::<Ipv4Addr>().ok()?;
+    format!("{hex}::{v4}").parse().ok()
 }
 
 /// A host name (labels of letters, digits and inner hyphens, an optional final dot) or an
@@ -562,6 +572,18 @@ mod tests {
         assert_eq!(u.headers(), Some("Subject=hi&X=%20"));
     }
 
+    /// RFC 5118: brackets are required (4.2), a port inside them is part of the address
+    /// (4.3), and RFC 3261's three-colon form before an IPv4 tail is tolerated (4.10).
+    #[test]
+    fn rfc5118_ipv6_references() {
+        assert_eq!(err("sip:2001:db8::10"), UriError::BadIpv4);
+        let u = Uri::parse("sip:[2001:db8::10:5070]").expect("port-ambiguous");
+        assert_eq!((u.host(), u.port()), (Some("[2001:db8::10:5070]"), None));
+        let u = Uri::parse("sip:user@[2001:db8:::192.0.2.1]").expect("3 colons");
+        assert_eq!(u.host(), Some("[2001:db8:::192.0.2.1]"), "kept as written");
+        assert_eq!(u.ip(), Some("2001:db8::c000:201".parse().expect("ip")));
+    }
+
     #[test]
     fn minimal_and_ipv4_forms() {
         let u = Uri::parse("SIP:gw.example.").expect("uri");
@@ -638,7 +660,9 @@ mod tests {
             (long_digits.as_str(), UriError::PortOutOfRange),
             ("sip:2001:db8::10", UriError::BadIpv4),
             ("sip:a@[2001:db8::1", UriError::UnterminatedIpv6),
-            ("sip:a@[2001:db8:::192.0.2.1]", UriError::BadIpv6),
+            ("sip:a@[2001:db8::::1]", UriError::BadIpv6),
+            ("sip:a@[2001:db8:::1]", UriError::BadIpv6),
+            ("sip:a@[2001:db8:::192.0.2.1:::1]", UriError::BadIpv6),
             ("sip:a@[::1]x", UriError::BadHost),
             ("sip:a@10.0.0.256", UriError::BadIpv4),
             ("sip:a@-bad.example", UriError::BadHost),
