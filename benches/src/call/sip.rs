@@ -3,7 +3,7 @@
 //! header names, `\n` line ends, any header case); anything malformed is `None`, never a panic.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 /// The first line of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,27 +171,13 @@ pub fn tag(value: &str) -> Option<&str> {
 }
 
 /// Where requests to a SIP URI go: its host (an IP literal; names are not resolved here) and
-/// port (5060 when absent).
+/// port (5060 when absent). The URI is read by the gateway's own parser ([`sip::Uri`]).
 pub fn uri_addr(uri: &str) -> Option<SocketAddr> {
-    let rest = uri
-        .strip_prefix("sip:")
-        .or_else(|| uri.strip_prefix("SIP:"))?;
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let hostport = rest.split([';', '?', '>']).next()?;
-    if let Some(v6) = hostport.strip_prefix('[') {
-        let (host, after) = v6.split_once(']')?;
-        let ip: IpAddr = host.parse().ok()?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None => 5060,
-        };
-        return Some(SocketAddr::new(ip, port));
+    let uri = sip::Uri::parse(uri).ok()?;
+    if !uri.scheme().eq_ignore_ascii_case("sip") {
+        return None;
     }
-    let (host, port) = match hostport.split_once(':') {
-        Some((h, p)) => (h, p.parse().ok()?),
-        None => (hostport, 5060),
-    };
-    Some(SocketAddr::new(host.parse().ok()?, port))
+    Some(SocketAddr::new(uri.ip()?, uri.port().unwrap_or(5060)))
 }
 
 /// The fixed parts of one call's dialog, from our side.

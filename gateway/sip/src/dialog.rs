@@ -10,6 +10,7 @@
 //! is built from the INVITE, so they would be state without a use.
 
 use super::message::{HeaderError, Headers, Method, NameAddr, Request, Response};
+use super::uri::Uri;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Dialog {
@@ -21,7 +22,7 @@ pub(crate) struct Dialog {
     pub(crate) local: NameAddr,
     /// The peer with its tag: the caller's From as UAS, the callee's To (from the 2xx) as UAC.
     pub(crate) remote: NameAddr,
-    pub(crate) remote_target: String,
+    pub(crate) remote_target: Uri,
     pub(crate) route_set: Vec<String>,
     pub(crate) local_cseq: u32,
     pub(crate) remote_cseq: u32,

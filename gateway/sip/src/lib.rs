@@ -55,6 +55,9 @@
 //! # Layout
 //! - [`message`]: types and typed header access (Via, From/To tags, CSeq, Contact, ...).
 //! - [`parse`] / [`serialize`]: the wire format; the parser passes the RFC 4475 torture corpus.
+//! - [`uri`]: [`Uri`], a SIP/SIPS URI (or any other scheme, kept opaque) parsed once where its
+//!   request line or header is parsed, so nothing downstream re-splits URI text by hand; the
+//!   text stays as received, so serializing gives the same bytes.
 //! - `transaction` (private): RFC 3261 section 17 state machines and their timers, named once
 //!   (A to K, and RFC 6026's L and M) in one table; only their settings ([`Timers`]) are public.
 //! - `timed` (private): the index of transactions by next deadline behind
@@ -78,6 +81,7 @@ pub mod parse;
 pub mod serialize;
 mod timed;
 mod transaction;
+pub mod uri;
 
 pub use endpoint::{
     CallEvent, CallId, CommandError, Dtmf, Endpoint, OutgoingCall, Output, TerminationReason,
@@ -85,6 +89,7 @@ pub use endpoint::{
 };
 pub use ipnet::IpNet;
 pub use transaction::Timers;
+pub use uri::{Uri, UriError};
 
 /// The transport a message came in on or goes out on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use crate::uri::Uri;
+
 /// A SIP method. Unknown methods are kept verbatim (they must be answered 501, not dropped).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Method {
@@ -278,14 +280,7 @@ impl Headers {
     pub fn max_forwards(&self) -> Result<u8, HeaderError> {
         match self.get_all("Max-Forwards").count() {
             0 => Ok(70),
-            1 => {
-                let v = self.one("Max-Forwards")?.trim();
-                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(HeaderError::new("Max-Forwards", "not a number"));
-                }
-                v.parse::<u8>()
-                    .map_err(|_| HeaderError::new("Max-Forwards", "larger than 255"))
-            }
+            1 => decimal("Max-Forwards", self.one("Max-Forwards")?, "larger than 255"),
             _ => Err(HeaderError::new("Max-Forwards", "appears more than once")),
         }
     }
@@ -340,13 +335,7 @@ impl Headers {
         if it.next().is_some() {
             return Err(HeaderError::new("Content-Length", "appears more than once"));
         }
-        let v = v.trim();
-        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(HeaderError::new("Content-Length", "not a number"));
-        }
-        v.parse::<usize>()
-            .map(Some)
-            .map_err(|_| HeaderError::new("Content-Length", "too large"))
+        decimal("Content-Length", v, "too large").map(Some)
     }
 
     /// Expires as seconds (RFC 3261 delta-seconds, at most 2^32-1).
@@ -354,13 +343,7 @@ impl Headers {
         let Some(v) = self.get("Expires") else {
             return Ok(None);
         };
-        let v = v.trim();
-        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(HeaderError::new("Expires", "not a number"));
-        }
-        v.parse::<u32>()
-            .map(Some)
-            .map_err(|_| HeaderError::new("Expires", "out of range"))
+        decimal("Expires", v, "out of range").map(Some)
     }
 
     /// Date must be an RFC 1123 date in GMT (RFC 3261 20.17).
@@ -639,8 +622,8 @@ pub fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
 pub struct NameAddr {
     /// The display name, unquoted, when there is one.
     pub display: Option<String>,
-    /// The URI as written, escapes untouched.
-    pub uri: String,
+    /// The URI, parsed when the header is; its text as written, escapes untouched.
+    pub uri: Uri,
     /// Whether the URI was in angle brackets (it must stay so when copied).
     pub bracketed: bool,
     /// Header parameters in order (tag, expires, ...); `None` for a flag.
@@ -696,12 +679,11 @@ impl NameAddr {
         }
         if let Some(inner) = rest.strip_prefix('<') {
             let gt = inner.find('>').ok_or(bad("missing '>'"))?;
-            let uri = inner.get(..gt).unwrap_or_default();
-            check_uri(header, uri)?;
+            let uri = parse_uri(header, inner.get(..gt).unwrap_or_default())?;
             let params = parse_params(header, inner.get(gt + 1..).unwrap_or_default())?;
             return Ok(NameAddr {
                 display,
-                uri: uri.to_owned(),
+                uri,
                 bracketed: true,
                 params,
             });
@@ -710,15 +692,14 @@ impl NameAddr {
         let end = rest
             .find(|c: char| c == ';' || c.is_whitespace())
             .unwrap_or(rest.len());
-        let uri = rest.get(..end).unwrap_or_default();
-        check_uri(header, uri)?;
-        if uri.contains('?') || uri.contains(',') {
+        let uri = parse_uri(header, rest.get(..end).unwrap_or_default())?;
+        if uri.as_str().contains(['?', ',']) {
             return Err(bad("URI with headers must be enclosed in <>"));
         }
         let params = parse_params(header, rest.get(end..).unwrap_or_default())?;
         Ok(NameAddr {
             display: None,
-            uri: uri.to_owned(),
+            uri,
             bracketed: false,
             params,
         })
@@ -739,10 +720,10 @@ impl NameAddr {
         }
         if self.bracketed || self.display.is_some() {
             s.push('<');
-            s.push_str(&self.uri);
+            s.push_str(self.uri.as_str());
             s.push('>');
         } else {
-            s.push_str(&self.uri);
+            s.push_str(self.uri.as_str());
         }
         for (n, v) in &self.params {
             s.push(';');
@@ -756,22 +737,24 @@ impl NameAddr {
     }
 }
 
-/// A URI must have a scheme and no whitespace; beyond that it is opaque here.
-fn check_uri(header: &'static str, uri: &str) -> Result<(), HeaderError> {
-    let scheme_ok = uri.split_once(':').is_some_and(|(s, rest)| {
-        !s.is_empty()
-            && !rest.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-    });
-    if !scheme_ok
-        || uri
-            .chars()
-            .any(|c| c.is_whitespace() || c == '<' || c == '"')
-    {
-        return Err(HeaderError::new(header, "bad URI"));
+/// A header value that is a plain decimal number (no sign, no spaces inside: `+5` and `-1`
+/// are not numbers here), `too_big` naming the fault when it does not fit `T`.
+fn decimal<T: std::str::FromStr>(
+    header: &'static str,
+    v: &str,
+    too_big: &'static str,
+) -> Result<T, HeaderError> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HeaderError::new(header, "not a number"));
     }
-    Ok(())
+    v.parse::<T>()
+        .map_err(|_| HeaderError::new(header, too_big))
+}
+
+/// The URI of a name-addr or addr-spec; its fault is the header's.
+fn parse_uri(header: &'static str, uri: &str) -> Result<Uri, HeaderError> {
+    Uri::parse(uri).map_err(|e| HeaderError::new(header, e.as_str()))
 }
 
 /// `CSeq: number METHOD`, the number below 2^31 (RFC 3261 8.1.1.5).
@@ -811,13 +794,14 @@ impl fmt::Display for CSeq {
     }
 }
 
-/// A request. `uri` is opaque text (escapes untouched); `version` as sent, e.g. `SIP/2.0`.
+/// A request. `uri` is parsed with the request line (its text kept as received, escapes
+/// untouched); `version` as sent, e.g. `SIP/2.0`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// The method of the request line.
     pub method: Method,
     /// The Request-URI.
-    pub uri: String,
+    pub uri: Uri,
     /// The SIP version of the request line.
     pub version: String,
     /// The header fields in order.
@@ -948,6 +932,13 @@ mod tests {
         assert!(NameAddr::parse("Contact", "sip:u@e.com?Route=%3Csip:x%3E").is_err());
         assert!(NameAddr::parse("From", "Bell, Alexander <sip:a@b>").is_err());
         assert!(NameAddr::parse("To", "<nobodyknowsthisscheme:totallyopaquecontent>").is_ok());
+        // the URI is parsed with the header, and its fault is the header's
+        let n = NameAddr::parse("Contact", "<sip:agent@10.0.0.7:5062;transport=tcp>").expect("c");
+        assert_eq!((n.uri.user(), n.uri.port()), (Some("agent"), Some(5062)));
+        assert_eq!(
+            NameAddr::parse("Contact", "<sip:agent@[::1>"),
+            Err(HeaderError::new("Contact", "unterminated '[' in URI host"))
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! are ignored (RFC 3261 18.3).
 
 use super::message::{Headers, Message, Method, Request, Response, is_token_byte};
+use super::uri::{Uri, UriError};
 
 /// The layer of the fault, after RFC 4475's grouping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,7 +248,7 @@ fn check_version(v: &str) -> bool {
 }
 
 /// `Method SP Request-URI SP SIP-Version`, exactly one SP between elements (RFC 4475 3.1.2.9).
-fn request_line(line: &str) -> Result<(Method, String, String), &'static str> {
+fn request_line(line: &str) -> Result<(Method, Uri, String), &'static str> {
     let parts: Vec<&str> = line.split(' ').collect();
     let [method, uri, version] = parts.as_slice() else {
         return Err("request line is not 'METHOD URI VERSION' with single spaces");
@@ -255,28 +256,11 @@ fn request_line(line: &str) -> Result<(Method, String, String), &'static str> {
     if method.is_empty() || !method.bytes().all(is_token_byte) {
         return Err("bad method in request line");
     }
-    let scheme_ok = uri.split_once(':').is_some_and(|(s, r)| {
-        !s.is_empty()
-            && !r.is_empty()
-            && s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-    });
-    if !scheme_ok
-        || uri
-            .bytes()
-            .any(|b| b <= b' ' || b == b'<' || b == b'>' || b == 0x7f)
-    {
-        return Err("bad Request-URI");
-    }
+    let uri = Uri::parse(uri).map_err(UriError::in_request_uri)?;
     if !check_version(version) {
         return Err("bad SIP version in request line");
     }
-    Ok((
-        Method::parse(method),
-        (*uri).to_owned(),
-        (*version).to_owned(),
-    ))
+    Ok((Method::parse(method), uri, (*version).to_owned()))
 }
 
 /// `SIP-Version SP Status-Code SP Reason-Phrase`; the reason may be empty.
@@ -355,6 +339,9 @@ From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: c\r\nCSeq: 1 
             "INVITE <sip:a@b> SIP/2.0",
             "INVITE sip:a @b SIP/2.0",
             "INVITE sip:a@b HTTP/1.1",
+            "INVITE sip: SIP/2.0",
+            "INVITE sip:a@b:99999 SIP/2.0",
+            "INVITE sip:a@[::1 SIP/2.0",
             "SIP/2.0 4294967301 big",
             "SIP/2.0 99 small",
             "",
@@ -363,6 +350,19 @@ From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: c\r\nCSeq: 1 
             let e = parse_datagram(m.as_bytes()).expect_err(bad);
             assert_eq!(e.fault, Fault::StartLine, "{bad}");
         }
+    }
+
+    /// The Request-URI is parsed with the request line, once; its fault is named in the 400.
+    #[test]
+    fn request_uri_is_parsed_with_the_line() {
+        let m = "OPTIONS sip:u%20x@[2001:db8::1]:5070;lr SIP/2.0\r\nCall-ID: x\r\nl: 0\r\n\r\n";
+        let r = req(parse_datagram(m.as_bytes()).expect("parse"));
+        assert_eq!(r.uri.user(), Some("u%20x"));
+        assert_eq!(r.uri.host_port(), Some("[2001:db8::1]:5070"));
+        assert_eq!(r.uri.param("lr"), Some(None));
+        let bad = m.replace(":5070", ":70000");
+        let e = parse_datagram(bad.as_bytes()).expect_err("port");
+        assert_eq!(e.problem, "bad Request-URI: URI port out of range");
     }
 
     #[test]

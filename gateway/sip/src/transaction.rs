@@ -402,9 +402,12 @@ pub(crate) enum ClientState {
     Terminated,
 }
 
-/// Client non-INVITE transaction (RFC 3261 17.1.2), for the BYE and INFO we send.
+/// What both client transactions share (RFC 3261 17.1): the request and its retransmission
+/// timer (A or E), the give-up timer (B or F, and for an INVITE the 64*T1 after a CANCEL) and
+/// the end timer that absorbs late retransmissions (D, K or M). Written once so the two
+/// machines differ only in how responses move them.
 #[derive(Debug)]
-pub(crate) struct ClientNonInvite {
+struct ClientCore {
     state: ClientState,
     reliable: bool,
     timers: Timers,
@@ -414,54 +417,52 @@ pub(crate) struct ClientNonInvite {
     end: Option<Instant>,
 }
 
-impl ClientNonInvite {
-    /// Start with the request the owner has just transmitted once.
-    pub(crate) fn new(now: Instant, reliable: bool, timers: Timers, request: Vec<u8>) -> Self {
-        ClientNonInvite {
+impl ClientCore {
+    /// Start with the request the owner has just transmitted once: on an unreliable transport
+    /// `retx` repeats it, and `give_up` bounds the wait for a final response.
+    fn new(
+        now: Instant,
+        reliable: bool,
+        timers: Timers,
+        request: Vec<u8>,
+        (retx, give_up): (RfcTimer, RfcTimer),
+    ) -> Self {
+        ClientCore {
             state: ClientState::Calling,
             reliable,
             timers,
             request,
-            retx: (!reliable).then(|| Retx::start(RfcTimer::E, now, &timers)),
-            give_up: Some(RfcTimer::F.deadline(now, &timers, reliable)),
+            retx: (!reliable).then(|| Retx::start(retx, now, &timers)),
+            give_up: Some(give_up.deadline(now, &timers, reliable)),
             end: None,
         }
     }
 
-    pub(crate) fn is_terminated(&self) -> bool {
+    fn is_terminated(&self) -> bool {
         self.state == ClientState::Terminated
     }
 
-    /// A response matched to this transaction. Returns it to pass up, or nothing when it is a
-    /// retransmission to absorb.
-    pub(crate) fn on_response(&mut self, now: Instant, status: u16) -> Option<TxOutput> {
-        match self.state {
-            ClientState::Calling | ClientState::Proceeding if status < 200 => {
-                self.state = ClientState::Proceeding;
-                Some(TxOutput::Response(status))
-            }
-            ClientState::Calling | ClientState::Proceeding => {
-                self.state = ClientState::Completed;
-                self.retx = None;
-                self.give_up = None;
-                self.end = Some(RfcTimer::K.deadline(now, &self.timers, self.reliable));
-                Some(TxOutput::Response(status))
-            }
-            _ => None,
-        }
+    /// A final response moved the machine to `state`: stop retransmitting and waiting for one,
+    /// and end at `end` (D, K or M).
+    fn finish(&mut self, now: Instant, state: ClientState, end: RfcTimer) {
+        self.state = state;
+        self.retx = None;
+        self.give_up = None;
+        self.end = Some(end.deadline(now, &self.timers, self.reliable));
     }
 
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         if self.is_terminated() {
             return None;
         }
         earliest(&[self.retx.map(|r| r.at), self.give_up, self.end])
     }
 
-    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
+    /// Give up (a timeout for the TU), end quietly, or retransmit the request; `steady` keeps
+    /// the interval at T2 (timer E once Proceeding) instead of doubling it.
+    fn handle_timeout(&mut self, now: Instant, steady: bool) -> Vec<TxOutput> {
         let mut out = Vec::new();
         if due(self.give_up, now) {
-            // Timer F
             self.state = ClientState::Terminated;
             self.retx = None;
             self.give_up = None;
@@ -469,19 +470,60 @@ impl ClientNonInvite {
             return out;
         }
         if due(self.end, now) {
-            // Timer K
             self.state = ClientState::Terminated;
             self.end = None;
             return out;
         }
-        let proceeding = self.state == ClientState::Proceeding;
         if let Some(r) = self.retx.as_mut() {
-            // Timer E: doubling up to T2 while Trying, T2 once Proceeding.
-            for _ in 0..r.fire(now, &self.timers, proceeding) {
+            for _ in 0..r.fire(now, &self.timers, steady) {
                 out.push(TxOutput::Retransmit(self.request.clone()));
             }
         }
         out
+    }
+}
+
+/// Client non-INVITE transaction (RFC 3261 17.1.2), for the BYE and INFO we send: timers E
+/// (doubling up to T2 while Trying, T2 once Proceeding), F and K.
+#[derive(Debug)]
+pub(crate) struct ClientNonInvite {
+    core: ClientCore,
+}
+
+impl ClientNonInvite {
+    /// Start with the request the owner has just transmitted once.
+    pub(crate) fn new(now: Instant, reliable: bool, timers: Timers, request: Vec<u8>) -> Self {
+        let core = ClientCore::new(now, reliable, timers, request, (RfcTimer::E, RfcTimer::F));
+        ClientNonInvite { core }
+    }
+
+    pub(crate) fn is_terminated(&self) -> bool {
+        self.core.is_terminated()
+    }
+
+    /// A response matched to this transaction. Returns it to pass up, or nothing when it is a
+    /// retransmission to absorb.
+    pub(crate) fn on_response(&mut self, now: Instant, status: u16) -> Option<TxOutput> {
+        match self.core.state {
+            ClientState::Calling | ClientState::Proceeding if status < 200 => {
+                self.core.state = ClientState::Proceeding;
+                Some(TxOutput::Response(status))
+            }
+            ClientState::Calling | ClientState::Proceeding => {
+                self.core.finish(now, ClientState::Completed, RfcTimer::K);
+                Some(TxOutput::Response(status))
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.core.poll_timeout()
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
+        let proceeding = self.core.state == ClientState::Proceeding;
+        self.core.handle_timeout(now, proceeding)
     }
 }
 
@@ -498,55 +540,39 @@ impl ClientNonInvite {
 /// answer arrived.
 #[derive(Debug)]
 pub(crate) struct ClientInvite {
-    state: ClientState,
-    reliable: bool,
-    timers: Timers,
-    request: Vec<u8>,
+    core: ClientCore,
     ack: Option<Vec<u8>>,
-    retx: Option<Retx>,
-    give_up: Option<Instant>,
-    end: Option<Instant>,
 }
 
 impl ClientInvite {
     /// Start with the INVITE the owner has just transmitted once.
     pub(crate) fn new(now: Instant, reliable: bool, timers: Timers, request: Vec<u8>) -> Self {
-        ClientInvite {
-            state: ClientState::Calling,
-            reliable,
-            timers,
-            request,
-            ack: None,
-            retx: (!reliable).then(|| Retx::start(RfcTimer::A, now, &timers)),
-            give_up: Some(RfcTimer::B.deadline(now, &timers, reliable)),
-            end: None,
-        }
+        let core = ClientCore::new(now, reliable, timers, request, (RfcTimer::A, RfcTimer::B));
+        ClientInvite { core, ack: None }
     }
 
     #[cfg(test)]
     pub(crate) fn state(&self) -> ClientState {
-        self.state
+        self.core.state
     }
 
     pub(crate) fn is_terminated(&self) -> bool {
-        self.state == ClientState::Terminated
+        self.core.is_terminated()
     }
 
     /// Returns the response to pass up, or a retransmission of the ACK for a repeated non-2xx.
     pub(crate) fn on_response(&mut self, now: Instant, status: u16) -> Option<TxOutput> {
-        match self.state {
+        match self.core.state {
             ClientState::Calling | ClientState::Proceeding => {
-                self.retx = None;
-                self.give_up = None;
                 if status < 200 {
-                    self.state = ClientState::Proceeding;
+                    self.core.state = ClientState::Proceeding;
+                    self.core.retx = None;
+                    self.core.give_up = None;
                 } else if status < 300 {
                     // Timer M: absorb nothing, pass every 2xx up for its ACK (RFC 6026 8.4)
-                    self.state = ClientState::Accepted;
-                    self.end = Some(RfcTimer::M.deadline(now, &self.timers, self.reliable));
+                    self.core.finish(now, ClientState::Accepted, RfcTimer::M);
                 } else {
-                    self.state = ClientState::Completed;
-                    self.end = Some(RfcTimer::D.deadline(now, &self.timers, self.reliable));
+                    self.core.finish(now, ClientState::Completed, RfcTimer::D);
                 }
                 Some(TxOutput::Response(status))
             }
@@ -566,42 +592,19 @@ impl ClientInvite {
     /// not keep the INVITE alive forever: with timer B already stopped by the provisional
     /// response, we give up 64*T1 after the CANCEL (RFC 3261 9.1) and report a timeout.
     pub(crate) fn cancelled(&mut self, now: Instant) {
-        if self.state == ClientState::Proceeding {
+        if self.core.state == ClientState::Proceeding {
             // not a named timer: RFC 3261 9.1 says 64*T1
-            self.give_up = Some(now + self.timers.t1x64());
+            self.core.give_up = Some(now + self.core.timers.t1x64());
         }
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        if self.is_terminated() {
-            return None;
-        }
-        earliest(&[self.retx.map(|r| r.at), self.give_up, self.end])
+        self.core.poll_timeout()
     }
 
+    /// Timer A never settles at T2 (17.1.1.2): it doubles until B or a response stops it.
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<TxOutput> {
-        let mut out = Vec::new();
-        if due(self.give_up, now) {
-            // Timer B, or the 64*T1 after a CANCEL
-            self.state = ClientState::Terminated;
-            self.retx = None;
-            self.give_up = None;
-            out.push(TxOutput::Timeout);
-            return out;
-        }
-        if due(self.end, now) {
-            // Timer D (Completed) or M (Accepted)
-            self.state = ClientState::Terminated;
-            self.end = None;
-            return out;
-        }
-        if let Some(r) = self.retx.as_mut() {
-            // Timer A
-            for _ in 0..r.fire(now, &self.timers, false) {
-                out.push(TxOutput::Retransmit(self.request.clone()));
-            }
-        }
-        out
+        self.core.handle_timeout(now, false)
     }
 }
 

@@ -26,7 +26,6 @@ use crate::runtime::rtp_socket::{BoundPorts, MediaCommand, MediaHandle};
 use media::Codec;
 use media::Frame;
 use media::prompt::{EncodedPrompt, PlayItem, Player};
-use sip::message::split_host_port;
 use sip::{CallId, CommandError, Transport};
 
 /// The header that carries the order draft to the agent.
@@ -47,36 +46,34 @@ pub struct AgentTarget {
 
 impl AgentTarget {
     /// `sip:agent@pbx.example:5070;transport=tcp` → host, port (5060 when absent), transport.
+    /// The URI is parsed by [`sip::Uri`], the same parser the INVITE's Request-URI will meet.
     pub fn parse(uri: &str) -> Result<AgentTarget, String> {
         let uri = uri.trim();
-        let rest = uri
-            .strip_prefix("sip:")
-            .ok_or_else(|| format!("{uri:?} is not a sip: URI"))?;
-        let (addr, params) = match rest.split_once(';') {
-            Some((a, p)) => (a, p),
-            None => (rest, ""),
-        };
-        let addr = addr.split('?').next().unwrap_or_default();
-        let hostport = addr.rsplit_once('@').map_or(addr, |(_, h)| h);
-        let (host, port) =
-            split_host_port(hostport).ok_or_else(|| format!("{uri:?} has no usable host"))?;
-        let mut transport = Transport::Udp;
-        for p in params.split(';') {
-            if let Some(t) = p.trim().strip_prefix("transport=") {
-                transport = match t.to_ascii_lowercase().as_str() {
-                    "udp" => Transport::Udp,
-                    "tcp" => Transport::Tcp,
-                    other => return Err(format!("{uri:?}: transport {other:?} is not supported")),
-                };
-            }
+        let parsed = sip::Uri::parse(uri).map_err(|e| format!("{uri:?}: {e}"))?;
+        if !parsed.scheme().eq_ignore_ascii_case("sip") {
+            return Err(format!("{uri:?} is not a sip: URI"));
         }
+        let host = parsed
+            .host()
+            .ok_or_else(|| format!("{uri:?} has no usable host"))?;
+        let transport = match parsed.param("transport") {
+            None => Transport::Udp,
+            Some(Some(t)) if t.eq_ignore_ascii_case("udp") => Transport::Udp,
+            Some(Some(t)) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+            Some(other) => {
+                return Err(format!(
+                    "{uri:?}: transport {:?} is not supported",
+                    other.unwrap_or_default()
+                ));
+            }
+        };
         Ok(AgentTarget {
             uri: uri.to_owned(),
             host: host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_owned(),
-            port: port.unwrap_or(5060),
+            port: parsed.port().unwrap_or(5060),
             transport,
         })
     }
@@ -294,7 +291,8 @@ mod tests {
         assert_eq!((t.host.as_str(), t.port), ("::1", 5080));
         assert!(AgentTarget::parse("tel:+8612345").is_err());
         assert!(AgentTarget::parse("sip:agent@").is_err());
-        assert!(AgentTarget::parse("sip:agent@host:99999").is_err());
+        let e = AgentTarget::parse("sip:agent@host:99999").expect_err("port");
+        assert!(e.contains("port out of range"), "{e}");
         assert!(AgentTarget::parse("sip:a@h;transport=sctp").is_err());
     }
 

@@ -1164,7 +1164,7 @@ fn answer_is_acked_once_per_2xx_and_reported_once() {
         .route()
         .expect("route")
         .into_iter()
-        .map(|r| r.uri)
+        .map(|r| r.uri.into_string())
         .collect();
     assert_eq!(route, ["sip:edge1.example;lr", "sip:edge2.example;lr"]);
     // retransmitted 200: the same ACK again, no second event
@@ -1415,6 +1415,11 @@ fn invalid_outgoing_calls_are_refused_before_anything_is_sent() {
         ("no scheme", Box::new(|c| c.from_uri = "12345".into())),
         ("sips", Box::new(|c| c.target_uri = "sips:a@pbx".into())),
         ("tel", Box::new(|c| c.target_uri = "tel:+8612345".into())),
+        (
+            "port",
+            Box::new(|c| c.target_uri = "sip:a@pbx:70000".into()),
+        ),
+        ("ipv6", Box::new(|c| c.target_uri = "sip:a@[::1".into())),
         (
             "display",
             Box::new(|c| c.from_display = Some("a\r\nVia: x".into())),

@@ -26,7 +26,7 @@ impl Endpoint {
     /// data; anything that would not survive the trip into a header is refused with
     /// [`CommandError::InvalidCall`] rather than sent broken.
     pub fn invite(&mut self, now: Instant, call: OutgoingCall) -> Result<CallId, CommandError> {
-        let display = check_outgoing(&call)?;
+        let (display, target) = check_outgoing(&call)?;
         let peer = Peer {
             addr: call.destination,
             transport: call.transport,
@@ -54,7 +54,7 @@ impl Endpoint {
         }
         let invite = Request {
             method: Method::Invite,
-            uri: call.target_uri,
+            uri: target,
             version: "SIP/2.0".into(),
             headers: h,
             body: call.sdp_offer,

@@ -252,14 +252,18 @@ impl Endpoint {
         if let Some(e) = self.server_invites.get_mut(&key) {
             e.call = Some(id);
         }
-        let to = req.headers.to().map(|t| t.uri).unwrap_or_default();
+        let to = req
+            .headers
+            .to()
+            .map(|t| t.uri.into_string())
+            .unwrap_or_default();
         let event = CallEvent::IncomingCall {
             call: id,
             sip_call_id: call_id.to_owned(),
-            from: from.uri.clone(),
+            from: from.uri.to_string(),
             from_display: from.display.clone(),
             to,
-            request_uri: req.uri.clone(),
+            request_uri: req.uri.to_string(),
             sdp_offer: (!req.body.is_empty()).then(|| req.body.clone()),
             offer_content_type: req.headers.content_type(),
             source: peer.addr,

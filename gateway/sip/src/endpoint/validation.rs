@@ -5,6 +5,7 @@
 use super::{CommandError, Endpoint, OutgoingCall, Peer};
 use crate::message::{self, Method, Request, reason_phrase};
 use crate::parse::ParseError;
+use crate::uri::Uri;
 
 impl Endpoint {
     /// A request from outside the trunk allow-list (and not from the peer of an outgoing leg):
@@ -83,12 +84,9 @@ impl Endpoint {
                 reason: reason_phrase(505).into(),
             });
         }
-        // `?headers` follow the host part; a '?' in the user part is legal (RFC 4475 intmeth).
-        let scheme = req.uri.split(':').next().unwrap_or_default();
-        let hostpart = req.uri.rsplit('@').next().unwrap_or_default();
-        if (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips"))
-            && hostpart.contains('?')
-        {
+        // `?headers` follow the host part; a '?' in the user part is legal (RFC 4475 intmeth),
+        // and the URI's parser tells the two apart.
+        if req.uri.headers().is_some() {
             return Err(Reject::bad("Request-URI carries headers"));
         }
         Ok(())
@@ -155,10 +153,10 @@ const RESERVED: &[&str] = &[
 
 /// Check an outgoing call before anything is built from it; returns the From display name,
 /// quoted and escaped (empty when there is none).
-pub(super) fn check_outgoing(call: &OutgoingCall) -> Result<String, CommandError> {
+pub(super) fn check_outgoing(call: &OutgoingCall) -> Result<(String, Uri), CommandError> {
     let bad = |m: String| CommandError::InvalidCall(m);
-    check_uri("target_uri", &call.target_uri)?;
-    if !call.target_uri.to_ascii_lowercase().starts_with("sip:") {
+    let target = check_uri("target_uri", &call.target_uri)?;
+    if !target.scheme().eq_ignore_ascii_case("sip") {
         return Err(bad(format!(
             "target_uri {:?} is not a sip: URI",
             call.target_uri
@@ -184,18 +182,20 @@ pub(super) fn check_outgoing(call: &OutgoingCall) -> Result<String, CommandError
             return Err(bad(format!("header {name} has control characters")));
         }
     }
-    Ok(display)
+    Ok((display, target))
 }
 
 /// A URI for an outgoing call must come out of `<...>` unchanged: that rules out spaces, quotes
-/// and angle brackets, and anything that would read as header parameters.
-fn check_uri(field: &str, uri: &str) -> Result<(), CommandError> {
+/// and angle brackets, and anything that would read as header parameters. Returns it parsed.
+fn check_uri(field: &str, uri: &str) -> Result<Uri, CommandError> {
     match message::NameAddr::parse("To", &format!("<{uri}>")) {
-        Ok(n) if n.uri == uri && n.params.is_empty() && !uri.chars().any(char::is_control) => {
-            Ok(())
-        }
-        _ => Err(CommandError::InvalidCall(format!(
+        Ok(n) if n.uri == uri && n.params.is_empty() => Ok(n.uri),
+        Ok(_) => Err(CommandError::InvalidCall(format!(
             "{field} {uri:?} is not a usable URI"
+        ))),
+        Err(e) => Err(CommandError::InvalidCall(format!(
+            "{field} {uri:?} is not a usable URI: {}",
+            e.problem
         ))),
     }
 }
