@@ -412,6 +412,16 @@ mod tests {
                 "image/gif",
             ),
             (
+                "[calls.agents]\ngeneral = \"sips:agent@pbx\"\n",
+                "calls.agents.general",
+                "not a sip: URI",
+            ),
+            (
+                "[calls.agents]\ngeneral = \"sip:agent@pbx:99999\"\n",
+                "calls.agents.general",
+                "port",
+            ),
+            (
                 "[speech]\nmax_utterance_s = 31\n",
                 "speech.max_utterance_s",
                 "1 to 30",

@@ -211,9 +211,11 @@ impl Default for CallsConfig {
 
 impl CallsConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
+        // The parse a transfer will do, done once at load: a wrong agent URI is the
+        // administrator's error at start, not a failed transfer with a caller waiting.
         for (queue, uri) in &self.agents {
-            if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
-                bail!("calls.agents.{queue}: {uri:?} is not a sip: URI");
+            if let Err(why) = super::bridge::AgentTarget::parse(uri) {
+                bail!("calls.agents.{queue}: {why}");
             }
         }
         Ok(())
