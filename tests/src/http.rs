@@ -144,6 +144,36 @@ impl Gateway {
     }
 }
 
+/// The web form as served to one browser: its anti-forgery token and the cookie it is bound to.
+#[derive(Debug)]
+pub struct ServedForm {
+    pub token: String,
+    pub cookie: String,
+}
+
+impl Gateway {
+    /// `GET /`: the web form, with its token and cookie.
+    pub async fn serve_form(&self) -> ServedForm {
+        let r = self.http.get(self.url("/")).send().await.expect("GET /");
+        assert_eq!(r.status(), 200);
+        let cookie = r
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .expect("a form cookie")
+            .to_owned();
+        let html = r.text().await.expect("form html");
+        let token = html
+            .split("name=\"token\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("a token in the form")
+            .to_owned();
+        ServedForm { token, cookie }
+    }
+}
+
 /// An HTTP answer: status, headers and the body as JSON (`Value::Null` when not JSON).
 #[derive(Debug)]
 pub struct Reply {

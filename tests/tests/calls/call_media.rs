@@ -38,7 +38,7 @@ use serde_json::Value;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
-use support::{Gateway, GatewayOptions, free_port};
+use support::{Gateway, GatewayOptions, free_port, sipp};
 
 // ---------------------------------------------------------------------------------------------
 // G.711 mu-law (ITU-T G.711), written here independently of the gateway's codec.
@@ -633,12 +633,6 @@ fn flows_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../ivr-flows/flows")
 }
 
-fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("sipp")
-        .join(name)
-}
-
 /// A flows directory holding `main.yaml` and the shipped prompts.
 fn flows_dir(root: &Path, main: &str) -> PathBuf {
     let dir = root.join("flows");
@@ -721,28 +715,18 @@ fn sipp_call(
     // SIPp's own ports: its SIP port is left to the system; its (unused) media port must be
     // named, and one that was free a moment ago may be taken by the time SIPp binds it, so a
     // bind failure (before any message was sent) is retried on another.
+    let (rtp_port, target) = (rtp_port.to_string(), format!("127.0.0.1:{sip_port}"));
     for _ in 0..5 {
-        let out = Command::new("sipp")
-            .current_dir(workdir)
-            .arg("-sf")
-            .arg(scenario(scenario_name))
-            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-            .args(["-mp", &free_port().to_string()])
-            .args(["-key", "rtp_port", &rtp_port.to_string()])
-            .args(extra)
-            .args(["-m", "1", "-timeout", "150", "-timeout_error", "-trace_err"])
-            .arg(format!("127.0.0.1:{sip_port}"))
-            .output()
-            .expect("sipp is installed by `scripts/setup.sh --test` (Debian package sip-tester)");
-        let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
-        log.push_str(&String::from_utf8_lossy(&out.stderr));
+        let media_port = free_port().to_string();
+        let mut args = vec!["-mp", &media_port, "-key", "rtp_port", &rtp_port];
+        args.extend(extra.iter().map(String::as_str));
+        let (code, log) = sipp::call(workdir, &sipp::scenario(scenario_name), &args, 150, &target);
+        // A retry reads only its own errors.
         for entry in std::fs::read_dir(workdir).into_iter().flatten().flatten() {
             if entry.file_name().to_string_lossy().ends_with("errors.log") {
-                log.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        let code = out.status.code().unwrap_or(-1);
         if code != 0 && log.contains("Unable to bind") {
             failed_binds.push_str(&log);
             continue;
