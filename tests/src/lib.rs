@@ -36,7 +36,7 @@ pub mod receiver;
 pub mod sipp;
 
 pub use audio::write_wav_8k;
-pub use http::{Reply, ServedForm, http_client, metric, now_unix, sign};
+pub use http::{Reply, ServedForm, http_client, metric, now_unix, sign, submit_once};
 pub use ids::{damm, is_valid_order_id, with_check_digit, work_order_schema};
 pub use postgres::PgServer;
 pub use process::{Gateway, GatewayOptions, StoreOpt, gateway_binary};
