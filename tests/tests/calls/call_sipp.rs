@@ -31,8 +31,9 @@ async fn gateway_with_sip(dir: &Path) -> (Gateway, u16) {
 }
 
 /// Starts a gateway in `dir/gw` and runs one SIPp call of `scenario_name` against it (working in
-/// `dir/sipp`): the gateway, SIPp's exit code and its logs.
-async fn call_gateway(dir: &Path, scenario_name: &str) -> (Gateway, i32, String) {
+/// `dir/sipp`), which must pass (else the test fails with `failure`, SIPp's and the gateway's
+/// logs); the gateway.
+async fn call_gateway(dir: &Path, scenario_name: &str, failure: &str) -> Gateway {
     let (gw, sip_port) = gateway_with_sip(&dir.join("gw")).await;
     let work = dir.join("sipp");
     std::fs::create_dir_all(&work).expect("mkdir");
@@ -41,19 +42,19 @@ async fn call_gateway(dir: &Path, scenario_name: &str) -> (Gateway, i32, String)
     let (code, log) = tokio::task::spawn_blocking(move || sipp(&scenario, &target, &work))
         .await
         .expect("sipp task");
-    (gw, code, log)
+    assert_eq!(
+        code,
+        0,
+        "{failure}: {log}\n--- gateway log ---\n{}",
+        gw.log()
+    );
+    gw
 }
 
 #[tokio::test]
 async fn a_caller_who_hangs_up_mid_flow_leaves_a_callback_order_and_a_call_record() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (gw, code, log) = call_gateway(dir.path(), "caller.xml").await;
-    assert_eq!(
-        code,
-        0,
-        "SIPp call failed: {log}\n--- gateway log ---\n{}",
-        gw.log()
-    );
+    let gw = call_gateway(dir.path(), "caller.xml", "SIPp call failed").await;
 
     // The call detail record: answered with G.711, prompt audio sent for the whole call.
     let record = gw.call_record().await;
@@ -93,13 +94,7 @@ async fn a_caller_who_hangs_up_mid_flow_leaves_a_callback_order_and_a_call_recor
 #[tokio::test]
 async fn an_offer_with_no_common_codec_is_refused_488() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (gw, code, log) = call_gateway(dir.path(), "g729-only.xml").await;
-    assert_eq!(
-        code,
-        0,
-        "SIPp expected 488: {log}\n--- gateway log ---\n{}",
-        gw.log()
-    );
+    let gw = call_gateway(dir.path(), "g729-only.xml", "SIPp expected 488").await;
     assert!(
         gw.all_orders(100).await.is_empty(),
         "a refused call leaves no order"

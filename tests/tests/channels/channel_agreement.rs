@@ -137,8 +137,23 @@ async fn wechat(gw: &Gateway, from: &str, msg_id: u64, content: &str) -> String 
     id
 }
 
-async fn aliyun(gw: &Gateway, phone: &str, content: &str, seq: u64) -> String {
+/// Pushes `body` as SMS provider `provider` does; its acknowledgement must be `ack`. The new
+/// order's id.
+async fn sms(gw: &Gateway, provider: &str, body: Value, ack: Value) -> String {
     let before = ids(gw).await;
+    let r = gw
+        .post_raw(
+            &format!("/channels/sms/{provider}"),
+            "application/json",
+            serde_json::to_vec(&body).expect("json"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{provider}: {}", r.text);
+    assert_eq!(r.body, ack);
+    new_order(gw, &before, provider).await
+}
+
+async fn aliyun(gw: &Gateway, phone: &str, content: &str, seq: u64) -> String {
     let body = json!([{
         "phone_number": phone,
         "send_time": chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -147,20 +162,10 @@ async fn aliyun(gw: &Gateway, phone: &str, content: &str, seq: u64) -> String {
         "dest_code": "1234",
         "sequence_id": seq
     }]);
-    let r = gw
-        .post_raw(
-            "/channels/sms/aliyun",
-            "application/json",
-            serde_json::to_vec(&body).expect("json"),
-        )
-        .await;
-    assert_eq!(r.status, 200, "aliyun: {}", r.text);
-    assert_eq!(r.body, json!({"code": 0, "msg": "成功"}));
-    new_order(gw, &before, "aliyun").await
+    sms(gw, "aliyun", body, json!({"code": 0, "msg": "成功"})).await
 }
 
 async fn tencent(gw: &Gateway, phone: &str, content: &str, time: i64) -> String {
-    let before = ids(gw).await;
     let body = json!({
         "extend": "",
         "mobile": phone,
@@ -169,16 +174,7 @@ async fn tencent(gw: &Gateway, phone: &str, content: &str, time: i64) -> String 
         "text": content,
         "time": time
     });
-    let r = gw
-        .post_raw(
-            "/channels/sms/tencent",
-            "application/json",
-            serde_json::to_vec(&body).expect("json"),
-        )
-        .await;
-    assert_eq!(r.status, 200, "tencent: {}", r.text);
-    assert_eq!(r.body, json!({"result": 0, "errmsg": "OK"}));
-    new_order(gw, &before, "tencent").await
+    sms(gw, "tencent", body, json!({"result": 0, "errmsg": "OK"})).await
 }
 
 /// Fill the form like a browser does (multipart, as the page's `enctype` says).

@@ -119,11 +119,17 @@ fn upload_count(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// A gateway with the web form configured by `extra`, on a fresh data directory.
+async fn web_gateway(extra: &str) -> (tempfile::TempDir, Gateway) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start_with_extra(GatewayOptions::new(dir.path()), extra).await;
+    (dir, gw)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_files_the_form_in_chromium() {
     ensure_playwright();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gw = Gateway::start_with_extra(GatewayOptions::new(dir.path()), WEB).await;
+    let (dir, gw) = web_gateway(WEB).await;
     let mut cmd = Command::new("node");
     cmd.arg(browser_dir().join("webform.mjs"))
         .arg(gw.base())
@@ -230,10 +236,9 @@ async fn a_person_files_the_form_in_chromium() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_input_stores_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
     // Three seconds leave room for a loaded machine between serving and posting the "too fast" form.
     let extra = "[web]\nmin_fill_seconds = 3\nmax_upload_bytes = 100000\nrate_burst = 100\n";
-    let gw = Gateway::start_with_extra(GatewayOptions::new(dir.path()), extra).await;
+    let (dir, gw) = web_gateway(extra).await;
 
     // Too fast: posted right after the form was served. The form comes back, input kept.
     let s = gw.serve_form().await;
@@ -363,9 +368,8 @@ async fn refused_input_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_from_one_address_gets_429() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let extra = "[web]\nrate_per_minute = 1\nrate_burst = 3\n";
-    let gw = Gateway::start_with_extra(GatewayOptions::new(dir.path()), extra).await;
+    let (_dir, gw) = web_gateway(extra).await;
     let s = gw.serve_form().await;
     let f = good_fields(&s.token);
     for i in 0..3 {
