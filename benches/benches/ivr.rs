@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ivr_flows::calendar::{Date, LocalTime};
+use ivr_flows::simulate::WORKDAY_10AM;
 use ivr_flows::{Action, Event, FlowSet, Session, check_dir};
 
 fn flows() -> Arc<FlowSet> {
@@ -45,15 +45,7 @@ fn call(set: &Arc<FlowSet>, script: &[Event]) -> (usize, bool) {
     queue.push_back(Event::CallStarted {
         caller: "13800000000".into(),
         called: "12345".into(),
-        local_time: LocalTime {
-            date: Date {
-                year: 2026,
-                month: 11,
-                day: 23,
-            },
-            hour: 10,
-            minute: 0,
-        },
+        local_time: WORKDAY_10AM,
     });
     let mut inputs = script.iter().cloned();
     while let Some(event) = queue.pop_front().or_else(|| inputs.next()) {

@@ -6,3 +6,4 @@
 
 pub mod call;
 pub mod load;
+pub mod process;

@@ -40,16 +40,28 @@ struct InputState {
 #[derive(Debug, Clone)]
 enum Wait {
     NotStarted,
-    Prompt { play: u64 },
+    Prompt {
+        play: u64,
+    },
     Input(InputState),
-    ThenTransfer { play: u64 },
+    /// Saying what comes before `after`, which no input interrupts.
+    Then {
+        play: u64,
+        after: After,
+    },
     Transfer,
-    ThenRecord { play: u64 },
     Record,
     Submit,
     Lookup,
-    ThenHangup { play: u64, reason: String },
     Ended,
+}
+
+/// What a transfer, record or hang-up step does once its `say` has played.
+#[derive(Debug, Clone)]
+enum After {
+    Transfer,
+    Record,
+    Hangup(String),
 }
 
 /// One call running through the flows.
@@ -280,6 +292,30 @@ impl Session {
         self.wait = Wait::Ended;
     }
 
+    /// Plays what a transfer, record or hang-up step says first (no input interrupts it), then
+    /// does `after`; without a `say`, does it at once.
+    fn say_then(&mut self, say: Option<&Message>, after: After, out: &mut Vec<Action>) {
+        match say {
+            Some(msg) => {
+                let barge = BargeIn {
+                    speech: false,
+                    dtmf: false,
+                };
+                let play = self.play(msg, barge, out);
+                self.wait = Wait::Then { play, after };
+            }
+            None => self.run_after(after, out),
+        }
+    }
+
+    fn run_after(&mut self, after: After, out: &mut Vec<Action>) {
+        match after {
+            After::Transfer => self.transfer(out),
+            After::Record => self.record(out),
+            After::Hangup(reason) => self.end(&reason, out),
+        }
+    }
+
     fn play(&mut self, msg: &Message, barge: BargeIn, out: &mut Vec<Action>) -> u64 {
         let id = self.next_id();
         let items = render(msg, self.language, &View(self));
@@ -352,38 +388,10 @@ impl Session {
                 }
                 StepKind::Goto { to } => jump = nxt(to),
                 StepKind::Transfer { say, .. } => {
-                    match say {
-                        Some(m) => {
-                            let play = self.play(
-                                m,
-                                BargeIn {
-                                    speech: false,
-                                    dtmf: false,
-                                },
-                                out,
-                            );
-                            self.wait = Wait::ThenTransfer { play };
-                        }
-                        None => self.transfer(out),
-                    }
-                    return;
+                    return self.say_then(say.as_ref(), After::Transfer, out);
                 }
                 StepKind::Record { say, .. } => {
-                    match say {
-                        Some(m) => {
-                            let play = self.play(
-                                m,
-                                BargeIn {
-                                    speech: false,
-                                    dtmf: false,
-                                },
-                                out,
-                            );
-                            self.wait = Wait::ThenRecord { play };
-                        }
-                        None => self.record(out),
-                    }
-                    return;
+                    return self.say_then(say.as_ref(), After::Record, out);
                 }
                 StepKind::Submit { fields, .. } => {
                     let mut slots: BTreeMap<String, String> = fields
@@ -432,24 +440,7 @@ impl Session {
                     }
                 }
                 StepKind::Hangup { say, reason } => {
-                    match say {
-                        Some(m) => {
-                            let play = self.play(
-                                m,
-                                BargeIn {
-                                    speech: false,
-                                    dtmf: false,
-                                },
-                                out,
-                            );
-                            self.wait = Wait::ThenHangup {
-                                play,
-                                reason: reason.clone(),
-                            };
-                        }
-                        None => self.end(reason, out),
-                    }
-                    return;
+                    return self.say_then(say.as_ref(), After::Hangup(reason.clone()), out);
                 }
             }
             match jump {
@@ -755,11 +746,9 @@ impl Session {
                 };
                 self.goto(&next, out);
             }
-            Wait::ThenTransfer { play } if *play == id => self.transfer(out),
-            Wait::ThenRecord { play } if *play == id => self.record(out),
-            Wait::ThenHangup { play, reason } if *play == id => {
-                let r = reason.clone();
-                self.end(&r, out);
+            Wait::Then { play, after } if *play == id => {
+                let after = after.clone();
+                self.run_after(after, out);
             }
             Wait::Input(st) if st.playing == Some(id) => {
                 st.playing = None;
@@ -804,13 +793,8 @@ impl Session {
                 self.cancel_timer(out);
             }
             Wait::Prompt { .. } => {
-                let barge = match self.step().map(|s| &s.kind) {
-                    Some(StepKind::Prompt { barge_in, .. }) => barge_in.unwrap_or(
-                        self.flow()
-                            .map(|f| f.settings.barge_in)
-                            .unwrap_or(Settings::default().barge_in),
-                    ),
-                    _ => return,
+                let Some(barge) = self.prompt_barge_in() else {
+                    return;
                 };
                 let has_words = self
                     .flow()
@@ -882,16 +866,25 @@ impl Session {
         }
     }
 
+    /// The barge-in of the prompt step being played: its own, else its flow's setting.
+    fn prompt_barge_in(&self) -> Option<BargeIn> {
+        match self.step().map(|s| &s.kind) {
+            Some(StepKind::Prompt { barge_in, .. }) => Some(
+                barge_in.unwrap_or(
+                    self.flow()
+                        .map(|f| f.settings.barge_in)
+                        .unwrap_or(Settings::default().barge_in),
+                ),
+            ),
+            _ => None,
+        }
+    }
+
     fn on_digit(&mut self, d: char, out: &mut Vec<Action>) {
         match &self.wait {
             Wait::Prompt { .. } => {
-                let barge = match self.step().map(|s| &s.kind) {
-                    Some(StepKind::Prompt { barge_in, .. }) => barge_in.unwrap_or(
-                        self.flow()
-                            .map(|f| f.settings.barge_in)
-                            .unwrap_or(Settings::default().barge_in),
-                    ),
-                    _ => return,
+                let Some(barge) = self.prompt_barge_in() else {
+                    return;
                 };
                 if !barge.dtmf {
                     out.push(Action::Trace(format!(

@@ -14,6 +14,18 @@ use std::collections::VecDeque;
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 
+/// Monday 2026-11-23 10:00, a working day: when a simulated call starts unless told otherwise
+/// (the tests and benches of the flows start their calls then too).
+pub const WORKDAY_10AM: LocalTime = LocalTime {
+    date: Date {
+        year: 2026,
+        month: 11,
+        day: 23,
+    },
+    hour: 10,
+    minute: 0,
+};
+
 /// Simulation settings.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
@@ -29,15 +41,7 @@ impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
             caller: "13800000000".into(),
-            local_time: LocalTime {
-                date: Date {
-                    year: 2026,
-                    month: 11,
-                    day: 23,
-                },
-                hour: 10,
-                minute: 0,
-            },
+            local_time: WORKDAY_10AM,
             trace: false,
         }
     }
@@ -290,11 +294,7 @@ mod tests {
 
     #[test]
     fn fake_ids_are_valid_order_numbers() {
-        let d = Date {
-            year: 2026,
-            month: 11,
-            day: 23,
-        };
+        let d = WORKDAY_10AM.date;
         for n in [0, 427, 9_999_999] {
             assert!(damm::is_valid_order_number(&fake_order_id(d, n)));
         }

@@ -1,19 +1,9 @@
 //! Reloads swap whole flow sets: running calls finish on the set they started with, new calls
 //! get the new one, and a broken edit leaves the old set live.
 
-use ivr_flows::calendar::{Date, LocalTime};
+use ivr_flows::simulate::WORKDAY_10AM;
 use ivr_flows::{Action, Event, FlowRegistry, Session};
 use std::path::PathBuf;
-
-const T: LocalTime = LocalTime {
-    date: Date {
-        year: 2026,
-        month: 11,
-        day: 23,
-    },
-    hour: 10,
-    minute: 0,
-};
 
 fn flow(greeting: &str) -> String {
     format!(
@@ -41,6 +31,20 @@ fn texts(actions: &[Action]) -> String {
         .collect()
 }
 
+/// Starts a call on the registry's current `main` flow: the session and its first actions.
+fn start_call(reg: &FlowRegistry) -> (Session, Vec<Action>) {
+    let mut session = Session::new(reg.current(), "main").expect("flow");
+    let first = session.handle(
+        0,
+        Event::CallStarted {
+            caller: "1".into(),
+            called: "12345".into(),
+            local_time: WORKDAY_10AM,
+        },
+    );
+    (session, first)
+}
+
 #[test]
 fn reload_never_half_applies() {
     let dir = tempdir("reload");
@@ -48,15 +52,7 @@ fn reload_never_half_applies() {
     let reg = FlowRegistry::load(&dir).expect("v1 loads");
     assert_eq!(reg.current().version(), 1);
 
-    let mut old = Session::new(reg.current(), "main").expect("flow");
-    let first = old.handle(
-        0,
-        Event::CallStarted {
-            caller: "1".into(),
-            called: "12345".into(),
-            local_time: T,
-        },
-    );
+    let (mut old, first) = start_call(&reg);
     assert!(texts(&first).contains("v1"));
 
     std::fs::write(dir.join("main.yaml"), flow("v2")).expect("write");
@@ -68,15 +64,7 @@ fn reload_never_half_applies() {
     assert_eq!(old.flow_set().version(), 1);
 
     // New calls use v2.
-    let mut new = Session::new(reg.current(), "main").expect("flow");
-    let out = new.handle(
-        0,
-        Event::CallStarted {
-            caller: "1".into(),
-            called: "12345".into(),
-            local_time: T,
-        },
-    );
+    let (_new, out) = start_call(&reg);
     assert!(texts(&out).contains("v2"));
 
     // A broken edit is rejected and v2 stays live.
@@ -92,15 +80,7 @@ fn reload_never_half_applies() {
         errs[0]
     );
     assert_eq!(reg.current().version(), 2);
-    let mut after = Session::new(reg.current(), "main").expect("flow");
-    let out = after.handle(
-        0,
-        Event::CallStarted {
-            caller: "1".into(),
-            called: "12345".into(),
-            local_time: T,
-        },
-    );
+    let (_after, out) = start_call(&reg);
     assert!(texts(&out).contains("v2"));
     let _ = std::fs::remove_dir_all(&dir);
 }

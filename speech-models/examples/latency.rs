@@ -10,8 +10,9 @@
 //! passes); "busy" counts how often the first try found the pool full (the gateway would then
 //! offer the keypad menu instead).
 
-use std::path::Path;
-use std::process::Command;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,49 +21,9 @@ use speech_models::matcher::{Choice, DEFAULT_THRESHOLD, Matcher};
 use speech_models::model::{self, PrepareOptions};
 use speech_models::recognizer::{Language, Recognizer, RecognizerConfig, Request};
 
+/// Phone-line audio as the recognizer takes it (16 kHz f32).
 fn phone_audio(text: &str, voice: &str) -> Result<Vec<f32>, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (wav, ulaw, raw) = (
-        dir.path().join("a.wav"),
-        dir.path().join("u.wav"),
-        dir.path().join("b.raw"),
-    );
-    let run = |cmd: &mut Command| -> Result<(), String> {
-        match cmd.status() {
-            Ok(s) if s.success() => Ok(()),
-            other => Err(format!(
-                "{cmd:?}: {other:?} (install espeak-ng and sox: scripts/setup.sh --test)"
-            )),
-        }
-    };
-    run(Command::new("espeak-ng")
-        .args(["-v", voice, "-s", "150", "-w"])
-        .arg(&wav)
-        .arg(text))?;
-    run(Command::new("sox")
-        .arg(&wav)
-        .args(["-r", "8000", "-c", "1", "-e", "u-law"])
-        .arg(&ulaw))?;
-    run(Command::new("sox")
-        .arg(&ulaw)
-        .args([
-            "-t",
-            "raw",
-            "-e",
-            "signed-integer",
-            "-b",
-            "16",
-            "-r",
-            "8000",
-            "-c",
-            "1",
-        ])
-        .arg(&raw))?;
-    let bytes = std::fs::read(&raw).map_err(|e| e.to_string())?;
-    let pcm: Vec<i16> = bytes
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect();
+    let pcm = common::try_phone_audio_at(text, voice, 150)?;
     Ok(speech_models::vad::to_whisper_input(&pcm, 8000))
 }
 
@@ -78,10 +39,8 @@ fn main() -> Result<(), String> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(6);
-    let cache = std::env::var_os("SPEECH_MODELS_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
-    let model = model::prepare(&cache, &PrepareOptions::default()).map_err(|e| e.to_string())?;
+    let model = model::prepare(&common::cache_dir(), &PrepareOptions::default())
+        .map_err(|e| e.to_string())?;
     // SPEECH_POOL / SPEECH_THREADS override the pool's sizing, to compare layouts.
     let env = |k: &str| {
         std::env::var(k)

@@ -101,6 +101,17 @@ impl Gateway {
         panic!("paging did not end");
     }
 
+    /// Waits up to `within` until the outbox is empty and has delivered `delivered` orders in
+    /// all; whether it got there.
+    pub async fn outbox_settled(&self, delivered: usize, within: Duration) -> bool {
+        crate::wait_until(within, || async {
+            let m = self.metrics().await;
+            metric(&m, "gateway_outbox_queued", &[]) == 0.0
+                && metric(&m, "gateway_outbox_delivered", &[]) == delivered as f64
+        })
+        .await
+    }
+
     pub async fn metrics(&self) -> String {
         let r = self
             .http
@@ -141,6 +152,66 @@ impl Gateway {
             .await
             .expect("POST");
         Reply::from(r).await
+    }
+}
+
+/// One `POST {base}/v1/submissions` with Idempotency-Key `key` (admin key, 5 s timeout): the 202
+/// answer's body, or `None` after a connection error or a 5xx (to be tried again with the same
+/// key). Any other answer panics.
+pub async fn submit_once(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &[u8],
+) -> Option<Value> {
+    let sent = client
+        .post(format!("{base}/v1/submissions"))
+        .bearer_auth(ADMIN_KEY)
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .timeout(Duration::from_secs(5))
+        .body(body.to_vec())
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status() == 202 => Some(r.json().await.expect("202 body is JSON")),
+        Ok(r) if r.status().is_server_error() => None,
+        Ok(r) => {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            panic!("submission {key} answered {status}: {text}");
+        }
+        Err(_) => None,
+    }
+}
+
+/// The web form as served to one browser: its anti-forgery token and the cookie it is bound to.
+#[derive(Debug)]
+pub struct ServedForm {
+    pub token: String,
+    pub cookie: String,
+}
+
+impl Gateway {
+    /// `GET /`: the web form, with its token and cookie.
+    pub async fn serve_form(&self) -> ServedForm {
+        let r = self.http.get(self.url("/")).send().await.expect("GET /");
+        assert_eq!(r.status(), 200);
+        let cookie = r
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .expect("a form cookie")
+            .to_owned();
+        let html = r.text().await.expect("form html");
+        let token = html
+            .split("name=\"token\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("a token in the form")
+            .to_owned();
+        ServedForm { token, cookie }
     }
 }
 

@@ -10,7 +10,8 @@
 //! - [`receiver`]: the dispatch [`Receiver`];
 //! - [`postgres`]: a throwaway [`PgServer`];
 //! - [`audio`]: WAV helpers;
-//! - [`ids`]: order ids and their Damm check digit.
+//! - [`sipp`]: SIPp scenarios and one call through SIPp;
+//! - [`ids`]: order ids and their Damm check digit, the WorkOrder schema.
 //!
 //! ## Which gateway binary runs
 //!
@@ -32,10 +33,11 @@ pub mod ids;
 pub mod postgres;
 pub mod process;
 pub mod receiver;
+pub mod sipp;
 
 pub use audio::write_wav_8k;
-pub use http::{Reply, http_client, metric, now_unix, sign};
-pub use ids::{damm, is_valid_order_id, with_check_digit};
+pub use http::{Reply, ServedForm, http_client, metric, now_unix, sign, submit_once};
+pub use ids::{damm, is_valid_order_id, with_check_digit, work_order_schema};
 pub use postgres::PgServer;
 pub use process::{Gateway, GatewayOptions, StoreOpt, gateway_binary};
 pub use receiver::{Delivery, Mode, Receiver, ReceiverState};

@@ -84,18 +84,17 @@ impl PgServer {
             as_postgres,
             port,
         };
-        let out = pg
-            .cmd("initdb")
-            .arg("-D")
-            .arg(pg.data())
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
-            .output()
-            .expect("run initdb");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            "initdb",
+            pg.cmd("initdb").arg("-D").arg(pg.data()).args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]),
         );
         let opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
@@ -129,20 +128,14 @@ impl PgServer {
     /// server logs to the same file as the first: without `-l` it would keep pg_ctl's stdout open
     /// and reading pg_ctl's output would wait for the server to exit.
     pub fn restart(&self) {
-        let out = self
-            .cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .arg("-l")
-            .arg(self.dir.path().join("postgres.log"))
-            .args(["-m", "fast", "-w", "-t", "60", "restart"])
-            .output()
-            .expect("run pg_ctl restart");
-        assert!(
-            out.status.success(),
-            "pg_ctl restart failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            "pg_ctl restart",
+            self.cmd("pg_ctl")
+                .arg("-D")
+                .arg(self.data())
+                .arg("-l")
+                .arg(self.dir.path().join("postgres.log"))
+                .args(["-m", "fast", "-w", "-t", "60", "restart"]),
         );
     }
 
@@ -190,4 +183,17 @@ impl Drop for PgServer {
             .args(["-m", "immediate", "-w", "stop"])
             .output();
     }
+}
+
+/// Runs `cmd` (`what` in messages) to its end; panics with its output unless it succeeded.
+fn run_ok(what: &str, cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

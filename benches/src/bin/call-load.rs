@@ -226,10 +226,10 @@ async fn run(args: Args, concurrent: usize) -> anyhow::Result<bool> {
             let gw = spawn::Gateway::start(bin, &settings).await?;
             println!(
                 "spawned gateway pid {} with SIP on {} and HTTP on {} (data in {})",
-                gw.pid(),
+                gw.process.pid(),
                 gw.sip,
                 gw.http,
-                gw.data_dir().display()
+                gw.process.data_dir().display()
             );
             Some(gw)
         }
@@ -295,7 +295,7 @@ async fn run(args: Args, concurrent: usize) -> anyhow::Result<bool> {
 
     let gw_pid = gateway
         .as_ref()
-        .map(spawn::Gateway::pid)
+        .map(|gw| gw.process.pid())
         .or(args.gateway_pid);
     let sample = move || {
         (
@@ -330,7 +330,7 @@ async fn run(args: Args, concurrent: usize) -> anyhow::Result<bool> {
         println!("stopped at --max-time {:.0} s", max_time.as_secs_f64());
     }
     if let Some(gw) = gateway {
-        println!("{}", gw.stop(Duration::from_secs(20))?);
+        println!("{}", gw.process.stop(Duration::from_secs(20))?);
     }
     println!("\nSUMMARY {summary}");
     let ok = s.answered == s.attempted && s.attempted == args.calls && !outcome.cut_short;

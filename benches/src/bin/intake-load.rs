@@ -105,9 +105,9 @@ async fn run(args: Args) -> anyhow::Result<String> {
             let gw = spawn::Gateway::start(bin, &args.gateway_config).await?;
             println!(
                 "spawned gateway pid {} on {} (data in {})",
-                gw.pid(),
+                gw.process.pid(),
                 gw.addr,
-                gw.data_dir().display()
+                gw.process.data_dir().display()
             );
             Some(gw)
         }
@@ -143,7 +143,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
         request_timeout: Duration::from_secs(30),
         run_id: format!("load-{}-{}", std::process::id(), now_millis()),
     };
-    let gw_pid = gateway.as_ref().map(spawn::Gateway::pid);
+    let gw_pid = gateway.as_ref().map(|gw| gw.process.pid());
     let sample_cpu = move || {
         (
             gw_pid.and_then(|p| cpu::cpu_time(Some(p))),
@@ -187,7 +187,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
     store_metrics(addr, &host).await;
     let verified = verify(addr, &host, &key, &stats, args.verify_all).await;
     if let Some(gw) = gateway {
-        println!("{}", gw.stop(Duration::from_secs(20))?);
+        println!("{}", gw.process.stop(Duration::from_secs(20))?);
     }
     let verified = verified?;
     Ok(format!("{summary} verified={verified}"))

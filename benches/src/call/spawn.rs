@@ -4,23 +4,20 @@
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use anyhow::{Context, bail};
-use tempfile::TempDir;
+use anyhow::bail;
 
-use crate::load::http::{Conn, get};
+use crate::process::GatewayProcess;
 
 /// A gateway this run started.
 #[derive(Debug)]
 pub struct Gateway {
-    child: Child,
+    /// The process: its pid, data directory, and `stop`.
+    pub process: GatewayProcess,
     /// SIP over UDP (and TCP on the same port).
     pub sip: SocketAddr,
     pub http: SocketAddr,
-    /// Holds the data directory until the gateway is stopped.
-    dir: TempDir,
 }
 
 /// What the spawned gateway is given.
@@ -60,64 +57,8 @@ impl Gateway {
         for (k, v) in &settings.env {
             cmd.env(k, v);
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let mut gw = Gateway {
-            child,
-            sip,
-            http,
-            dir,
-        };
-        gw.wait_ready(Duration::from_secs(30)).await?;
-        Ok(gw)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + within;
-        let request = get(&self.http.to_string(), "", "/readyz");
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("the gateway exited before it was ready: {status}");
-            }
-            if let Ok(mut conn) = Conn::connect(self.http).await
-                && let Ok(r) = conn.send(&request).await
-                && r.status == 200
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("the gateway was not ready within {within:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGTERM, then wait up to `grace` for a clean exit (killed after that).
-    pub fn stop(mut self, grace: Duration) -> anyhow::Result<String> {
-        let pid = self.child.id().to_string();
-        // std has no signal API and unsafe code is denied here: `kill` does it.
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + grace;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(format!("gateway exited ({status})"));
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return Ok(format!("gateway did not stop within {grace:?}; killed"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let process = GatewayProcess::start(cmd, binary, dir, http, "").await?;
+        Ok(Gateway { process, sip, http })
     }
 }
 

@@ -110,31 +110,19 @@ pub fn print(stats: &Stats, window: Duration, connections: usize, cpu: CpuSplit)
     );
     let per_req = |d: Duration| d.as_secs_f64() * 1e6 / (stats.sent.max(1) as f64);
     let mut cpu_line = String::new();
-    if let Some(g) = cpu.gateway {
+    for (name, short, used) in [
+        ("gateway", "gw", cpu.gateway),
+        ("generator", "gen", cpu.generator),
+    ] {
+        let Some(g) = used else { continue };
+        let share = 100.0 * g.as_secs_f64() / secs;
         println!(
-            "gateway CPU        {:.2} s = {:.0}% of one core, {:.1} us/request",
+            "{:<19}{:.2} s = {share:.0}% of one core, {:.1} us/request",
+            format!("{name} CPU"),
             g.as_secs_f64(),
-            100.0 * g.as_secs_f64() / secs,
             per_req(g)
         );
-        cpu_line.push_str(&format!(
-            " gw_cpu={:.0}%/{:.1}us",
-            100.0 * g.as_secs_f64() / secs,
-            per_req(g)
-        ));
-    }
-    if let Some(g) = cpu.generator {
-        println!(
-            "generator CPU      {:.2} s = {:.0}% of one core, {:.1} us/request",
-            g.as_secs_f64(),
-            100.0 * g.as_secs_f64() / secs,
-            per_req(g)
-        );
-        cpu_line.push_str(&format!(
-            " gen_cpu={:.0}%/{:.1}us",
-            100.0 * g.as_secs_f64() / secs,
-            per_req(g)
-        ));
+        cpu_line.push_str(&format!(" {short}_cpu={share:.0}%/{:.1}us", per_req(g)));
     }
     format!(
         "conns={connections} window={secs:.1}s sent={} 202={} non202={} errors={} rate={rate:.0}/s p50={} p90={} p99={} max={}{cpu_line}",

@@ -1,7 +1,7 @@
 //! A tiny phone for tests: records every action and plays prompts to the end on demand.
 #![allow(dead_code)]
 
-use ivr_flows::calendar::{Date, LocalTime};
+use ivr_flows::calendar::LocalTime;
 use ivr_flows::{Action, Event, FlowSet, PlayItem, Session};
 use std::sync::Arc;
 
@@ -12,16 +12,7 @@ pub fn shipped() -> Arc<FlowSet> {
     )
 }
 
-/// Monday 2026-11-23 10:00, a working day.
-pub const WORKDAY_10AM: LocalTime = LocalTime {
-    date: Date {
-        year: 2026,
-        month: 11,
-        day: 23,
-    },
-    hour: 10,
-    minute: 0,
-};
+pub use ivr_flows::simulate::WORKDAY_10AM;
 
 pub struct Call {
     pub s: Session,

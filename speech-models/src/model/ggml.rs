@@ -292,22 +292,23 @@ fn sources<'m>(model: &'m Ct2Model, h: &Hparams) -> Result<Vec<(String, Source<'
         "encoder.positional_embedding".into(),
         "encoder/position_encodings/encodings",
     )?;
-    let ln = |out: &mut Vec<_>, dst: &str, src: &str| -> Result<(), GgmlError> {
+    // ggml's `weight` and `bias` of `dst` from the CT2 tensors `src/{weight}` and `src/{bias}`.
+    let weight_and_bias = |out: &mut Vec<_>,
+                           dst: &str,
+                           src: &str,
+                           [weight, bias]: [&str; 2]|
+     -> Result<(), GgmlError> {
         out.push((
             format!("{dst}.weight"),
-            plan.whole(&format!("{src}/gamma"))?,
+            plan.whole(&format!("{src}/{weight}"))?,
         ));
-        out.push((format!("{dst}.bias"), plan.whole(&format!("{src}/beta"))?));
+        out.push((format!("{dst}.bias"), plan.whole(&format!("{src}/{bias}"))?));
         Ok(())
     };
-    let linear = |out: &mut Vec<_>, dst: &str, src: &str| -> Result<(), GgmlError> {
-        out.push((
-            format!("{dst}.weight"),
-            plan.whole(&format!("{src}/weight"))?,
-        ));
-        out.push((format!("{dst}.bias"), plan.whole(&format!("{src}/bias"))?));
-        Ok(())
-    };
+    let ln =
+        |out: &mut Vec<_>, dst: &str, src: &str| weight_and_bias(out, dst, src, ["gamma", "beta"]);
+    let linear =
+        |out: &mut Vec<_>, dst: &str, src: &str| weight_and_bias(out, dst, src, ["weight", "bias"]);
     // Self-attention: linear_0 is q, k, v stacked; the k bias (zero) is dropped.
     let self_attn = |out: &mut Vec<_>, dst: &str, src: &str, s: usize| -> Result<(), GgmlError> {
         let (w, b) = (
@@ -321,34 +322,31 @@ fn sources<'m>(model: &'m Ct2Model, h: &Hparams) -> Result<Vec<(String, Source<'
         out.push((format!("{dst}.value.bias"), plan.part(&b, 2, 3, s)?));
         linear(out, &format!("{dst}.out"), &format!("{src}/linear_1"))
     };
-    for i in 0..h.n_audio_layer as usize {
-        let (d, s) = (format!("encoder.blocks.{i}"), format!("encoder/layer_{i}"));
+    // What encoder and decoder blocks both have: self-attention after its layer norm (`d` is the
+    // ggml block, `s` the CT2 layer, `state` the width) ...
+    let self_block = |out: &mut Vec<_>, d: &str, s: &str, state: usize| {
         ln(
-            &mut out,
+            out,
             &format!("{d}.attn_ln"),
             &format!("{s}/self_attention/layer_norm"),
         )?;
         self_attn(
-            &mut out,
+            out,
             &format!("{d}.attn"),
             &format!("{s}/self_attention"),
-            sa,
-        )?;
-        ln(
-            &mut out,
-            &format!("{d}.mlp_ln"),
-            &format!("{s}/ffn/layer_norm"),
-        )?;
-        linear(
-            &mut out,
-            &format!("{d}.mlp.0"),
-            &format!("{s}/ffn/linear_0"),
-        )?;
-        linear(
-            &mut out,
-            &format!("{d}.mlp.2"),
-            &format!("{s}/ffn/linear_1"),
-        )?;
+            state,
+        )
+    };
+    // ... and the feed-forward network after its layer norm.
+    let mlp = |out: &mut Vec<_>, d: &str, s: &str| -> Result<(), GgmlError> {
+        ln(out, &format!("{d}.mlp_ln"), &format!("{s}/ffn/layer_norm"))?;
+        linear(out, &format!("{d}.mlp.0"), &format!("{s}/ffn/linear_0"))?;
+        linear(out, &format!("{d}.mlp.2"), &format!("{s}/ffn/linear_1"))
+    };
+    for i in 0..h.n_audio_layer as usize {
+        let (d, s) = (format!("encoder.blocks.{i}"), format!("encoder/layer_{i}"));
+        self_block(&mut out, &d, &s, sa)?;
+        mlp(&mut out, &d, &s)?;
     }
     ln(&mut out, "encoder.ln_post", "encoder/layer_norm")?;
     whole(
@@ -363,17 +361,7 @@ fn sources<'m>(model: &'m Ct2Model, h: &Hparams) -> Result<Vec<(String, Source<'
     )?;
     for i in 0..h.n_text_layer as usize {
         let (d, s) = (format!("decoder.blocks.{i}"), format!("decoder/layer_{i}"));
-        ln(
-            &mut out,
-            &format!("{d}.attn_ln"),
-            &format!("{s}/self_attention/layer_norm"),
-        )?;
-        self_attn(
-            &mut out,
-            &format!("{d}.attn"),
-            &format!("{s}/self_attention"),
-            st,
-        )?;
+        self_block(&mut out, &d, &s, st)?;
         ln(
             &mut out,
             &format!("{d}.cross_attn_ln"),
@@ -396,21 +384,7 @@ fn sources<'m>(model: &'m Ct2Model, h: &Hparams) -> Result<Vec<(String, Source<'
             plan.part(&format!("{a}/linear_1/bias"), 1, 2, st)?,
         ));
         linear(&mut out, &format!("{c}.out"), &format!("{a}/linear_2"))?;
-        ln(
-            &mut out,
-            &format!("{d}.mlp_ln"),
-            &format!("{s}/ffn/layer_norm"),
-        )?;
-        linear(
-            &mut out,
-            &format!("{d}.mlp.0"),
-            &format!("{s}/ffn/linear_0"),
-        )?;
-        linear(
-            &mut out,
-            &format!("{d}.mlp.2"),
-            &format!("{s}/ffn/linear_1"),
-        )?;
+        mlp(&mut out, &d, &s)?;
     }
     ln(&mut out, "decoder.ln", "decoder/layer_norm")?;
     Ok(out)

@@ -41,47 +41,60 @@ pub fn phone_audio(text: &str, voice: &str) -> Vec<i16> {
 
 /// [`phone_audio`] at `speed` words per minute.
 pub fn phone_audio_at(text: &str, voice: &str, speed: u32) -> Vec<i16> {
-    let dir = tempfile::tempdir().expect("temp dir");
+    try_phone_audio_at(text, voice, speed).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`phone_audio_at`], saying what failed instead of panicking (the latency example uses it).
+pub fn try_phone_audio_at(text: &str, voice: &str, speed: u32) -> Result<Vec<i16>, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let wav = dir.path().join("tts.wav");
     let ulaw = dir.path().join("line.wav");
     let raw = dir.path().join("back.raw");
-    let ok = Command::new("espeak-ng")
-        .args(["-v", voice, "-s", &speed.to_string(), "-w"])
-        .arg(&wav)
-        .arg(text)
-        .status()
-        .expect("espeak-ng");
-    assert!(ok.success(), "espeak-ng failed");
-    let ok = Command::new("sox")
-        .arg(&wav)
-        .args(["-r", "8000", "-c", "1", "-e", "u-law"])
-        .arg(&ulaw)
-        .status()
-        .expect("sox");
-    assert!(ok.success(), "sox to mu-law failed");
-    let ok = Command::new("sox")
-        .arg(&ulaw)
-        .args([
-            "-t",
-            "raw",
-            "-e",
-            "signed-integer",
-            "-b",
-            "16",
-            "-r",
-            "8000",
-            "-c",
-            "1",
-        ])
-        .arg(&raw)
-        .status()
-        .expect("sox");
-    assert!(ok.success(), "sox back to PCM failed");
-    let bytes = std::fs::read(&raw).expect("raw audio");
-    bytes
+    let run = |what: &str, cmd: &mut Command| -> Result<(), String> {
+        match cmd.status() {
+            Ok(s) if s.success() => Ok(()),
+            other => Err(format!(
+                "{what} failed: {cmd:?}: {other:?} (install espeak-ng and sox: scripts/setup.sh --test)"
+            )),
+        }
+    };
+    run(
+        "espeak-ng",
+        Command::new("espeak-ng")
+            .args(["-v", voice, "-s", &speed.to_string(), "-w"])
+            .arg(&wav)
+            .arg(text),
+    )?;
+    run(
+        "sox to mu-law",
+        Command::new("sox")
+            .arg(&wav)
+            .args(["-r", "8000", "-c", "1", "-e", "u-law"])
+            .arg(&ulaw),
+    )?;
+    run(
+        "sox back to PCM",
+        Command::new("sox")
+            .arg(&ulaw)
+            .args([
+                "-t",
+                "raw",
+                "-e",
+                "signed-integer",
+                "-b",
+                "16",
+                "-r",
+                "8000",
+                "-c",
+                "1",
+            ])
+            .arg(&raw),
+    )?;
+    let bytes = std::fs::read(&raw).map_err(|e| format!("raw audio: {e}"))?;
+    Ok(bytes
         .chunks_exact(2)
         .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect()
+        .collect())
 }
 
 /// Hanzi -> tone-numbered pinyin for espeak-ng's `cmn-latn-pinyin` voice ("ni3 hao3").

@@ -38,7 +38,7 @@ use serde_json::Value;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
-use support::{Gateway, GatewayOptions, free_port};
+use support::{Gateway, GatewayOptions, free_port, sipp};
 
 // ---------------------------------------------------------------------------------------------
 // G.711 mu-law (ITU-T G.711), written here independently of the gateway's codec.
@@ -552,6 +552,20 @@ impl Phone {
         }
     }
 
+    /// Wait until the menu prompt is heard (5 active frames); the frame it starts at.
+    async fn hears_menu(&self, gw: &Gateway, timeout: Duration) -> usize {
+        self.wait_for_sound(0, 5, timeout)
+            .await
+            .unwrap_or_else(|| panic!("the menu prompt was not heard: {}", gw.log()))
+    }
+
+    /// Wait until the 1 kHz beep that starts a recording is heard after frame `after`.
+    async fn hears_beep(&self, gw: &Gateway, after: usize, timeout: Duration) {
+        self.wait_for_tone(1000.0, after, 5, timeout)
+            .await
+            .unwrap_or_else(|| panic!("no beep before the recording: {}", gw.log()));
+    }
+
     /// Wait until `frames` consecutive frames after frame `after` are a tone of `freq` Hz.
     async fn wait_for_tone(
         &self,
@@ -631,12 +645,6 @@ fn parse_rtp(data: &[u8], from: SocketAddr) -> Option<Received> {
 
 fn flows_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../ivr-flows/flows")
-}
-
-fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("sipp")
-        .join(name)
 }
 
 /// A flows directory holding `main.yaml` and the shipped prompts.
@@ -721,28 +729,18 @@ fn sipp_call(
     // SIPp's own ports: its SIP port is left to the system; its (unused) media port must be
     // named, and one that was free a moment ago may be taken by the time SIPp binds it, so a
     // bind failure (before any message was sent) is retried on another.
+    let (rtp_port, target) = (rtp_port.to_string(), format!("127.0.0.1:{sip_port}"));
     for _ in 0..5 {
-        let out = Command::new("sipp")
-            .current_dir(workdir)
-            .arg("-sf")
-            .arg(scenario(scenario_name))
-            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-            .args(["-mp", &free_port().to_string()])
-            .args(["-key", "rtp_port", &rtp_port.to_string()])
-            .args(extra)
-            .args(["-m", "1", "-timeout", "150", "-timeout_error", "-trace_err"])
-            .arg(format!("127.0.0.1:{sip_port}"))
-            .output()
-            .expect("sipp is installed by `scripts/setup.sh --test` (Debian package sip-tester)");
-        let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
-        log.push_str(&String::from_utf8_lossy(&out.stderr));
+        let media_port = free_port().to_string();
+        let mut args = vec!["-mp", &media_port, "-key", "rtp_port", &rtp_port];
+        args.extend(extra.iter().map(String::as_str));
+        let (code, log) = sipp::call(workdir, &sipp::scenario(scenario_name), &args, 150, &target);
+        // A retry reads only its own errors.
         for entry in std::fs::read_dir(workdir).into_iter().flatten().flatten() {
             if entry.file_name().to_string_lossy().ends_with("errors.log") {
-                log.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        let code = out.status.code().unwrap_or(-1);
         if code != 0 && log.contains("Unable to bind") {
             failed_binds.push_str(&log);
             continue;
@@ -803,6 +801,15 @@ impl Call {
             gw.log()
         );
     }
+}
+
+/// A gateway running [`MENU_FLOW`] and a call from `phone` to it, answered: the gateway, the
+/// call, and where the gateway's media comes from.
+async fn call_the_menu(root: &Path, phone: &Phone) -> (Gateway, Call, SocketAddr) {
+    let (gw, sip_port) = gateway(root, MENU_FLOW).await;
+    let mut call = place_call(root, sip_port, phone);
+    let rtp = answered(phone, &gw, &mut call).await;
+    (gw, call, rtp)
 }
 
 /// Wait for the gateway's first RTP packet (the call is answered and media flows).
@@ -1100,14 +1107,9 @@ steps:
 #[tokio::test]
 async fn an_rfc4733_key_selects_the_menu_option() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
     let phone = Phone::new().await;
-    let mut call = place_call(dir.path(), sip_port, &phone);
-    answered(&phone, &gw, &mut call).await;
-    phone
-        .wait_for_sound(0, 5, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| panic!("the menu prompt was not heard: {}", gw.log()));
+    let (gw, call, _) = call_the_menu(dir.path(), &phone).await;
+    phone.hears_menu(&gw, Duration::from_secs(30)).await;
     phone.press_rfc4733('7', 100);
     call.ended_by_gateway(&gw, &phone).await;
 
@@ -1127,14 +1129,9 @@ async fn an_rfc4733_key_selects_the_menu_option() {
 #[tokio::test]
 async fn an_inband_key_selects_the_menu_option() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
     let phone = Phone::new().await;
-    let mut call = place_call(dir.path(), sip_port, &phone);
-    answered(&phone, &gw, &mut call).await;
-    phone
-        .wait_for_sound(0, 5, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| panic!("the menu prompt was not heard: {}", gw.log()));
+    let (gw, call, _) = call_the_menu(dir.path(), &phone).await;
+    phone.hears_menu(&gw, Duration::from_secs(30)).await;
     phone.press_inband('5');
     call.ended_by_gateway(&gw, &phone).await;
 
@@ -1152,14 +1149,9 @@ async fn an_inband_key_selects_the_menu_option() {
 #[tokio::test]
 async fn a_key_sent_both_in_band_and_by_rfc4733_counts_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
     let phone = Phone::new().await;
-    let mut call = place_call(dir.path(), sip_port, &phone);
-    answered(&phone, &gw, &mut call).await;
-    phone
-        .wait_for_sound(0, 5, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| panic!("the menu prompt was not heard: {}", gw.log()));
+    let (gw, call, _) = call_the_menu(dir.path(), &phone).await;
+    phone.hears_menu(&gw, Duration::from_secs(30)).await;
     phone.press_rfc4733('*', 100);
     for key in ['1', '2', '3'] {
         phone.press_both(key);
@@ -1205,20 +1197,12 @@ async fn a_sip_info_key_selects_the_menu_option() {
 #[tokio::test]
 async fn a_voice_message_is_recorded_and_the_order_references_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
     let phone = Phone::new().await;
-    let mut call = place_call(dir.path(), sip_port, &phone);
-    answered(&phone, &gw, &mut call).await;
-    let menu = phone
-        .wait_for_sound(0, 5, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| panic!("the menu prompt was not heard: {}", gw.log()));
+    let (gw, call, _) = call_the_menu(dir.path(), &phone).await;
+    let menu = phone.hears_menu(&gw, Duration::from_secs(30)).await;
     phone.press_rfc4733('0', 100);
     // The beep (1 kHz) says the recording runs.
-    phone
-        .wait_for_tone(1000.0, menu, 5, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| panic!("no beep before the recording: {}", gw.log()));
+    phone.hears_beep(&gw, menu, Duration::from_secs(30)).await;
     // The caller's message: a real voice clip (a shipped prompt stands in for the citizen).
     let message = shipped_prompt("prompts/zh/describe.wav");
     phone.pause(200);
@@ -1307,15 +1291,9 @@ async fn a_caller_who_hangs_up_after_the_message_leaves_it_in_the_callback_order
         &["-d", "12000"],
     );
     answered(&phone, &gw, &mut call).await;
-    let menu = phone
-        .wait_for_sound(0, 5, Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|| panic!("the menu prompt was not heard: {}", gw.log()));
+    let menu = phone.hears_menu(&gw, Duration::from_secs(10)).await;
     phone.press_rfc4733('0', 100);
-    phone
-        .wait_for_tone(1000.0, menu, 5, Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|| panic!("no beep before the recording: {}", gw.log()));
+    phone.hears_beep(&gw, menu, Duration::from_secs(10)).await;
     let message = shipped_prompt("prompts/zh/describe.wav");
     phone.pause(200);
     phone.say(&message);
@@ -1363,10 +1341,8 @@ async fn a_caller_who_hangs_up_after_the_message_leaves_it_in_the_callback_order
 #[tokio::test]
 async fn a_caller_behind_nat_is_heard_and_hears_the_menu() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
     let phone = Phone::behind_nat().await;
-    let mut call = place_call(dir.path(), sip_port, &phone);
-    answered(&phone, &gw, &mut call).await;
+    let (gw, call, _) = call_the_menu(dir.path(), &phone).await;
     phone
         .wait_for_sound(0, 25, Duration::from_secs(30))
         .await
@@ -1391,15 +1367,10 @@ async fn a_caller_behind_nat_is_heard_and_hears_the_menu() {
 #[tokio::test]
 async fn garbage_on_the_media_ports_does_not_disturb_the_call() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (gw, sip_port) = gateway(dir.path(), MENU_FLOW).await;
     let phone = Phone::new().await;
-    let mut call = place_call(dir.path(), sip_port, &phone);
-    let rtp = answered(&phone, &gw, &mut call).await;
+    let (gw, call, rtp) = call_the_menu(dir.path(), &phone).await;
     let rtcp = SocketAddr::new(rtp.ip(), rtp.port() + 1);
-    phone
-        .wait_for_sound(0, 5, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| panic!("the menu prompt was not heard: {}", gw.log()));
+    phone.hears_menu(&gw, Duration::from_secs(30)).await;
 
     let stranger = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let garbage = garbage_datagrams();

@@ -5,15 +5,7 @@
 //! with no common codec is refused 488.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use support::{Gateway, GatewayOptions, free_port};
-
-fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("sipp")
-        .join(name)
-}
+use support::{Gateway, GatewayOptions, free_port, sipp};
 
 fn flows_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../ivr-flows/flows")
@@ -21,26 +13,8 @@ fn flows_dir() -> PathBuf {
 
 /// Run SIPp with a scenario against `target` for one call; returns its exit status and logs.
 fn sipp(scenario: &Path, target: &str, workdir: &Path) -> (i32, String) {
-    let port = free_port();
-    let rtp = free_port();
-    let out = Command::new("sipp")
-        .current_dir(workdir)
-        .arg("-sf")
-        .arg(scenario)
-        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &port.to_string(), "-mp", &rtp.to_string()])
-        .args(["-m", "1", "-timeout", "30", "-timeout_error", "-trace_err"])
-        .arg(target)
-        .output()
-        .expect("sipp is installed by scripts/setup.sh --test (Debian package sip-tester)");
-    let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
-    log.push_str(&String::from_utf8_lossy(&out.stderr));
-    for entry in std::fs::read_dir(workdir).into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().ends_with("errors.log") {
-            log.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
-        }
-    }
-    (out.status.code().unwrap_or(-1), log)
+    let (port, rtp) = (free_port().to_string(), free_port().to_string());
+    sipp::call(workdir, scenario, &["-p", &port, "-mp", &rtp], 30, target)
 }
 
 async fn gateway_with_sip(dir: &Path) -> (Gateway, u16) {
@@ -56,23 +30,31 @@ async fn gateway_with_sip(dir: &Path) -> (Gateway, u16) {
     (gw, sip_port)
 }
 
-#[tokio::test]
-async fn a_caller_who_hangs_up_mid_flow_leaves_a_callback_order_and_a_call_record() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (gw, sip_port) = gateway_with_sip(&dir.path().join("gw")).await;
-    let work = dir.path().join("sipp");
+/// Starts a gateway in `dir/gw` and runs one SIPp call of `scenario_name` against it (working in
+/// `dir/sipp`), which must pass (else the test fails with `failure`, SIPp's and the gateway's
+/// logs); the gateway.
+async fn call_gateway(dir: &Path, scenario_name: &str, failure: &str) -> Gateway {
+    let (gw, sip_port) = gateway_with_sip(&dir.join("gw")).await;
+    let work = dir.join("sipp");
     std::fs::create_dir_all(&work).expect("mkdir");
     let target = format!("127.0.0.1:{sip_port}");
-    let (code, log) =
-        tokio::task::spawn_blocking(move || sipp(&scenario("caller.xml"), &target, &work))
-            .await
-            .expect("sipp task");
+    let scenario = sipp::scenario(scenario_name);
+    let (code, log) = tokio::task::spawn_blocking(move || sipp(&scenario, &target, &work))
+        .await
+        .expect("sipp task");
     assert_eq!(
         code,
         0,
-        "SIPp call failed: {log}\n--- gateway log ---\n{}",
+        "{failure}: {log}\n--- gateway log ---\n{}",
         gw.log()
     );
+    gw
+}
+
+#[tokio::test]
+async fn a_caller_who_hangs_up_mid_flow_leaves_a_callback_order_and_a_call_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = call_gateway(dir.path(), "caller.xml", "SIPp call failed").await;
 
     // The call detail record: answered with G.711, prompt audio sent for the whole call.
     let record = gw.call_record().await;
@@ -112,20 +94,7 @@ async fn a_caller_who_hangs_up_mid_flow_leaves_a_callback_order_and_a_call_recor
 #[tokio::test]
 async fn an_offer_with_no_common_codec_is_refused_488() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (gw, sip_port) = gateway_with_sip(&dir.path().join("gw")).await;
-    let work = dir.path().join("sipp");
-    std::fs::create_dir_all(&work).expect("mkdir");
-    let target = format!("127.0.0.1:{sip_port}");
-    let (code, log) =
-        tokio::task::spawn_blocking(move || sipp(&scenario("g729-only.xml"), &target, &work))
-            .await
-            .expect("sipp task");
-    assert_eq!(
-        code,
-        0,
-        "SIPp expected 488: {log}\n--- gateway log ---\n{}",
-        gw.log()
-    );
+    let gw = call_gateway(dir.path(), "g729-only.xml", "SIPp expected 488").await;
     assert!(
         gw.all_orders(100).await.is_empty(),
         "a refused call leaves no order"

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use support::sipp::{self, logs};
 use support::{Gateway, GatewayOptions, free_port};
 
 const FLOW: &str = r#"
@@ -33,12 +34,6 @@ steps:
       en: { text: "All agents are busy. Please call again later." }
     reason: agents_busy
 "#;
-
-fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("sipp")
-        .join(name)
-}
 
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -83,32 +78,8 @@ async fn wait_bound(port: u16) {
 
 /// Run the caller's SIPp for one call; returns its exit status and logs.
 fn caller(scenario: &Path, target: &str, workdir: &Path) -> (i32, String) {
-    let out = Command::new("sipp")
-        .current_dir(workdir)
-        .arg("-sf")
-        .arg(scenario)
-        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &free_udp_port().to_string()])
-        .args(["-mp", &free_udp_port().to_string()])
-        .args(["-m", "1", "-timeout", "60", "-timeout_error", "-trace_err"])
-        .arg(target)
-        .output()
-        .expect("sipp is installed by scripts/setup.sh --test (Debian package sip-tester)");
-    let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
-    log.push_str(&String::from_utf8_lossy(&out.stderr));
-    log.push_str(&logs(workdir, "errors.log"));
-    (out.status.code().unwrap_or(-1), log)
-}
-
-/// The text of SIPp's files in `dir` whose names end with `suffix`.
-fn logs(dir: &Path, suffix: &str) -> String {
-    let mut out = String::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().ends_with(suffix) {
-            out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
-        }
-    }
-    out
+    let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
+    sipp::call(workdir, scenario, &["-p", &port, "-mp", &rtp], 60, target)
 }
 
 /// Wait for the agent's SIPp to finish; its exit status (0: scenario passed).
@@ -174,11 +145,11 @@ async fn setup() -> Setup {
 }
 
 async fn run_call(s: &Setup, caller_scenario: &str, agent_scenario: &str) -> (i32, String, i32) {
-    let mut agent = start_agent(&scenario(agent_scenario), s.agent_port, &s.work);
+    let mut agent = start_agent(&sipp::scenario(agent_scenario), s.agent_port, &s.work);
     wait_bound(s.agent_port).await;
     let target = format!("127.0.0.1:{}", s.sip_port);
     let work = s.work.clone();
-    let caller_scenario = scenario(caller_scenario);
+    let caller_scenario = sipp::scenario(caller_scenario);
     let (code, log) = tokio::task::spawn_blocking(move || caller(&caller_scenario, &target, &work))
         .await
         .expect("sipp task");

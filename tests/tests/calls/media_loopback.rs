@@ -330,18 +330,23 @@ async fn frames_switched_off_are_kept_and_handed_over_when_switched_back_on() {
     let _ = b.close().await;
 }
 
+/// Asks `h` for frames in batches of `n`, waits `settle`, and drops the events that came meanwhile.
+async fn frame_batch(h: &mut MediaHandle, n: usize, settle: Duration) {
+    h.commands
+        .send(MediaCommand::FrameBatch(n))
+        .await
+        .expect("frame batch");
+    tokio::time::sleep(settle).await;
+    while h.events.try_recv().is_ok() {}
+}
+
 /// Batched frames: four at a time, in playout order and none lost, then back to one by one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_come_in_batches_when_asked_and_singly_again_after() {
     let alloc = PortAllocator::new(42600..=42700);
     let (a, mut b) = pair(&alloc).await;
     talk(&a).await;
-    b.commands
-        .send(MediaCommand::FrameBatch(4))
-        .await
-        .expect("batch");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    while b.events.try_recv().is_ok() {}
+    frame_batch(&mut b, 4, Duration::from_millis(100)).await;
 
     // One second: about 50 frames in batches of exactly four, nothing single.
     let until = Instant::now() + Duration::from_secs(1);
@@ -364,12 +369,7 @@ async fn frames_come_in_batches_when_asked_and_singly_again_after() {
     );
 
     // Back to one by one: no batch follows (what was pending comes first, at most one).
-    b.commands
-        .send(MediaCommand::FrameBatch(1))
-        .await
-        .expect("single");
-    tokio::time::sleep(Duration::from_millis(60)).await;
-    while b.events.try_recv().is_ok() {}
+    frame_batch(&mut b, 1, Duration::from_millis(60)).await;
     let until = Instant::now() + Duration::from_millis(500);
     let (mut late_batches, mut singles) = (0usize, 0usize);
     while let Ok(Some(ev)) = tokio::time::timeout_at(until.into(), b.events.recv()).await {

@@ -137,8 +137,23 @@ async fn wechat(gw: &Gateway, from: &str, msg_id: u64, content: &str) -> String 
     id
 }
 
-async fn aliyun(gw: &Gateway, phone: &str, content: &str, seq: u64) -> String {
+/// Pushes `body` as SMS provider `provider` does; its acknowledgement must be `ack`. The new
+/// order's id.
+async fn sms(gw: &Gateway, provider: &str, body: Value, ack: Value) -> String {
     let before = ids(gw).await;
+    let r = gw
+        .post_raw(
+            &format!("/channels/sms/{provider}"),
+            "application/json",
+            serde_json::to_vec(&body).expect("json"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{provider}: {}", r.text);
+    assert_eq!(r.body, ack);
+    new_order(gw, &before, provider).await
+}
+
+async fn aliyun(gw: &Gateway, phone: &str, content: &str, seq: u64) -> String {
     let body = json!([{
         "phone_number": phone,
         "send_time": chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -147,20 +162,10 @@ async fn aliyun(gw: &Gateway, phone: &str, content: &str, seq: u64) -> String {
         "dest_code": "1234",
         "sequence_id": seq
     }]);
-    let r = gw
-        .post_raw(
-            "/channels/sms/aliyun",
-            "application/json",
-            serde_json::to_vec(&body).expect("json"),
-        )
-        .await;
-    assert_eq!(r.status, 200, "aliyun: {}", r.text);
-    assert_eq!(r.body, json!({"code": 0, "msg": "成功"}));
-    new_order(gw, &before, "aliyun").await
+    sms(gw, "aliyun", body, json!({"code": 0, "msg": "成功"})).await
 }
 
 async fn tencent(gw: &Gateway, phone: &str, content: &str, time: i64) -> String {
-    let before = ids(gw).await;
     let body = json!({
         "extend": "",
         "mobile": phone,
@@ -169,46 +174,11 @@ async fn tencent(gw: &Gateway, phone: &str, content: &str, time: i64) -> String 
         "text": content,
         "time": time
     });
-    let r = gw
-        .post_raw(
-            "/channels/sms/tencent",
-            "application/json",
-            serde_json::to_vec(&body).expect("json"),
-        )
-        .await;
-    assert_eq!(r.status, 200, "tencent: {}", r.text);
-    assert_eq!(r.body, json!({"result": 0, "errmsg": "OK"}));
-    new_order(gw, &before, "tencent").await
-}
-
-/// A web form as served to one browser: its token and cookie.
-struct Form {
-    token: String,
-    cookie: String,
-}
-
-async fn serve_form(gw: &Gateway) -> Form {
-    let r = gw.http.get(gw.url("/")).send().await.expect("GET /");
-    assert_eq!(r.status(), 200);
-    let cookie = r
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .expect("a form cookie")
-        .to_owned();
-    let html = r.text().await.expect("form html");
-    let token = html
-        .split("name=\"token\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("a token in the form")
-        .to_owned();
-    Form { token, cookie }
+    sms(gw, "tencent", body, json!({"result": 0, "errmsg": "OK"})).await
 }
 
 /// Fill the form like a browser does (multipart, as the page's `enctype` says).
-async fn web(gw: &Gateway, form: &Form, c: &Complaint, name: &str, phone: &str) -> String {
+async fn web(gw: &Gateway, form: &ServedForm, c: &Complaint, name: &str, phone: &str) -> String {
     let boundary = "----agreement1b2c3d";
     let mut body = String::new();
     for (k, v) in [
@@ -285,13 +255,7 @@ async fn open311(gw: &Gateway, c: &Complaint, phone: &str) -> String {
 }
 
 fn validator() -> jsonschema::Validator {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../adapters/schema/work-order.schema.json"
-    );
-    let text = std::fs::read_to_string(path).expect("read the WorkOrder schema");
-    let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
-    jsonschema::validator_for(&schema).expect("the schema compiles")
+    jsonschema::validator_for(&work_order_schema()).expect("the schema compiles")
 }
 
 /// `(order id, relation, reason)` of an order's `related`.
@@ -331,7 +295,7 @@ async fn one_complaint_every_channel_one_order_shape() {
     // Web forms are served first: a form sent back too soon is taken for a bot.
     let mut forms = Vec::new();
     for _ in 0..COMPLAINTS.len() + 1 {
-        forms.push(serve_form(&gw).await);
+        forms.push(gw.serve_form().await);
     }
     tokio::time::sleep(Duration::from_millis(1_200)).await;
 

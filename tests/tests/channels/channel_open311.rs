@@ -18,6 +18,15 @@ async fn post(gw: &Gateway, body: &str) -> Reply {
     Reply::from(r).await
 }
 
+/// The id of the request a 200 answer to a POST created.
+fn created_id(r: &Reply) -> String {
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body[0]["service_request_id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
 fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -138,11 +147,7 @@ async fn services_post_and_read_back() {
         ),
     )
     .await;
-    assert_eq!(r2.status, 200, "{}", r2.text);
-    let id2 = r2.body[0]["service_request_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id2 = created_id(&r2);
 
     let ids = |r: &Reply| -> Vec<String> {
         assert_eq!(r.status, 200, "{}", r.text);
@@ -238,11 +243,7 @@ async fn published_descriptions_show_no_phone_number() {
         ),
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let id = r.body[0]["service_request_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = created_id(&r);
     let one = gw
         .get(&format!("/open311/v2/requests/{id}.json"), None)
         .await;

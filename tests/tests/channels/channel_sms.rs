@@ -57,6 +57,11 @@ fn aliyun_ok(r: &Reply) {
     assert_eq!(r.body, json!({"code": 0, "msg": "成功"}));
 }
 
+/// One message pushed alone, taken as Aliyun expects.
+async fn aliyun_one(gw: &Gateway, phone: &str, content: &str, seq: u64) {
+    aliyun_ok(&aliyun(gw, &json!([aliyun_item(phone, content, seq)])).await);
+}
+
 #[tokio::test]
 async fn aliyun_batches_and_redeliveries() {
     let (_d, gw) = gateway("\"127.0.0.1\"").await;
@@ -76,13 +81,7 @@ async fn aliyun_batches_and_redeliveries() {
     assert_eq!(o["source"]["sms_id"], "900001");
     // Redelivered batch, and a batch repeating one sequence_id: no new orders.
     aliyun_ok(&aliyun(&gw, &batch).await);
-    aliyun_ok(
-        &aliyun(
-            &gw,
-            &json!([aliyun_item("13900139000", "工地夜间施工扰民", 900002)]),
-        )
-        .await,
-    );
+    aliyun_one(&gw, "13900139000", "工地夜间施工扰民", 900002).await;
     assert_eq!(gw.all_orders(100).await.len(), 2);
 
     // Wrong or missing token: the provider's error shape, nothing stored.
@@ -130,20 +129,8 @@ async fn aliyun_batches_and_redeliveries() {
 
     // 查询 answers (the reply is logged, not sent) and creates nothing.
     let id = o["id"].as_str().expect("id").to_owned();
-    aliyun_ok(
-        &aliyun(
-            &gw,
-            &json!([aliyun_item("13800138000", &format!("查询 {id}"), 900010)]),
-        )
-        .await,
-    );
-    aliyun_ok(
-        &aliyun(
-            &gw,
-            &json!([aliyun_item("13800138000", "查询 12345678901234", 900011)]),
-        )
-        .await,
-    );
+    aliyun_one(&gw, "13800138000", &format!("查询 {id}"), 900010).await;
+    aliyun_one(&gw, "13800138000", "查询 12345678901234", 900011).await;
     assert_eq!(gw.all_orders(100).await.len(), 2);
     let log = gw.log();
     assert!(log.contains("sms reply not sent"), "{log}");
@@ -162,7 +149,7 @@ async fn long_messages_are_reassembled() {
         (910001, "(1/3)我家楼下的下水道"),
         (910002, "(2/3)堵塞已经三天，污水漫到路面，"),
     ] {
-        aliyun_ok(&aliyun(&gw, &json!([aliyun_item("13600136000", text, seq)])).await);
+        aliyun_one(&gw, "13600136000", text, seq).await;
         if seq != 910002 {
             assert_eq!(
                 gw.all_orders(100).await.len(),
@@ -180,28 +167,18 @@ async fn long_messages_are_reassembled() {
     assert_eq!(orders[0]["citizen"]["phone"], "13600136000");
     assert!(orders[0]["source"]["sms_id"].is_string());
     // A late redelivery of a part makes no new order.
-    aliyun_ok(
-        &aliyun(
-            &gw,
-            &json!([aliyun_item(
-                "13600136000",
-                "(2/3)堵塞已经三天，污水漫到路面，",
-                910002
-            )]),
-        )
-        .await,
-    );
+    aliyun_one(
+        &gw,
+        "13600136000",
+        "(2/3)堵塞已经三天，污水漫到路面，",
+        910002,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gw.all_orders(100).await.len(), 1);
 
     // A message whose second part never comes: after part_wait_s, an order from what arrived.
-    aliyun_ok(
-        &aliyun(
-            &gw,
-            &json!([aliyun_item("13500135000", "【1/2】井盖丢失，", 920001)]),
-        )
-        .await,
-    );
+    aliyun_one(&gw, "13500135000", "【1/2】井盖丢失，", 920001).await;
     let made = wait_until(Duration::from_secs(15), || async {
         gw.all_orders(100).await.len() == 2
     })
@@ -284,7 +261,7 @@ async fn postgres_store_runs_the_channel_operations() {
     let wechat = "[[channels.wechat]]\nname = \"hotline\"\nappid = \"wxpg\"\ntoken = \"pgtoken\"\n";
     let gw = Gateway::start_with_extra(opts, &format!("{}\n{wechat}", extra(""))).await;
     for (seq, text) in [(940002, "(2/2)第二段"), (940001, "(1/2)第一段")] {
-        aliyun_ok(&aliyun(&gw, &json!([aliyun_item("13400134000", text, seq)])).await);
+        aliyun_one(&gw, "13400134000", text, seq).await;
     }
     let orders = gw.all_orders(100).await;
     assert_eq!(orders.len(), 1, "{}", gw.log());

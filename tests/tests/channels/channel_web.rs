@@ -41,32 +41,6 @@ fn ensure_playwright() {
     );
 }
 
-/// A form as served: its token and the cookie it is bound to.
-struct Served {
-    token: String,
-    cookie: String,
-}
-
-async fn serve_form(gw: &Gateway) -> Served {
-    let r = gw.http.get(gw.url("/")).send().await.expect("GET /");
-    assert_eq!(r.status(), 200);
-    let cookie = r
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .expect("a form cookie")
-        .to_owned();
-    let html = r.text().await.expect("form html");
-    let token = html
-        .split("name=\"token\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("a token in the form")
-        .to_owned();
-    Served { token, cookie }
-}
-
 /// A multipart body: text fields and optionally a file named `photo`.
 fn multipart(fields: &[(&str, &str)], photo: Option<(&str, &str, &[u8])>) -> (String, Vec<u8>) {
     let boundary = "----gatewaytest7d93a1";
@@ -145,11 +119,17 @@ fn upload_count(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// A gateway with the web form configured by `extra`, on a fresh data directory.
+async fn web_gateway(extra: &str) -> (tempfile::TempDir, Gateway) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start_with_extra(GatewayOptions::new(dir.path()), extra).await;
+    (dir, gw)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_files_the_form_in_chromium() {
     ensure_playwright();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gw = Gateway::start_with_extra(GatewayOptions::new(dir.path()), WEB).await;
+    let (dir, gw) = web_gateway(WEB).await;
     let mut cmd = Command::new("node");
     cmd.arg(browser_dir().join("webform.mjs"))
         .arg(gw.base())
@@ -256,13 +236,12 @@ async fn a_person_files_the_form_in_chromium() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_input_stores_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
     // Three seconds leave room for a loaded machine between serving and posting the "too fast" form.
     let extra = "[web]\nmin_fill_seconds = 3\nmax_upload_bytes = 100000\nrate_burst = 100\n";
-    let gw = Gateway::start_with_extra(GatewayOptions::new(dir.path()), extra).await;
+    let (dir, gw) = web_gateway(extra).await;
 
     // Too fast: posted right after the form was served. The form comes back, input kept.
-    let s = serve_form(&gw).await;
+    let s = gw.serve_form().await;
     let f = good_fields(&s.token);
     let r = post_form(&gw, Some(&s.cookie), &as_refs(&f), None).await;
     assert_eq!(r.status, 400, "{}", r.text);
@@ -271,7 +250,7 @@ async fn refused_input_stores_nothing() {
     tokio::time::sleep(Duration::from_millis(3100)).await;
 
     // Invalid fields: every problem named next to its field, input kept.
-    let s = serve_form(&gw).await;
+    let s = gw.serve_form().await;
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let mut f = good_fields(&s.token);
     f[1].1 = String::new();
@@ -316,7 +295,7 @@ async fn refused_input_stores_nothing() {
         ),
     ];
     for (name, mime, bytes, status) in cases {
-        let s = serve_form(&gw).await;
+        let s = gw.serve_form().await;
         tokio::time::sleep(Duration::from_millis(3100)).await;
         let f = good_fields(&s.token);
         let r = post_form(
@@ -334,7 +313,7 @@ async fn refused_input_stores_nothing() {
     }
 
     // The honeypot, a missing cookie, a forged token.
-    let s = serve_form(&gw).await;
+    let s = gw.serve_form().await;
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let mut f = good_fields(&s.token);
     f[6].1 = "http://spam.example".into();
@@ -352,7 +331,7 @@ async fn refused_input_stores_nothing() {
     let f = good_fields(&format!("{}0", s.token));
     let r = post_form(&gw, Some(&s.cookie), &as_refs(&f), None).await;
     assert_eq!(r.status, 403, "forged token: {}", r.text);
-    let other = serve_form(&gw).await;
+    let other = gw.serve_form().await;
     let f = good_fields(&s.token);
     let r = post_form(&gw, Some(&other.cookie), &as_refs(&f), None).await;
     assert_eq!(r.status, 403, "token of another browser: {}", r.text);
@@ -389,10 +368,9 @@ async fn refused_input_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_from_one_address_gets_429() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let extra = "[web]\nrate_per_minute = 1\nrate_burst = 3\n";
-    let gw = Gateway::start_with_extra(GatewayOptions::new(dir.path()), extra).await;
-    let s = serve_form(&gw).await;
+    let (_dir, gw) = web_gateway(extra).await;
+    let s = gw.serve_form().await;
     let f = good_fields(&s.token);
     for i in 0..3 {
         let r = post_form(&gw, Some(&s.cookie), &as_refs(&f), None).await;

@@ -436,47 +436,27 @@ async fn status_events_must_be_signed_and_valid() {
         assert_eq!(r.status, 401, "{}", r.text);
         assert_eq!(r.error_code(), "bad_signature");
     }
+    // The same body, sent as `req` says.
+    let send = |req: reqwest::RequestBuilder| async move {
+        support::Reply::from(req.body(closed.to_vec()).send().await.expect("POST")).await
+    };
+    let events = || gw.http.post(gw.url(&format!("/v1/orders/{id}/events")));
     // Missing signature headers.
-    let r = support::Reply::from(
-        gw.http
-            .post(gw.url(&format!("/v1/orders/{id}/events")))
-            .header("content-type", "application/json")
-            .body(closed.to_vec())
-            .send()
-            .await
-            .expect("POST"),
-    )
-    .await;
+    let r = send(events().header("content-type", "application/json")).await;
     assert_eq!(r.status, 401, "{}", r.text);
     assert_eq!(r.error_code(), "bad_signature");
     // Body changed after signing.
     let ts = now_unix().to_string();
-    let r = support::Reply::from(
-        gw.http
-            .post(gw.url(&format!("/v1/orders/{id}/events")))
+    let signature = support::sign(SECRET, &ts, br#"{"status":"assigned"}"#);
+    let r = send(
+        events()
             .header("x-gateway-timestamp", &ts)
-            .header(
-                "x-gateway-signature",
-                support::sign(SECRET, &ts, br#"{"status":"assigned"}"#),
-            )
-            .body(closed.to_vec())
-            .send()
-            .await
-            .expect("POST"),
+            .header("x-gateway-signature", signature),
     )
     .await;
     assert_eq!(r.status, 401, "{}", r.text);
     // An API key is no substitute for the signature.
-    let r = support::Reply::from(
-        gw.http
-            .post(gw.url(&format!("/v1/orders/{id}/events")))
-            .bearer_auth(ADMIN_KEY)
-            .body(closed.to_vec())
-            .send()
-            .await
-            .expect("POST"),
-    )
-    .await;
+    let r = send(events().bearer_auth(ADMIN_KEY)).await;
     assert_eq!(r.status, 401, "{}", r.text);
     // Unknown and gateway-only statuses.
     for status in ["done", "accepted", "delivered"] {

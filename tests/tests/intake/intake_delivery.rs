@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::{
     ADMIN_KEY, Gateway, GatewayOptions, Mode, Receiver, USER_KEY, is_valid_order_id, metric,
+    submit_once,
 };
 
 const CLIENTS: usize = 32;
@@ -29,31 +30,12 @@ async fn submit_until_answered(
             Instant::now() < deadline,
             "submission {key} not answered before the deadline"
         );
-        let sent = client
-            .post(format!("{base}/v1/submissions"))
-            .bearer_auth(ADMIN_KEY)
-            .header("content-type", "application/json")
-            .header("idempotency-key", key)
-            .timeout(Duration::from_secs(5))
-            .body(bytes.clone())
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status() == 202 => {
-                let v: Value = r.json().await.expect("202 body is JSON");
-                assert_eq!(v["status"], "accepted", "{v}");
-                return v["order_id"]
-                    .as_str()
-                    .expect("order_id in the 202 answer")
-                    .to_owned();
-            }
-            Ok(r) if r.status().is_server_error() => {}
-            Ok(r) => {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                panic!("submission {key} answered {status}: {text}");
-            }
-            Err(_) => {}
+        if let Some(v) = submit_once(client, base, key, &bytes).await {
+            assert_eq!(v["status"], "accepted", "{v}");
+            return v["order_id"]
+                .as_str()
+                .expect("order_id in the 202 answer")
+                .to_owned();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -173,12 +155,7 @@ async fn load_with_a_crash_loses_nothing_and_duplicates_nothing() {
         listed.len()
     );
     assert_eq!(listed_ids, ids);
-    let settled = support::wait_until(Duration::from_secs(20), || async {
-        let m = gw.metrics().await;
-        metric(&m, "gateway_outbox_queued", &[]) == 0.0
-            && metric(&m, "gateway_outbox_delivered", &[]) == total as f64
-    })
-    .await;
+    let settled = gw.outbox_settled(total, Duration::from_secs(20)).await;
     assert!(settled, "outbox not settled: {}", gw.metrics().await);
     let sample = by_key.get("load-0-0").expect("key");
     assert_eq!(gw.order(sample).await["status"], "delivered");
@@ -226,12 +203,7 @@ async fn an_unavailable_receiver_is_retried_until_it_recovers() {
     let (failed_attempts, duplicates) =
         receiver.with(|s| (s.answered_503 + s.dropped, s.delivered.len() - ids.len()));
     assert_eq!(duplicates, 0, "an order was accepted twice without a crash");
-    let settled = support::wait_until(Duration::from_secs(10), || async {
-        let m = gw.metrics().await;
-        metric(&m, "gateway_outbox_queued", &[]) == 0.0
-            && metric(&m, "gateway_outbox_delivered", &[]) == 40.0
-    })
-    .await;
+    let settled = gw.outbox_settled(40, Duration::from_secs(10)).await;
     let m = gw.metrics().await;
     assert!(settled, "outbox not settled: {m}");
     let retried = metric(&m, "gateway_deliveries_total", &[("outcome", "retried")]);

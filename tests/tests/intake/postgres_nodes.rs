@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{
-    ADMIN_KEY, Gateway, GatewayOptions, PgServer, Receiver, StoreOpt, is_valid_order_id, metric,
+    Gateway, GatewayOptions, PgServer, Receiver, StoreOpt, is_valid_order_id, submit_once,
 };
 
 const LEASE_MS: u64 = 2_000;
@@ -41,26 +41,8 @@ async fn submit_any(
         assert!(Instant::now() < deadline, "submission {key} never answered");
         let which = n % bases.len();
         n += 1;
-        let sent = client
-            .post(format!("{}/v1/submissions", bases[which]))
-            .bearer_auth(ADMIN_KEY)
-            .header("content-type", "application/json")
-            .header("idempotency-key", key)
-            .timeout(Duration::from_secs(5))
-            .body(bytes.clone())
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status() == 202 => {
-                let v: Value = r.json().await.expect("JSON answer");
-                return (which, v["order_id"].as_str().expect("order_id").to_owned());
-            }
-            Ok(r) if r.status().is_server_error() => {}
-            Ok(r) => {
-                let status = r.status();
-                panic!("{key}: {status} {}", r.text().await.unwrap_or_default());
-            }
-            Err(_) => {}
+        if let Some(v) = submit_once(client, &bases[which], key, &bytes).await {
+            return (which, v["order_id"].as_str().expect("order_id").to_owned());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -240,12 +222,7 @@ async fn two_nodes_share_the_work_and_survive_a_killed_node() {
     assert_eq!(duplicates, 0, "orders accepted twice by the receiver");
     assert!(receiver.problems().is_empty(), "{:?}", receiver.problems());
     let total = ids.len() + phase2.len();
-    let settled = support::wait_until(Duration::from_secs(20), || async {
-        let m = n1.metrics().await;
-        metric(&m, "gateway_outbox_queued", &[]) == 0.0
-            && metric(&m, "gateway_outbox_delivered", &[]) == total as f64
-    })
-    .await;
+    let settled = n1.outbox_settled(total, Duration::from_secs(20)).await;
     assert!(settled, "{}", n1.metrics().await);
     assert_eq!(n1.all_orders(500).await.len(), total);
 }

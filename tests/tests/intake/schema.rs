@@ -4,16 +4,10 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Gateway, GatewayOptions, Receiver, SECRET, now_unix};
+use support::{Gateway, GatewayOptions, Receiver, SECRET, now_unix, work_order_schema};
 
 fn validator() -> jsonschema::Validator {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../adapters/schema/work-order.schema.json"
-    );
-    let text = std::fs::read_to_string(path).expect("read the WorkOrder schema");
-    let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
-    jsonschema::validator_for(&schema).expect("the schema compiles")
+    jsonschema::validator_for(&work_order_schema()).expect("the schema compiles")
 }
 
 fn errors(v: &jsonschema::Validator, instance: &Value) -> Vec<String> {

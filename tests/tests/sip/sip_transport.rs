@@ -14,7 +14,8 @@ use tokio::time::timeout;
 
 const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n";
 
-fn local() -> SipSettings {
+/// The SIP service on free loopback ports (UDP and TCP); `sip_uac` starts its service so too.
+pub(crate) fn local() -> SipSettings {
     let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     SipSettings {
         udp: any,
@@ -101,20 +102,13 @@ async fn udp_call_answer_ack_bye() {
     assert_eq!(ok.status, 200);
     assert_eq!(ok.body, SDP);
     let tag = ok.headers.to().expect("to").tag().expect("tag").to_owned();
-    trunk
-        .send_to(
-            in_dialog("ACK", "UDP", me, "u1", &tag, 1).as_bytes(),
-            svc.udp_addr,
-        )
-        .await
-        .expect("ack");
-    trunk
-        .send_to(
-            in_dialog("BYE", "UDP", me, "u1", &tag, 2).as_bytes(),
-            svc.udp_addr,
-        )
-        .await
-        .expect("bye");
+    for (method, cseq) in [("ACK", 1), ("BYE", 2)] {
+        let request = in_dialog(method, "UDP", me, "u1", &tag, cseq);
+        trunk
+            .send_to(request.as_bytes(), svc.udp_addr)
+            .await
+            .expect(method);
+    }
     let bye_ok = recv_udp(&trunk).await;
     assert_eq!(
         (bye_ok.status, bye_ok.headers.cseq().expect("cseq").seq),

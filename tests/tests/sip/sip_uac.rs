@@ -13,20 +13,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use gateway::runtime::sip_transport::{Command, SipService};
-use sip::{CallEvent, OutgoingCall, SipSettings, TerminationReason, Transport};
+use sip::{CallEvent, OutgoingCall, TerminationReason, Transport};
 use tokio::time::timeout;
+
+use crate::sip_transport::local;
 
 const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-
-fn local() -> SipSettings {
-    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    SipSettings {
-        udp: any,
-        tcp: any,
-        ..SipSettings::default()
-    }
-}
 
 /// A port free right now on loopback, for SIPp to bind (it cannot report the port it picked).
 fn free_port(tcp: bool) -> u16 {
