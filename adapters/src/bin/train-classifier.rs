@@ -165,16 +165,16 @@ fn run(input: &str, output: &str) -> Result<(), String> {
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let mut buckets: Vec<u32> = scored.iter().take(SELECTED).map(|(_, b)| *b).collect();
     buckets.sort_unstable();
-    let mut model = CategoryModel {
-        classes: classes.clone(),
-        idf: buckets.iter().map(|b| idf[*b as usize] as f32).collect(),
-        buckets,
-        weights: Vec::new(),
-        bias: vec![0.0; k],
-    };
+    let mut model = CategoryModel::new(
+        classes.clone(),
+        buckets.clone(),
+        buckets.iter().map(|b| idf[*b as usize] as f32).collect(),
+        Vec::new(),
+        vec![0.0; k],
+    );
 
     // Dense training matrix from the very feature function inference uses.
-    let dim = model.buckets.len();
+    let dim = model.buckets().len();
     let mut x = Array2::<f64>::zeros((train.len(), dim));
     for (i, row) in train.iter().enumerate() {
         for (j, v) in model.features(&row.subject, &row.detail) {

@@ -57,13 +57,40 @@ pub struct ModelError(pub String);
 #[derive(Debug, Clone, PartialEq)]
 pub struct CategoryModel {
     pub classes: Vec<String>,
-    /// Selected hash buckets, ascending.
-    pub buckets: Vec<u32>,
+    /// Selected hash buckets, ascending; fixed at [`CategoryModel::new`] (see `known`).
+    buckets: Vec<u32>,
     /// IDF weight per selected bucket.
     pub idf: Vec<f32>,
     /// `buckets.len() × classes.len()`, row per bucket.
     pub weights: Vec<f32>,
     pub bias: Vec<f32>,
+    /// `buckets` as a bitset, built with them.
+    known: BucketSet,
+}
+
+/// Selected buckets as a bitset over the hash space (32 KiB, so it stays in the L1 cache): most
+/// of a message's n-grams are not selected, and one bit says so where a binary search over the
+/// buckets would take a dozen dependent loads.
+#[derive(Debug, Clone, PartialEq)]
+struct BucketSet(Vec<u64>);
+
+impl BucketSet {
+    fn of(buckets: &[u32]) -> Self {
+        let mut bits = vec![0u64; 1 << (HASH_BITS - 6)];
+        for b in buckets {
+            // A bucket outside the hash space (a foreign file) can never be hashed to: skip it.
+            if let Some(word) = bits.get_mut((b >> 6) as usize) {
+                *word |= 1 << (b & 63);
+            }
+        }
+        BucketSet(bits)
+    }
+
+    fn contains(&self, bucket: u32) -> bool {
+        self.0
+            .get((bucket >> 6) as usize)
+            .is_some_and(|word| (word >> (bucket & 63)) & 1 == 1)
+    }
 }
 
 /// Characters that carry no category signal here: whitespace, ASCII letters and digits
@@ -89,31 +116,42 @@ fn hash_gram(chars: &[char]) -> u32 {
     (h & ((1u64 << HASH_BITS) - 1)) as u32
 }
 
-fn add_grams(text: &str, weight: f32, out: &mut Vec<(u32, f32)>) {
-    let chars: Vec<char> = text.chars().filter(|c| !is_noise(*c)).collect();
-    for (i, c) in chars.iter().enumerate() {
-        out.push((hash_gram(std::slice::from_ref(c)), weight));
-        if let Some(pair) = chars.get(i..i + 2) {
-            out.push((hash_gram(pair), weight));
+/// Calls `f(bucket, weight)` for every character unigram and bigram of the message, noise
+/// skipped: subject n-grams weigh [`SUBJECT_WEIGHT`], and no bigram crosses from subject to
+/// detail. Training ([`hashed_counts`]) and inference ([`CategoryModel::features`]) both read a
+/// message through this one function, so they cannot drift apart.
+fn for_each_gram(subject: &str, detail: &str, mut f: impl FnMut(u32, f32)) {
+    for (text, weight) in [(subject, SUBJECT_WEIGHT), (detail, 1.0)] {
+        let mut prev: Option<char> = None;
+        for c in text.chars().filter(|c| !is_noise(*c)) {
+            f(hash_gram(&[c]), weight);
+            if let Some(p) = prev {
+                f(hash_gram(&[p, c]), weight);
+            }
+            prev = Some(c);
         }
     }
+}
+
+/// Sorts `(key, weight)` pairs by key and adds up the weights of equal keys.
+fn sum_by_key<K: Ord + Copy>(mut pairs: Vec<(K, f32)>) -> Vec<(K, f32)> {
+    pairs.sort_unstable_by_key(|(k, _)| *k);
+    let mut merged: Vec<(K, f32)> = Vec::with_capacity(pairs.len());
+    for (k, w) in pairs {
+        match merged.last_mut() {
+            Some((last, total)) if *last == k => *total += w,
+            _ => merged.push((k, w)),
+        }
+    }
+    merged
 }
 
 /// Weighted n-gram counts of a message by hash bucket, ascending and merged. Subject n-grams
 /// count [`SUBJECT_WEIGHT`] times; bigrams do not cross from subject to detail.
 pub fn hashed_counts(subject: &str, detail: &str) -> Vec<(u32, f32)> {
     let mut grams = Vec::with_capacity(2 * (subject.len() + detail.len()) / 3 + 4);
-    add_grams(subject, SUBJECT_WEIGHT, &mut grams);
-    add_grams(detail, 1.0, &mut grams);
-    grams.sort_unstable_by_key(|(b, _)| *b);
-    let mut merged: Vec<(u32, f32)> = Vec::with_capacity(grams.len());
-    for (b, w) in grams {
-        match merged.last_mut() {
-            Some((last, total)) if *last == b => *total += w,
-            _ => merged.push((b, w)),
-        }
-    }
-    merged
+    for_each_gram(subject, detail, |b, w| grams.push((b, w)));
+    sum_by_key(grams)
 }
 
 /// Sublinear term frequency: ten mentions of `噪音` are not ten times the evidence of one.
@@ -122,15 +160,47 @@ pub fn sublinear_tf(count: f32) -> f32 {
 }
 
 impl CategoryModel {
-    /// The model's sparse input for a message: (feature index, L2-normalized TF-IDF).
+    /// A model over these selected buckets (ascending), with one IDF value per bucket, a row of
+    /// `classes.len()` weights per bucket and one bias per class.
+    pub fn new(
+        classes: Vec<String>,
+        buckets: Vec<u32>,
+        idf: Vec<f32>,
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+    ) -> Self {
+        let known = BucketSet::of(&buckets);
+        CategoryModel {
+            classes,
+            buckets,
+            idf,
+            weights,
+            bias,
+            known,
+        }
+    }
+
+    /// The selected hash buckets, ascending: feature `i` is `buckets()[i]`.
+    pub fn buckets(&self) -> &[u32] {
+        &self.buckets
+    }
+
+    /// The model's sparse input for a message: (feature index, L2-normalized TF-IDF), by
+    /// ascending index. Only n-grams the model knows are kept and sorted (a message has a few
+    /// hundred n-grams, the model knows a few thousand buckets), which is what makes this cheap.
     pub fn features(&self, subject: &str, detail: &str) -> Vec<(usize, f32)> {
-        let mut feats: Vec<(usize, f32)> = hashed_counts(subject, detail)
-            .into_iter()
-            .filter_map(|(b, count)| {
-                let i = self.buckets.binary_search(&b).ok()?;
-                Some((i, sublinear_tf(count) * self.idf[i]))
-            })
-            .collect();
+        let mut known = Vec::with_capacity(64);
+        for_each_gram(subject, detail, |b, w| {
+            if self.known.contains(b)
+                && let Ok(i) = self.buckets.binary_search(&b)
+            {
+                known.push((i, w));
+            }
+        });
+        let mut feats = sum_by_key(known);
+        for (i, v) in &mut feats {
+            *v = sublinear_tf(*v) * self.idf[*i];
+        }
         let norm = feats.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
         if norm > 0.0 {
             for (_, v) in &mut feats {
@@ -241,13 +311,7 @@ impl CategoryModel {
         if r.pos != bytes.len() {
             return Err(ModelError("trailing bytes".into()));
         }
-        Ok(CategoryModel {
-            classes,
-            buckets,
-            idf,
-            weights,
-            bias,
-        })
+        Ok(CategoryModel::new(classes, buckets, idf, weights, bias))
     }
 }
 
@@ -328,13 +392,13 @@ mod tests {
 
     #[test]
     fn model_round_trips_and_rejects_damage() {
-        let m = CategoryModel {
-            classes: vec!["甲".into(), "乙".into()],
-            buckets: vec![1, 5],
-            idf: vec![1.0, 2.0],
-            weights: vec![0.5, -0.5, -1.0, 1.0],
-            bias: vec![0.0, 0.1],
-        };
+        let m = CategoryModel::new(
+            vec!["甲".into(), "乙".into()],
+            vec![1, 5],
+            vec![1.0, 2.0],
+            vec![0.5, -0.5, -1.0, 1.0],
+            vec![0.0, 0.1],
+        );
         let bytes = m.to_bytes();
         assert_eq!(CategoryModel::from_bytes(&bytes), Ok(m));
         for cut in [0, 8, 20, bytes.len() - 1] {

@@ -8,7 +8,7 @@
 //! Text is cut into clauses at punctuation; a cue counts only if its clause has no negation,
 //! hypothetical, past or drill marker before it, and no "隐患/演练" after it.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::LazyLock;
 
 use aho_corasick::AhoCorasick;
@@ -492,13 +492,22 @@ fn clauses(text: &str) -> impl Iterator<Item = &str> {
 
 /// Whether `cue` occurs in `clause` as a live statement (not negated, hypothetical, past).
 fn live_in_clause(clause: &str, cue: &str) -> bool {
+    let (negators, after_negators) = &*NEGATION;
     clause.match_indices(cue).any(|(at, _)| {
         let before = &clause[..at];
         let after = &clause[at + cue.len()..];
-        !NEGATORS.iter().any(|n| before.contains(n))
-            && !AFTER_NEGATORS.iter().any(|n| after.contains(n))
+        !negators.is_match(before) && !after_negators.is_match(after)
     })
 }
+
+/// [`NEGATORS`] and [`AFTER_NEGATORS`] as automata: whether any of them occurs before or after
+/// a cue in its clause, in one pass each instead of a search per word.
+static NEGATION: LazyLock<(AhoCorasick, AhoCorasick)> = LazyLock::new(|| {
+    // Built from the constant word lists above, never from input: it cannot fail.
+    #[allow(clippy::expect_used)]
+    let build = |words: &[&str]| AhoCorasick::new(words).expect("negator automaton");
+    (build(NEGATORS), build(AFTER_NEGATORS))
+});
 
 fn live(present: &Present<'_>, cue: &str) -> bool {
     present.has(cue) && clauses(present.text).any(|c| live_in_clause(c, cue))
@@ -508,7 +517,7 @@ fn live(present: &Present<'_>, cue: &str) -> bool {
 /// is read once to learn which cues occur in it, instead of once per cue (about 250 of them).
 struct Lexicon {
     automaton: AhoCorasick,
-    index: HashMap<&'static str, usize>,
+    index: FxHashMap<&'static str, usize>,
 }
 
 static LEXICON: LazyLock<Lexicon> = LazyLock::new(|| {

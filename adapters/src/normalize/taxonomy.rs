@@ -5,7 +5,7 @@
 //! is measured and must stay comparable; the keyword route (`一级/二级`) is an extra hint for
 //! dispatchers, in `subcategory`.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::LazyLock;
 
 use aho_corasick::AhoCorasick;
@@ -24,7 +24,7 @@ pub struct Taxonomy {
 #[derive(Debug, Clone)]
 struct Keywords {
     automaton: AhoCorasick,
-    index: HashMap<String, usize>,
+    index: FxHashMap<String, usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,7 +90,7 @@ impl Taxonomy {
     /// breaks ties.
     pub fn route(&self, first_level: Option<&str>, text: &str) -> Option<String> {
         // Which keywords occur in the text: one pass of the automaton.
-        let present: Option<(Vec<bool>, &HashMap<String, usize>)> =
+        let present: Option<(Vec<bool>, &FxHashMap<String, usize>)> =
             self.keywords.as_ref().map(|k| {
                 let mut seen = vec![false; k.index.len()];
                 for m in k.automaton.find_overlapping_iter(text) {
