@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# One benchmark report: the README's performance commands run in one sitting and printed as one
+# Markdown table, headed by the machine (cores, CPU model, load average), the commit and the date,
+# so the README's table can be this output and nothing in it outlives the code it was measured on.
+#   benches/report.sh              everything (about 8 minutes on 2 cores)
+#   benches/report.sh intake call  only some parts: intake, call, criterion, speech
+# Run it on an otherwise idle machine; the load average is printed before and after so a busy
+# one shows. The report is also written to target/bench-report.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+parts=("$@")
+[ "${#parts[@]}" -gt 0 ] || parts=(intake call criterion speech)
+want() { [[ " ${parts[*]} " == *" $1 "* ]]; }
+
+echo "report: building (release)" >&2
+cargo build --release --locked -p gateway -p benches >&2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+rows=()
+row() { rows+=("| $1 | $2 | \`$3\` |"); }
+
+# A SUMMARY line's `key=value` field.
+field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p" | head -1; }
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
+if want intake; then
+  cmd="target/release/intake-load --spawn target/release/gateway --connections 128 --duration 15 --warmup 3"
+  echo "report: $cmd" >&2
+  $cmd >"$work/intake.txt" 2>&1 || true
+  s=$(grep '^SUMMARY' "$work/intake.txt" || echo "SUMMARY failed")
+  row "durable HTTP submissions (SQLite, fsync before every 202), 128 connections" \
+    "$(field "$s" rate), p99 $(field "$s" p99), errors $(field "$s" errors), gateway CPU $(field "$s" gw_cpu) per request, generator $(field "$s" gen_cpu)" \
+    "$cmd"
+fi
+
+if want call; then
+  realtime=()
+  if [ "$(id -u)" = 0 ]; then realtime=(--realtime 5); fi
+  for calls in 1000 2000; do
+    cmd="target/release/call-load --spawn target/release/gateway ${realtime[*]} --calls $calls --rate 500 --hold 30 --digits 1 --dtmf-after 3"
+    echo "report: $cmd" >&2
+    $cmd >"$work/call-$calls.txt" 2>&1 || true
+    s=$(grep '^SUMMARY' "$work/call-$calls.txt" || echo "SUMMARY failed")
+    row "SIP calls: $calls concurrent IVR calls set up at 500/s, held 30 s" \
+      "late > 5 ms $(field "$s" 'late>5ms') $(tr ' ' '\n' <<<"$s" | grep -m1 '^(' || true) (max $(field "$s" late_max)), setups $(field "$s" setups), INVITE→200 p99 $(field "$s" setup_p99), gateway $(field "$s" gateway_cpu) of a core, generator $(field "$s" generator_cpu)" \
+      "$cmd"
+  done
+fi
+
+if want criterion; then
+  for bench in hot_paths ivr store; do
+    cmd="cargo bench -p benches --bench $bench"
+    echo "report: $cmd" >&2
+    CRITERION_HOME="$work/criterion" $cmd >"$work/$bench.txt" 2>/dev/null || true
+    # `name time: [low mid high]`, the name sometimes on the line before; the middle value.
+    awk '
+      /^[A-Za-z0-9_\/-]+$/ { name = $1; next }
+      /time:[ \t]+\[[0-9]/ {
+        if ($1 != "time:") name = $1
+        sub(/.*\[/, ""); split($0, v, " ")
+        printf "%s %s %s\n", name, v[3], v[4]
+      }' "$work/$bench.txt" >"$work/$bench.figures"
+    figures=$(awk '{ printf "%s%s %s %s", (NR > 1 ? ", " : ""), $1, $2, $3 }' "$work/$bench.figures")
+    row "criterion \`$bench\` (median time per iteration)" "${figures:-failed}" "$cmd"
+  done
+fi
+
+if want speech; then
+  cmd="cargo run --release -p speech-models --features recognizer --example latency -- 4"
+  echo "report: $cmd" >&2
+  $cmd >"$work/speech.txt" 2>/dev/null || true
+  figures=$(grep -E 'concurrent caller|3 s utterance' "$work/speech.txt" | sed 's/  */ /g' | paste -sd ';' - | sed 's/;/; /g')
+  row "speech: end of speech → final text (Whisper base, a 1 s answer over G.711; a 3 s utterance)" \
+    "${figures:-failed}" "$cmd"
+fi
+
+cpu=$(sed -n 's/^model name[ \t]*: //p' /proc/cpuinfo | head -1)
+{
+  echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu), commit $(git describe --always --dirty)."
+  echo "Load average before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg). Generator and gateway on the same cores, over loopback."
+  echo
+  echo "| what | figure | command |"
+  echo "|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+} | tee target/bench-report.md
