@@ -1,6 +1,6 @@
 //! End-of-speech -> final-text latency of the recognizer pool, and the real-time factor.
 //!
-//! `cargo run --release -p speech-models --example latency [-- ROUNDS]`
+//! `cargo run --release -p speech-models --features recognizer --example latency [-- ROUNDS]`
 //!
 //! Speaks a short Mandarin answer and a 3 s English sentence with espeak-ng, carries them over
 //! 8 kHz G.711 mu-law with sox (as a phone line would), then has 1, 2 and 4 simulated callers
