@@ -130,6 +130,14 @@ impl SpeechService {
     /// Speech for calls, or `None` (logged once) when it is off or has no model. The model is
     /// loaded on a thread of its own (about a second and a few hundred MB).
     pub fn start(config: &SpeechConfig) -> Option<Arc<SpeechService>> {
+        if config.enabled && !speech_models::recognizer::ENGINE_BUILT {
+            tracing::warn!(
+                "speech recognition off: this gateway was built without its `speech` feature; \
+                 calls take keys only"
+            );
+            metrics::gauge!("gateway_speech_ready").set(0.0);
+            return None;
+        }
         let settings = match SpeechSettings::from_config(config) {
             Ok(s) => s,
             Err(why) => {

@@ -43,6 +43,9 @@ mod absent {
 
 /// Whisper's sample rate.
 pub const SAMPLE_RATE: usize = 16_000;
+/// Whether this build has the Whisper engine (the `recognizer` feature); without it
+/// [`Recognizer::new`] always answers [`RecognizerError::NotBuilt`].
+pub const ENGINE_BUILT: bool = cfg!(feature = "recognizer");
 /// Encoder frames per second of audio.
 const FRAMES_PER_SECOND: f64 = 50.0;
 /// Longest audio Whisper takes in one window.
