@@ -314,9 +314,14 @@ impl InbandDetector {
     /// Process samples; returns the digits that completed their minimum duration in them.
     pub fn process(&mut self, samples: &[i16]) -> Vec<InbandDigit> {
         let mut found = Vec::new();
-        for &s in samples {
-            self.buf.push(f32::from(s));
-            self.samples_seen += 1;
+        let mut rest = samples;
+        // Whole runs up to the end of the block at a time, not a push per sample: this runs
+        // on every frame of every call that listens for in-band digits.
+        while !rest.is_empty() {
+            let (run, after) = rest.split_at((BLOCK - self.buf.len()).min(rest.len()));
+            self.buf.extend(run.iter().map(|&s| f32::from(s)));
+            self.samples_seen += run.len() as u64;
+            rest = after;
             if self.buf.len() == BLOCK {
                 let hit = classify_block(&self.buf);
                 self.buf.clear();

@@ -331,6 +331,16 @@ impl RtpSession {
         }
     }
 
+    /// Begin the 20 ms clock at `at` instead of at creation. Only before the first tick:
+    /// once the session has ticked (or its clock was moved) this does nothing, so the stream's
+    /// timing never jumps. A driver that paces many sessions from one timer puts every
+    /// session's ticks on a shared grid this way, so sessions due together share one wakeup.
+    pub fn start_ticks_at(&mut self, at: Instant) {
+        if self.next_tick == self.start {
+            self.next_tick = at;
+        }
+    }
+
     /// Our SSRC (for the call record and RTCP).
     pub fn ssrc(&self) -> u32 {
         self.cfg.ssrc
@@ -968,6 +978,29 @@ mod tests {
         );
         assert_eq!(rtp[0].destination, "10.0.0.1:40000".parse().expect("addr"));
         assert!(due > t0 + FRAME_DURATION * 9);
+    }
+
+    #[test]
+    fn the_clock_moves_to_a_later_start_once_and_never_after_it_ticked() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        let start = t0 + Duration::from_millis(3);
+        s.start_ticks_at(start);
+        let (sent, _, due) = drain_until_timeout(&mut s);
+        assert!(sent.is_empty());
+        assert_eq!(due, start, "the first tick is at the new start");
+        // Asked again: the clock stays where it was put.
+        s.start_ticks_at(t0 + Duration::from_millis(4));
+        assert_eq!(drain_until_timeout(&mut s).2, start);
+        s.handle_timeout(t0 + Duration::from_millis(2));
+        assert!(drain(&mut s).0.is_empty(), "nothing before the new start");
+        s.handle_timeout(start);
+        let (sent, _, due) = drain_until_timeout(&mut s);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(due, start + FRAME_DURATION);
+        // After the first tick the clock does not move.
+        s.start_ticks_at(t0 + Duration::from_millis(50));
+        assert_eq!(drain_until_timeout(&mut s).2, start + FRAME_DURATION);
     }
 
     #[test]

@@ -9,16 +9,26 @@
 //! calls (FreeSWITCH's timer threads, the generator in `benches/`) pace from one clock instead.
 //!
 //! Here every call is an entry on one pacer thread (the least loaded of the engine's
-//! `media.pacer_threads`). The thread sleeps until the
-//! earliest deadline of its calls (at most [`EARLY`] before it, at most [`MAX_SLEEP`] at a
-//! time). On each wakeup it takes the calls handed over meanwhile, asks its epoll set without
+//! `media.pacer_threads`). The pacer keeps a grid of [`GRID`] steps from its start, and every
+//! call's 20 ms clock starts on a grid point ([`RtpSession::start_ticks_at`]), so each call is
+//! due at the same grid points for its whole life, and a pacer carrying hundreds of calls wakes
+//! [`GRID`] apart, not once for each call's own phase: a wakeup of a thread costs tens of
+//! microseconds on a virtual machine (the scheduler, the timer programming, the VM exit),
+//! which was a fifth of the engine's CPU when the pacers woke every millisecond. Deadlines that
+//! are not frames (RTCP reports, the media timeout) are rounded up to the grid too.
+//!
+//! The thread sleeps until the earliest deadline of its calls, or until a call is handed over
+//! (a condition variable, so a new call is answered at once and an idle pacer never wakes).
+//! On each wakeup it takes the calls handed over meanwhile, asks its epoll set without
 //! waiting which of its calls' RTP and RTCP sockets hold datagrams and reads those
-//! (level-triggered; see [`read_ready`]), so an arriving packet wakes nobody and is read within
-//! [`MAX_SLEEP`]. Then it visits every call due within the next millisecond: takes the call's
-//! commands, advances the call's sans-IO [`RtpSession`], sends what is due and hands events to
-//! the call task. A call is visited at least every 20 ms (its next frame), so a command waits
-//! at most one frame, which is also the soonest it could be heard. Packets go out at most
-//! [`EARLY`] before their time, never because a timer of their own was late.
+//! (level-triggered; see [`read_ready`]) with the kernel's arrival time of each
+//! (`SO_TIMESTAMPNS`), so that the jitter the session measures is the network's, not the
+//! grid's. Then it visits every call due: takes the call's commands, advances the call's
+//! sans-IO [`RtpSession`], sends what is due and hands events to the call task. A call is
+//! visited at least every 20 ms (its next frame), so a command waits at most one frame, which
+//! is also the soonest it could be heard. Packets go out on their call's grid point, never
+//! because a timer of their own was late; the calls of one grid point go out together, in the
+//! same order every time, so the burst adds no jitter.
 //!
 //! The pacers run SCHED_FIFO when the configuration asks and the system allows (see
 //! [`Scheduling`]): on a host that is busy with other work (signalling, HTTP intake, or a load
@@ -42,15 +52,22 @@ use tokio::sync::{mpsc, oneshot};
 
 use media::rtp_session::{RtpSession, RtpStats};
 
-use super::rtp_socket::{BoundPorts, CallMedia, DriverOptions, MediaCommand, MediaHandle};
+use super::rtp_socket::{
+    ArrivalClock, BoundPorts, CallMedia, DriverOptions, MediaCommand, MediaHandle,
+};
 
-/// How far ahead of its deadline a call may be visited, so that calls due within the same
-/// millisecond share one wakeup of the pacer. Their packets leave up to this much early.
-pub const EARLY: Duration = Duration::from_millis(1);
+/// The pacer's grid: every deadline of its calls is a multiple of this from the pacer's start.
+/// A divisor of the 20 ms frame, so a call stays on its grid point. 5 ms: a pacer wakes at
+/// most 200 times a second however many calls it carries, a new call's first frame waits at
+/// most this long, and an RTCP report or a media timeout fires at most this late.
+pub const GRID: Duration = Duration::from_millis(5);
 
-/// Longest a pacer with calls sleeps, so arriving packets are read (and their arrival time
-/// taken for the jitter figures) within about this long even when it carries few calls.
-pub const MAX_SLEEP: Duration = Duration::from_millis(2);
+/// The first grid point at or after `t`, on the grid that starts at `epoch`.
+fn grid_ceil(epoch: Instant, t: Instant) -> Instant {
+    let step = GRID.as_nanos();
+    let steps = t.saturating_duration_since(epoch).as_nanos().div_ceil(step);
+    epoch + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX))
+}
 
 /// Pacer threads carrying the media of every call. Cheap to share; the threads end when the
 /// engine is dropped and their last call has closed.
@@ -330,12 +347,24 @@ impl Intake {
         self.arrived.notify_one();
     }
 
-    /// Take what has arrived into `into`, first waiting for something when `wait`. Returns
-    /// false once the engine is gone.
-    fn take(&self, into: &mut Vec<NewCall>, wait: bool) -> bool {
+    /// Take what has arrived into `into`, first waiting for something until `until` (for
+    /// ever with `None`; not at all when it has passed). Returns false once the engine is gone.
+    fn take(&self, into: &mut Vec<NewCall>, until: Option<Instant>) -> bool {
         let mut state = self.lock();
-        while wait && state.calls.is_empty() && !state.closed {
-            state = self.arrived.wait(state).unwrap_or_else(|p| p.into_inner());
+        while state.calls.is_empty() && !state.closed {
+            state = match until {
+                None => self.arrived.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(t) => {
+                    let left = t.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    self.arrived
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
         }
         into.append(&mut state.calls);
         !state.closed
@@ -363,8 +392,8 @@ impl NewCall {
         let _ = self.done.send(self.media.finish());
     }
 
-    /// Visit the call at `now` for its deadline `due` (at most [`EARLY`] ahead). Returns the
-    /// call's next deadline, or `None` when its media has ended.
+    /// Visit the call at `now` for its deadline `due`. Returns the call's next deadline, or
+    /// `None` when its media has ended.
     fn visit(&mut self, now: Instant, due: Instant) -> Option<Instant> {
         loop {
             match self.commands.try_recv() {
@@ -421,13 +450,13 @@ fn read_ready(poll: &Epoll, calls: &mut [Option<Entry>], ready: &mut [EpollEvent
             return;
         }
         passes += 1;
-        let now = Instant::now();
+        let clock = ArrivalClock::now();
         for ev in &ready[..n] {
             let (slot, generation, rtcp) = untoken(ev.data());
             if let Some(entry) = calls.get_mut(slot).and_then(Option::as_mut)
                 && entry.generation == generation
             {
-                entry.call.media.receive(now, rtcp, buf);
+                entry.call.media.receive(&clock, rtcp, buf);
             }
         }
     }
@@ -443,36 +472,22 @@ fn run(intake: Arc<Intake>, count: Arc<AtomicUsize>, poll: Epoll, mut scheduling
     let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     let mut buf = vec![0u8; 2048];
     let mut intake_open = true;
+    let epoch = Instant::now();
     loop {
-        // A plain sleep until the next deadline, taking new calls after it: a new call waits
-        // at most MAX_SLEEP.
+        // Sleep until the next deadline or a new call, whichever comes first.
         let next = due.peek().map(|Reverse((t, _))| *t);
+        if next.is_none() && !intake_open {
+            // The engine is gone and no call is left.
+            return;
+        }
         let mut arrived = Vec::new();
-        match next {
-            None => {
-                if !intake_open {
-                    return;
-                }
-                intake_open = intake.take(&mut arrived, true);
-                if arrived.is_empty() {
-                    // The engine is gone and no call is left.
-                    return;
-                }
-            }
-            Some(t) => {
-                let wait = t
-                    .saturating_duration_since(Instant::now() + EARLY)
-                    .min(MAX_SLEEP);
-                if !wait.is_zero() {
-                    std::thread::sleep(wait);
-                }
-                if intake_open {
-                    intake_open = intake.take(&mut arrived, false);
-                }
-            }
+        if intake_open {
+            intake_open = intake.take(&mut arrived, next);
+        } else if let Some(t) = next {
+            std::thread::sleep(t.saturating_duration_since(Instant::now()));
         }
         let woke = Instant::now();
-        for call in arrived {
+        for mut call in arrived {
             generation = generation.wrapping_add(1);
             let slot = free.pop().unwrap_or(calls.len());
             let watched = [
@@ -497,20 +512,21 @@ fn run(intake: Arc<Intake>, count: Arc<AtomicUsize>, poll: Epoll, mut scheduling
                 count.fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
+            let first = grid_ceil(epoch, woke);
+            call.media.start_ticks_at(first);
             let entry = Entry { call, generation };
             if slot == calls.len() {
                 calls.push(Some(entry));
             } else {
                 calls[slot] = Some(entry);
             }
-            due.push(Reverse((woke, slot)));
+            due.push(Reverse((first, slot)));
         }
         read_ready(&poll, &mut calls, &mut ready, &mut buf);
-        // Visit the calls due now or within EARLY.
+        // Visit the calls due by now.
         let now = Instant::now();
-        let horizon = now + EARLY;
         while let Some(&Reverse((t, slot))) = due.peek() {
-            if t > horizon {
+            if t > now {
                 break;
             }
             due.pop();
@@ -518,7 +534,7 @@ fn run(intake: Arc<Intake>, count: Arc<AtomicUsize>, poll: Epoll, mut scheduling
                 continue;
             };
             if let Some(next) = entry.call.visit(now, t) {
-                due.push(Reverse((next, slot)));
+                due.push(Reverse((grid_ceil(epoch, next), slot)));
             } else if let Some(ended) = calls.get_mut(slot).and_then(Option::take) {
                 ended.call.finish();
                 free.push(slot);
@@ -578,6 +594,30 @@ mod tests {
                 untoken(token(slot, generation, rtcp)),
                 (slot, generation, rtcp)
             );
+        }
+    }
+
+    #[test]
+    fn deadlines_round_up_to_the_pacers_grid() {
+        let epoch = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(grid_ceil(epoch, epoch), epoch);
+        assert_eq!(grid_ceil(epoch, epoch + ms(1)), epoch + GRID);
+        assert_eq!(grid_ceil(epoch, epoch + GRID), epoch + GRID);
+        assert_eq!(
+            grid_ceil(epoch, epoch + GRID + Duration::from_nanos(1)),
+            epoch + GRID * 2
+        );
+        // Before the grid's start: its first point.
+        if let Some(before) = epoch.checked_sub(ms(3)) {
+            assert_eq!(grid_ceil(epoch, before), epoch);
+        }
+        // A call started on the grid stays on it: 20 ms is a whole number of steps.
+        assert_eq!(20 % GRID.as_millis(), 0);
+        let start = grid_ceil(epoch, epoch + ms(7));
+        for k in 1..100u32 {
+            let tick = start + ms(20) * k;
+            assert_eq!(grid_ceil(epoch, tick), tick);
         }
     }
 

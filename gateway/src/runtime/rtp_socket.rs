@@ -22,7 +22,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -109,10 +109,91 @@ impl PortAllocator {
     }
 }
 
+/// A non-blocking socket whose datagrams carry the kernel's arrival time (`SO_TIMESTAMPNS`,
+/// read by [`CallMedia::receive`]).
 fn bind_nonblocking(addr: SocketAddr) -> io::Result<UdpSocket> {
     let socket = UdpSocket::bind(addr)?;
     socket.set_nonblocking(true)?;
+    nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::ReceiveTimestampns,
+        &true,
+    )?;
     Ok(socket)
+}
+
+/// Turns the kernel's arrival times (wall clock) into [`Instant`]s: one reading of both clocks
+/// per batch of reads, and each datagram's age on the wall clock taken off the monotonic one.
+/// The pacer reads on its grid, up to a few milliseconds after a datagram came; its arrival
+/// time is what the jitter buffer and the RTCP jitter figure need.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ArrivalClock {
+    now: Instant,
+    wall: SystemTime,
+}
+
+/// A kernel timestamp further back than this is not believed (the wall clock was set in the
+/// meantime): the datagram counts as arriving when read.
+const MAX_AGE: Duration = Duration::from_secs(1);
+
+impl ArrivalClock {
+    pub(crate) fn now() -> Self {
+        Self {
+            now: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// When a datagram the kernel stamped `stamped` (wall clock) arrived; the reading itself
+    /// without a stamp.
+    fn arrival(&self, stamped: Option<SystemTime>) -> Instant {
+        stamped
+            .and_then(|t| self.wall.duration_since(t).ok())
+            .filter(|age| *age <= MAX_AGE)
+            .and_then(|age| self.now.checked_sub(age))
+            .unwrap_or(self.now)
+    }
+}
+
+/// Read one datagram into `buf` with its kernel arrival time: its length, source and stamp.
+fn recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<SystemTime>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = nix::sys::socket::recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )?;
+    let from = msg
+        .address
+        .as_ref()
+        .and_then(|a| match a.family() {
+            Some(nix::sys::socket::AddressFamily::Inet) => a
+                .as_sockaddr_in()
+                .map(|v4| SocketAddr::V4(std::net::SocketAddrV4::from(*v4))),
+            Some(nix::sys::socket::AddressFamily::Inet6) => a
+                .as_sockaddr_in6()
+                .map(|v6| SocketAddr::V6(std::net::SocketAddrV6::from(*v6))),
+            _ => None,
+        })
+        .ok_or_else(|| io::Error::other("datagram without an IP source address"))?;
+    let stamped = msg.cmsgs().ok().and_then(|mut all| {
+        all.find_map(|c| match c {
+            ControlMessageOwned::ScmTimestampns(ts) => {
+                let secs = u64::try_from(ts.tv_sec()).ok()?;
+                let nanos = u32::try_from(ts.tv_nsec()).ok()?;
+                Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+            }
+            _ => None,
+        })
+    });
+    Ok((msg.bytes, from, stamped))
 }
 
 /// A leased port pair; released on drop.
@@ -313,12 +394,18 @@ impl CallMedia {
         &self.rtcp
     }
 
+    /// Start the session's 20 ms clock at `at` (the pacer's grid point), before its first tick.
+    pub(crate) fn start_ticks_at(&mut self, at: Instant) {
+        self.session.start_ticks_at(at);
+    }
+
     /// Read one datagram from the RTP (`rtcp` false) or RTCP socket, which the pacer's poll
-    /// found readable.
-    pub(crate) fn receive(&mut self, now: Instant, rtcp: bool, buf: &mut [u8]) {
+    /// found readable, as arriving when the kernel says it did.
+    pub(crate) fn receive(&mut self, clock: &ArrivalClock, rtcp: bool, buf: &mut [u8]) {
         let socket = if rtcp { &self.rtcp } else { &self.rtp };
-        match socket.recv_from(buf) {
-            Ok((n, from)) => {
+        match recv_stamped(socket, buf) {
+            Ok((n, from, stamped)) => {
+                let now = clock.arrival(stamped);
                 let data = &buf[..n];
                 // RTP/RTCP mux (RFC 5761): RTCP packet types 200-204 on the RTP port.
                 if rtcp || (n > 1 && (200..=204).contains(&data[1])) {
