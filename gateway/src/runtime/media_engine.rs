@@ -9,12 +9,13 @@
 //! calls (FreeSWITCH's timer threads, the generator in `benches/`) pace from one clock instead.
 //!
 //! Here every call is an entry on one pacer thread (the least loaded of the engine's
-//! `media.pacer_threads`). The pacer keeps a grid of [`GRID`] steps from its start, and every
-//! call's 20 ms clock starts on a grid point ([`RtpSession::start_ticks_at`]), so each call is
-//! due at the same grid points for its whole life, and a pacer carrying hundreds of calls wakes
-//! [`GRID`] apart, not once for each call's own phase: a wakeup of a thread costs tens of
-//! microseconds on a virtual machine (the scheduler, the timer programming, the VM exit),
-//! which was a fifth of the engine's CPU when the pacers woke every millisecond. Deadlines that
+//! `media.pacer_threads`). The pacer keeps a grid of [`GRID`] steps (the pacers' grids
+//! staggered across one step), and every call's 20 ms clock starts on a grid point
+//! ([`RtpSession::start_ticks_at`]), so each call is due at the same grid points for its whole
+//! life, and a pacer carrying hundreds of calls wakes [`GRID`] apart, not once for each call's
+//! own phase: a wakeup of a thread costs tens of microseconds on a virtual machine (the
+//! scheduler, the timer programming, the VM exit), which was a fifth of the engine's CPU when
+//! the pacers woke every millisecond. Deadlines that
 //! are not frames (RTCP reports, the media timeout) are rounded up to the grid too.
 //!
 //! The thread sleeps until the earliest deadline of its calls, or until a call is handed over
@@ -56,7 +57,7 @@ use super::rtp_socket::{
     ArrivalClock, BoundPorts, CallMedia, DriverOptions, MediaCommand, MediaHandle,
 };
 
-/// The pacer's grid: every deadline of its calls is a multiple of this from the pacer's start.
+/// The pacer's grid: every deadline of its calls is a multiple of this from the pacer's epoch.
 /// A divisor of the 20 ms frame, so a call stays on its grid point. 5 ms: a pacer wakes at
 /// most 200 times a second however many calls it carries, a new call's first frame waits at
 /// most this long, and an RTCP report or a media timeout fires at most this late.
@@ -99,7 +100,12 @@ impl MediaEngine {
             threads
         };
         let mut pacers = Vec::with_capacity(threads);
+        // The pacers' grids are staggered across one step, so their bursts of packets (and of
+        // work) do not fall on the same instant.
+        let start = Instant::now();
+        let stagger = GRID / u32::try_from(threads).unwrap_or(u32::MAX).max(1);
         for i in 0..threads {
+            let epoch = start + stagger * u32::try_from(i).unwrap_or(0);
             let intake = Arc::new(Intake::default());
             let rx = Arc::clone(&intake);
             let calls = Arc::new(AtomicUsize::new(0));
@@ -107,7 +113,10 @@ impl MediaEngine {
             let poll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
             std::thread::Builder::new()
                 .name(format!("media-{i}"))
-                .spawn(move || run(rx, count, poll, Scheduling::new(priority, i == 0)))?;
+                .spawn(move || {
+                    let scheduling = Scheduling::new(priority, i == 0);
+                    run(rx, count, poll, epoch, scheduling)
+                })?;
             pacers.push(Pacer { intake, calls });
         }
         Ok(Arc::new(Self { pacers }))
@@ -464,7 +473,13 @@ fn read_ready(poll: &Epoll, calls: &mut [Option<Entry>], ready: &mut [EpollEvent
 
 /// The pacer loop: sleep until the earliest deadline (or a new call), read what arrived,
 /// visit every call due.
-fn run(intake: Arc<Intake>, count: Arc<AtomicUsize>, poll: Epoll, mut scheduling: Scheduling) {
+fn run(
+    intake: Arc<Intake>,
+    count: Arc<AtomicUsize>,
+    poll: Epoll,
+    epoch: Instant,
+    mut scheduling: Scheduling,
+) {
     let mut ready = vec![EpollEvent::empty(); READY_BATCH];
     let mut generation = 0u32;
     let mut calls: Vec<Option<Entry>> = Vec::new();
@@ -472,7 +487,6 @@ fn run(intake: Arc<Intake>, count: Arc<AtomicUsize>, poll: Epoll, mut scheduling
     let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     let mut buf = vec![0u8; 2048];
     let mut intake_open = true;
-    let epoch = Instant::now();
     loop {
         // Sleep until the next deadline or a new call, whichever comes first.
         let next = due.peek().map(|Reverse((t, _))| *t);
