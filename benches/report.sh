@@ -76,7 +76,9 @@ if want speech; then
   echo "report: $cmd" >&2
   $cmd >"$work/speech.txt" 2>/dev/null || true
   figures=$(grep -E 'concurrent caller|3 s utterance' "$work/speech.txt" | sed 's/  */ /g' | paste -sd ';' - | sed 's/;/; /g')
-  row "speech: end of speech → final text (Whisper base, a 1 s answer over G.711; a 3 s utterance)" \
+  # The model format the example ran (its first line: "model q8_0; pool: ...").
+  format=$(sed -n 's/^model \([a-z0-9_]*\);.*/\1/p' "$work/speech.txt")
+  row "speech: end of speech → final text (Whisper base ${format:-?}, a 1 s answer over G.711; a 3 s utterance)" \
     "${figures:-failed}" "$cmd"
 fi
 

@@ -62,6 +62,10 @@ enum ModelsCommand {
         /// Convert again even when a verified model is cached.
         #[arg(long)]
         force: bool,
+        /// How the weights are stored: f16 or q8_0 (8-bit, faster, hears some Mandarin answers
+        /// worse); default: speech.quantization of the config, f16.
+        #[arg(long)]
+        quantization: Option<speech_models::model::Quantization>,
     },
 }
 
@@ -172,6 +176,7 @@ fn models(command: ModelsCommand) -> anyhow::Result<()> {
             index_url,
             python,
             force,
+            quantization,
         } => {
             let config = Config::load(config.as_deref())?;
             let cache_dir = cache_dir.unwrap_or(config.speech.cache_dir);
@@ -180,6 +185,7 @@ fn models(command: ModelsCommand) -> anyhow::Result<()> {
                 python,
                 index_url,
                 force,
+                quantization: quantization.unwrap_or(config.speech.quantization),
             };
             let path = gateway::speech::prepare_model(&cache_dir, &options)?;
             println!("{}", path.display());

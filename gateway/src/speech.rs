@@ -42,7 +42,8 @@ use tokio::sync::mpsc;
 
 use crate::call::config::{MAX_UTTERANCE, SpeechConfig};
 
-/// `gateway models prepare`: obtains, converts, verifies and caches Whisper base.
+/// `gateway models prepare`: obtains, converts, verifies and caches Whisper base (in
+/// `options.quantization`).
 pub fn prepare_model(cache_dir: &Path, options: &PrepareOptions) -> anyhow::Result<PathBuf> {
     let path = model::prepare(cache_dir, options)
         .with_context(|| format!("preparing the speech model in {}", cache_dir.display()))?;
@@ -88,10 +89,10 @@ impl SpeechSettings {
         if !config.enabled {
             return Err("speech.enabled = false".into());
         }
-        let path = config
-            .model
-            .clone()
-            .unwrap_or_else(|| config.cache_dir.join(model::MODEL_FILE));
+        let path = match &config.model {
+            Some(path) => path.clone(),
+            None => prepared_model(&config.cache_dir, config.quantization),
+        };
         if !path.is_file() {
             return Err(format!(
                 "no speech model at {} (run `gateway models prepare`, or set speech.model)",
@@ -102,6 +103,33 @@ impl SpeechSettings {
         let model = model::resolve(Some(&path), &config.cache_dir, &PrepareOptions::default())
             .map_err(|e| format!("speech model unusable: {e}"))?;
         Ok(SpeechSettings::new(model, config))
+    }
+}
+
+/// The prepared Whisper base in `quantization` in `cache_dir`, or, when only the other format is
+/// there, that one (with a warning naming the command that prepares the configured one): a site
+/// that switches `speech.quantization` keeps hearing callers until it prepares the new format.
+fn prepared_model(cache_dir: &Path, quantization: model::Quantization) -> PathBuf {
+    let wanted = cache_dir.join(model::model_file(quantization));
+    if wanted.is_file() {
+        return wanted;
+    }
+    let other = model::Quantization::ALL
+        .into_iter()
+        .filter(|&q| q != quantization)
+        .map(|q| (q, cache_dir.join(model::model_file(q))))
+        .find(|(_, path)| path.is_file());
+    match other {
+        Some((q, path)) => {
+            tracing::warn!(
+                wanted = %wanted.display(),
+                using = %path.display(),
+                "speech.quantization is {quantization} but only the {q} model is prepared; \
+                 using it (run `gateway models prepare` for the {quantization} one)"
+            );
+            path
+        }
+        None => wanted,
     }
 }
 
@@ -675,5 +703,21 @@ mod tests {
         })
         .expect_err("bad model");
         assert!(why.contains("unusable"), "{why}");
+    }
+
+    #[test]
+    fn the_configured_format_is_preferred_and_the_other_one_used_when_alone() {
+        use speech_models::model::Quantization;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f16 = dir.path().join(model::model_file(Quantization::F16));
+        let q8 = dir.path().join(model::model_file(Quantization::Q8_0));
+        assert_eq!(prepared_model(dir.path(), Quantization::Q8_0), q8);
+        std::fs::write(&f16, b"x").expect("write");
+        // Only f16 prepared (q8_0 configured but not prepared yet): f16 is used.
+        assert_eq!(prepared_model(dir.path(), Quantization::Q8_0), f16);
+        assert_eq!(prepared_model(dir.path(), Quantization::F16), f16);
+        std::fs::write(&q8, b"x").expect("write");
+        assert_eq!(prepared_model(dir.path(), Quantization::Q8_0), q8);
+        assert_eq!(prepared_model(dir.path(), Quantization::F16), f16);
     }
 }

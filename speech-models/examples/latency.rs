@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use speech_models::answer;
 use speech_models::matcher::{Choice, DEFAULT_THRESHOLD, Matcher};
-use speech_models::model::{self, PrepareOptions};
+use speech_models::model;
 use speech_models::recognizer::{Language, Recognizer, RecognizerConfig, Request};
 
 /// Phone-line audio as the recognizer takes it (16 kHz f32).
@@ -39,8 +39,9 @@ fn main() -> Result<(), String> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(6);
-    let model = model::prepare(&common::cache_dir(), &PrepareOptions::default())
-        .map_err(|e| e.to_string())?;
+    // SPEECH_QUANTIZATION=q8_0 measures the 8-bit model instead of the default f16.
+    let options = common::prepare_options();
+    let model = model::prepare(&common::cache_dir(), &options).map_err(|e| e.to_string())?;
     // SPEECH_POOL / SPEECH_THREADS override the pool's sizing, to compare layouts.
     let env = |k: &str| {
         std::env::var(k)
@@ -65,7 +66,8 @@ fn main() -> Result<(), String> {
     ));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "pool: {} recognizers, {} cores; answer {:.2} s of audio; {rounds} rounds",
+        "model {}; pool: {} recognizers, {} cores; answer {:.2} s of audio; {rounds} rounds",
+        options.quantization,
         recognizer.capacity(),
         cores,
         answer.len() as f64 / 16_000.0

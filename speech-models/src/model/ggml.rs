@@ -4,6 +4,11 @@
 //! (`ndims`, name length, type, dims innermost first, name, data). whisper.cpp looks tensors up by
 //! OpenAI's names and refuses unknown ones, so the converter produces exactly
 //! [`expected_tensor_names`] and [`verify`] checks a file against that list.
+//!
+//! Tensor types follow what whisper.cpp creates for the file's weight type ([`Quantization`]):
+//! the 2-D weight matrices in that type, convolution kernels in f16, everything else (biases,
+//! layer norms, positional embeddings) in f32. whisper.cpp rejects a tensor whose size does not
+//! match, so [`verify`] checks the types too.
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -11,13 +16,11 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use half::f16;
 
 use super::ct2::{Ct2Model, DType, Variable};
+use super::quant::{self, Quantization, TYPE_F16, TYPE_F32, TYPE_Q8_0};
 use super::{mel, vocab};
 
 /// `ggml` in ASCII, read as a little-endian int32.
 pub const MAGIC: u32 = 0x6767_6d6c;
-/// ggml tensor types we write.
-const TYPE_F32: i32 = 0;
-const TYPE_F16: i32 = 1;
 /// Bounds that keep [`verify`] from allocating what a corrupt file declares.
 const MAX_VOCAB: i32 = 1_000_000;
 const MAX_TOKEN_LEN: i32 = 1024;
@@ -104,6 +107,11 @@ pub enum GgmlError {
     DType { name: String, dtype: DType },
     #[error("the model is not a Whisper model: {0}")]
     NotWhisper(String),
+    #[error("tensor {name}: {source}")]
+    Quant {
+        name: String,
+        source: quant::QuantError,
+    },
     #[error(transparent)]
     Vocab(#[from] vocab::VocabError),
     #[error("not a ggml file: {0}")]
@@ -390,10 +398,22 @@ fn sources<'m>(model: &'m Ct2Model, h: &Hparams) -> Result<Vec<(String, Source<'
     Ok(out)
 }
 
-fn keeps_f32(name: &str, ndims: usize) -> bool {
-    ndims < 2
+/// The ggml type of tensor `name` with `ndims` dimensions in a file of weight type `q`, as
+/// `whisper_model_load` creates it: layer norms, biases (the convolutions' are 2-D) and
+/// positional embeddings f32; the convolution kernels (3-D) f16 (ggml's convolution takes no
+/// quantized kernel); the 2-D weight matrices in the weight type. As in whisper.cpp's own
+/// `quantize` tool, only 2-D tensors are ever quantized.
+fn tensor_type(name: &str, ndims: usize, q: Quantization) -> i32 {
+    if ndims < 2
         || name.ends_with("positional_embedding")
         || name.starts_with("encoder.conv") && name.ends_with(".bias")
+    {
+        TYPE_F32
+    } else if ndims == 2 {
+        q.weight_type()
+    } else {
+        TYPE_F16
+    }
 }
 
 fn w_i32(out: &mut impl Write, v: i32) -> io::Result<()> {
@@ -404,9 +424,39 @@ fn len_i32(n: usize) -> io::Result<i32> {
     i32::try_from(n).map_err(|_| io::Error::other("length does not fit in int32"))
 }
 
-/// Writes one tensor's values, converting element type on the way.
+/// Writes one tensor's values as ggml type `ty`, converting on the way. q8_0 blocks run along
+/// the innermost dimension (CT2's last axis, contiguous), so whole rows are whole blocks as long
+/// as a row is a multiple of 32 wide; the caller checks that.
 fn write_data(
     out: &mut impl Write,
+    buf: &[u8],
+    src: &Source<'_>,
+    ty: i32,
+) -> Result<(), GgmlError> {
+    if ty == TYPE_Q8_0 {
+        let mut values = Vec::new();
+        write_floats(&mut values, buf, src, false)?;
+        let values: Vec<f32> = values
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mut blocks = Vec::new();
+        quant::quantize_q8_0(&values, &mut blocks).map_err(|source| GgmlError::Quant {
+            name: src.var.name.clone(),
+            source,
+        })?;
+        out.write_all(&blocks)?;
+        return Ok(());
+    }
+    let mut tmp = Vec::new();
+    write_floats(&mut tmp, buf, src, ty == TYPE_F16)?;
+    out.write_all(&tmp)?;
+    Ok(())
+}
+
+/// Appends one tensor's values to `tmp` as little-endian f16 (`to_f16`) or f32.
+fn write_floats(
+    tmp: &mut Vec<u8>,
     buf: &[u8],
     src: &Source<'_>,
     to_f16: bool,
@@ -420,7 +470,7 @@ fn write_data(
         .get(start..end)
         .filter(|_| end <= var.data.end)
         .ok_or_else(|| GgmlError::Invalid(format!("{} rows out of range", var.name)))?;
-    let mut tmp = Vec::with_capacity(bytes.len() / es * if to_f16 { 2 } else { 4 });
+    tmp.reserve(bytes.len() / es * if to_f16 { 2 } else { 4 });
     for chunk in bytes.chunks_exact(es) {
         let v = match var.dtype {
             DType::F16 if to_f16 => {
@@ -443,7 +493,6 @@ fn write_data(
             tmp.extend_from_slice(&v.to_le_bytes());
         }
     }
-    out.write_all(&tmp)?;
     Ok(())
 }
 
@@ -456,14 +505,18 @@ pub struct Converted {
 }
 
 /// Converts a parsed CT2 Whisper model (`buf` is the whole `model.bin`) and its `vocabulary.txt`
-/// into a ggml file written to `out`.
+/// into a ggml file with weight matrices stored as `quantization`, written to `out`.
 pub fn convert(
     model: &Ct2Model,
     buf: &[u8],
     vocabulary: &[u8],
+    quantization: Quantization,
     out: &mut impl Write,
 ) -> Result<Converted, GgmlError> {
-    let h = hparams_of(model, buf)?;
+    let h = Hparams {
+        ftype: quantization.ftype(),
+        ..hparams_of(model, buf)?
+    };
     let sources = sources(model, &h)?;
     let tokens = vocab::regular_tokens(vocabulary)?;
     if tokens.len() > h.n_vocab as usize {
@@ -503,15 +556,26 @@ pub fn convert(
         if name.starts_with("encoder.conv") && name.ends_with(".bias") {
             dims.push(1);
         }
-        let f32_out = keeps_f32(name, dims.len());
+        let ty = tensor_type(name, dims.len(), quantization);
+        if ty == TYPE_Q8_0
+            && dims
+                .last()
+                .is_none_or(|d| !d.is_multiple_of(quant::Q8_0_BLOCK))
+        {
+            return Err(GgmlError::Shape {
+                name: src.var.name.clone(),
+                shape: dims,
+                expected: format!("rows a multiple of {} wide for q8_0", quant::Q8_0_BLOCK),
+            });
+        }
         w_i32(out, len_i32(dims.len())?)?;
         w_i32(out, len_i32(name.len())?)?;
-        w_i32(out, if f32_out { TYPE_F32 } else { TYPE_F16 })?;
+        w_i32(out, ty)?;
         for d in dims.iter().rev() {
             w_i32(out, len_i32(*d)?)?;
         }
         out.write_all(name.as_bytes())?;
-        write_data(out, buf, src, !f32_out)?;
+        write_data(out, buf, src, ty)?;
     }
     Ok(Converted {
         hparams: h,
@@ -559,7 +623,8 @@ fn bounded(v: i32, max: i32, what: &str) -> Result<usize, GgmlError> {
 }
 
 /// Reads a ggml Whisper file's header, hyperparameters, mel filters, vocabulary and tensor table
-/// (skipping data), and checks the tensors are exactly those whisper.cpp expects.
+/// (skipping data), and checks the tensors are exactly those whisper.cpp expects, each of the
+/// type whisper.cpp expects for the file's weight type (one we write: f16 or q8_0).
 pub fn verify<R: Read + Seek>(r: &mut R) -> Result<GgmlSummary, GgmlError> {
     let file_len = r.seek(SeekFrom::End(0))?;
     r.seek(SeekFrom::Start(0))?;
@@ -602,6 +667,12 @@ fn verify_rest<R: Read + Seek>(
             "mel filters are {mels}x{freqs}"
         )));
     }
+    let quantization = Quantization::from_ftype(h.ftype).ok_or_else(|| {
+        GgmlError::Invalid(format!(
+            "ftype {} is not a weight type we write (f16 = 1, q8_0 = 2007)",
+            h.ftype
+        ))
+    })?;
     r.seek(SeekFrom::Current(i64::from(mels) * i64::from(freqs) * 4))?;
     let n_tokens = bounded(r_i32(r)?, MAX_VOCAB.min(h.n_vocab), "vocabulary size")?;
     for _ in 0..n_tokens {
@@ -620,25 +691,34 @@ fn verify_rest<R: Read + Seek>(
         let ndims = bounded(r_i32(r)?, 4, "tensor rank")?;
         let name_len = bounded(r_i32(r)?, MAX_NAME_LEN, "tensor name length")?;
         let ty = r_i32(r)?;
-        let es: u64 = match ty {
-            TYPE_F32 => 4,
-            TYPE_F16 => 2,
-            other => {
-                return Err(GgmlError::Invalid(format!(
-                    "tensor type {other} (only f32 and f16 are written)"
-                )));
-            }
-        };
         let mut elems: u64 = 1;
-        for _ in 0..ndims {
-            elems = elems.saturating_mul(bounded(r_i32(r)?, i32::MAX, "tensor dimension")? as u64);
+        let mut innermost = 0;
+        for i in 0..ndims {
+            let d = bounded(r_i32(r)?, i32::MAX, "tensor dimension")?;
+            if i == 0 {
+                innermost = d;
+            }
+            elems = elems.saturating_mul(d as u64);
         }
         let mut name = vec![0u8; name_len];
         r.read_exact(&mut name)
             .map_err(|e| GgmlError::Invalid(format!("truncated tensor name: {e}")))?;
         let name = String::from_utf8(name)
             .map_err(|_| GgmlError::Invalid("tensor name is not UTF-8".into()))?;
-        let bytes = elems.saturating_mul(es);
+        let want = tensor_type(&name, ndims, quantization);
+        if ty != want {
+            return Err(GgmlError::Invalid(format!(
+                "tensor {name} has type {ty}, expected {want} in a {quantization} file"
+            )));
+        }
+        if ty == TYPE_Q8_0 && !innermost.is_multiple_of(quant::Q8_0_BLOCK) {
+            return Err(GgmlError::Invalid(format!(
+                "tensor {name}: rows of {innermost} are not whole q8_0 blocks"
+            )));
+        }
+        let bytes = quant::tensor_bytes(ty, elems).ok_or_else(|| {
+            GgmlError::Invalid(format!("tensor {name}: {elems} values of type {ty}"))
+        })?;
         let end = r.stream_position()?.saturating_add(bytes);
         if end > file_len {
             return Err(GgmlError::Invalid(format!(
@@ -674,5 +754,25 @@ mod tests {
     #[test]
     fn base_has_245_tensors() {
         assert_eq!(expected_tensor_names(&Hparams::BASE).len(), 245);
+    }
+
+    /// As `whisper_model_load` creates them: only the 2-D weight matrices take the file's type.
+    #[test]
+    fn only_weight_matrices_are_quantized() {
+        let q8 = |name, ndims| tensor_type(name, ndims, Quantization::Q8_0);
+        assert_eq!(q8("encoder.blocks.0.attn.query.weight", 2), TYPE_Q8_0);
+        assert_eq!(q8("decoder.blocks.5.cross_attn.value.weight", 2), TYPE_Q8_0);
+        assert_eq!(q8("decoder.blocks.5.mlp.2.weight", 2), TYPE_Q8_0);
+        assert_eq!(q8("decoder.token_embedding.weight", 2), TYPE_Q8_0);
+        assert_eq!(q8("encoder.conv1.weight", 3), TYPE_F16);
+        assert_eq!(q8("encoder.conv2.bias", 2), TYPE_F32);
+        assert_eq!(q8("encoder.positional_embedding", 2), TYPE_F32);
+        assert_eq!(q8("decoder.positional_embedding", 2), TYPE_F32);
+        assert_eq!(q8("encoder.blocks.0.attn_ln.weight", 1), TYPE_F32);
+        assert_eq!(q8("decoder.blocks.0.attn.query.bias", 1), TYPE_F32);
+        let f16 = |name, ndims| tensor_type(name, ndims, Quantization::F16);
+        assert_eq!(f16("encoder.blocks.0.attn.query.weight", 2), TYPE_F16);
+        assert_eq!(f16("encoder.conv1.weight", 3), TYPE_F16);
+        assert_eq!(f16("encoder.conv1.bias", 2), TYPE_F32);
     }
 }

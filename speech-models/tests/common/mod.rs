@@ -14,15 +14,28 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
 }
 
+/// How the tests' model is prepared: the default format, or `SPEECH_QUANTIZATION` (`f16` or
+/// `q8_0`), so the speech tests and the latency example can compare formats.
+pub fn prepare_options() -> PrepareOptions {
+    let quantization = match std::env::var("SPEECH_QUANTIZATION") {
+        Ok(q) => q
+            .parse()
+            .unwrap_or_else(|e| panic!("SPEECH_QUANTIZATION: {e}")),
+        Err(_) => model::Quantization::default(),
+    };
+    PrepareOptions {
+        quantization,
+        ..PrepareOptions::default()
+    }
+}
+
 /// Prepares the model once per test binary (downloads about 135 MB the first time).
 pub fn model_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(
-        || match model::prepare(&cache_dir(), &PrepareOptions::default()) {
-            Ok(path) => path,
-            Err(e) => panic!("preparing the speech model: {e}"),
-        },
-    )
+    PATH.get_or_init(|| match model::prepare(&cache_dir(), &prepare_options()) {
+        Ok(path) => path,
+        Err(e) => panic!("preparing the speech model: {e}"),
+    })
     .clone()
 }
 

@@ -6,7 +6,9 @@
 //! over 8 kHz mu-law by sox: "我要投诉" chooses the complaint option of a menu, "我在武昌区" names the
 //! district, and the order the flow submits must say so.
 //!
-//! The model is prepared by `scripts/setup.sh` (or here, idempotently, on first use).
+//! The model is prepared by `scripts/setup.sh` (or here, idempotently, on first use), in the
+//! default format (f16); `SPEECH_QUANTIZATION=q8_0` (or `f16`) runs the call on that one, to
+//! compare what each hears.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -270,10 +272,21 @@ async fn a_spoken_answer_chooses_the_menu_option_and_names_the_district() {
         return;
     }
     let models = repo().join("speech-models/models");
+    let quantization: speech_models::model::Quantization =
+        match std::env::var("SPEECH_QUANTIZATION") {
+            Ok(q) => q
+                .parse()
+                .unwrap_or_else(|e| panic!("SPEECH_QUANTIZATION: {e}")),
+            Err(_) => Default::default(),
+        };
     let prepared = tokio::task::spawn_blocking({
         let models = models.clone();
         move || {
-            speech_models::model::prepare(&models, &speech_models::model::PrepareOptions::default())
+            let options = speech_models::model::PrepareOptions {
+                quantization,
+                ..Default::default()
+            };
+            speech_models::model::prepare(&models, &options)
         }
     })
     .await
@@ -297,7 +310,7 @@ async fn a_spoken_answer_chooses_the_menu_option_and_names_the_district() {
         "[sip]\nudp = \"127.0.0.1:{sip_port}\"\ntcp = \"127.0.0.1:{sip_port}\"\n\n\
          [media]\nrtp_port_min = 46000\nrtp_port_max = 46999\n\n\
          [ivr]\nflows_dir = {:?}\nreload = false\n\n\
-         [speech]\ncache_dir = {:?}\n",
+         [speech]\ncache_dir = {:?}\nquantization = \"{quantization}\"\n",
         flows.display().to_string(),
         models.display().to_string(),
     );
