@@ -45,7 +45,8 @@ pub struct NewOrder {
 }
 
 /// A new order as the writers take it: with the links the related-order index found before the
-/// writer, so the writer only copies them into the document.
+/// writer, so the writer only copies them into the document (the SQLite back end makes the
+/// document on the submitting task: `Drafted`).
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub order: NewOrder,

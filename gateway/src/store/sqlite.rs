@@ -3,7 +3,9 @@
 //! All writes go through one writer thread that owns the only write connection (SQLite allows one
 //! writer anyway). It drains whatever is queued, applies the writes in one `BEGIN IMMEDIATE`
 //! transaction and commits in WAL mode; a sync thread then `fdatasync`s the WAL and only then
-//! answers each caller, while the writer already commits the next batch (see [`syncer`]). A write
+//! answers each caller, while the writer already commits the next batch (see [`syncer`]; a small
+//! batch waits for the sync under way rather than becoming a second commit for the next one, see
+//! [`writer_loop`]). New orders arrive already serialized under a placeholder number (`store::Drafted`). A write
 //! that fails is answered alone and the rest of its batch is applied again. A checkpoint thread
 //! copies the WAL into the database file off the commit path. Reads use a small pool of read-only
 //! connections on tokio's blocking threads; WAL lets them run beside the writer.
