@@ -45,7 +45,8 @@ pub struct NewOrder {
 }
 
 /// A new order as the writers take it: with the links the related-order index found before the
-/// writer, so the writer only copies them into the document.
+/// writer, so the writer only copies them into the document (the SQLite back end makes the
+/// document on the submitting task: `Drafted`).
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub order: NewOrder,
@@ -72,6 +73,81 @@ impl Prepared {
         } = self.order;
         let mut order = submission.into_order(id, received_at, normalized);
         order.related = self.related;
+        order
+    }
+}
+
+/// A new order made into its WorkOrder and JSON document on the submitting task, before the
+/// single writer thread that bounds intake throughput: the writer only gives it its number.
+///
+/// The number is the one writer-side input, so the document is serialized under a placeholder
+/// number and the writer writes `{"id":"` + number + [`tail`](Self::tail). `id` is the first
+/// field of a WorkOrder and an order number is digits only (nothing to escape), so the result is
+/// byte for byte what `serde_json::to_string` gives for the numbered order.
+#[derive(Debug)]
+pub(crate) struct Drafted {
+    /// The order under a placeholder number; [`Drafted::numbered`] puts the real one in.
+    order: Box<WorkOrder>,
+    /// The document after the number (from the closing quote on); `None` if the document did
+    /// not start as expected, and then the writer serializes the numbered order itself.
+    tail: Option<String>,
+    pub idempotency: Option<IdempotencyClaim>,
+}
+
+const DOC_HEAD: &str = "{\"id\":\"";
+
+impl Drafted {
+    pub(crate) fn new(prepared: Prepared) -> Result<Drafted, StoreError> {
+        let mut prepared = prepared;
+        let idempotency = prepared.order.idempotency.take();
+        let received_at = prepared.order.received_at;
+        // Any valid number will do: it is cut out of the document below.
+        let placeholder = OrderNumber::compose(received_at.date_naive(), 0, 1);
+        let order = prepared.into_order(placeholder);
+        let doc = serde_json::to_string(&order)?;
+        let head_len = DOC_HEAD.len() + order.id.as_str().len();
+        let tail = (doc.starts_with(DOC_HEAD)
+            && doc.get(DOC_HEAD.len()..head_len) == Some(order.id.as_str())
+            && doc[head_len..].starts_with('"'))
+        .then(|| doc[head_len..].to_owned());
+        Ok(Drafted {
+            order: Box::new(order),
+            tail,
+            idempotency,
+        })
+    }
+
+    pub(crate) fn received_at(&self) -> DateTime<Utc> {
+        self.order.received_at
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        self.order.status
+    }
+
+    /// The stored document of this order under `id`.
+    pub(crate) fn document(&self, id: &OrderNumber) -> Result<String, StoreError> {
+        Ok(match &self.tail {
+            Some(tail) => {
+                let mut doc =
+                    String::with_capacity(DOC_HEAD.len() + id.as_str().len() + tail.len());
+                doc.push_str(DOC_HEAD);
+                doc.push_str(id.as_str());
+                doc.push_str(tail);
+                doc
+            }
+            None => {
+                let mut order = (*self.order).clone();
+                order.id = id.clone();
+                serde_json::to_string(&order)?
+            }
+        })
+    }
+
+    /// The order under its number.
+    pub(crate) fn numbered(self, id: OrderNumber) -> Box<WorkOrder> {
+        let mut order = self.order;
+        order.id = id;
         order
     }
 }
@@ -388,4 +464,68 @@ pub(crate) fn apply_status(order: &mut WorkOrder, event: &StatusEvent) -> bool {
     }
     order.push_status(event.status, event.at, event.note.clone(), &event.by);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adapters::normalize::normalize;
+    use chrono::NaiveDate;
+
+    /// The document the writer splices together is byte for byte the numbered order's JSON,
+    /// and the answered order is the numbered order.
+    #[test]
+    fn a_drafted_document_is_the_numbered_orders_json() {
+        let body = serde_json::json!({
+            "text": "小区楼下烧烤摊每天营业到凌晨两点，油烟和噪音严重扰民 \"quoted\" \\ 110",
+            "citizen": { "phone": "13800138000", "name": "张三" },
+            "location": { "address": "武汉市洪山区珞喻路1037号" },
+        });
+        let submission = Submission::from_app_json(body.to_string().as_bytes()).expect("valid");
+        let day = NaiveDate::from_ymd_opt(2026, 12, 7).expect("day");
+        let prepared = Prepared {
+            order: NewOrder {
+                normalized: normalize(&submission),
+                submission,
+                received_at: Utc::now(),
+                idempotency: Some(IdempotencyClaim {
+                    client: "c".into(),
+                    key: "k".into(),
+                    body_sha256: [7; 32],
+                }),
+            },
+            related: vec![Related {
+                order_id: OrderNumber::compose(day, 2, 17),
+                relation: Relation::Duplicate,
+                reason: "same caller".into(),
+            }],
+        };
+        let expected_order = prepared
+            .clone()
+            .into_order(OrderNumber::compose(day, 3, 123_456));
+        let drafted = Drafted::new(prepared).expect("drafted");
+        assert!(drafted.tail.is_some(), "the document starts with the id");
+        assert_eq!(
+            drafted.idempotency.as_ref().map(|c| c.key.as_str()),
+            Some("k")
+        );
+        for id in [
+            OrderNumber::compose(day, 3, 123_456),
+            OrderNumber::compose(day, 3, 1),
+            OrderNumber::compose(day, 255, 99_999_999),
+        ] {
+            let mut expected = expected_order.clone();
+            expected.id = id.clone();
+            assert_eq!(
+                drafted.document(&id).expect("document"),
+                serde_json::to_string(&expected).expect("json")
+            );
+        }
+        let id = OrderNumber::compose(day, 3, 123_456);
+        let numbered = drafted.numbered(id);
+        assert_eq!(
+            serde_json::to_value(&*numbered).expect("json"),
+            serde_json::to_value(&expected_order).expect("json")
+        );
+    }
 }

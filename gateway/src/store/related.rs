@@ -4,8 +4,8 @@
 //! [`Store::submit`] is the one place every channel's new orders pass exactly once, so the
 //! index sits there, around the back end's writer rather than inside it: the lookup
 //! (two small index buckets, see `adapters::normalize::related`) runs on the submitting task,
-//! and the single writer thread, which limits throughput, only copies the finished links into
-//! the document. The index is behind one mutex held for a few microseconds per order; the text's
+//! and the finished links go into the document there too (the SQLite writer gets the document
+//! already serialized, see `store::Drafted`; the PostgreSQL writer copies them in). The index is behind one mutex held for a few microseconds per order; the text's
 //! bigrams are computed before it is taken.
 //!
 //! An order is held in the index from before its commit (without a number), so a second
@@ -16,7 +16,7 @@
 //! committed (idempotent replay, conflict, failure, a caller that gave up) is taken out again.
 //!
 //! Measured cost: see `benches/README.md` (a few microseconds per order on a full index; the
-//! writer's only extra work is the longer document when links were found).
+//! writer's only extra work is writing the longer document when links were found).
 //!
 //! **On restart** the index is rebuilt from the store: the newest `capacity` orders received
 //! within the longer window, oldest first, before the gateway takes requests

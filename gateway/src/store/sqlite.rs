@@ -3,12 +3,15 @@
 //! All writes go through one writer thread that owns the only write connection (SQLite allows one
 //! writer anyway). It drains whatever is queued, applies the writes in one `BEGIN IMMEDIATE`
 //! transaction and commits in WAL mode; a sync thread then `fdatasync`s the WAL and only then
-//! answers each caller, while the writer already commits the next batch (see [`syncer`]). A write
+//! answers each caller, while the writer already commits the next batch (see [`syncer`]; a small
+//! batch waits for the sync under way rather than becoming a second commit for the next one, see
+//! [`writer_loop`]). New orders arrive already serialized under a placeholder number (`store::Drafted`). A write
 //! that fails is answered alone and the rest of its batch is applied again. A checkpoint thread
 //! copies the WAL into the database file off the commit path. Reads use a small pool of read-only
 //! connections on tokio's blocking threads; WAL lets them run beside the writer.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use adapters::{OrderNumber, WorkOrder};
@@ -21,14 +24,21 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::OrderStore;
 use super::channel_ops::{self, Addition, SmsPart, SmsPartState};
 use super::{
-    Claimed, DeadLetter, DeliveryOutcome, Numbering, OutboxStats, Prepared, StatusEvent,
+    Claimed, DeadLetter, DeliveryOutcome, Drafted, Numbering, OutboxStats, Prepared, StatusEvent,
     StoreError, SubmitOutcome, apply_status, from_micros, mark_delivered, micros, schema,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// What the writer thread's queue carries: writes, and the sync thread's word that the WAL
+/// sync it was waiting for is done (see [`writer_loop`]).
+enum Queued {
+    Write(Write),
+    Synced,
+}
+
 enum Write {
-    Submit(Box<Prepared>, Reply<SubmitOutcome>),
+    Submit(Box<Drafted>, Reply<SubmitOutcome>),
     Event(OrderNumber, StatusEvent, Reply<Option<WorkOrder>>),
     Claim {
         now: DateTime<Utc>,
@@ -52,7 +62,7 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    writes: mpsc::Sender<Write>,
+    writes: mpsc::Sender<Queued>,
     readers: Mutex<Vec<Connection>>,
     read_pool: usize,
     path: PathBuf,
@@ -138,13 +148,18 @@ impl SqliteStore {
         let outbox = Arc::new(Notify::new());
         let (sync_tx, sync_rx) = std::sync::mpsc::channel();
         let signal = outbox.clone();
+        let unsynced = Arc::new(AtomicUsize::new(0));
+        let sync = Syncing {
+            unsynced: unsynced.clone(),
+            writer: tx.downgrade(),
+        };
         std::thread::Builder::new()
             .name("sqlite-sync".into())
-            .spawn(move || syncer(wal, sync_rx, signal))
+            .spawn(move || syncer(wal, sync_rx, signal, sync))
             .map_err(|e| StoreError::Failed(format!("cannot start the sync thread: {e}")))?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, numbering, max_batch, sync_tx))
+            .spawn(move || writer_loop(conn, rx, numbering, max_batch, sync_tx, unsynced))
             .map_err(|e| StoreError::Failed(format!("cannot start the writer thread: {e}")))?;
         let checkpoint_conn = Connection::open(path)?;
         let alive = tx.downgrade();
@@ -167,7 +182,7 @@ impl SqliteStore {
         let (tx, rx) = oneshot::channel();
         self.inner
             .writes
-            .send(make(tx))
+            .send(Queued::Write(make(tx)))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -199,7 +214,9 @@ impl SqliteStore {
 
 impl OrderStore for SqliteStore {
     async fn submit_prepared(&self, order: Prepared) -> Result<SubmitOutcome, StoreError> {
-        self.write(|r| Write::Submit(Box::new(order), r)).await
+        // Serialized here, on the caller's task, not in the writer (see `Drafted`).
+        let drafted = Box::new(Drafted::new(order)?);
+        self.write(|r| Write::Submit(drafted, r)).await
     }
 
     async fn apply_event(
@@ -433,13 +450,22 @@ fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) ->
 /// inside one of its commits (SQLite's auto-checkpoint runs in the committing thread and cost 10%
 /// of the writer's time with an extra fsync). PASSIVE never blocks the writer; it stops with the
 /// store.
-fn checkpointer(conn: Connection, alive: mpsc::WeakSender<Write>) {
+fn checkpointer(conn: Connection, alive: mpsc::WeakSender<Queued>) {
     while alive.upgrade().is_some() {
         std::thread::sleep(std::time::Duration::from_millis(250));
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "sqlite checkpoint failed");
         }
     }
+}
+
+/// How the sync thread tells the writer that the commits it had were synced.
+struct Syncing {
+    /// Commits handed to the sync thread and not yet synced.
+    unsynced: Arc<AtomicUsize>,
+    /// The writer's queue, to wake it with [`Queued::Synced`] (weak: the store's handles alone
+    /// keep the writer running).
+    writer: mpsc::WeakSender<Queued>,
 }
 
 /// Committed batches waiting for the WAL to reach the disk.
@@ -456,13 +482,24 @@ struct Committed {
 /// while the disk syncs the last one. An answer still follows the sync of its commit, which is
 /// what `synchronous=FULL` gave, but the writer no longer sits idle in fsync (a third of its
 /// time in the benchmark). WAL recovery replays every checksummed frame that reached the disk.
-fn syncer(wal: std::fs::File, rx: std::sync::mpsc::Receiver<Committed>, outbox: Arc<Notify>) {
+fn syncer(
+    wal: std::fs::File,
+    rx: std::sync::mpsc::Receiver<Committed>,
+    outbox: Arc<Notify>,
+    sync: Syncing,
+) {
     while let Ok(first) = rx.recv() {
         let mut ready = vec![first];
         ready.extend(rx.try_iter());
         let started = std::time::Instant::now();
         let synced = wal.sync_data();
         metrics::histogram!("gateway_store_sync_seconds").record(started.elapsed().as_secs_f64());
+        // Let a writer that holds back its next small commit (see `writer_loop`) go ahead now.
+        // A full queue needs no wake-up: the writer commits a full batch without waiting.
+        sync.unsynced.fetch_sub(ready.len(), Ordering::AcqRel);
+        if let Some(writer) = sync.writer.upgrade() {
+            let _ = writer.try_send(Queued::Synced);
+        }
         let error = synced.as_ref().err().map(|e| e.to_string());
         if let Some(e) = &error {
             tracing::error!(error = %e, "syncing the SQLite WAL failed; the commits are not acknowledged");
@@ -481,21 +518,56 @@ fn syncer(wal: std::fs::File, rx: std::sync::mpsc::Receiver<Committed>, outbox: 
     }
 }
 
+/// Below this many writes, a batch waits for the WAL sync under way (see [`writer_loop`]).
+const SMALL_BATCH: usize = 64;
+
+/// Take what is queued into `batch` (up to `max_batch`) without waiting.
+fn drain(rx: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Write>, max_batch: usize) {
+    while batch.len() < max_batch {
+        match rx.try_recv() {
+            Ok(Queued::Write(w)) => batch.push(w),
+            Ok(Queued::Synced) => {}
+            Err(_) => break,
+        }
+    }
+}
+
+/// Commit what is queued, batch after batch, and hand each commit to the sync thread.
+///
+/// While a WAL sync is under way, a small batch is not committed at once: its writes could only
+/// be answered after the *next* sync anyway, which starts when this one ends, so the writer keeps
+/// taking writes until the sync thread says it is done (or the batch is no longer small) and
+/// commits them as one. Commits and syncs come one to one instead of two or three commits per
+/// sync, and each commit costs the writer and the disk per page written, not per order (the
+/// pages at the end of every B-tree are written again by each commit). Large batches are
+/// committed at once, beside the sync, as before.
 fn writer_loop(
     mut conn: Connection,
-    mut rx: mpsc::Receiver<Write>,
+    mut rx: mpsc::Receiver<Queued>,
     mut numbering: Numbering,
     max_batch: usize,
     synced: std::sync::mpsc::Sender<Committed>,
+    unsynced: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
+    let small = SMALL_BATCH.min(max_batch);
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
+        if let Queued::Write(w) = first {
+            batch.push(w);
+        }
+        drain(&mut rx, &mut batch, max_batch);
+        while !batch.is_empty() && batch.len() < small && unsynced.load(Ordering::Acquire) > 0 {
+            match rx.blocking_recv() {
+                Some(Queued::Write(w)) => {
+                    batch.push(w);
+                    drain(&mut rx, &mut batch, max_batch);
+                }
+                Some(Queued::Synced) => {}
+                None => break,
             }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let size = batch.len();
         let started = std::time::Instant::now();
@@ -505,7 +577,10 @@ fn writer_loop(
         if failed {
             metrics::counter!("gateway_store_commit_failures_total").increment(1);
         }
+        unsynced.fetch_add(1, Ordering::AcqRel);
         if let Err(unsent) = synced.send(Committed { answers, new_rows }) {
+            // No sync thread any more: nothing will be synced, so nothing is worth waiting for.
+            unsynced.store(0, Ordering::Release);
             for a in unsent.0.answers {
                 a(Some("the store is shutting down"));
             }
@@ -516,6 +591,9 @@ fn writer_loop(
 
 /// What one write produced inside the transaction, answered once the commit is on disk.
 enum Outcome {
+    /// A new order under this number.
+    Created(OrderNumber),
+    /// A submission whose idempotency key was seen before (never `Created`).
     Submit(SubmitOutcome),
     Event(Option<Box<WorkOrder>>),
     Claim(Vec<Claimed>),
@@ -536,13 +614,18 @@ fn respond(w: Write, result: Result<Outcome, StoreError>) -> Pending {
         })
     }
     match w {
-        Write::Submit(_, r) => pending(
-            r,
-            shape(result, |o| match o {
-                Outcome::Submit(v) => Some(v),
-                _ => None,
-            }),
-        ),
+        Write::Submit(drafted, r) => match result {
+            Ok(Outcome::Created(id)) => {
+                pending(r, Ok(SubmitOutcome::Created(drafted.numbered(id))))
+            }
+            result => pending(
+                r,
+                shape(result, |o| match o {
+                    Outcome::Submit(v) => Some(v),
+                    _ => None,
+                }),
+            ),
+        },
         Write::Event(_, _, r) => pending(
             r,
             shape(result, |o| match o {
@@ -626,10 +709,7 @@ fn commit_batch(
         for (i, w) in batch.iter().enumerate() {
             match apply(&tx, numbering, w) {
                 Ok(outcome) => {
-                    new_rows |= matches!(
-                        outcome,
-                        Outcome::Submit(SubmitOutcome::Created(_)) | Outcome::Flag(true)
-                    );
+                    new_rows |= matches!(outcome, Outcome::Created(_) | Outcome::Flag(true));
                     results.push(outcome);
                 }
                 Err(e) => {
@@ -673,7 +753,7 @@ fn apply(
     w: &Write,
 ) -> Result<Outcome, StoreError> {
     Ok(match w {
-        Write::Submit(order, _) => Outcome::Submit(submit(tx, numbering, (**order).clone())?),
+        Write::Submit(order, _) => submit(tx, numbering, order)?,
         Write::Event(id, event, _) => Outcome::Event(event_update(tx, id, event)?.map(Box::new)),
         Write::Claim {
             now,
@@ -698,12 +778,14 @@ fn apply(
     })
 }
 
+/// Number and insert a new order (or find the order its idempotency key already made). A new
+/// order is answered as [`Outcome::Created`] with its number; [`respond`] puts the number into
+/// the drafted WorkOrder.
 fn submit(
     tx: &Transaction<'_>,
     numbering: &mut Numbering,
-    mut prepared: Prepared,
-) -> Result<SubmitOutcome, StoreError> {
-    let order = &prepared.order;
+    order: &Drafted,
+) -> Result<Outcome, StoreError> {
     if let Some(idem) = &order.idempotency {
         let seen: Option<(Vec<u8>, String)> = tx
             .prepare_cached(
@@ -716,31 +798,30 @@ fn submit(
         if let Some((hash, id)) = seen {
             let id = OrderNumber::parse(&id)
                 .map_err(|e| StoreError::Failed(format!("stored order id {id:?}: {e}")))?;
-            return Ok(if hash == idem.body_sha256 {
+            return Ok(Outcome::Submit(if hash == idem.body_sha256 {
                 SubmitOutcome::Replayed(id)
             } else {
                 SubmitOutcome::Conflict(id)
-            });
+            }));
         }
     }
     let node = numbering.node();
-    let id = numbering.issue(order.received_at, |day| last_counter(tx, node, day))?;
-    let at = micros(order.received_at);
-    let idempotency = prepared.order.idempotency.take();
-    let work_order = prepared.into_order(id);
+    let received_at = order.received_at();
+    let id = numbering.issue(received_at, |day| last_counter(tx, node, day))?;
+    let at = micros(received_at);
     tx.prepare_cached("INSERT INTO orders (id, received_at, status, doc) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![
-            work_order.id.as_str(),
+            id.as_str(),
             at,
-            work_order.status.as_str(),
-            serde_json::to_string(&work_order)?
+            order.status().as_str(),
+            order.document(&id)?
         ])?;
     tx.prepare_cached(
         "INSERT INTO outbox (order_id, state, next_attempt_at, created_at) \
          VALUES (?1, 'pending', ?2, ?2)",
     )?
-    .execute(params![work_order.id.as_str(), at])?;
-    if let Some(idem) = idempotency {
+    .execute(params![id.as_str(), at])?;
+    if let Some(idem) = &order.idempotency {
         tx.prepare_cached(
             "INSERT INTO idempotency (client, key, body_sha256, order_id, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -749,11 +830,11 @@ fn submit(
             idem.client,
             idem.key,
             idem.body_sha256.as_slice(),
-            work_order.id.as_str(),
+            id.as_str(),
             at
         ])?;
     }
-    Ok(SubmitOutcome::Created(Box::new(work_order)))
+    Ok(Outcome::Created(id))
 }
 
 fn last_counter(tx: &Transaction<'_>, node: u8, day: NaiveDate) -> Result<u64, StoreError> {
