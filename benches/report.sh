@@ -54,8 +54,8 @@ if want criterion; then
     cmd="cargo bench -p benches --bench $bench"
     echo "report: $cmd" >&2
     CRITERION_HOME="$work/criterion" $cmd >"$work/$bench.txt" 2>/dev/null || true
-    # `name time: [low mid high]`, the name sometimes on the line before; the middle value, or
-    # the middle throughput where the bench states one (the store's orders per second).
+    # `name time: [low mid high]`, the name sometimes on the line before; the middle value, and
+    # the middle throughput after it where the bench states one (the store's orders per second).
     awk '
       /^[A-Za-z0-9_\/-]+$/ { name = $1; next }
       /time:[ \t]+\[[0-9]/ {
@@ -63,11 +63,11 @@ if want criterion; then
         sub(/.*\[/, ""); split($0, v, " ")
         order[++n] = name; fig[name] = v[3] " " v[4]
       }
-      /thrpt:[ \t]+\[[0-9]/ { sub(/.*\[/, ""); split($0, v, " "); fig[name] = v[3] " " v[4] }
+      /thrpt:[ \t]+\[[0-9]/ { sub(/.*\[/, ""); split($0, v, " "); fig[name] = fig[name] " (" v[3] " " v[4] ")" }
       END { for (i = 1; i <= n; i++) printf "%s %s\n", order[i], fig[order[i]] }
     ' "$work/$bench.txt" >"$work/$bench.figures"
-    figures=$(awk '{ printf "%s%s %s %s", (NR > 1 ? ", " : ""), $1, $2, $3 }' "$work/$bench.figures")
-    row "criterion \`$bench\` (median time per iteration, or throughput)" "${figures:-failed}" "$cmd"
+    figures=$(awk '{ name = $1; $1 = ""; printf "%s%s%s", (NR > 1 ? ", " : ""), name, $0 }' "$work/$bench.figures")
+    row "criterion \`$bench\` (median time per iteration, and throughput where the bench states one)" "${figures:-failed}" "$cmd"
   done
 fi
 
