@@ -97,8 +97,7 @@ pub(crate) struct Drafted {
 const DOC_HEAD: &str = "{\"id\":\"";
 
 impl Drafted {
-    pub(crate) fn new(prepared: Prepared) -> Result<Drafted, StoreError> {
-        let mut prepared = prepared;
+    pub(crate) fn new(mut prepared: Prepared) -> Result<Drafted, StoreError> {
         let idempotency = prepared.order.idempotency.take();
         let received_at = prepared.order.received_at;
         // Any valid number will do: it is cut out of the document below.

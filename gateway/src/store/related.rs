@@ -5,8 +5,9 @@
 //! index sits there, around the back end's writer rather than inside it: the lookup
 //! (two small index buckets, see `adapters::normalize::related`) runs on the submitting task,
 //! and the finished links go into the document there too (the SQLite writer gets the document
-//! already serialized, see `store::Drafted`; the PostgreSQL writer copies them in). The index is behind one mutex held for a few microseconds per order; the text's
-//! bigrams are computed before it is taken.
+//! already serialized, see `store::Drafted`; the PostgreSQL writer copies them in). The index
+//! is behind one mutex held for a few microseconds per order; the text's bigrams are computed
+//! before it is taken.
 //!
 //! An order is held in the index from before its commit (without a number), so a second
 //! submission in flight at the same moment (a double tap) already sees it. When a new order is a

@@ -5,10 +5,11 @@
 //! transaction and commits in WAL mode; a sync thread then `fdatasync`s the WAL and only then
 //! answers each caller, while the writer already commits the next batch (see [`syncer`]; a small
 //! batch waits for the sync under way rather than becoming a second commit for the next one, see
-//! [`writer_loop`]). New orders arrive already serialized under a placeholder number (`store::Drafted`). A write
-//! that fails is answered alone and the rest of its batch is applied again. A checkpoint thread
-//! copies the WAL into the database file off the commit path. Reads use a small pool of read-only
-//! connections on tokio's blocking threads; WAL lets them run beside the writer.
+//! [`writer_loop`]). New orders arrive already serialized under a placeholder number
+//! (`store::Drafted`). A write that fails is answered alone and the rest of its batch is applied
+//! again. A checkpoint thread copies the WAL into the database file off the commit path. Reads
+//! use a small pool of read-only connections on tokio's blocking threads; WAL lets them run
+//! beside the writer.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -433,34 +433,6 @@ fn write_data(
     src: &Source<'_>,
     ty: i32,
 ) -> Result<(), GgmlError> {
-    if ty == TYPE_Q8_0 {
-        let mut values = Vec::new();
-        write_floats(&mut values, buf, src, false)?;
-        let values: Vec<f32> = values
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let mut blocks = Vec::new();
-        quant::quantize_q8_0(&values, &mut blocks).map_err(|source| GgmlError::Quant {
-            name: src.var.name.clone(),
-            source,
-        })?;
-        out.write_all(&blocks)?;
-        return Ok(());
-    }
-    let mut tmp = Vec::new();
-    write_floats(&mut tmp, buf, src, ty == TYPE_F16)?;
-    out.write_all(&tmp)?;
-    Ok(())
-}
-
-/// Appends one tensor's values to `tmp` as little-endian f16 (`to_f16`) or f32.
-fn write_floats(
-    tmp: &mut Vec<u8>,
-    buf: &[u8],
-    src: &Source<'_>,
-    to_f16: bool,
-) -> Result<(), GgmlError> {
     let var = src.var;
     let row_elems: usize = var.shape.iter().skip(1).product();
     let es = var.dtype.size() as usize;
@@ -470,29 +442,46 @@ fn write_floats(
         .get(start..end)
         .filter(|_| end <= var.data.end)
         .ok_or_else(|| GgmlError::Invalid(format!("{} rows out of range", var.name)))?;
-    tmp.reserve(bytes.len() / es * if to_f16 { 2 } else { 4 });
-    for chunk in bytes.chunks_exact(es) {
-        let v = match var.dtype {
-            DType::F16 if to_f16 => {
-                tmp.extend_from_slice(chunk);
-                continue;
+    // f16 in, f16 out: the bytes as they are.
+    if ty == TYPE_F16 && var.dtype == DType::F16 {
+        out.write_all(bytes)?;
+        return Ok(());
+    }
+    let values = bytes
+        .chunks_exact(es)
+        .map(|c| match var.dtype {
+            DType::F16 => Some(f16::from_le_bytes([c[0], c[1]]).to_f32()),
+            DType::Bf16 => Some(half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+            DType::F32 => Some(f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            _ => None,
+        })
+        .collect::<Option<Vec<f32>>>()
+        .ok_or_else(|| GgmlError::DType {
+            name: var.name.clone(),
+            dtype: var.dtype,
+        })?;
+    let mut tmp = Vec::new();
+    match ty {
+        TYPE_Q8_0 => {
+            quant::quantize_q8_0(&values, &mut tmp).map_err(|source| GgmlError::Quant {
+                name: var.name.clone(),
+                source,
+            })?
+        }
+        TYPE_F16 => {
+            tmp.reserve(values.len() * 2);
+            for v in values {
+                tmp.extend_from_slice(&f16::from_f32(v).to_le_bytes());
             }
-            DType::F16 => f16::from_le_bytes([chunk[0], chunk[1]]).to_f32(),
-            DType::Bf16 => half::bf16::from_le_bytes([chunk[0], chunk[1]]).to_f32(),
-            DType::F32 => f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
-            other => {
-                return Err(GgmlError::DType {
-                    name: var.name.clone(),
-                    dtype: other,
-                });
+        }
+        _ => {
+            tmp.reserve(values.len() * 4);
+            for v in values {
+                tmp.extend_from_slice(&v.to_le_bytes());
             }
-        };
-        if to_f16 {
-            tmp.extend_from_slice(&f16::from_f32(v).to_le_bytes());
-        } else {
-            tmp.extend_from_slice(&v.to_le_bytes());
         }
     }
+    out.write_all(&tmp)?;
     Ok(())
 }
 
