@@ -2,7 +2,7 @@
 # One benchmark report: the README's performance commands run in one sitting and printed as one
 # Markdown table, headed by the machine (cores, CPU model, load average), the commit and the date,
 # so the README's table can be this output and nothing in it outlives the code it was measured on.
-#   benches/report.sh              everything (about 8 minutes on 2 cores)
+#   benches/report.sh              everything (about 10 minutes on 2 cores)
 #   benches/report.sh intake call  only some parts: intake, call, criterion, speech
 # Run it on an otherwise idle machine; the load average is printed before and after so a busy
 # one shows. The report is also written to target/bench-report.md.
@@ -38,12 +38,17 @@ fi
 if want call; then
   realtime=()
   if [ "$(id -u)" = 0 ]; then realtime=(--realtime 5); fi
-  for calls in 1000 2000; do
-    cmd="target/release/call-load --spawn target/release/gateway ${realtime[*]} --calls $calls --rate 500 --hold 30 --digits 1 --dtmf-after 3"
+  # Ports of their own per call (the default), then the pacers' shared sockets
+  # (`[media] rtp_sockets = "shared"`), up to 4,000 calls.
+  for run in 1000:per_call 2000:per_call 2000:shared 4000:shared; do
+    calls=${run%%:*} sockets=${run#*:}
+    env=()
+    [ "$sockets" = per_call ] || env=(--gateway-env "GATEWAY__MEDIA__RTP_SOCKETS=$sockets")
+    cmd="target/release/call-load --spawn target/release/gateway ${env[*]} ${realtime[*]} --calls $calls --rate 500 --hold 30 --digits 1 --dtmf-after 3"
     echo "report: $cmd" >&2
-    $cmd >"$work/call-$calls.txt" 2>&1 || true
-    s=$(grep '^SUMMARY' "$work/call-$calls.txt" || echo "SUMMARY failed")
-    row "SIP calls: $calls concurrent IVR calls set up at 500/s, held 30 s" \
+    $cmd >"$work/call-$run.txt" 2>&1 || true
+    s=$(grep '^SUMMARY' "$work/call-$run.txt" || echo "SUMMARY failed")
+    row "SIP calls: $calls concurrent IVR calls set up at 500/s, held 30 s, RTP sockets $sockets" \
       "late > 5 ms $(field "$s" 'late>5ms') $(tr ' ' '\n' <<<"$s" | grep -m1 '^(' || true) (max $(field "$s" late_max)), setups $(field "$s" setups), INVITE→200 p99 $(field "$s" setup_p99), gateway $(field "$s" gateway_cpu) of a core, generator $(field "$s" generator_cpu)" \
       "$cmd"
   done

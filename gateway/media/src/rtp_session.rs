@@ -356,6 +356,16 @@ impl RtpSession {
         self.latched.or(self.cfg.remote)
     }
 
+    /// Where the SDP says the peer's RTP comes from and goes to (`None` while unknown).
+    pub fn signalled(&self) -> Option<SocketAddr> {
+        self.cfg.remote
+    }
+
+    /// The source symmetric RTP latched onto, if any yet.
+    pub fn latched(&self) -> Option<SocketAddr> {
+        self.latched
+    }
+
     /// Counters so far, with the jitter buffer's late, duplicate and concealed counts.
     pub fn stats(&self) -> RtpStats {
         let mut s = self.stats;

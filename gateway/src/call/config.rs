@@ -104,6 +104,22 @@ pub struct MediaConfig {
     /// root, CAP_SYS_NICE or an RLIMIT_RTPRIO of at least this (`docker run --ulimit
     /// rtprio=10`); without, a warning is logged and they stay normal.
     pub pacer_priority: u8,
+    /// "per_call" (the default): each call gets an RTP/RTCP port pair of its own from the
+    /// range. "shared": each pacer has one pair for all its calls, read and written many
+    /// datagrams per system call (less CPU per call), its calls told apart by address and
+    /// SSRC; for media that comes from where the SDP says (a trunk, an SBC, rtpengine). A
+    /// caller behind NAT whose SDP names a private address is then heard only when no other
+    /// call is starting on that pacer at the same moment.
+    pub rtp_sockets: RtpSockets,
+}
+
+/// How calls' RTP is carried on sockets (see [`MediaConfig::rtp_sockets`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RtpSockets {
+    #[default]
+    PerCall,
+    Shared,
 }
 
 impl Default for MediaConfig {
@@ -121,6 +137,7 @@ impl Default for MediaConfig {
             inband_dtmf: d.inband_dtmf,
             pacer_threads: 0,
             pacer_priority: 10,
+            rtp_sockets: RtpSockets::PerCall,
         }
     }
 }

@@ -141,10 +141,22 @@ impl CallService {
                 .unwrap_or_else(|| sip.udp_addr.to_string())
         );
         tracing::info!(udp = %sip.udp_addr, tcp = %sip.tcp_addr, "SIP calls: listening");
+        let ports = PortAllocator::new(settings.media.rtp_ports.clone());
+        let media = match config.media.rtp_sockets {
+            config::RtpSockets::PerCall => {
+                MediaEngine::new(config.media.pacer_threads, config.media.pacer_priority)
+            }
+            config::RtpSockets::Shared => MediaEngine::with_shared_sockets(
+                config.media.pacer_threads,
+                config.media.pacer_priority,
+                &ports,
+                settings.media.bind_ip,
+            ),
+        }
+        .context("cannot start the media pacer threads")?;
         let shared = Arc::new(Shared {
-            ports: PortAllocator::new(settings.media.rtp_ports.clone()),
-            media: MediaEngine::new(config.media.pacer_threads, config.media.pacer_priority)
-                .context("cannot start the media pacer threads")?,
+            ports,
+            media,
             tts: tts::Tts::new(
                 config.calls.tts_command.clone(),
                 config.node.data_dir.join("tts-cache"),

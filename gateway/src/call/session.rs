@@ -159,10 +159,13 @@ async fn setup(
     control: mpsc::UnboundedSender<Control>,
 ) -> Result<Setup, u16> {
     let media_settings = &shared.settings.media;
-    let ports = shared.ports.bind(media_settings.bind_ip).map_err(|e| {
-        tracing::warn!(error = %e, "no RTP port for the call");
-        503u16
-    })?;
+    let ports = shared
+        .media
+        .open(&shared.ports, media_settings.bind_ip)
+        .map_err(|e| {
+            tracing::warn!(error = %e, "no RTP port for the call");
+            503u16
+        })?;
     let local_rtp = ports.local_rtp().map_err(|_| 503u16)?;
     let (mut answer, negotiated) = match &incoming.sdp_offer {
         Some(offer) => answer_offer(offer, &media_settings.codecs, local_rtp)?,
@@ -768,8 +771,8 @@ impl Call {
         let media = &self.shared.settings.media;
         let ports = self
             .shared
-            .ports
-            .bind(media.bind_ip)
+            .media
+            .open(&self.shared.ports, media.bind_ip)
             .map_err(|e| format!("no RTP port for the agent leg: {e}"))?;
         let local = ports.local_rtp().map_err(|e| e.to_string())?;
         // The caller's codec first: the agent's phone then needs no other.

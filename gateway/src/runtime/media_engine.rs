@@ -36,12 +36,19 @@
 //! generator on the same cores) that is what keeps every packet within 5 ms of its time.
 //! Nothing a pacer waits on may spin: see [`Intake`].
 //!
+//! With `[media] rtp_sockets = "shared"` each pacer has one RTP/RTCP port pair for all its
+//! calls instead of a pair per call: it reads them with `recvmmsg` and sends with `sendmmsg`,
+//! [`super::pacer_socket::BATCH`] datagrams per system call, and tells the calls' datagrams
+//! apart by address and SSRC ([`super::pacer_socket`] says when that cannot work). A pacer
+//! carries calls of both kinds.
+//!
 //! Hand-written: the crates that pace media (str0m, webrtc-rs) each drive one peer connection
 //! from its own task; none multiplexes thousands of plain RTP sessions on a thread.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -53,8 +60,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use media::rtp_session::{RtpSession, RtpStats};
 
+use super::pacer_socket::{self, Demux, Outbox, PacerSockets, ReceiveBuffers, Registered};
 use super::rtp_socket::{
-    ArrivalClock, BoundPorts, CallMedia, DriverOptions, MediaCommand, MediaHandle,
+    ArrivalClock, BoundPorts, CallMedia, DriverOptions, MediaCommand, MediaHandle, PortAllocator,
 };
 
 /// The pacer's grid: every deadline of its calls is a multiple of this from the pacer's epoch.
@@ -75,12 +83,16 @@ fn grid_ceil(epoch: Instant, t: Instant) -> Instant {
 #[derive(Debug)]
 pub struct MediaEngine {
     pacers: Vec<Pacer>,
+    /// Round robin over the pacers for calls on shared sockets.
+    next_shared: AtomicUsize,
 }
 
 #[derive(Debug)]
 struct Pacer {
     intake: Arc<Intake>,
     calls: Arc<AtomicUsize>,
+    /// The RTP address of the pacer's shared sockets, when it has them.
+    shared_rtp: Option<SocketAddr>,
 }
 
 /// A call's media with its two channels, handed to a pacer and carried there.
@@ -94,6 +106,25 @@ impl MediaEngine {
     /// Start `threads` pacer threads (0: one per core), SCHED_FIFO at `priority` when it is
     /// not 0 and the process may.
     pub fn new(threads: usize, priority: u8) -> io::Result<Arc<Self>> {
+        Self::start(threads, priority, None)
+    }
+
+    /// [`Self::new`] with one shared RTP/RTCP port pair per pacer, leased from `ports` on `ip`
+    /// for the engine's life: [`Self::open`] then gives calls those.
+    pub fn with_shared_sockets(
+        threads: usize,
+        priority: u8,
+        ports: &Arc<PortAllocator>,
+        ip: IpAddr,
+    ) -> io::Result<Arc<Self>> {
+        Self::start(threads, priority, Some((ports, ip)))
+    }
+
+    fn start(
+        threads: usize,
+        priority: u8,
+        shared: Option<(&Arc<PortAllocator>, IpAddr)>,
+    ) -> io::Result<Arc<Self>> {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -111,15 +142,26 @@ impl MediaEngine {
             let calls = Arc::new(AtomicUsize::new(0));
             let count = Arc::clone(&calls);
             let poll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
+            let sockets = shared
+                .map(|(ports, ip)| PacerSockets::bind(ports, ip))
+                .transpose()?;
+            let shared_rtp = sockets.as_ref().map(PacerSockets::local_rtp);
             std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || {
                     let scheduling = Scheduling::new(priority, i == 0);
-                    run(rx, count, poll, epoch, scheduling)
+                    run(rx, count, poll, sockets, epoch, scheduling)
                 })?;
-            pacers.push(Pacer { intake, calls });
+            pacers.push(Pacer {
+                intake,
+                calls,
+                shared_rtp,
+            });
         }
-        Ok(Arc::new(Self { pacers }))
+        Ok(Arc::new(Self {
+            pacers,
+            next_shared: AtomicUsize::new(0),
+        }))
     }
 
     /// Calls carried now.
@@ -130,7 +172,25 @@ impl MediaEngine {
             .sum()
     }
 
-    /// Start carrying one call's media: `session` on `ports`, on the least loaded pacer.
+    /// Ports for a new call's media: the next pacer's shared pair when the engine has them,
+    /// else a pair of the call's own from `ports` on `ip`.
+    pub fn open(&self, ports: &Arc<PortAllocator>, ip: IpAddr) -> io::Result<BoundPorts> {
+        let shared: Vec<(usize, SocketAddr)> = self
+            .pacers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.shared_rtp.map(|a| (i, a)))
+            .collect();
+        if shared.is_empty() {
+            return ports.bind(ip);
+        }
+        let turn = self.next_shared.fetch_add(1, Ordering::Relaxed) % shared.len();
+        let (pacer, local_rtp) = shared[turn];
+        Ok(BoundPorts::shared(pacer, local_rtp))
+    }
+
+    /// Start carrying one call's media: `session` on `ports`, on the pacer whose shared
+    /// sockets they are, else on the least loaded pacer.
     pub fn spawn(
         &self,
         ports: BoundPorts,
@@ -138,11 +198,14 @@ impl MediaEngine {
         options: DriverOptions,
     ) -> io::Result<MediaHandle> {
         let local_rtp = ports.local_rtp()?;
-        let pacer = self
-            .pacers
-            .iter()
-            .min_by_key(|p| p.calls.load(Ordering::Relaxed))
-            .ok_or_else(|| io::Error::other("the media engine has no pacer threads"))?;
+        let pacer = match ports.pacer() {
+            Some(i) => self.pacers.get(i),
+            None => self
+                .pacers
+                .iter()
+                .min_by_key(|p| p.calls.load(Ordering::Relaxed)),
+        }
+        .ok_or_else(|| io::Error::other("the media engine has no such pacer thread"))?;
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::channel(512);
         let (done_tx, done_rx) = oneshot::channel();
@@ -393,6 +456,8 @@ struct Entry {
     call: NewCall,
     /// Tells this call's readiness events from those of the slot's earlier calls.
     generation: u32,
+    /// What the shared sockets' [`Demux`] holds for it; `None` for a call on its own sockets.
+    registered: Option<Registered>,
 }
 
 impl NewCall {
@@ -403,7 +468,7 @@ impl NewCall {
 
     /// Visit the call at `now` for its deadline `due`. Returns the call's next deadline, or
     /// `None` when its media has ended.
-    fn visit(&mut self, now: Instant, due: Instant) -> Option<Instant> {
+    fn visit(&mut self, now: Instant, due: Instant, outbox: &mut Outbox) -> Option<Instant> {
         loop {
             match self.commands.try_recv() {
                 Ok(cmd) => {
@@ -415,7 +480,7 @@ impl NewCall {
                 Err(mpsc::error::TryRecvError::Disconnected) => return None,
             }
         }
-        Some(self.media.advance(now.max(due)))
+        Some(self.media.advance(now.max(due), outbox))
     }
 }
 
@@ -471,12 +536,40 @@ fn read_ready(poll: &Epoll, calls: &mut [Option<Entry>], ready: &mut [EpollEvent
     }
 }
 
+/// Read what arrived on a pacer's shared sockets and hand each datagram to its call (see
+/// [`Demux`]); the table learns the call's new latched address and SSRC.
+fn read_shared(
+    sockets: &PacerSockets,
+    bufs: &mut ReceiveBuffers,
+    demux: &mut Demux,
+    calls: &mut [Option<Entry>],
+) {
+    let clock = ArrivalClock::now();
+    sockets.receive(bufs, |rtcp, from, data, stamped| {
+        let Some((slot, how)) = demux.route(from, data, rtcp) else {
+            return;
+        };
+        let Some(entry) = calls.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(reg) = entry.registered.as_mut() else {
+            return;
+        };
+        let media = &mut entry.call.media;
+        media.datagram(clock.arrival(stamped), from, data, rtcp);
+        demux.heard(slot, reg, data, rtcp, how);
+        let (signalled, latched) = media.peer_addresses();
+        demux.update(slot, reg, signalled, latched);
+    });
+}
+
 /// The pacer loop: sleep until the earliest deadline (or a new call), read what arrived,
 /// visit every call due.
 fn run(
     intake: Arc<Intake>,
     count: Arc<AtomicUsize>,
     poll: Epoll,
+    shared: Option<PacerSockets>,
     epoch: Instant,
     mut scheduling: Scheduling,
 ) {
@@ -486,6 +579,10 @@ fn run(
     let mut free: Vec<usize> = Vec::new();
     let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     let mut buf = vec![0u8; 2048];
+    let mut demux = Demux::default();
+    let mut outbox = Outbox::default();
+    let mut shared_bufs = shared.as_ref().map(|_| ReceiveBuffers::default());
+    let mut unmatched_reported = 0u64;
     let mut intake_open = true;
     loop {
         // Sleep until the next deadline or a new call, whichever comes first.
@@ -504,31 +601,45 @@ fn run(
         for mut call in arrived {
             generation = generation.wrapping_add(1);
             let slot = free.pop().unwrap_or(calls.len());
-            let watched = [
-                (call.media.rtp_socket(), false),
-                (call.media.rtcp_socket(), true),
-            ]
-            .into_iter()
-            .try_for_each(|(socket, rtcp)| {
-                poll.add(
-                    socket,
-                    EpollEvent::new(EpollFlags::EPOLLIN, token(slot, generation, rtcp)),
-                )
-            });
-            if let Err(e) = watched {
-                // Cannot happen short of running out of kernel memory; the call ends at once
-                // and its task hears so.
-                tracing::warn!(error = %e, "cannot watch the call's media sockets");
-                call.finish();
-                if slot < calls.len() {
-                    free.push(slot);
+            let registered = match call.media.own_sockets() {
+                Some(own) => {
+                    let watched =
+                        own.into_iter()
+                            .zip([false, true])
+                            .try_for_each(|(socket, rtcp)| {
+                                poll.add(
+                                    socket,
+                                    EpollEvent::new(
+                                        EpollFlags::EPOLLIN,
+                                        token(slot, generation, rtcp),
+                                    ),
+                                )
+                            });
+                    if let Err(e) = watched {
+                        // Cannot happen short of running out of kernel memory; the call ends
+                        // at once and its task hears so.
+                        tracing::warn!(error = %e, "cannot watch the call's media sockets");
+                        call.finish();
+                        if slot < calls.len() {
+                            free.push(slot);
+                        }
+                        count.fetch_sub(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    None
                 }
-                count.fetch_sub(1, Ordering::Relaxed);
-                continue;
-            }
+                None => {
+                    let (signalled, latched) = call.media.peer_addresses();
+                    Some(demux.add(slot, signalled, latched))
+                }
+            };
             let first = grid_ceil(epoch, woke);
             call.media.start_ticks_at(first);
-            let entry = Entry { call, generation };
+            let entry = Entry {
+                call,
+                generation,
+                registered,
+            };
             if slot == calls.len() {
                 calls.push(Some(entry));
             } else {
@@ -537,6 +648,16 @@ fn run(
             due.push(Reverse((first, slot)));
         }
         read_ready(&poll, &mut calls, &mut ready, &mut buf);
+        if let (Some(sockets), Some(bufs)) = (shared.as_ref(), shared_bufs.as_mut()) {
+            read_shared(sockets, bufs, &mut demux, &mut calls);
+            if demux.unmatched > unmatched_reported && demux.unmatched.is_power_of_two() {
+                unmatched_reported = demux.unmatched;
+                tracing::debug!(
+                    dropped = demux.unmatched,
+                    "shared RTP socket: datagrams that matched no call"
+                );
+            }
+        }
         // Visit the calls due by now.
         let now = Instant::now();
         while let Some(&Reverse((t, slot))) = due.peek() {
@@ -547,13 +668,31 @@ fn run(
             let Some(entry) = calls.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            if let Some(next) = entry.call.visit(now, t) {
+            if let Some(next) = entry.call.visit(now, t, &mut outbox) {
+                if let Some(reg) = entry.registered.as_mut() {
+                    // A re-INVITE may have moved the peer.
+                    let (signalled, latched) = entry.call.media.peer_addresses();
+                    demux.update(slot, reg, signalled, latched);
+                }
                 due.push(Reverse((grid_ceil(epoch, next), slot)));
             } else if let Some(ended) = calls.get_mut(slot).and_then(Option::take) {
+                if let Some(reg) = ended.registered.as_ref() {
+                    demux.remove(slot, reg);
+                }
                 ended.call.finish();
                 free.push(slot);
                 count.fetch_sub(1, Ordering::Relaxed);
             }
+            if outbox.len() >= pacer_socket::BATCH
+                && let Some(sockets) = shared.as_ref()
+            {
+                sockets.send(&mut outbox);
+            }
+        }
+        if !outbox.is_empty()
+            && let Some(sockets) = shared.as_ref()
+        {
+            sockets.send(&mut outbox);
         }
         scheduling.tick(woke);
     }
@@ -642,10 +781,35 @@ mod tests {
     async fn one_pacer_carries_many_calls_each_on_its_own_clock() {
         let engine = MediaEngine::new(1, 0).expect("engine");
         let alloc = PortAllocator::new(43000..=43200);
+        many_calls_on_one_pacer(&engine, &alloc, 0).await;
+    }
+
+    /// The same on the pacer's shared sockets: every call's packets go to its own peer only
+    /// and each call hears only its own peer, all through one port.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_pacers_shared_sockets_carry_many_calls_apart() {
+        let engine_ports = PortAllocator::new(43300..=43310);
+        let engine = MediaEngine::with_shared_sockets(1, 0, &engine_ports, LOCAL).expect("engine");
+        let alloc = PortAllocator::new(43400..=43600);
+        many_calls_on_one_pacer(&engine, &alloc, 1).await;
+        assert_eq!(
+            engine_ports.in_use(),
+            1,
+            "the pacer's own pair, for its life"
+        );
+    }
+
+    /// Forty calls on `engine`'s one pacer (`shared_ports`: how many local RTP addresses they
+    /// use; 0 for one each).
+    async fn many_calls_on_one_pacer(
+        engine: &MediaEngine,
+        alloc: &Arc<PortAllocator>,
+        shared_ports: usize,
+    ) {
         let mut calls = Vec::new();
         for _ in 0..40 {
             let peer = tokio::net::UdpSocket::bind((LOCAL, 0)).await.expect("peer");
-            let ports = alloc.bind(LOCAL).expect("ports");
+            let ports = engine.open(alloc, LOCAL).expect("ports");
             let session = session_to(peer.local_addr().expect("addr"));
             let handle = engine
                 .spawn(ports, session, DriverOptions::default())
@@ -653,11 +817,18 @@ mod tests {
             calls.push((peer, handle));
         }
         assert_eq!(engine.calls(), 40);
+        let locals: std::collections::HashSet<SocketAddr> =
+            calls.iter().map(|(_, h)| h.local_rtp).collect();
+        assert_eq!(
+            locals.len(),
+            if shared_ports == 0 { 40 } else { shared_ports }
+        );
 
         // Each peer sends 25 packets (0.5 s) to its call and counts what comes back.
         let started = Instant::now();
         let mut seq = 0u16;
         let mut arrivals: Vec<Vec<Instant>> = vec![Vec::new(); calls.len()];
+        let mut ssrcs: Vec<std::collections::HashSet<u32>> = vec![Default::default(); calls.len()];
         let mut buf = [0u8; 2048];
         while started.elapsed() < Duration::from_millis(1000) {
             if started.elapsed() < Duration::from_millis(500) {
@@ -675,11 +846,16 @@ mod tests {
                         assert_eq!(from, calls[i].1.local_rtp, "RTP from the call's own port");
                         assert!(n >= 12);
                         arrivals[i].push(Instant::now());
+                        ssrcs[i].insert(u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]));
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
+        // Each peer heard one call, and no two peers the same one.
+        assert!(ssrcs.iter().all(|s| s.len() == 1), "{ssrcs:?}");
+        let distinct: std::collections::HashSet<u32> = ssrcs.iter().flatten().copied().collect();
+        assert_eq!(distinct.len(), calls.len());
         for (i, a) in arrivals.iter().enumerate() {
             // 1 s of 20 ms frames, give or take the start and this loop's own scheduling.
             assert!(
@@ -706,7 +882,8 @@ mod tests {
             }
         }
         for s in &stats {
-            assert!(s.packets_received >= 20, "{s:?}");
+            // Its own peer's 25 packets, none of another's.
+            assert!((20..=25).contains(&s.packets_received), "{s:?}");
             assert!(s.packets_sent >= 40, "{s:?}");
         }
         let gone = async {

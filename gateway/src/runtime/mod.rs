@@ -7,6 +7,7 @@ pub mod sip_transport;
 
 // Media: RTP sockets, the pacer engine, prompt cache (files), recorder (files).
 pub mod media_engine;
+pub mod pacer_socket;
 pub mod prompt_cache;
 pub mod recorder;
 pub mod rtp_socket;

@@ -32,6 +32,8 @@ use media::prompt::Player;
 use media::rtp_session::{Channel, Output, RtcpReport, RtpEvent, RtpSession, RtpStats};
 use media::sdp::Negotiated;
 
+use super::pacer_socket::Outbox;
+
 /// Hands out even RTP ports (with the odd RTCP port above) from a range.
 #[derive(Debug)]
 pub struct PortAllocator {
@@ -75,7 +77,11 @@ impl PortAllocator {
             let Ok(rtcp) = bind_nonblocking(SocketAddr::new(ip, port + 1)) else {
                 continue;
             };
-            return Ok(BoundPorts { rtp, rtcp, lease });
+            let local_rtp = rtp.local_addr()?;
+            return Ok(BoundPorts {
+                local_rtp,
+                kind: PortsKind::Own(OwnSockets { rtp, rtcp, lease }),
+            });
         }
         Err(io::Error::new(
             io::ErrorKind::AddrInUse,
@@ -146,7 +152,7 @@ impl ArrivalClock {
 
     /// When a datagram the kernel stamped `stamped` (wall clock) arrived; the reading itself
     /// without a stamp.
-    fn arrival(&self, stamped: Option<SystemTime>) -> Instant {
+    pub(crate) fn arrival(&self, stamped: Option<SystemTime>) -> Instant {
         stamped
             .and_then(|t| self.wall.duration_since(t).ok())
             .filter(|age| *age <= MAX_AGE)
@@ -160,7 +166,7 @@ fn recv_stamped(
     socket: &UdpSocket,
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr, Option<SystemTime>)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage};
+    use nix::sys::socket::{MsgFlags, SockaddrStorage};
     use std::os::fd::AsRawFd;
     let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
     let mut iov = [io::IoSliceMut::new(buf)];
@@ -173,27 +179,39 @@ fn recv_stamped(
     let from = msg
         .address
         .as_ref()
-        .and_then(|a| match a.family() {
-            Some(nix::sys::socket::AddressFamily::Inet) => a
-                .as_sockaddr_in()
-                .map(|v4| SocketAddr::V4(std::net::SocketAddrV4::from(*v4))),
-            Some(nix::sys::socket::AddressFamily::Inet6) => a
-                .as_sockaddr_in6()
-                .map(|v6| SocketAddr::V6(std::net::SocketAddrV6::from(*v6))),
-            _ => None,
-        })
+        .and_then(ip_source)
         .ok_or_else(|| io::Error::other("datagram without an IP source address"))?;
-    let stamped = msg.cmsgs().ok().and_then(|mut all| {
-        all.find_map(|c| match c {
-            ControlMessageOwned::ScmTimestampns(ts) => {
-                let secs = u64::try_from(ts.tv_sec()).ok()?;
-                let nanos = u32::try_from(ts.tv_nsec()).ok()?;
-                Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
-            }
-            _ => None,
-        })
-    });
+    let stamped = msg
+        .cmsgs()
+        .ok()
+        .and_then(|mut all| all.find_map(kernel_stamp));
     Ok((msg.bytes, from, stamped))
+}
+
+/// A datagram's IPv4 or IPv6 source address.
+pub(crate) fn ip_source(a: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+    use nix::sys::socket::{AddressFamily, SockaddrLike};
+    match a.family() {
+        Some(AddressFamily::Inet) => a
+            .as_sockaddr_in()
+            .map(|v4| SocketAddr::V4(std::net::SocketAddrV4::from(*v4))),
+        Some(AddressFamily::Inet6) => a
+            .as_sockaddr_in6()
+            .map(|v6| SocketAddr::V6(std::net::SocketAddrV6::from(*v6))),
+        _ => None,
+    }
+}
+
+/// The kernel's arrival time (`SO_TIMESTAMPNS`) from a datagram's control message.
+pub(crate) fn kernel_stamp(c: nix::sys::socket::ControlMessageOwned) -> Option<SystemTime> {
+    match c {
+        nix::sys::socket::ControlMessageOwned::ScmTimestampns(ts) => {
+            let secs = u64::try_from(ts.tv_sec()).ok()?;
+            let nanos = u32::try_from(ts.tv_nsec()).ok()?;
+            Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+        }
+        _ => None,
+    }
 }
 
 /// A leased port pair; released on drop.
@@ -215,17 +233,59 @@ impl Drop for PortLease {
     }
 }
 
-/// Bound sockets of one call.
+/// Where one call's media is sent and received: a port pair of its own, or its pacer's shared
+/// pair (`[media] rtp_sockets = "shared"`, see [`super::pacer_socket`]).
 #[derive(Debug)]
 pub struct BoundPorts {
-    pub rtp: UdpSocket,
-    pub rtcp: UdpSocket,
-    pub lease: PortLease,
+    local_rtp: SocketAddr,
+    kind: PortsKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum PortsKind {
+    Own(OwnSockets),
+    /// The shared sockets of this pacer of the engine.
+    Shared {
+        pacer: usize,
+    },
+}
+
+/// A call's own RTP and RTCP sockets and their lease.
+#[derive(Debug)]
+pub(crate) struct OwnSockets {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    lease: PortLease,
 }
 
 impl BoundPorts {
+    /// The address the SDP names for the call's RTP.
     pub fn local_rtp(&self) -> io::Result<SocketAddr> {
-        self.rtp.local_addr()
+        Ok(self.local_rtp)
+    }
+
+    /// The shared ports of `pacer`, whose RTP is at `local_rtp`.
+    pub(crate) fn shared(pacer: usize, local_rtp: SocketAddr) -> Self {
+        Self {
+            local_rtp,
+            kind: PortsKind::Shared { pacer },
+        }
+    }
+
+    /// The pacer these ports belong to, for shared ones.
+    pub(crate) fn pacer(&self) -> Option<usize> {
+        match self.kind {
+            PortsKind::Own(_) => None,
+            PortsKind::Shared { pacer } => Some(pacer),
+        }
+    }
+
+    /// The sockets and lease of a pair of the call's own.
+    pub(crate) fn into_own(self) -> Option<(UdpSocket, UdpSocket, PortLease)> {
+        match self.kind {
+            PortsKind::Own(o) => Some((o.rtp, o.rtcp, o.lease)),
+            PortsKind::Shared { .. } => None,
+        }
     }
 }
 
@@ -338,9 +398,8 @@ impl Default for DriverOptions {
 /// One call's media as its pacer holds it: sockets, session, player, in-band detector and the
 /// sending half of the event channel.
 pub(crate) struct CallMedia {
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
-    lease: PortLease,
+    /// `None` on a pacer's shared sockets.
+    own: Option<OwnSockets>,
     session: RtpSession,
     player: Option<Player>,
     inband: Option<InbandDetector>,
@@ -366,11 +425,12 @@ impl CallMedia {
         options: DriverOptions,
         events: mpsc::Sender<MediaEvent>,
     ) -> Self {
-        let BoundPorts { rtp, rtcp, lease } = ports;
+        let own = match ports.kind {
+            PortsKind::Own(o) => Some(o),
+            PortsKind::Shared { .. } => None,
+        };
         Self {
-            rtp,
-            rtcp,
-            lease,
+            own,
             session,
             player: None,
             inband: options.inband_dtmf.then(InbandDetector::new),
@@ -384,14 +444,15 @@ impl CallMedia {
         }
     }
 
-    /// The RTP socket (for the pacer's readiness poll).
-    pub(crate) fn rtp_socket(&self) -> &UdpSocket {
-        &self.rtp
+    /// The call's own RTP and RTCP sockets (for the pacer's readiness poll); `None` on shared
+    /// ones.
+    pub(crate) fn own_sockets(&self) -> Option<[&UdpSocket; 2]> {
+        self.own.as_ref().map(|o| [&o.rtp, &o.rtcp])
     }
 
-    /// The RTCP socket (for the pacer's readiness poll).
-    pub(crate) fn rtcp_socket(&self) -> &UdpSocket {
-        &self.rtcp
+    /// The peer's signalled and latched addresses (for the shared sockets' [`super::pacer_socket::Demux`]).
+    pub(crate) fn peer_addresses(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        (self.session.signalled(), self.session.latched())
     }
 
     /// Start the session's 20 ms clock at `at` (the pacer's grid point), before its first tick.
@@ -402,17 +463,13 @@ impl CallMedia {
     /// Read one datagram from the RTP (`rtcp` false) or RTCP socket, which the pacer's poll
     /// found readable, as arriving when the kernel says it did.
     pub(crate) fn receive(&mut self, clock: &ArrivalClock, rtcp: bool, buf: &mut [u8]) {
-        let socket = if rtcp { &self.rtcp } else { &self.rtp };
+        let Some(own) = self.own.as_ref() else {
+            return;
+        };
+        let socket = if rtcp { &own.rtcp } else { &own.rtp };
         match recv_stamped(socket, buf) {
             Ok((n, from, stamped)) => {
-                let now = clock.arrival(stamped);
-                let data = &buf[..n];
-                // RTP/RTCP mux (RFC 5761): RTCP packet types 200-204 on the RTP port.
-                if rtcp || (n > 1 && (200..=204).contains(&data[1])) {
-                    self.session.handle_rtcp(now, from, data);
-                } else {
-                    self.session.handle_rtp(now, from, data);
-                }
+                self.datagram(clock.arrival(stamped), from, &buf[..n], rtcp);
             }
             Err(e) => {
                 if e.kind() != io::ErrorKind::WouldBlock {
@@ -422,23 +479,37 @@ impl CallMedia {
         }
     }
 
-    /// Advance the session to `now`: top up the prompt, then send what is due and hand over
-    /// events (with what the datagrams read since the last visit caused), in the order the
-    /// session gives them. Returns when the session next needs this call.
-    pub(crate) fn advance(&mut self, now: Instant) -> Instant {
+    /// A datagram that arrived at `now` from `from` on the RTP (`rtcp` false) or RTCP port.
+    pub(crate) fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8], rtcp: bool) {
+        // RTP/RTCP mux (RFC 5761): RTCP packet types 200-204 on the RTP port.
+        if rtcp || (data.len() > 1 && (200..=204).contains(&data[1])) {
+            self.session.handle_rtcp(now, from, data);
+        } else {
+            self.session.handle_rtp(now, from, data);
+        }
+    }
+
+    /// Advance the session to `now`: top up the prompt, then send what is due (on the call's
+    /// own sockets, or into `outbox` for the pacer's shared ones) and hand over events (with
+    /// what the datagrams read since the last visit caused), in the order the session gives
+    /// them. Returns when the session next needs this call.
+    pub(crate) fn advance(&mut self, now: Instant, outbox: &mut Outbox) -> Instant {
         self.top_up();
         self.session.handle_timeout(now);
         loop {
             match self.session.poll_output() {
-                Output::Transmit(t) => {
-                    let socket = match t.channel {
-                        Channel::Rtp => &self.rtp,
-                        Channel::Rtcp => &self.rtcp,
-                    };
-                    if let Err(e) = socket.send_to(&t.data, t.destination) {
-                        tracing::debug!(error = %e, to = %t.destination, "media send failed");
+                Output::Transmit(t) => match self.own.as_ref() {
+                    Some(own) => {
+                        let socket = match t.channel {
+                            Channel::Rtp => &own.rtp,
+                            Channel::Rtcp => &own.rtcp,
+                        };
+                        if let Err(e) = socket.send_to(&t.data, t.destination) {
+                            tracing::debug!(error = %e, to = %t.destination, "media send failed");
+                        }
                     }
-                }
+                    None => outbox.push(t),
+                },
                 Output::Event(ev) => self.on_event(now, ev),
                 Output::Timeout(next) => return next,
             }
@@ -448,7 +519,8 @@ impl CallMedia {
     /// The media has ended: its statistics; the ports are released.
     pub(crate) fn finish(self) -> RtpStats {
         let stats = self.session.stats();
-        tracing::debug!(?stats, port = self.lease.rtp_port(), "media closed");
+        let port = self.own.as_ref().map(|o| o.lease.rtp_port());
+        tracing::debug!(?stats, ?port, "media closed");
         stats
     }
 
@@ -591,15 +663,18 @@ mod tests {
     fn allocates_even_pairs_and_releases_them() {
         let alloc = PortAllocator::new(41201..=41210);
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let port = |p: &BoundPorts| p.local_rtp().expect("addr").port();
         let a = alloc.bind(ip).expect("a");
         let b = alloc.bind(ip).expect("b");
-        assert_eq!(a.lease.rtp_port() % 2, 0);
-        assert_eq!(a.local_rtp().expect("addr").port(), a.lease.rtp_port());
+        assert_eq!(port(&a) % 2, 0);
+        let (a_rtp, a_rtcp, a_lease) = alloc.bind(ip).expect("c").into_own().expect("own");
+        assert_eq!(a_rtp.local_addr().expect("addr").port(), a_lease.rtp_port());
         assert_eq!(
-            a.rtcp.local_addr().expect("addr").port(),
-            a.lease.rtp_port() + 1
+            a_rtcp.local_addr().expect("addr").port(),
+            a_lease.rtp_port() + 1
         );
-        assert_ne!(a.lease.rtp_port(), b.lease.rtp_port());
+        drop((a_rtp, a_rtcp, a_lease));
+        assert_ne!(port(&a), port(&b));
         assert_eq!(alloc.in_use(), 2);
         drop(a);
         assert_eq!(alloc.in_use(), 1);
@@ -609,10 +684,7 @@ mod tests {
         }
         // 41202..=41210 holds 4 pairs (41210 has no odd partner in range).
         assert_eq!(held.len(), 4);
-        assert!(
-            held.iter()
-                .all(|p| (41202..=41208).contains(&p.lease.rtp_port()))
-        );
+        assert!(held.iter().all(|p| (41202..=41208).contains(&port(p))));
         held.clear();
         assert_eq!(alloc.in_use(), 0);
     }

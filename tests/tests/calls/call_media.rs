@@ -659,6 +659,19 @@ fn flows_dir(root: &Path, main: &str) -> PathBuf {
 }
 
 async fn gateway(root: &Path, main_flow: &str) -> (Gateway, u16) {
+    gateway_on(root, main_flow, Sockets::PerCall).await
+}
+
+/// How the gateway under test carries RTP (`[media] rtp_sockets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sockets {
+    /// A port pair per call (the default).
+    PerCall,
+    /// One pair per pacer for all its calls.
+    Shared,
+}
+
+async fn gateway_on(root: &Path, main_flow: &str, sockets: Sockets) -> (Gateway, u16) {
     let flows = flows_dir(root, main_flow);
     // Each gateway its own RTP ports: a port another gateway just released may still receive
     // the end of its call's stream.
@@ -673,8 +686,12 @@ async fn gateway(root: &Path, main_flow: &str) -> (Gateway, u16) {
         let sip_port = free_sip_port();
         let extra = format!(
             "[sip]\nudp = \"127.0.0.1:{sip_port}\"\ntcp = \"127.0.0.1:{sip_port}\"\n\n\
-             [media]\nrtp_port_min = {min}\nrtp_port_max = {max}\n\n\
+             [media]\nrtp_port_min = {min}\nrtp_port_max = {max}\nrtp_sockets = \"{}\"\n\n\
              [ivr]\nflows_dir = {:?}\nreload = false\n",
+            match sockets {
+                Sockets::PerCall => "per_call",
+                Sockets::Shared => "shared",
+            },
             flows.display().to_string()
         );
         let gw = Gateway::spawn_with_extra(opts.clone(), free_port(), &extra);
@@ -806,7 +823,15 @@ impl Call {
 /// A gateway running [`MENU_FLOW`] and a call from `phone` to it, answered: the gateway, the
 /// call, and where the gateway's media comes from.
 async fn call_the_menu(root: &Path, phone: &Phone) -> (Gateway, Call, SocketAddr) {
-    let (gw, sip_port) = gateway(root, MENU_FLOW).await;
+    call_the_menu_on(root, phone, Sockets::PerCall).await
+}
+
+async fn call_the_menu_on(
+    root: &Path,
+    phone: &Phone,
+    sockets: Sockets,
+) -> (Gateway, Call, SocketAddr) {
+    let (gw, sip_port) = gateway_on(root, MENU_FLOW, sockets).await;
     let mut call = place_call(root, sip_port, phone);
     let rtp = answered(phone, &gw, &mut call).await;
     (gw, call, rtp)
@@ -1106,9 +1131,19 @@ steps:
 /// An RFC 4733 key pressed while the menu plays selects its option.
 #[tokio::test]
 async fn an_rfc4733_key_selects_the_menu_option() {
+    rfc4733_key_selects_the_menu_option(Sockets::PerCall).await;
+}
+
+/// The same on the pacers' shared sockets: the call's RTP is found by its address, both ways.
+#[tokio::test]
+async fn on_shared_sockets_an_rfc4733_key_selects_the_menu_option() {
+    rfc4733_key_selects_the_menu_option(Sockets::Shared).await;
+}
+
+async fn rfc4733_key_selects_the_menu_option(sockets: Sockets) {
     let dir = tempfile::tempdir().expect("tempdir");
     let phone = Phone::new().await;
-    let (gw, call, _) = call_the_menu(dir.path(), &phone).await;
+    let (gw, call, _) = call_the_menu_on(dir.path(), &phone, sockets).await;
     phone.hears_menu(&gw, Duration::from_secs(30)).await;
     phone.press_rfc4733('7', 100);
     call.ended_by_gateway(&gw, &phone).await;
@@ -1340,9 +1375,20 @@ async fn a_caller_who_hangs_up_after_the_message_leaves_it_in_the_callback_order
 /// caller's media comes from, so the caller hears the menu and its key works.
 #[tokio::test]
 async fn a_caller_behind_nat_is_heard_and_hears_the_menu() {
+    caller_behind_nat_is_heard_and_hears_the_menu(Sockets::PerCall).await;
+}
+
+/// On shared sockets a caller behind NAT, the only call starting, is found (its media comes
+/// from an address no SDP named) and latched as on a port of its own.
+#[tokio::test]
+async fn on_shared_sockets_a_lone_caller_behind_nat_is_heard_and_hears_the_menu() {
+    caller_behind_nat_is_heard_and_hears_the_menu(Sockets::Shared).await;
+}
+
+async fn caller_behind_nat_is_heard_and_hears_the_menu(sockets: Sockets) {
     let dir = tempfile::tempdir().expect("tempdir");
     let phone = Phone::behind_nat().await;
-    let (gw, call, _) = call_the_menu(dir.path(), &phone).await;
+    let (gw, call, _) = call_the_menu_on(dir.path(), &phone, sockets).await;
     phone
         .wait_for_sound(0, 25, Duration::from_secs(30))
         .await
@@ -1366,9 +1412,19 @@ async fn a_caller_behind_nat_is_heard_and_hears_the_menu() {
 /// Garbage on both media ports, from the caller's address and from elsewhere, is ignored.
 #[tokio::test]
 async fn garbage_on_the_media_ports_does_not_disturb_the_call() {
+    garbage_does_not_disturb_the_call(Sockets::PerCall).await;
+}
+
+/// The same on the pacers' shared sockets: the stranger's datagrams match no call.
+#[tokio::test]
+async fn on_shared_sockets_garbage_does_not_disturb_the_call() {
+    garbage_does_not_disturb_the_call(Sockets::Shared).await;
+}
+
+async fn garbage_does_not_disturb_the_call(sockets: Sockets) {
     let dir = tempfile::tempdir().expect("tempdir");
     let phone = Phone::new().await;
-    let (gw, call, rtp) = call_the_menu(dir.path(), &phone).await;
+    let (gw, call, rtp) = call_the_menu_on(dir.path(), &phone, sockets).await;
     let rtcp = SocketAddr::new(rtp.ip(), rtp.port() + 1);
     phone.hears_menu(&gw, Duration::from_secs(30)).await;
 
