@@ -6,11 +6,20 @@
 //!   sized to the machine, and [`Recognizer::try_acquire`] answers `None` at once when all are busy,
 //!   so the IVR falls back to keypad menus instead of letting callers queue behind each other.
 //! - **Bounded work.** whisper.cpp's encoder costs the same for any clip unless `audio_ctx` is cut
-//!   to the utterance (50 frames a second, plus a margin), which is most of the latency win.
+//!   to the utterance (50 frames a second, plus a margin that is smaller for longer utterances:
+//!   [`audio_ctx_for`]), which is most of the latency win.
 //!   Decoding is greedy, one segment, without temperature fallback, with a token cap, so bad audio
 //!   cannot run long; the elapsed time is still checked against `timeout` and a late result is
 //!   reported as not understood. (whisper-rs's abort callback leaks its closure on every call,
 //!   so it is not used.)
+//! - **The engine's settings, measured** (benches/README.md, "A smaller encoder window"): 80 % of
+//!   the time is whisper.cpp's matrix products, which the workspace's `.cargo/config.toml` builds
+//!   with ggml's tiled `llamafile` kernels (`GGML_LLAMAFILE=ON`, off in whisper.cpp's own build;
+//!   12-39 % faster here, the same texts). Each recognition runs on `cores / pool` threads (one
+//!   here), also when it is alone: ggml's threads spin at a barrier after every operation, and on
+//!   a shared machine two threads made a 3 s utterance take 5-8 s in half the runs. Flash
+//!   attention stays off: slower on this CPU, and its 256-frame padding is attended unmasked
+//!   (stale keys of an earlier, longer utterance), which changed what was heard.
 //! - **Simplified Chinese.** Whisper sometimes answers in Traditional characters; `hanconv`
 //!   (MIT, OpenCC's dictionaries compiled in, pure Rust) converts `t2s`. `zhconv` is GPL and
 //!   `opencc-rust` needs the OpenCC C library, hence not those.
@@ -77,8 +86,13 @@ pub struct RecognizerConfig {
     pub pool_size: usize,
     /// Threads per recognition; 0 means cores / pool size (at least 1).
     pub threads: usize,
-    /// Encoder frames added to the utterance's own (50 per second).
+    /// Encoder frames added to a short utterance's own (50 per second); see [`audio_ctx_for`].
     pub audio_ctx_margin: usize,
+    /// Encoder frames added to a long utterance's own: the margin shrinks from
+    /// `audio_ctx_margin` to this once the window reaches `audio_ctx_short`.
+    pub audio_ctx_min_margin: usize,
+    /// The window (encoder frames) up to which the whole `audio_ctx_margin` is added.
+    pub audio_ctx_short: usize,
     /// Most text tokens decoded per utterance.
     pub max_tokens: usize,
     /// A result that took longer is reported as [`NotUnderstoodReason::Timeout`].
@@ -98,6 +112,8 @@ impl RecognizerConfig {
             pool_size: 0,
             threads: 0,
             audio_ctx_margin: 64,
+            audio_ctx_min_margin: 32,
+            audio_ctx_short: 150,
             max_tokens: 48,
             timeout: Duration::from_secs(5),
             min_confidence: 0.35,
@@ -385,10 +401,24 @@ pub fn collapse_repeats(text: &str) -> (String, bool) {
     (text.to_owned(), false)
 }
 
-/// Encoder frames for `samples` of audio: the utterance's own plus a margin, at most 1500 (30 s).
-pub fn audio_ctx_for(samples: usize, margin: usize) -> usize {
+/// Encoder frames for `samples` of audio (whisper.cpp's `audio_ctx`): the utterance's own plus
+/// `margin`, except that past a window of `short` frames the margin shrinks, down to
+/// `min_margin`; at most 1500 (30 s).
+///
+/// The encoder's work grows with the window, and a margin of 64 frames was 30 % of a 3 s
+/// utterance's. But Whisper was trained on 30 s windows and hears a short answer worse in a
+/// window cut close to it: with 32 or 16 frames of margin for every utterance, "洪山区" (1.64 s,
+/// 82 frames) was misheard in 2 and 3 of 5 runs of the speech tests, with 64 in none. Longer
+/// utterances heard the same with 32 as with 64; with 16, 3 s of white noise became a confident
+/// "铁" (0.88) instead of a low-confidence "鸡" (benches/README.md, "A smaller encoder window").
+/// So answers up to 1.72 s keep their 64 frames, the window then stays at `short` (150 frames)
+/// while the margin shrinks, and utterances from 2.36 s on get `min_margin` (32): 182 frames
+/// instead of 214 for 3 s, 15 % less encoder work.
+pub fn audio_ctx_for(samples: usize, margin: usize, min_margin: usize, short: usize) -> usize {
     let seconds = samples as f64 / SAMPLE_RATE as f64;
-    ((seconds * FRAMES_PER_SECOND).ceil() as usize + margin)
+    let frames = (seconds * FRAMES_PER_SECOND).ceil() as usize;
+    (frames + min_margin)
+        .max((frames + margin).min(short))
         .min((MAX_SECONDS * FRAMES_PER_SECOND) as usize)
 }
 
@@ -462,7 +492,12 @@ fn run(
     params.set_temperature(0.0);
     params.set_temperature_inc(0.0);
     params.set_max_tokens(max_tokens_for(audio.len(), cfg.max_tokens) as i32);
-    params.set_audio_ctx(audio_ctx_for(audio.len(), cfg.audio_ctx_margin) as i32);
+    params.set_audio_ctx(audio_ctx_for(
+        audio.len(),
+        cfg.audio_ctx_margin,
+        cfg.audio_ctx_min_margin,
+        cfg.audio_ctx_short,
+    ) as i32);
     if !prompt.is_empty() {
         params.set_tokens(&prompt);
     }
@@ -630,9 +665,30 @@ mod tests {
 
     #[test]
     fn audio_ctx_follows_the_utterance() {
-        assert_eq!(audio_ctx_for(16_000 * 3, 64), 150 + 64);
-        assert_eq!(audio_ctx_for(16_000 * 60, 64), 1500);
-        assert_eq!(audio_ctx_for(1, 0), 1);
+        let d = RecognizerConfig::new("m");
+        let ctx = |samples| {
+            audio_ctx_for(
+                samples,
+                d.audio_ctx_margin,
+                d.audio_ctx_min_margin,
+                d.audio_ctx_short,
+            )
+        };
+        // Short answers: the whole margin (the speech tests' "洪山区" is 1.64 s).
+        assert_eq!(ctx(16_000), 50 + 64);
+        assert_eq!(ctx(16_000 * 164 / 100), 82 + 64);
+        // Between: the window stays at `short` while the margin shrinks.
+        assert_eq!(ctx(16_000 * 2), 150);
+        assert_eq!(ctx(16_000 * 118 / 50), 118 + 32);
+        // Longer utterances: the small margin.
+        assert_eq!(ctx(16_000 * 3), 150 + 32);
+        assert_eq!(ctx(16_000 * 15), 750 + 32);
+        assert_eq!(ctx(16_000 * 60), 1500);
+        // The margin never shrinks below `min_margin`, whatever `short` says; with
+        // `min_margin == margin` every utterance gets the whole margin (the rule before).
+        assert_eq!(audio_ctx_for(16_000, 64, 16, 0), 50 + 16);
+        assert_eq!(audio_ctx_for(16_000 * 3, 64, 64, 150), 150 + 64);
+        assert_eq!(audio_ctx_for(1, 0, 0, 0), 1);
     }
 
     fn t(text: &str, confidence: f32) -> Transcript {
