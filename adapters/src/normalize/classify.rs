@@ -72,7 +72,15 @@ pub struct CategoryModel {
 /// of a message's n-grams are not selected, and one bit says so where a binary search over the
 /// buckets would take a dozen dependent loads.
 #[derive(Debug, Clone, PartialEq)]
-struct BucketSet(Vec<u64>);
+struct BucketSet {
+    bits: Vec<u64>,
+    /// Selected buckets before each word of `bits`, when the buckets are strictly ascending (as
+    /// every model file's are): a selected bucket's feature index is then this count plus the
+    /// bits below it in its word, where a binary search over the few thousand buckets for every
+    /// selected n-gram was a good part of [`CategoryModel::features`] (3 % of the gateway's CPU
+    /// under the intake load). `None` for other bucket lists, which are searched as before.
+    rank: Option<Vec<u32>>,
+}
 
 impl BucketSet {
     fn of(buckets: &[u32]) -> Self {
@@ -83,13 +91,36 @@ impl BucketSet {
                 *word |= 1 << (b & 63);
             }
         }
-        BucketSet(bits)
+        // Ascending, so buckets outside the hash space come last and shift no index.
+        let rank = buckets.windows(2).all(|w| w[0] < w[1]).then(|| {
+            let mut before = 0u32;
+            bits.iter()
+                .map(|w| {
+                    let r = before;
+                    before += w.count_ones();
+                    r
+                })
+                .collect()
+        });
+        BucketSet { bits, rank }
     }
 
-    fn contains(&self, bucket: u32) -> bool {
-        self.0
-            .get((bucket >> 6) as usize)
-            .is_some_and(|word| (word >> (bucket & 63)) & 1 == 1)
+    /// The feature index of `bucket` in `buckets` (the list this set was built from), or `None`
+    /// when it is not selected.
+    fn index(&self, bucket: u32, buckets: &[u32]) -> Option<usize> {
+        let at = (bucket >> 6) as usize;
+        let word = *self.bits.get(at)?;
+        let bit = bucket & 63;
+        if (word >> bit) & 1 == 0 {
+            return None;
+        }
+        match &self.rank {
+            Some(rank) => {
+                let below = (word & ((1u64 << bit) - 1)).count_ones();
+                Some(rank[at] as usize + below as usize)
+            }
+            None => buckets.binary_search(&bucket).ok(),
+        }
     }
 }
 
@@ -191,9 +222,7 @@ impl CategoryModel {
     pub fn features(&self, subject: &str, detail: &str) -> Vec<(usize, f32)> {
         let mut known = Vec::with_capacity(64);
         for_each_gram(subject, detail, |b, w| {
-            if self.known.contains(b)
-                && let Ok(i) = self.buckets.binary_search(&b)
-            {
+            if let Some(i) = self.known.index(b, &self.buckets) {
                 known.push((i, w));
             }
         });
@@ -380,6 +409,26 @@ pub fn holdout_split(rows: &[(&str, &str)]) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rank lookup gives every bucket the index the binary search gave, and lists that are
+    /// not strictly ascending are still searched.
+    #[test]
+    fn bucket_indices_are_the_searched_ones() {
+        let model = shipped_model().expect("shipped model");
+        assert!(model.known.rank.is_some());
+        for b in 0..(1u32 << HASH_BITS) {
+            assert_eq!(
+                model.known.index(b, &model.buckets),
+                model.buckets.binary_search(&b).ok(),
+                "bucket {b}"
+            );
+        }
+        let repeated = [3u32, 3, 9, 1 << HASH_BITS];
+        let set = BucketSet::of(&repeated);
+        assert!(set.rank.is_none());
+        assert_eq!(set.index(9, &repeated), Some(2));
+        assert_eq!(set.index(4, &repeated), None);
+    }
 
     #[test]
     fn counts_merge_and_weight_the_subject() {

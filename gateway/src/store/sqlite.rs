@@ -7,12 +7,12 @@
 //! batch waits for the sync under way rather than becoming a second commit for the next one, see
 //! [`writer_loop`]). New orders arrive already serialized under a placeholder number
 //! (`store::Drafted`). A write that fails is answered alone and the rest of its batch is applied
-//! again. A checkpoint thread copies the WAL into the database file off the commit path. Reads
-//! use a small pool of read-only connections on tokio's blocking threads; WAL lets them run
-//! beside the writer.
+//! again. A checkpoint thread copies the WAL into the database file off the commit path (and has
+//! the writer start the WAL over once it is large, see [`checkpointer`]). Reads use a small pool
+//! of read-only connections on tokio's blocking threads; WAL lets them run beside the writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use adapters::{OrderNumber, WorkOrder};
@@ -149,6 +149,8 @@ impl SqliteStore {
         let outbox = Arc::new(Notify::new());
         let (sync_tx, sync_rx) = std::sync::mpsc::channel();
         let signal = outbox.clone();
+        let restart_wal = Arc::new(AtomicBool::new(false));
+        let wanted = restart_wal.clone();
         let unsynced = Arc::new(AtomicUsize::new(0));
         let sync = Syncing {
             unsynced: unsynced.clone(),
@@ -160,13 +162,23 @@ impl SqliteStore {
             .map_err(|e| StoreError::Failed(format!("cannot start the sync thread: {e}")))?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, numbering, max_batch, sync_tx, unsynced))
+            .spawn(move || {
+                writer_loop(
+                    conn,
+                    rx,
+                    numbering,
+                    max_batch,
+                    sync_tx,
+                    unsynced,
+                    restart_wal,
+                )
+            })
             .map_err(|e| StoreError::Failed(format!("cannot start the writer thread: {e}")))?;
         let checkpoint_conn = Connection::open(path)?;
         let alive = tx.downgrade();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpointer(checkpoint_conn, alive))
+            .spawn(move || checkpointer(checkpoint_conn, alive, wanted))
             .map_err(|e| StoreError::Failed(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -451,13 +463,44 @@ fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) ->
 /// inside one of its commits (SQLite's auto-checkpoint runs in the committing thread and cost 10%
 /// of the writer's time with an extra fsync). PASSIVE never blocks the writer; it stops with the
 /// store.
-fn checkpointer(conn: Connection, alive: mpsc::WeakSender<Queued>) {
+///
+/// Under a steady stream of commits this alone never lets the WAL start over: SQLite writes
+/// from the start of the WAL again only when a write transaction begins with every frame
+/// already copied, and the writer has always appended more while the checkpoint ran. The WAL
+/// then grew for as long as the load lasted (580 MB in 12 s of `intake-load`), and every frame
+/// went to a new part of the file, where the kernel first zeroes each page it allocates: that
+/// zeroing alone was 8.6 % of all the gateway's CPU in the profile (benches/README.md, "Intake
+/// past 20,000/s?"). So once the WAL holds [`RESTART_FRAMES`] frames, this thread asks the
+/// writer (`restart`) to copy the last few frames itself between two commits (see
+/// [`writer_loop`]): even a checkpoint that copied every frame has usually run beside an open
+/// write transaction, whose frames come after it. The writer's next commit then starts the WAL
+/// over, in pages that are already in the page cache. Durability is SQLite's own: a checkpoint
+/// syncs the WAL before copying and the database file before the WAL may be reused.
+fn checkpointer(conn: Connection, alive: mpsc::WeakSender<Queued>, restart: Arc<AtomicBool>) {
     while alive.upgrade().is_some() {
         std::thread::sleep(std::time::Duration::from_millis(250));
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "sqlite checkpoint failed");
+        match checkpoint(&conn) {
+            Ok((log, _)) if log >= RESTART_FRAMES => {
+                restart.store(true, Ordering::Release);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
         }
     }
+}
+
+/// WAL frames (of a 4 KiB page each) after which the WAL is started over (see
+/// [`checkpointer`]): 64 MiB, reached in about half a second at the intake benchmark's rate.
+/// Each restart costs the writer one small checkpoint and SQLite's sync of the new WAL header;
+/// a WAL this size is written over again in pages the kernel has already allocated.
+const RESTART_FRAMES: i64 = 16_384;
+
+/// `PRAGMA wal_checkpoint(PASSIVE)`: frames in the WAL, and frames copied into the database
+/// (both -1 when the checkpoint could not run, e.g. another one was under way).
+fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })
 }
 
 /// How the sync thread tells the writer that the commits it had were synced.
@@ -542,6 +585,10 @@ fn drain(rx: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Write>, max_batch: usi
 /// sync, and each commit costs the writer and the disk per page written, not per order (the
 /// pages at the end of every B-tree are written again by each commit). Large batches are
 /// committed at once, beside the sync, as before.
+///
+/// When the checkpoint thread asks (`restart_wal`, see [`checkpointer`]), the writer checkpoints
+/// the frames the checkpoint thread could not copy, right after handing its commit to the sync
+/// thread (the two syncs overlap); with every frame copied, its next commit starts the WAL over.
 fn writer_loop(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Queued>,
@@ -549,6 +596,7 @@ fn writer_loop(
     max_batch: usize,
     synced: std::sync::mpsc::Sender<Committed>,
     unsynced: Arc<AtomicUsize>,
+    restart_wal: Arc<AtomicBool>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     let small = SMALL_BATCH.min(max_batch);
@@ -585,6 +633,11 @@ fn writer_loop(
             for a in unsent.0.answers {
                 a(Some("the store is shutting down"));
             }
+        }
+        if restart_wal.swap(false, Ordering::AcqRel)
+            && let Err(e) = checkpoint(&conn)
+        {
+            tracing::warn!(error = %e, "sqlite checkpoint before restarting the WAL failed");
         }
     }
     tracing::debug!("sqlite writer stopped");
