@@ -44,6 +44,8 @@ if want call; then
     calls=${run%%:*} sockets=${run#*:}
     env=()
     [ "$sockets" = per_call ] || env=(--gateway-env "GATEWAY__MEDIA__RTP_SOCKETS=$sockets")
+    # 4,000 calls' generator ports (two each from 30000) would reach the gateway's range.
+    [ "$calls" -lt 4000 ] || env+=(--rtp-ports 20000)
     cmd="target/release/call-load --spawn target/release/gateway ${env[*]} ${realtime[*]} --calls $calls --rate 500 --hold 30 --digits 1 --dtmf-after 3"
     echo "report: $cmd" >&2
     $cmd >"$work/call-$run.txt" 2>&1 || true

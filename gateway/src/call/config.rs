@@ -107,9 +107,8 @@ pub struct MediaConfig {
     /// "per_call" (the default): each call gets an RTP/RTCP port pair of its own from the
     /// range. "shared": each pacer has one pair for all its calls, read and written many
     /// datagrams per system call (less CPU per call), its calls told apart by address and
-    /// SSRC; for media that comes from where the SDP says (a trunk, an SBC, rtpengine). A
-    /// caller behind NAT whose SDP names a private address is then heard only when no other
-    /// call is starting on that pacer at the same moment.
+    /// SSRC; for media that comes from where the SDP says (a trunk, an SBC, rtpengine): a
+    /// caller behind NAT whose SDP names a private address is not heard.
     pub rtp_sockets: RtpSockets,
 }
 

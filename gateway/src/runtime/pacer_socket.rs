@@ -13,12 +13,13 @@
 //! The price is demultiplexing. A datagram belongs to the call whose signalled (SDP) or latched
 //! address it comes from; from any other address, to the call that last heard its SSRC from a
 //! known address (a NAT that rebound the caller's port: the session's latching then decides as
-//! it does on a port of its own); failing both, to the one call of this pacer that has heard
-//! nothing yet, if there is exactly one. Anything else is dropped and counted. So a caller whose
-//! SDP names an address its media does not come from (a phone behind NAT, a late offer) is
-//! found only while its call is the only one starting on that pacer: shared sockets are for a
-//! gateway whose media comes from where the SDP says (a carrier trunk, an SBC, rtpengine in
-//! front of several nodes). Ports of its own per call latch onto any caller.
+//! it does on a port of its own). Anything else is dropped and counted. So a caller whose SDP
+//! names an address its media does not come from (a phone behind NAT, a late offer) is not
+//! heard: shared sockets are for a gateway whose media comes from where the SDP says (a carrier
+//! trunk, an SBC, rtpengine in front of several nodes). Ports of its own per call latch onto
+//! any caller. (Guessing, e.g. giving a stranger's datagram to the one call not yet heard, was
+//! tried and dropped: a call's first packets can arrive before its pacer has taken the call,
+//! and were then given to another call, which latched onto them: two callers crossed.)
 //!
 //! Hand-written: `quinn-udp` batches datagrams for one peer (GSO/GRO), not for thousands of
 //! peers; `nix` gives the two system calls.
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use media::rtp_session::{Channel, Transmit};
 
@@ -273,8 +274,6 @@ pub struct Registered {
 pub struct Demux {
     by_addr: FxHashMap<SocketAddr, usize>,
     by_ssrc: FxHashMap<u32, usize>,
-    /// Calls (slots) that have heard nothing yet.
-    unheard: FxHashSet<usize>,
     /// Datagrams that matched no call.
     pub unmatched: u64,
 }
@@ -286,8 +285,6 @@ pub enum Matched {
     Address,
     /// By its SSRC, from an address the call has not used.
     Ssrc,
-    /// The only call of the pacer that had heard nothing.
-    OnlyNewCall,
 }
 
 impl Demux {
@@ -299,7 +296,6 @@ impl Demux {
         latched: Option<SocketAddr>,
     ) -> Registered {
         let mut reg = Registered::default();
-        self.unheard.insert(slot);
         self.update(slot, &mut reg, signalled, latched);
         reg
     }
@@ -342,7 +338,6 @@ impl Demux {
         {
             self.by_ssrc.remove(&s);
         }
-        self.unheard.remove(&slot);
     }
 
     /// The call a datagram from `from` belongs to, and how it was found. `rtcp`: it came on the
@@ -359,19 +354,12 @@ impl Demux {
         if let Some(slot) = ssrc_of(data, rtcp).and_then(|s| self.by_ssrc.get(&s)) {
             return Some((*slot, Matched::Ssrc));
         }
-        if !rtcp && self.unheard.len() == 1 {
-            return self
-                .unheard
-                .iter()
-                .next()
-                .map(|&s| (s, Matched::OnlyNewCall));
-        }
         self.unmatched += 1;
         None
     }
 
-    /// A datagram matched `how` reached the call in `slot`: it has heard something, and an RTP
-    /// packet from a known address (or the only new call's first) teaches its SSRC.
+    /// A datagram matched `how` reached the call in `slot`: an RTP packet from a known address
+    /// teaches the table its SSRC.
     pub fn heard(
         &mut self,
         slot: usize,
@@ -380,7 +368,6 @@ impl Demux {
         rtcp: bool,
         how: Matched,
     ) {
-        self.unheard.remove(&slot);
         if how == Matched::Ssrc || rtcp || is_rtcp_on_rtp(data) {
             return;
         }
@@ -502,31 +489,16 @@ mod tests {
     }
 
     #[test]
-    fn a_caller_behind_nat_is_found_only_when_its_call_is_the_only_new_one() {
+    fn a_source_no_sdp_named_is_not_guessed_at() {
         let mut d = Demux::default();
-        // The SDP names a private address the media never comes from.
+        // The SDP names a private address the media never comes from (a phone behind NAT),
+        // and the call has heard nothing: a stranger is still not given to it, nor is the
+        // first packet of a call the pacer has not taken yet.
         let private = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)), 4000);
-        let mut a = d.add(0, Some(private), None);
-        let (slot, how) = d
-            .route(addr(7000), &rtp(9), false)
-            .expect("the only new call");
-        assert_eq!((slot, how), (0, Matched::OnlyNewCall));
-        d.heard(slot, &mut a, &rtp(9), false, how);
-        // Its session latches; the pacer updates the table.
-        d.update(0, &mut a, Some(private), Some(addr(7000)));
-        // Two calls starting at once, both unheard: a stranger matches neither.
-        let _b = d.add(1, Some(addr(5000)), None);
-        let _c = d.add(2, None, None);
-        assert_eq!(d.route(addr(8000), &rtp(10), false), None);
-        // The known ones still route.
-        assert_eq!(
-            d.route(addr(7000), &rtp(9), false),
-            Some((0, Matched::Address))
-        );
-        assert_eq!(
-            d.route(addr(5000), &rtp(11), false),
-            Some((1, Matched::Address))
-        );
+        let _a = d.add(0, Some(private), None);
+        assert_eq!(d.route(addr(7000), &rtp(9), false), None);
+        assert_eq!(d.route(addr(7002), &rtp(10), false), None);
+        assert_eq!(d.unmatched, 2);
     }
 
     #[test]

@@ -1375,20 +1375,9 @@ async fn a_caller_who_hangs_up_after_the_message_leaves_it_in_the_callback_order
 /// caller's media comes from, so the caller hears the menu and its key works.
 #[tokio::test]
 async fn a_caller_behind_nat_is_heard_and_hears_the_menu() {
-    caller_behind_nat_is_heard_and_hears_the_menu(Sockets::PerCall).await;
-}
-
-/// On shared sockets a caller behind NAT, the only call starting, is found (its media comes
-/// from an address no SDP named) and latched as on a port of its own.
-#[tokio::test]
-async fn on_shared_sockets_a_lone_caller_behind_nat_is_heard_and_hears_the_menu() {
-    caller_behind_nat_is_heard_and_hears_the_menu(Sockets::Shared).await;
-}
-
-async fn caller_behind_nat_is_heard_and_hears_the_menu(sockets: Sockets) {
     let dir = tempfile::tempdir().expect("tempdir");
     let phone = Phone::behind_nat().await;
-    let (gw, call, _) = call_the_menu_on(dir.path(), &phone, sockets).await;
+    let (gw, call, _) = call_the_menu(dir.path(), &phone).await;
     phone
         .wait_for_sound(0, 25, Duration::from_secs(30))
         .await
