@@ -455,6 +455,21 @@ impl RtpSession {
         t
     }
 
+    /// How many 20 ms ticks [`RtpSession::handle_timeout`] will play at `now` (after skipping,
+    /// if it is that far behind). A driver that keeps only a few frames of a prompt queued tops
+    /// up this many more first: a wake-up 60 ms late plays three frames at once, and with two
+    /// queued the third would be silence in the middle of the prompt.
+    pub fn ticks_due(&self, now: Instant) -> usize {
+        let mut next = self.next_tick;
+        if now > next + MAX_CATCH_UP {
+            next += FRAME_DURATION * ((now - next).as_millis() / 20) as u32;
+        }
+        match now.checked_duration_since(next) {
+            Some(late) => (late.as_nanos() / FRAME_DURATION.as_nanos()) as usize + 1,
+            None => 0,
+        }
+    }
+
     /// Advance time: send due packets, play out due frames, RTCP, media timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
         if now > self.next_tick + MAX_CATCH_UP {

@@ -258,6 +258,12 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The RTP datagrams waiting, taken out (for tests of what a call sends).
+    #[cfg(test)]
+    pub fn take_rtp(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::mem::take(&mut self.rtp)
+    }
 }
 
 /// What the [`Demux`] holds for one call; kept with the call on its pacer.

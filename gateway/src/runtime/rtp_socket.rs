@@ -494,7 +494,7 @@ impl CallMedia {
     /// what the datagrams read since the last visit caused), in the order the session gives
     /// them. Returns when the session next needs this call.
     pub(crate) fn advance(&mut self, now: Instant, outbox: &mut Outbox) -> Instant {
-        self.top_up();
+        self.top_up(self.options.prefill + self.session.ticks_due(now));
         self.session.handle_timeout(now);
         loop {
             match self.session.poll_output() {
@@ -511,7 +511,10 @@ impl CallMedia {
                     None => outbox.push(t),
                 },
                 Output::Event(ev) => self.on_event(now, ev),
-                Output::Timeout(next) => return next,
+                Output::Timeout(next) => {
+                    self.finish_playback();
+                    return next;
+                }
             }
         }
     }
@@ -536,23 +539,29 @@ impl CallMedia {
         }
     }
 
-    fn top_up(&mut self) {
+    /// Keep `frames` of the playing prompt queued in the session.
+    fn top_up(&mut self, frames: usize) {
         let Some(player) = self.player.as_mut() else {
             return;
         };
-        while self.session.queued() < self.options.prefill {
+        while self.session.queued() < frames {
             match player.next_frame() {
                 Some(f) => self.session.send_payload(f),
-                None => {
-                    let stopped = player.is_stopped();
-                    let id = player.id();
-                    self.player = None;
-                    if !stopped {
-                        self.emit(MediaEvent::PlaybackFinished { id });
-                    }
-                    return;
-                }
+                None => return,
             }
+        }
+    }
+
+    /// Tell the call that the prompt has played once its last frame has gone out, not when it
+    /// was queued: the call may hang up on it, and the caller must hear the goodbye whole.
+    fn finish_playback(&mut self) {
+        if self.session.queued() > 0 || !self.player.as_ref().is_some_and(Player::is_finished) {
+            return;
+        }
+        if let Some(player) = self.player.take()
+            && !player.is_stopped()
+        {
+            self.emit(MediaEvent::PlaybackFinished { id: player.id() });
         }
     }
 
@@ -657,7 +666,82 @@ impl CallMedia {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use media::prompt::{EncodedPrompt, PlayItem};
+    use media::rtp_session::RtpConfig;
+    use media::sdp::{Direction, Negotiated};
+    use media::{Codec, MediaSettings};
     use std::net::Ipv4Addr;
+
+    /// A call on shared ports whose peer is at 127.0.0.1:40000, and the events it sends.
+    fn call_media(start: Instant) -> (CallMedia, mpsc::Receiver<MediaEvent>) {
+        let negotiated = Negotiated {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event: Some(101),
+            remote: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 40000))),
+            ptime: Some(20),
+            remote_direction: Direction::SendRecv,
+            local_direction: Direction::SendRecv,
+            media_index: 0,
+        };
+        let session = RtpSession::new(
+            RtpConfig::new(&MediaSettings::default(), &negotiated, &mut rand::rng()),
+            start,
+            SystemTime::now(),
+        );
+        let ports = BoundPorts::shared(0, SocketAddr::from((Ipv4Addr::LOCALHOST, 30000)));
+        let (tx, rx) = mpsc::channel(1024);
+        let media = CallMedia::new(ports, session, DriverOptions::default(), tx);
+        (media, rx)
+    }
+
+    /// A pacer that wakes late plays the prompt's next frames at once, never silence between
+    /// them: the prompt is topped up by as many ticks as are due, not only the prefill.
+    #[test]
+    fn a_late_wake_up_sends_the_prompts_frames_without_a_gap() {
+        let start = Instant::now();
+        let (mut media, mut events) = call_media(start);
+        // 30 frames, each a different code (none of them mu-law silence, 0xFF).
+        let frames: Vec<Vec<u8>> = (0..30u8).map(|i| vec![0x10 + i; 160]).collect();
+        let prompt = EncodedPrompt {
+            codec: Codec::Pcmu,
+            frames: frames.clone(),
+        };
+        media.command(MediaCommand::Play(Player::new(
+            Codec::Pcmu,
+            [PlayItem::Clip(Arc::new(prompt))],
+        )));
+        let ms = Duration::from_millis;
+        let mut outbox = Outbox::default();
+        let mut sent = Vec::new();
+        let mut finished_after = Vec::new();
+        // On time, then 80 ms late, on time again, 140 ms late, and past the 200 ms skip.
+        for at in [
+            0, 20, 120, 140, 300, 320, 600, 620, 640, 660, 680, 700, 720, 740, 760, 780, 800, 820,
+            840, 860,
+        ] {
+            media.advance(start + ms(at), &mut outbox);
+            sent.extend(outbox.take_rtp());
+            while let Ok(e) = events.try_recv() {
+                if matches!(e, MediaEvent::PlaybackFinished { .. }) {
+                    finished_after.push(sent.len());
+                }
+            }
+        }
+        let payloads: Vec<Vec<u8>> = sent
+            .iter()
+            .map(|(_, d)| rtp_rs::RtpReader::new(d).expect("rtp").payload().to_vec())
+            .collect();
+        let first_silence = payloads.iter().position(|p| p[0] == 0xFF);
+        assert_eq!(
+            first_silence,
+            Some(frames.len()),
+            "silence before the prompt's end"
+        );
+        assert_eq!(&payloads[..frames.len()], &frames[..]);
+        // The end is told once, in the visit that sent the last frame (the tick at 840 ms).
+        assert_eq!(finished_after, [frames.len()]);
+    }
 
     #[test]
     fn allocates_even_pairs_and_releases_them() {
