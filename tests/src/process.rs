@@ -402,4 +402,33 @@ impl Gateway {
         assert_eq!(records.len(), 1, "{records:?}");
         records.remove(0)
     }
+
+    /// The call detail records once there are `n` of them (waiting up to 30 s), in the order
+    /// they were written (calls end in that order).
+    pub async fn call_records(&self, n: usize) -> Vec<Value> {
+        let dir = self.opts.data_dir.join("cdr");
+        let read = |dir: &std::path::Path| {
+            let mut records = Vec::new();
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                for line in text.lines().filter(|l| l.ends_with('}')) {
+                    records.push(serde_json::from_str::<Value>(line).expect("CDR line is JSON"));
+                }
+            }
+            records
+        };
+        let found = wait_until(Duration::from_secs(30), || {
+            let dir = dir.clone();
+            async move { read(&dir).len() >= n }
+        })
+        .await;
+        let records = read(&dir);
+        assert!(
+            found,
+            "{} of {n} call records: {}",
+            records.len(),
+            self.log()
+        );
+        records
+    }
 }

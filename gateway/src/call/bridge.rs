@@ -145,6 +145,58 @@ pub fn ringback(codec: Codec, total: Duration) -> Player {
     Player::new(codec, items)
 }
 
+/// Hold music for callers waiting in a queue: a soft, slow four-note figure (C E G E, 0.4 s
+/// each at about -22 dBFS, then 1.4 s of quiet), made once per codec, looped for an hour (a
+/// queue's longest wait gives up long before). Synthesized so the gateway needs no licensed
+/// recording; a flow may play its own instead.
+pub fn hold_music(codec: Codec) -> Player {
+    Player::new(codec, hold_music_items(codec))
+}
+
+/// The items of [`hold_music`], to follow an announcement in one player.
+pub fn hold_music_items(codec: Codec) -> Vec<PlayItem> {
+    type PerCodec = std::sync::Mutex<Vec<(Codec, Arc<EncodedPrompt>)>>;
+    static FIGURES: std::sync::OnceLock<PerCodec> = std::sync::OnceLock::new();
+    let figure = {
+        let cache = FIGURES.get_or_init(Default::default);
+        let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.iter().find(|(c, _)| *c == codec) {
+            Some((_, f)) => Arc::clone(f),
+            None => {
+                let f = Arc::new(EncodedPrompt::encode(&hold_figure(), codec));
+                cache.push((codec, Arc::clone(&f)));
+                f
+            }
+        }
+    };
+    let cycle = figure.duration() + HOLD_PAUSE;
+    let cycles = (3600 / cycle.as_secs().max(1)).max(1);
+    let mut items = Vec::with_capacity(2 * cycles as usize);
+    for _ in 0..cycles {
+        items.push(PlayItem::Clip(Arc::clone(&figure)));
+        items.push(PlayItem::Silence(HOLD_PAUSE));
+    }
+    items
+}
+
+const HOLD_PAUSE: Duration = Duration::from_millis(1400);
+
+/// C5, E5, G5, E5: 0.4 s each with a 20 ms fade in and out (no clicks).
+fn hold_figure() -> Vec<i16> {
+    const NOTE: usize = 3200;
+    const FADE: usize = 160;
+    [523.25f32, 659.25, 783.99, 659.25]
+        .iter()
+        .flat_map(|&hz| {
+            (0..NOTE).map(move |i| {
+                let t = i as f32 / 8000.0;
+                let env = (i.min(NOTE - 1 - i) as f32 / FADE as f32).min(1.0);
+                (2600.0 * env * (2.0 * std::f32::consts::PI * hz * t).sin()) as i16
+            })
+        })
+        .collect()
+}
+
 /// Whether a frame carries sound rather than silence or comfort noise (mean level above about
 /// -45 dBFS). Counted per direction so a bridge that carries only silence shows in the record.
 pub fn voiced(frame: &Frame) -> bool {

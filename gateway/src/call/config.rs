@@ -203,6 +203,10 @@ pub struct CallsConfig {
     /// How long an agent's phone may ring before the transfer counts as failed.
     #[serde(with = "crate::config::seconds")]
     pub transfer_timeout_s: Duration,
+    /// Agent queues with waiting (`[calls.queues.<name>]`): a flow's `transfer` to one of
+    /// these puts the caller in line for its agents. A queue named only in `agents` rings its
+    /// one URI at once, as before.
+    pub queues: BTreeMap<String, QueueConfig>,
     /// A caller who hangs up before the flow ends leaves a callback order (so nobody who called
     /// is lost).
     pub callback_orders: bool,
@@ -220,6 +224,7 @@ impl Default for CallsConfig {
             record_calls: false,
             agents: BTreeMap::new(),
             transfer_timeout_s: Duration::from_secs(30),
+            queues: BTreeMap::new(),
             callback_orders: true,
             tts_command: Some("espeak-ng".into()),
         }
@@ -235,7 +240,92 @@ impl CallsConfig {
                 bail!("calls.agents.{queue}: {why}");
             }
         }
+        for (name, q) in &self.queues {
+            q.validate()
+                .map_err(|e| anyhow::anyhow!("calls.queues.{name}: {e}"))?;
+        }
         Ok(())
+    }
+
+    /// The queues as the [`super::acd::Acd`] takes them.
+    pub fn queue_settings(&self) -> BTreeMap<String, super::acd::QueueSettings> {
+        self.queues
+            .iter()
+            .map(|(name, q)| (name.clone(), q.settings()))
+            .collect()
+    }
+}
+
+/// One agent queue (`[calls.queues.<name>]`); see [`super::acd`] for how it serves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// The agents' SIP URIs (`sip:1001@10.0.0.8:5060`), logged in from the start.
+    pub agents: Vec<String>,
+    /// How long an agent's phone rings before the caller is offered to the next agent.
+    #[serde(with = "crate::config::seconds")]
+    pub ring_timeout_s: Duration,
+    /// An agent who let a call ring out is skipped for this long.
+    #[serde(with = "crate::config::seconds")]
+    pub retry_s: Duration,
+    /// An agent's time after a call before the next one.
+    #[serde(with = "crate::config::seconds")]
+    pub wrap_up_s: Duration,
+    /// The longest a caller waits; then the flow's `on_fail` runs (a voice message, say).
+    #[serde(with = "crate::config::seconds")]
+    pub max_wait_s: Duration,
+    /// How often a waiting caller hears their position and the expected wait; 0: never.
+    #[serde(with = "crate::config::seconds")]
+    pub announce_every_s: Duration,
+    /// The handle time assumed for the wait estimate until calls of the queue have ended.
+    #[serde(with = "crate::config::seconds")]
+    pub initial_handle_time_s: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        let d = super::acd::QueueSettings::default();
+        Self {
+            agents: Vec::new(),
+            ring_timeout_s: d.ring_timeout,
+            retry_s: d.retry_after,
+            wrap_up_s: d.wrap_up,
+            max_wait_s: d.max_wait,
+            announce_every_s: d.announce_every,
+            initial_handle_time_s: d.initial_handle_time,
+        }
+    }
+}
+
+impl QueueConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.agents.is_empty() {
+            bail!("agents: at least one agent's SIP URI");
+        }
+        for uri in &self.agents {
+            if let Err(why) = super::bridge::AgentTarget::parse(uri) {
+                bail!("agents: {why}");
+            }
+        }
+        if self.ring_timeout_s.is_zero() || self.max_wait_s.is_zero() {
+            bail!("ring_timeout_s and max_wait_s must be at least 1");
+        }
+        if !self.announce_every_s.is_zero() && self.announce_every_s < Duration::from_secs(10) {
+            bail!("announce_every_s must be 0 (never) or at least 10");
+        }
+        Ok(())
+    }
+
+    fn settings(&self) -> super::acd::QueueSettings {
+        super::acd::QueueSettings {
+            agents: self.agents.clone(),
+            ring_timeout: self.ring_timeout_s,
+            retry_after: self.retry_s,
+            wrap_up: self.wrap_up_s,
+            max_wait: self.max_wait_s,
+            announce_every: self.announce_every_s,
+            initial_handle_time: self.initial_handle_time_s,
+        }
     }
 }
 

@@ -91,6 +91,9 @@ pub enum State {
         started: Instant,
         deadline: Instant,
     },
+    /// Waiting in an agent queue (hold music, announcements) for an agent to answer; the
+    /// queue decides whom to ring and when to give up ([`super::acd`]).
+    Queued { since: Instant },
     /// The agent answered: audio is relayed, keys go to the agent.
     Bridged,
 }
@@ -145,6 +148,9 @@ pub enum CallCommand {
     },
     /// Play the ringback tone for this long while the agent's phone rings.
     Ringback(Duration),
+    /// Play hold music while the caller waits in a queue (until the next `Play` or
+    /// `StopPlayback`).
+    HoldMusic,
     /// Hang the agent leg up (if any) and keep its figures.
     CloseAgentLeg,
     /// A key the caller pressed while bridged: for the agent's system.
@@ -504,16 +510,34 @@ impl CallCore {
         }
     }
 
+    /// The caller joined an agent queue (after a [`CallCommand::Transfer`] to one): they hear
+    /// hold music while the queue rings its agents.
+    pub fn handle_queued(&mut self, now: Instant) {
+        if matches!(self.state, State::InFlow | State::Answering { .. }) {
+            tracing::info!("waiting in the agent queue");
+            self.state = State::Queued { since: now };
+            self.commands.push_back(CallCommand::HoldMusic);
+        }
+    }
+
+    /// Whether the caller waits in an agent queue.
+    pub fn in_queue(&self) -> bool {
+        matches!(self.state, State::Queued { .. })
+    }
+
     /// The agent answered and their media runs: bridged.
     pub fn handle_agent_answered(&mut self, _now: Instant) {
-        if matches!(self.state, State::Transferring { .. }) {
+        if matches!(
+            self.state,
+            State::Transferring { .. } | State::Queued { .. }
+        ) {
             self.state = State::Bridged;
             self.commands.push_back(CallCommand::StopPlayback);
         }
     }
 
     /// The transfer did not connect: hang the leg up, stop the ringback, tell the flow.
-    pub fn handle_transfer_failed(&mut self, _now: Instant, reason: String) {
+    pub fn handle_transfer_failed(&mut self, now: Instant, reason: String) {
         match self.state {
             State::Transferring { ringing, .. } => {
                 tracing::info!(%reason, "transfer failed");
@@ -523,6 +547,14 @@ impl CallCore {
                 if ringing {
                     self.commands.push_back(CallCommand::StopPlayback);
                 }
+                self.pending.push_back(Event::TransferFailed { reason });
+            }
+            State::Queued { since } => {
+                tracing::info!(%reason, waited_s = now.saturating_duration_since(since).as_secs(), "left the agent queue unserved");
+                metrics::counter!("gateway_transfers_total", "outcome" => "failed").increment(1);
+                self.state = State::InFlow;
+                self.commands.push_back(CallCommand::CloseAgentLeg);
+                self.commands.push_back(CallCommand::StopPlayback);
                 self.pending.push_back(Event::TransferFailed { reason });
             }
             // Not placed at all (no agent configured, no port, no address).

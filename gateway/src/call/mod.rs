@@ -19,9 +19,12 @@
 //!   caller leaves by hanging up before the flow ended, so nobody who called is lost.
 //! - [`tts`]: prompts that have text but no recording, spoken by espeak-ng and cached.
 //! - [`bridge`]: transfer to an agent as a B2BUA (second leg, relayed audio, order draft).
+//! - [`acd`]: agent queues, sans-IO (who waits, in what order, which agent rings for whom,
+//!   positions and estimated waits); [`queues`]: the task that drives it for every call.
 //! - [`cdr`]: one call detail record per call (outcome, orders, recording, RTP loss and jitter).
 //! - [`config`]: the `[sip]`, `[media]`, `[calls]` and `[speech]` sections.
 
+pub mod acd;
 pub mod bridge;
 pub mod cdr;
 pub mod config;
@@ -29,6 +32,7 @@ pub mod core;
 pub mod events;
 pub mod manager;
 pub mod order;
+pub mod queues;
 pub mod session;
 #[cfg(test)]
 mod sim;
@@ -86,6 +90,8 @@ pub struct Shared {
     pub cdr: cdr::CdrWriter,
     /// Speech recognition; `None` when off or without a model (calls take keys only).
     pub speech: Option<Arc<crate::speech::SpeechService>>,
+    /// The agent queues with waiting (`[calls.queues]`).
+    pub queues: queues::Queues,
 }
 
 /// The running call service: SIP listening and the call manager.
@@ -168,6 +174,7 @@ impl CallService {
             prompts: PromptCache::new(),
             sip: sip.commands.clone(),
             speech: crate::speech::SpeechService::start(&config.speech),
+            queues: queues::Queues::start(config.calls.queue_settings()),
         });
         let (stop, stop_rx) = watch::channel(false);
         let manager = tokio::spawn(manager::run(shared, sip.events, stop_rx));

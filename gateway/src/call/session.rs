@@ -17,6 +17,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::acd::Ticket;
+use super::queues::QueueNews;
 use adapters::OrderNumber;
 use adapters::normalize::mask::mask_phone;
 use adapters::work_order::{Recording, TranscriptSegment};
@@ -94,6 +96,26 @@ struct Call {
     frame_events: bool,
     /// Frames per batch we asked the media for (see [`MediaCommand::FrameBatch`]).
     frame_batch: usize,
+    /// Waiting in an agent queue: the ticket, the queue's news and what the agent is told.
+    queued: Option<QueueWait>,
+    /// The queue ticket of the agent call in progress (the queue hears when it ends).
+    queue_call: Option<Ticket>,
+}
+
+/// A call's place in an agent queue.
+struct QueueWait {
+    ticket: Ticket,
+    news: mpsc::UnboundedReceiver<QueueNews>,
+    /// The flow's context for the agent (as a plain transfer passes it).
+    context: BTreeMap<String, String>,
+}
+
+/// The next news for a call waiting in a queue (never, for one that is not).
+async fn next_news(q: &mut Option<QueueWait>) -> Option<QueueNews> {
+    match q.as_mut() {
+        Some(w) => w.news.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Build the answer for an offer; `Err(status)` is the SIP status to refuse it with.
@@ -280,6 +302,8 @@ async fn setup(
         listener,
         backend_tx,
         transfer_to: None,
+        queued: None,
+        queue_call: None,
         agent: None,
         bridge: None,
         control,
@@ -357,6 +381,7 @@ impl Call {
                     self.core.handle_store(Instant::now(), result)
                 }
                 ev = bridge::next_leg(&mut self.agent) => self.on_leg(ev).await,
+                news = next_news(&mut self.queued) => self.on_queue_news(news).await,
                 () = tokio::time::sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
                 heard = crate::speech::next(&mut self.listener) => self.on_heard(heard),
             }
@@ -389,6 +414,10 @@ impl Call {
             }
             CallCommand::StopPlayback => {
                 let _ = self.media.commands.send(MediaCommand::StopPlayback).await;
+            }
+            CallCommand::HoldMusic => {
+                let music = bridge::hold_music(self.codec);
+                let _ = self.media.commands.send(MediaCommand::Play(music)).await;
             }
             CallCommand::Listen(speech) => {
                 if let Some(l) = self.listener.as_mut() {
@@ -732,6 +761,12 @@ impl Call {
         target: ivr_flows::model::TransferTarget,
         context: BTreeMap<String, String>,
     ) {
+        if let ivr_flows::model::TransferTarget::Queue(q) = &target
+            && self.shared.queues.has(q)
+        {
+            self.join_queue(q, context).await;
+            return;
+        }
         let uri = match &target {
             ivr_flows::model::TransferTarget::Sip(uri) => Some(uri.clone()),
             ivr_flows::model::TransferTarget::Queue(q) => self
@@ -754,6 +789,115 @@ impl Call {
                 tracing::warn!(%uri, %reason, "transfer: agent leg not placed");
                 self.core.handle_transfer_failed(Instant::now(), reason);
             }
+        }
+    }
+
+    /// Wait in `queue` for one of its agents (see [`super::acd`]).
+    async fn join_queue(&mut self, queue: &str, context: BTreeMap<String, String>) {
+        if self.queued.is_some() {
+            self.core
+                .handle_transfer_failed(Instant::now(), "already waiting in a queue".into());
+            return;
+        }
+        match self.shared.queues.enqueue(queue, 0).await {
+            Ok((ticket, news)) => {
+                tracing::info!(queue, ticket, "joined the agent queue");
+                self.queued = Some(QueueWait {
+                    ticket,
+                    news,
+                    context,
+                });
+                self.core.handle_queued(Instant::now());
+            }
+            Err(e) => {
+                tracing::info!(queue, error = %e, "agent queue refused the caller");
+                self.core
+                    .handle_transfer_failed(Instant::now(), e.to_string());
+            }
+        }
+    }
+
+    /// What the queue decided for this caller.
+    async fn on_queue_news(&mut self, news: Option<QueueNews>) {
+        let Some(ticket) = self.queued.as_ref().map(|q| q.ticket) else {
+            return;
+        };
+        match news {
+            Some(QueueNews::Offer { agent }) => {
+                let context = self
+                    .queued
+                    .as_ref()
+                    .map(|q| q.context.clone())
+                    .unwrap_or_default();
+                if let Err(reason) = self.place_agent_leg(&agent, &context).await {
+                    tracing::warn!(%agent, %reason, "queue: agent leg not placed");
+                    self.shared.queues.offer_failed(ticket);
+                }
+            }
+            Some(QueueNews::Withdrawn { agent }) => {
+                if self
+                    .agent
+                    .as_ref()
+                    .is_some_and(|a| a.target.uri == agent && a.state != LegState::Bridged)
+                {
+                    tracing::info!(%agent, "queue: the agent did not answer in time");
+                    self.close_agent_leg().await;
+                }
+            }
+            Some(QueueNews::Announce {
+                position,
+                estimated_wait,
+            }) => self.announce_position(position, estimated_wait).await,
+            Some(QueueNews::GaveUp) | None => {
+                self.queued = None;
+                self.core.handle_transfer_failed(
+                    Instant::now(),
+                    "no agent answered within the queue's longest wait".into(),
+                );
+            }
+        }
+    }
+
+    /// Tell a waiting caller their place and the expected wait, then back to the music.
+    async fn announce_position(&mut self, position: usize, wait: Duration) {
+        if !self.core.in_queue() || self.agent.is_some() {
+            return;
+        }
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        let language = self.core.language();
+        let text = match language {
+            ivr_flows::model::Lang::Zh => {
+                format!(
+                    "您前面还有{}位，预计等待{minutes}分钟，请稍候。",
+                    position - 1
+                )
+            }
+            ivr_flows::model::Lang::En => format!(
+                "You are number {position} in line. The expected wait is {minutes} minute{}. Please hold.",
+                if minutes == 1 { "" } else { "s" }
+            ),
+        };
+        tracing::info!(position, minutes, "queue: position announced");
+        let mut player = self
+            .player(0, vec![ivr_flows::PlayItem::Tts { text }], language, 1.0)
+            .await;
+        player.push(PlayItem::Silence(Duration::from_millis(300)));
+        for item in bridge::hold_music_items(self.codec) {
+            player.push(item);
+        }
+        let _ = self.media.commands.send(MediaCommand::Play(player)).await;
+    }
+
+    /// The agent leg did not connect: in a queue the caller keeps waiting and the queue tries
+    /// the next agent; otherwise the flow hears that the transfer failed.
+    async fn agent_leg_failed(&mut self, reason: String) {
+        match self.queued.as_ref().map(|q| q.ticket) {
+            Some(ticket) => {
+                tracing::info!(%reason, "queue: the agent did not take the call");
+                self.close_agent_leg().await;
+                self.shared.queues.offer_failed(ticket);
+            }
+            None => self.core.handle_transfer_failed(Instant::now(), reason),
         }
     }
 
@@ -840,9 +984,7 @@ impl Call {
                         .send(Control::Register(id, a.events_tx.clone()));
                 }
             }
-            LegInput::Placed(Err(reason)) => {
-                self.core.handle_transfer_failed(Instant::now(), reason)
-            }
+            LegInput::Placed(Err(reason)) => self.agent_leg_failed(reason).await,
             LegInput::Sip(ev) => self.on_agent_sip(ev).await,
             LegInput::Media(MediaEvent::Frame { frame, .. }) => {
                 let Some(a) = self.agent.as_mut() else { return };
@@ -905,10 +1047,8 @@ impl Call {
                     _ => None,
                 };
                 let Some(media) = media else {
-                    self.core.handle_transfer_failed(
-                        Instant::now(),
-                        "the agent's answer has no usable audio".into(),
-                    );
+                    self.agent_leg_failed("the agent's answer has no usable audio".into())
+                        .await;
                     return;
                 };
                 a.media = Some(media);
@@ -919,12 +1059,14 @@ impl Call {
                 self.core.handle_agent_answered(Instant::now());
                 metrics::counter!("gateway_transfers_total", "outcome" => "bridged").increment(1);
                 tracing::info!(agent = %a.target.uri, "transfer: bridged to the agent");
+                if let Some(q) = self.queued.take() {
+                    self.shared.queues.answered(q.ticket);
+                    self.queue_call = Some(q.ticket);
+                }
             }
             CallEvent::OutgoingFailed { status, reason, .. } => {
-                self.core.handle_transfer_failed(
-                    Instant::now(),
-                    format!("the agent answered {status} {reason}"),
-                );
+                self.agent_leg_failed(format!("the agent answered {status} {reason}"))
+                    .await;
             }
             CallEvent::Bye { .. } if a.state == LegState::Bridged => {
                 tracing::info!("transfer: the agent hung up");
@@ -938,10 +1080,8 @@ impl Call {
                         self.core.handle_agent_hangup(Instant::now());
                     }
                 } else {
-                    self.core.handle_transfer_failed(
-                        Instant::now(),
-                        format!("the agent leg ended ({reason:?})"),
-                    );
+                    self.agent_leg_failed(format!("the agent leg ended ({reason:?})"))
+                        .await;
                 }
             }
             _ => {}
@@ -961,6 +1101,9 @@ impl Call {
         }
         if let Some(at) = a.answered {
             a.figures.bridged_ms = at.elapsed().as_millis() as u64;
+            if let Some(ticket) = self.queue_call.take() {
+                self.shared.queues.ended(ticket);
+            }
         }
         if let Some(m) = a.media.take() {
             a.figures.agent_rtp = Some(RtpFigures::from_stats(&m.close().await));
@@ -970,6 +1113,10 @@ impl Call {
 
     async fn finish(mut self) {
         self.stop_recording();
+        if let Some(q) = self.queued.take() {
+            tracing::info!("left the agent queue: the caller hung up");
+            self.shared.queues.left(q.ticket);
+        }
         self.close_agent_leg().await;
         // Let the interpreter see the hang-up, then collect what it had.
         self.carry_out().await;

@@ -35,7 +35,7 @@ steps:
     reason: agents_busy
 "#;
 
-fn free_udp_port() -> u16 {
+pub(super) fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .expect("a free loopback port")
@@ -66,7 +66,7 @@ fn start_agent(scenario: &Path, port: u16, workdir: &Path) -> Child {
 }
 
 /// Wait until the agent's SIPp holds its UDP port.
-async fn wait_bound(port: u16) {
+pub(super) async fn wait_bound(port: u16) {
     for _ in 0..250 {
         if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
             return;
@@ -77,13 +77,13 @@ async fn wait_bound(port: u16) {
 }
 
 /// Run the caller's SIPp for one call; returns its exit status and logs.
-fn caller(scenario: &Path, target: &str, workdir: &Path) -> (i32, String) {
+pub(super) fn caller(scenario: &Path, target: &str, workdir: &Path) -> (i32, String) {
     let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
     sipp::call(workdir, scenario, &["-p", &port, "-mp", &rtp], 60, target)
 }
 
 /// Wait for the agent's SIPp to finish; its exit status (0: scenario passed).
-async fn agent_exit(agent: &mut Child) -> i32 {
+pub(super) async fn agent_exit(agent: &mut Child) -> i32 {
     for _ in 0..600 {
         if let Ok(Some(status)) = agent.try_wait() {
             return status.code().unwrap_or(-1);
@@ -96,7 +96,7 @@ async fn agent_exit(agent: &mut Child) -> i32 {
 
 /// A 1 s prompt (a 600 Hz tone, 8 kHz mono WAV): recorded prompts start at once, where
 /// synthesizing the text would take seconds on a loaded machine and shift the bridge's timing.
-fn write_prompt(path: &Path) {
+pub(super) fn write_prompt(path: &Path) {
     let tone: Vec<i16> = (0..8000)
         .map(|i| {
             let t = i as f32 / 8000.0;

@@ -1,0 +1,210 @@
+//! The agent queues' task: drives the sans-IO [`Acd`] with tokio and routes what it decides to
+//! the calls concerned.
+//!
+//! One task owns the [`Acd`]; calls talk to it through a cloneable [`Queues`] handle. A call
+//! that joins a queue hands over a channel for its [`QueueNews`] (an agent to ring, a position to
+//! announce, being given up on) and reports back how an offer went and when its call with the
+//! agent ended. Everything is in memory on this node: callbacks that keep their place (stored,
+//! surviving a restart) come with outbound calls.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::acd::{Acd, AcdError, AcdOutput, QueueSettings, QueueStatus, Ticket};
+
+/// What the queue tells a waiting call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueNews {
+    /// Ring this agent (their SIP URI) for the caller; report with [`Queues::answered`] or
+    /// [`Queues::offer_failed`].
+    Offer { agent: String },
+    /// Stop ringing this agent: the offer rang out (the queue has moved on already).
+    Withdrawn { agent: String },
+    /// Tell the caller where they stand.
+    Announce {
+        position: usize,
+        estimated_wait: Duration,
+    },
+    /// The caller waited the queue's longest: they are out of it (the flow's `on_fail` runs).
+    GaveUp,
+}
+
+enum Request {
+    Enqueue {
+        queue: String,
+        priority: u8,
+        news: mpsc::UnboundedSender<QueueNews>,
+        reply: oneshot::Sender<Result<Ticket, AcdError>>,
+    },
+    Left(Ticket),
+    Answered(Ticket),
+    OfferFailed(Ticket),
+    Ended(Ticket),
+    Status(oneshot::Sender<Vec<QueueStatus>>),
+}
+
+/// A handle on the queues' task (cheap to clone; every call holds one).
+#[derive(Debug, Clone)]
+pub struct Queues {
+    tx: mpsc::UnboundedSender<Request>,
+    names: std::sync::Arc<Vec<String>>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Enqueue {
+                queue, priority, ..
+            } => write!(f, "Enqueue({queue}, {priority})"),
+            Request::Left(t) => write!(f, "Left({t})"),
+            Request::Answered(t) => write!(f, "Answered({t})"),
+            Request::OfferFailed(t) => write!(f, "OfferFailed({t})"),
+            Request::Ended(t) => write!(f, "Ended({t})"),
+            Request::Status(_) => write!(f, "Status"),
+        }
+    }
+}
+
+impl Queues {
+    /// Start the task with these queues.
+    pub fn start(queues: BTreeMap<String, QueueSettings>) -> Self {
+        let names = std::sync::Arc::new(queues.keys().cloned().collect());
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(Acd::new(Instant::now(), queues), rx));
+        Self { tx, names }
+    }
+
+    /// Whether a queue of this name is configured.
+    pub fn has(&self, queue: &str) -> bool {
+        self.names.iter().any(|n| n == queue)
+    }
+
+    /// Join `queue`; news for the caller comes on the returned receiver.
+    pub async fn enqueue(
+        &self,
+        queue: &str,
+        priority: u8,
+    ) -> Result<(Ticket, mpsc::UnboundedReceiver<QueueNews>), AcdError> {
+        let (news, news_rx) = mpsc::unbounded_channel();
+        let (reply, reply_rx) = oneshot::channel();
+        let gone = || AcdError::UnknownQueue(queue.to_owned());
+        self.tx
+            .send(Request::Enqueue {
+                queue: queue.to_owned(),
+                priority,
+                news,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        let ticket = reply_rx.await.map_err(|_| gone())??;
+        Ok((ticket, news_rx))
+    }
+
+    /// The caller left the queue unserved (hung up, or the flow took them out).
+    pub fn left(&self, ticket: Ticket) {
+        let _ = self.tx.send(Request::Left(ticket));
+    }
+
+    /// The offered agent answered: bridged.
+    pub fn answered(&self, ticket: Ticket) {
+        let _ = self.tx.send(Request::Answered(ticket));
+    }
+
+    /// The offered agent did not answer (busy, declined, unreachable).
+    pub fn offer_failed(&self, ticket: Ticket) {
+        let _ = self.tx.send(Request::OfferFailed(ticket));
+    }
+
+    /// The call with the agent ended (their wrap-up starts).
+    pub fn ended(&self, ticket: Ticket) {
+        let _ = self.tx.send(Request::Ended(ticket));
+    }
+
+    /// Every queue's figures now.
+    pub async fn status(&self) -> Vec<QueueStatus> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Request::Status(reply)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut calls: BTreeMap<Ticket, mpsc::UnboundedSender<QueueNews>> = BTreeMap::new();
+    let mut wake: Option<Instant> = None;
+    loop {
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            req = rx.recv() => {
+                let Some(req) = req else { return };
+                let now = Instant::now();
+                match req {
+                    Request::Enqueue { queue, priority, news, reply } => {
+                        let r = acd.handle_enqueue(now, &queue, priority);
+                        if let Ok(ticket) = r {
+                            calls.insert(ticket, news);
+                            metrics::counter!("gateway_queue_callers_total", "queue" => queue.clone())
+                                .increment(1);
+                        }
+                        let _ = reply.send(r);
+                    }
+                    Request::Left(t) => {
+                        calls.remove(&t);
+                        acd.handle_left(now, t);
+                    }
+                    Request::Answered(t) => {
+                        calls.remove(&t);
+                        acd.handle_answered(now, t);
+                    }
+                    Request::OfferFailed(t) => acd.handle_offer_failed(now, t),
+                    Request::Ended(t) => acd.handle_call_ended(now, t),
+                    Request::Status(reply) => {
+                        let _ = reply.send(acd.status(now));
+                    }
+                }
+            }
+            () = sleep => acd.handle_timeout(Instant::now()),
+        }
+        wake = loop {
+            let (ticket, news) = match acd.poll_output() {
+                AcdOutput::Timeout(at) => break at,
+                AcdOutput::Offer { ticket, agent } => (ticket, QueueNews::Offer { agent }),
+                AcdOutput::OfferWithdrawn { ticket, agent } => {
+                    (ticket, QueueNews::Withdrawn { agent })
+                }
+                AcdOutput::Announce {
+                    ticket,
+                    position,
+                    estimated_wait,
+                } => (
+                    ticket,
+                    QueueNews::Announce {
+                        position,
+                        estimated_wait,
+                    },
+                ),
+                AcdOutput::GaveUp { ticket } => (ticket, QueueNews::GaveUp),
+            };
+            let gone = match calls.get(&ticket) {
+                Some(tx) => tx.send(news.clone()).is_err(),
+                None => true,
+            };
+            if news == QueueNews::GaveUp || gone {
+                calls.remove(&ticket);
+            }
+            // A call that vanished without saying so (its task ended) leaves the queue.
+            if gone && news != QueueNews::GaveUp {
+                tracing::debug!(ticket, "queue: the waiting call is gone");
+                acd.handle_left(Instant::now(), ticket);
+            }
+        };
+    }
+}

@@ -1,0 +1,229 @@
+//! Agent queues end to end: SIPp callers wait in a `[calls.queues]` queue for one SIPp agent
+//! who answers them one after another. They are served in arrival order, the ones who wait
+//! hear their position (the gateway speaks it with espeak-ng), and a queue whose agent never
+//! answers gives the caller up after its longest wait, down the flow's `on_fail` path.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::sipp::{self, logs};
+use support::{Gateway, GatewayOptions, free_port};
+
+use super::call_transfer::{agent_exit, caller, free_udp_port, wait_bound, write_prompt};
+
+const FLOW: &str = r#"
+flow: main
+start: agent
+settings:
+  language: zh
+steps:
+  agent:
+    type: transfer
+    say:
+      zh: { text: "正在为您转接人工服务，请稍候。", audio: connecting.wav }
+      en: { text: "Connecting you to an agent.", audio: connecting.wav }
+    queue: hotline
+    on_fail: busy
+  busy:
+    type: hangup
+    say:
+      zh: { text: "坐席忙，请稍后再拨。", audio: connecting.wav }
+      en: { text: "All agents are busy. Please call again later.", audio: connecting.wav }
+    reason: agents_busy
+"#;
+
+/// SIPp as an agent's phone taking `calls` calls, one after another (it echoes RTP).
+fn start_agent(scenario: &str, port: u16, calls: u32, workdir: &Path) -> Child {
+    Command::new("sipp")
+        .current_dir(workdir)
+        .arg("-sf")
+        .arg(sipp::scenario(scenario))
+        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &port.to_string(), "-mp", &free_udp_port().to_string()])
+        .args(["-m", &calls.to_string(), "-rtp_echo"])
+        .args([
+            "-timeout",
+            "90",
+            "-timeout_error",
+            "-trace_err",
+            "-trace_logs",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp is installed by scripts/setup.sh --test (Debian package sip-tester)")
+}
+
+/// A gateway whose `hotline` queue has one agent at `agent_port`.
+async fn gateway(root: &Path, agent_port: u16, queue: &str) -> (Gateway, u16) {
+    let flows = root.join("flows");
+    std::fs::create_dir_all(&flows).expect("mkdir");
+    std::fs::write(flows.join("main.yaml"), FLOW).expect("write flow");
+    write_prompt(&flows.join("connecting.wav"));
+    let sip_port = free_port();
+    let extra = format!(
+        "[sip]\nudp = \"127.0.0.1:{sip_port}\"\ntcp = \"127.0.0.1:{sip_port}\"\n\n\
+         [media]\nrtp_port_min = 44000\nrtp_port_max = 44999\n\n\
+         [calls.queues.hotline]\nagents = [\"sip:agent@127.0.0.1:{agent_port}\"]\n{queue}\n\n\
+         [ivr]\nflows_dir = {:?}\nreload = false\n",
+        flows.display().to_string()
+    );
+    let mut gw =
+        Gateway::spawn_with_extra(GatewayOptions::new(&root.join("gw")), free_port(), &extra);
+    gw.wait_ready().await;
+    (gw, sip_port)
+}
+
+#[tokio::test]
+async fn three_callers_and_one_agent_are_served_in_arrival_order_and_hear_their_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let work = dir.path().join("sipp");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let agent_port = free_udp_port();
+    let (gw, sip_port) = gateway(
+        dir.path(),
+        agent_port,
+        "wrap_up_s = 1\nannounce_every_s = 10\nring_timeout_s = 10",
+    )
+    .await;
+    let mut agent = start_agent("agent-answers.xml", agent_port, 3, &work);
+    wait_bound(agent_port).await;
+
+    // Three callers, 250 ms apart, all in line before the agent answers the first (its phone
+    // rings for a second); each waits up to 40 s for the gateway's BYE after speaking.
+    let mut callers = Vec::new();
+    for _ in 0..3 {
+        let target = format!("127.0.0.1:{sip_port}");
+        let work = work.clone();
+        let scenario = sipp::scenario("caller-transfer.xml");
+        callers.push(tokio::task::spawn_blocking(move || {
+            caller(&scenario, &target, &work)
+        }));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for c in callers {
+        let (code, log) = c.await.expect("caller task");
+        assert_eq!(
+            code,
+            0,
+            "a caller's SIPp failed: {log}\n--- gateway ---\n{}",
+            gw.log()
+        );
+    }
+    let agent_code = agent_exit(&mut agent).await;
+    assert_eq!(
+        agent_code,
+        0,
+        "the agent's SIPp failed: {}\n--- gateway ---\n{}",
+        logs(&work, "errors.log"),
+        gw.log()
+    );
+
+    // Every caller reached the agent, and in the order they called: call records are written
+    // as calls end, and each call ended (the agent hung up) before the next was bridged.
+    let records = gw.call_records(3).await;
+    let started: Vec<String> = records
+        .iter()
+        .map(|r| r["started_at"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let mut sorted = started.clone();
+    sorted.sort();
+    assert_eq!(started, sorted, "served out of arrival order: {records:?}");
+    for r in &records {
+        assert_eq!(r["outcome"], "agent_hangup", "{r}");
+        assert_eq!(
+            r["transfer_to"],
+            format!("sip:agent@127.0.0.1:{agent_port}"),
+            "{r}"
+        );
+        assert!(r["callback_order"].is_null(), "{r}");
+    }
+    // Those who had to wait heard their place on arrival, 2 and 3 in line, and later a
+    // smaller one; the first caller, offered to the agent at once, heard none.
+    let log = gw.log();
+    let announced: Vec<(String, usize)> = log
+        .lines()
+        .filter(|l| l.contains("queue: position announced"))
+        .filter_map(|l| {
+            let call = l.split("call{call=").nth(1)?.split(' ').next()?.to_owned();
+            let position = l
+                .split("position=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((call, position))
+        })
+        .collect();
+    let first_heard = |position: usize| {
+        announced
+            .iter()
+            .position(|(_, p)| *p == position)
+            .unwrap_or_else(|| panic!("nobody heard position {position}: {announced:?}\n{log}"))
+    };
+    let (second, third) = (first_heard(2), first_heard(3));
+    assert_ne!(announced[second].0, announced[third].0, "{announced:?}");
+    assert!(
+        announced[third + 1..]
+            .iter()
+            .any(|(c, p)| *c == announced[third].0 && *p < 3),
+        "the third caller's place did not shrink: {announced:?}"
+    );
+    let callers_heard: std::collections::BTreeSet<&String> =
+        announced.iter().map(|(c, _)| c).collect();
+    assert_eq!(
+        callers_heard.len(),
+        2,
+        "the first caller heard a place: {announced:?}"
+    );
+    assert!(
+        !log.contains("13800138000"),
+        "the caller's number appears unmasked in the log"
+    );
+}
+
+#[tokio::test]
+async fn a_caller_nobody_answers_is_given_up_on_after_the_longest_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let work = dir.path().join("sipp");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let agent_port = free_udp_port();
+    // The agent's phone rings out (3 s) twice before the caller's 8 s are up.
+    let (gw, sip_port) = gateway(
+        dir.path(),
+        agent_port,
+        "ring_timeout_s = 3\nretry_s = 1\nmax_wait_s = 8\nannounce_every_s = 0",
+    )
+    .await;
+    let mut agent = start_agent("agent-rings.xml", agent_port, 1, &work);
+    wait_bound(agent_port).await;
+    let target = format!("127.0.0.1:{sip_port}");
+    let scenario = sipp::scenario("caller-transfer.xml");
+    let w = work.clone();
+    let (code, log) = tokio::task::spawn_blocking(move || caller(&scenario, &target, &w))
+        .await
+        .expect("caller task");
+    assert_eq!(
+        code,
+        0,
+        "the caller's SIPp failed: {log}\n--- gateway ---\n{}",
+        gw.log()
+    );
+    let _ = agent_exit(&mut agent).await;
+    let r = gw.call_record().await;
+    assert_eq!(r["outcome"], "flow_hangup", "{r}");
+    assert_eq!(r["last_step"], "main/busy", "{r}");
+    assert!(r["transfer_to"].is_null(), "{r}");
+    let log = gw.log();
+    assert!(
+        log.contains("queue: the agent did not answer in time"),
+        "the ring-out was not withdrawn: {log}"
+    );
+    assert!(
+        log.contains("no agent answered within the queue's longest wait"),
+        "{log}"
+    );
+}
