@@ -189,6 +189,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         flows,
         channels,
         web: Arc::new(api::WebState::from_config(&config)?),
+        queues: calls.as_ref().map(|c| c.queues.clone()),
     };
     let app = api::router(state, config.http.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(config.http.listen)

@@ -27,7 +27,18 @@ const STEP_FIELDS: &[(&str, &[&str])] = &[
     ),
     ("set", &["vars", "language", "rate", "next"]),
     ("branch", &["cases", "else"]),
-    ("transfer", &["say", "queue", "sip", "context", "on_fail"]),
+    (
+        "transfer",
+        &[
+            "say",
+            "queue",
+            "sip",
+            "context",
+            "priority",
+            "while_waiting",
+            "on_fail",
+        ],
+    ),
     ("record", &["say", "into", "max_seconds", "beep", "next"]),
     ("submit", &["order", "into", "next", "on_fail"]),
     ("lookup", &["order", "into", "next", "on_fail"]),
@@ -153,6 +164,46 @@ impl<'f> Decoder<'f> {
             step,
             pos: node.pos,
         })
+    }
+
+    /// `while_waiting: { "0": voicemail, "1": callback }`: one key each, to a step.
+    fn waiting_keys(&mut self, node: &Node) -> Vec<(char, Target)> {
+        let Some(entries) = node.as_map() else {
+            self.error(
+                node.pos,
+                format!(
+                    "while_waiting should be a mapping but is {}",
+                    node.describe()
+                ),
+                "write `\"0\": step` lines, a key to the step it leads to",
+            );
+            return Vec::new();
+        };
+        let mut out: Vec<(char, Target)> = Vec::new();
+        for (k, v) in entries {
+            let key = k.as_str().unwrap_or_default();
+            let mut chars = key.chars();
+            let (Some(c), None) = (chars.next(), chars.next()) else {
+                self.error(
+                    k.pos,
+                    format!("\"{key}\" in while_waiting is not one key"),
+                    "use one of 0-9, * and #",
+                );
+                continue;
+            };
+            if !(c.is_ascii_digit() || c == '*' || c == '#') {
+                self.error(
+                    k.pos,
+                    format!("\"{key}\" in while_waiting is not a phone key"),
+                    "use one of 0-9, * and #",
+                );
+                continue;
+            }
+            if let Some(t) = self.target(v, "while_waiting") {
+                out.push((c, t));
+            }
+        }
+        out
     }
 
     fn opt_target(&mut self, entries: Entries<'_>, key: &str) -> Option<Target> {
@@ -809,10 +860,38 @@ impl<'f> Decoder<'f> {
                         return None;
                     }
                 };
+                let priority = match Self::get(e, "priority") {
+                    Some(n) => match self.number::<u8>(n, "priority") {
+                        Some(p) if p <= 9 => p,
+                        Some(p) => {
+                            self.error(
+                                n.pos,
+                                format!("priority {p} is out of range"),
+                                "use 0 (normal) to 9 (first)",
+                            );
+                            0
+                        }
+                        None => 0,
+                    },
+                    None => 0,
+                };
+                let while_waiting = match Self::get(e, "while_waiting") {
+                    Some(n) => self.waiting_keys(n),
+                    None => Vec::new(),
+                };
+                if !while_waiting.is_empty() && !matches!(target, TransferTarget::Queue(_)) {
+                    self.error(
+                        name.pos,
+                        format!("{what} has `while_waiting:` but no `queue:`"),
+                        "only a caller waiting in a queue can press a key to leave it",
+                    );
+                }
                 StepKind::Transfer {
                     say: self.opt_message(e, "say"),
                     target,
                     context: Self::get(e, "context").map(|n| self.strings(n, "context")),
+                    priority,
+                    while_waiting,
                     on_fail: self.opt_target(e, "on_fail"),
                 }
             }

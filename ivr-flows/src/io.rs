@@ -114,7 +114,12 @@ pub enum Action {
     Transfer {
         target: crate::model::TransferTarget,
         context: BTreeMap<String, String>,
+        /// Place in a queue (0 normal, up to 9 first).
+        priority: u8,
     },
+    /// Give up the transfer under way: the caller, waiting in a queue, pressed a key that
+    /// leads elsewhere. No `TransferFailed` follows.
+    CancelTransfer,
     /// Record a voice message (after a beep if asked); answer `RecordingFinished`.
     Record { max_seconds: u32, beep: bool },
     /// Create a work order; answer `SubmitResult` or `SubmitFailed`.

@@ -252,6 +252,10 @@ pub enum StepKind {
         say: Option<Message>,
         target: TransferTarget,
         context: Option<Vec<String>>,
+        /// Place in a queue: higher is served first (0 normal, up to 9).
+        priority: u8,
+        /// Keys that take a caller waiting in a queue out of it, to these steps.
+        while_waiting: Vec<(char, Target)>,
         on_fail: Option<Target>,
     },
     /// Record a voice message.
@@ -433,7 +437,16 @@ impl StepKind {
                 push(&mut out, "next", next);
                 push(&mut out, "on_fail", on_fail);
             }
-            StepKind::Transfer { on_fail, .. } => push(&mut out, "on_fail", on_fail),
+            StepKind::Transfer {
+                on_fail,
+                while_waiting,
+                ..
+            } => {
+                for (key, target) in while_waiting {
+                    out.push((key.to_string(), target));
+                }
+                push(&mut out, "on_fail", on_fail);
+            }
             StepKind::Menu { input, options } => {
                 for o in options {
                     let label = o

@@ -463,7 +463,10 @@ impl Session {
 
     fn transfer(&mut self, out: &mut Vec<Action>) {
         if let Some(StepKind::Transfer {
-            target, context, ..
+            target,
+            context,
+            priority,
+            ..
         }) = self.step().map(|s| s.kind.clone())
         {
             let mut ctx: BTreeMap<String, String> = match context {
@@ -482,6 +485,7 @@ impl Session {
             out.push(Action::Transfer {
                 target,
                 context: ctx,
+                priority,
             });
         }
         self.wait = Wait::Transfer;
@@ -918,6 +922,25 @@ impl Session {
                     }
                 }
                 self.input_digit(d, out);
+            }
+            Wait::Transfer => {
+                let to = match self.step().map(|s| &s.kind) {
+                    Some(StepKind::Transfer { while_waiting, .. }) => while_waiting
+                        .iter()
+                        .find(|(k, _)| *k == d)
+                        .map(|(_, t)| t.step.clone()),
+                    _ => None,
+                };
+                match to {
+                    Some(step) => {
+                        out.push(Action::Trace(format!(
+                            "key {d}: out of the queue to {step}"
+                        )));
+                        out.push(Action::CancelTransfer);
+                        self.goto(&step, out);
+                    }
+                    None => out.push(Action::Trace(format!("key {d} ignored while waiting"))),
+                }
             }
             _ => out.push(Action::Trace(format!("key {d} ignored"))),
         }

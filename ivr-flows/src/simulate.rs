@@ -151,12 +151,26 @@ pub fn simulate_with(
                     Action::StartTimer { id, .. } => p.timers.push(id),
                     Action::CancelTimer { id } => p.timers.retain(|t| *t != id),
                     Action::Listen { .. } | Action::StopListening => {}
-                    Action::Transfer { target, context } => {
+                    Action::Transfer {
+                        target,
+                        context,
+                        priority,
+                    } => {
                         let ctx: Vec<String> =
                             context.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                        writeln!(out, "[transfer {target:?}] {}", ctx.join(" "))?;
+                        let prio = if priority > 0 {
+                            format!(" priority {priority}")
+                        } else {
+                            String::new()
+                        };
+                        writeln!(out, "[transfer {target:?}{prio}] {}", ctx.join(" "))?;
                         p.backend = Some("transfer");
                         p.transferred = true;
+                    }
+                    Action::CancelTransfer => {
+                        writeln!(out, "[out of the queue]")?;
+                        p.backend = None;
+                        p.transferred = false;
                     }
                     Action::Record { max_seconds, beep } => {
                         writeln!(
@@ -226,6 +240,16 @@ pub fn simulate_with(
                 continue;
             }
             if kind == "transfer" {
+                // A key while waiting in a queue: `while_waiting` may take the caller out.
+                if let Some(key) = line
+                    .chars()
+                    .next()
+                    .filter(|c| line.len() == 1 && (c.is_ascii_digit() || *c == '*' || *c == '#'))
+                {
+                    p.backend = Some("transfer");
+                    queue.push_back(Event::Digit(key));
+                    continue;
+                }
                 writeln!(out, "[call left the IVR]")?;
                 return Ok(());
             }

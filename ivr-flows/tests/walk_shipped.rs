@@ -25,7 +25,10 @@ fn submitted(c: &Call) -> std::collections::BTreeMap<String, String> {
 
 fn transfer(c: &Call) -> (TransferTarget, std::collections::BTreeMap<String, String>) {
     c.find(|a| {
-        if let Action::Transfer { target, context } = a {
+        if let Action::Transfer {
+            target, context, ..
+        } = a
+        {
             Some((target.clone(), context.clone()))
         } else {
             None

@@ -9,6 +9,7 @@ pub mod error;
 mod open311;
 mod ops;
 mod orders;
+mod queues;
 mod submissions;
 mod web;
 
@@ -51,6 +52,8 @@ pub struct AppState {
     pub channels: Arc<channels::Channels>,
     /// The web form and Open311 settings, form tokens and rate limits.
     pub web: Arc<WebState>,
+    /// The agent queues, when calls are taken.
+    pub queues: Option<crate::call::queues::Queues>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -60,6 +63,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/orders/{id}", get(orders::get_one))
         .route("/v1/dead-letters", get(orders::dead_letters))
         .route("/v1/dead-letters/{id}/replay", post(orders::replay))
+        .route("/v1/queues", get(queues::list))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

@@ -169,7 +169,7 @@ pub async fn event(
     }
 }
 
-fn require_admin(client: &ApiClient) -> Result<(), ApiError> {
+pub(super) fn require_admin(client: &ApiClient) -> Result<(), ApiError> {
     if client.admin {
         Ok(())
     } else {

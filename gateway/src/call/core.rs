@@ -145,7 +145,11 @@ pub enum CallCommand {
     Transfer {
         target: ivr_flows::model::TransferTarget,
         context: BTreeMap<String, String>,
+        /// Place in a queue (0 normal, up to 9 first).
+        priority: u8,
     },
+    /// Leave the agent queue unserved (the caller chose another step while waiting).
+    LeaveQueue,
     /// Play the ringback tone for this long while the agent's phone rings.
     Ringback(Duration),
     /// Play hold music while the caller waits in a queue (until the next `Play` or
@@ -677,14 +681,38 @@ impl CallCore {
             Action::CancelTimer { id } => {
                 self.timers.remove(&id);
             }
-            Action::Transfer { target, context } => {
-                if matches!(self.state, State::Transferring { .. } | State::Bridged) {
+            Action::Transfer {
+                target,
+                context,
+                priority,
+            } => {
+                if matches!(
+                    self.state,
+                    State::Transferring { .. } | State::Queued { .. } | State::Bridged
+                ) {
                     self.pending.push_back(Event::TransferFailed {
                         reason: "a transfer is already under way".into(),
                     });
                 } else {
-                    self.commands
-                        .push_back(CallCommand::Transfer { target, context });
+                    self.commands.push_back(CallCommand::Transfer {
+                        target,
+                        context,
+                        priority,
+                    });
+                }
+            }
+            Action::CancelTransfer => {
+                if matches!(
+                    self.state,
+                    State::Transferring { .. } | State::Queued { .. }
+                ) {
+                    tracing::info!("the caller left the transfer for another step");
+                    if matches!(self.state, State::Queued { .. }) {
+                        self.commands.push_back(CallCommand::LeaveQueue);
+                    }
+                    self.state = State::InFlow;
+                    self.commands.push_back(CallCommand::CloseAgentLeg);
+                    self.commands.push_back(CallCommand::StopPlayback);
                 }
             }
             Action::Record { max_seconds, beep } => {

@@ -99,6 +99,8 @@ pub struct Shared {
 pub struct CallService {
     pub udp_addr: SocketAddr,
     pub tcp_addr: SocketAddr,
+    /// The agent queues (for `GET /v1/queues`).
+    pub queues: queues::Queues,
     stop: watch::Sender<bool>,
     manager: JoinHandle<()>,
     sip_task: JoinHandle<()>,
@@ -174,13 +176,15 @@ impl CallService {
             prompts: PromptCache::new(),
             sip: sip.commands.clone(),
             speech: crate::speech::SpeechService::start(&config.speech),
-            queues: queues::Queues::start(config.calls.queue_settings()),
+            queues: queues::Queues::start(config.calls.queue_settings(), config.node.utc_offset),
         });
         let (stop, stop_rx) = watch::channel(false);
+        let queues = shared.queues.clone();
         let manager = tokio::spawn(manager::run(shared, sip.events, stop_rx));
         Ok(CallService {
             udp_addr: sip.udp_addr,
             tcp_addr: sip.tcp_addr,
+            queues,
             stop,
             manager,
             sip_task: sip.task,

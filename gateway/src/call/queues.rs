@@ -68,11 +68,11 @@ impl std::fmt::Debug for Request {
 }
 
 impl Queues {
-    /// Start the task with these queues.
-    pub fn start(queues: BTreeMap<String, QueueSettings>) -> Self {
+    /// Start the task with these queues; "today" for the counters is in `utc_offset`.
+    pub fn start(queues: BTreeMap<String, QueueSettings>, utc_offset: chrono::FixedOffset) -> Self {
         let names = std::sync::Arc::new(queues.keys().cloned().collect());
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(Acd::new(Instant::now(), queues), rx));
+        tokio::spawn(run(Acd::new(Instant::now(), queues), rx, utc_offset));
         Self { tx, names }
     }
 
@@ -132,9 +132,17 @@ impl Queues {
     }
 }
 
-async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn run(
+    mut acd: Acd,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    utc_offset: chrono::FixedOffset,
+) {
     let mut calls: BTreeMap<Ticket, mpsc::UnboundedSender<QueueNews>> = BTreeMap::new();
     let mut wake: Option<Instant> = None;
+    let today = || chrono::Utc::now().with_timezone(&utc_offset).date_naive();
+    let mut day = today();
+    let mut gauges = tokio::time::interval(Duration::from_secs(1));
+    gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let sleep = async {
             match wake {
@@ -172,6 +180,13 @@ async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Request>) {
                 }
             }
             () = sleep => acd.handle_timeout(Instant::now()),
+            _ = gauges.tick() => {
+                if today() != day {
+                    day = today();
+                    acd.reset_counters();
+                }
+                publish(&acd.status(Instant::now()));
+            }
         }
         wake = loop {
             let (ticket, news) = match acd.poll_output() {
@@ -206,5 +221,33 @@ async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Request>) {
                 acd.handle_left(Instant::now(), ticket);
             }
         };
+    }
+}
+
+/// The queues' figures as Prometheus gauges (`gateway_queue_*{queue}`), once a second.
+fn publish(status: &[QueueStatus]) {
+    for q in status {
+        let name = q.name.clone();
+        metrics::gauge!("gateway_queue_waiting", "queue" => name.clone()).set(q.waiting as f64);
+        metrics::gauge!("gateway_queue_longest_wait_seconds", "queue" => name.clone())
+            .set(q.longest_wait_s as f64);
+        for (state, n) in [
+            ("logged_in", q.agents_logged_in),
+            ("busy", q.agents_busy),
+            ("idle", q.agents_idle),
+        ] {
+            metrics::gauge!("gateway_queue_agents", "queue" => name.clone(), "state" => state)
+                .set(n as f64);
+        }
+        for (outcome, n) in [
+            ("answered", q.answered),
+            ("abandoned", q.abandoned),
+            ("gave_up", q.gave_up),
+        ] {
+            metrics::gauge!("gateway_queue_calls_today", "queue" => name.clone(), "outcome" => outcome)
+                .set(n as f64);
+        }
+        metrics::gauge!("gateway_queue_average_wait_seconds", "queue" => name)
+            .set(q.average_wait_s as f64);
     }
 }

@@ -435,7 +435,17 @@ impl Call {
             CallCommand::StopRecording => self.stop_recording(),
             CallCommand::Submit { seq, slots } => self.submit(seq, slots),
             CallCommand::Lookup { order_id } => self.lookup(order_id),
-            CallCommand::Transfer { target, context } => self.transfer(target, context).await,
+            CallCommand::Transfer {
+                target,
+                context,
+                priority,
+            } => self.transfer(target, context, priority).await,
+            CallCommand::LeaveQueue => {
+                if let Some(q) = self.queued.take() {
+                    tracing::info!("left the agent queue for another step");
+                    self.shared.queues.left(q.ticket);
+                }
+            }
             CallCommand::Ringback(left) => {
                 let tone = bridge::ringback(self.codec, left);
                 let _ = self.media.commands.send(MediaCommand::Play(tone)).await;
@@ -760,11 +770,12 @@ impl Call {
         &mut self,
         target: ivr_flows::model::TransferTarget,
         context: BTreeMap<String, String>,
+        priority: u8,
     ) {
         if let ivr_flows::model::TransferTarget::Queue(q) = &target
             && self.shared.queues.has(q)
         {
-            self.join_queue(q, context).await;
+            self.join_queue(q, context, priority).await;
             return;
         }
         let uri = match &target {
@@ -793,15 +804,15 @@ impl Call {
     }
 
     /// Wait in `queue` for one of its agents (see [`super::acd`]).
-    async fn join_queue(&mut self, queue: &str, context: BTreeMap<String, String>) {
+    async fn join_queue(&mut self, queue: &str, context: BTreeMap<String, String>, priority: u8) {
         if self.queued.is_some() {
             self.core
                 .handle_transfer_failed(Instant::now(), "already waiting in a queue".into());
             return;
         }
-        match self.shared.queues.enqueue(queue, 0).await {
+        match self.shared.queues.enqueue(queue, priority).await {
             Ok((ticket, news)) => {
-                tracing::info!(queue, ticket, "joined the agent queue");
+                tracing::info!(queue, ticket, priority, "joined the agent queue");
                 self.queued = Some(QueueWait {
                     ticket,
                     news,

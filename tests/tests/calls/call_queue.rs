@@ -1,14 +1,15 @@
 //! Agent queues end to end: SIPp callers wait in a `[calls.queues]` queue for one SIPp agent
 //! who answers them one after another. They are served in arrival order, the ones who wait
-//! hear their position (the gateway speaks it with espeak-ng), and a queue whose agent never
-//! answers gives the caller up after its longest wait, down the flow's `on_fail` path.
+//! hear their position (the gateway speaks it with espeak-ng), a queue whose agent never
+//! answers gives the caller up after its longest wait, down the flow's `on_fail` path, and a
+//! caller who presses a `while_waiting` key leaves the queue for that step.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::sipp::{self, logs};
-use support::{Gateway, GatewayOptions, free_port};
+use support::{ADMIN_KEY, Gateway, GatewayOptions, USER_KEY, free_port};
 
 use super::call_transfer::{agent_exit, caller, free_udp_port, wait_bound, write_prompt};
 
@@ -24,6 +25,8 @@ steps:
       zh: { text: "正在为您转接人工服务，请稍候。", audio: connecting.wav }
       en: { text: "Connecting you to an agent.", audio: connecting.wav }
     queue: hotline
+    while_waiting:
+      "0": busy
     on_fail: busy
   busy:
     type: hangup
@@ -103,6 +106,21 @@ async fn three_callers_and_one_agent_are_served_in_arrival_order_and_hear_their_
         }));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // While they wait, the admin API shows the queue: two callers in line behind the one
+    // with the agent, and the agent busy. A user key may not see it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = gw.get("/v1/queues", Some(ADMIN_KEY)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let q = &r.body["queues"][0];
+    assert_eq!(q["name"], "hotline", "{}", r.text);
+    assert_eq!(q["waiting"], 2, "{}", r.text);
+    assert_eq!(
+        (q["agents_logged_in"].as_u64(), q["agents_busy"].as_u64()),
+        (Some(1), Some(1)),
+        "{}",
+        r.text
+    );
+    assert_eq!(gw.get("/v1/queues", Some(USER_KEY)).await.status, 403);
     for c in callers {
         let (code, log) = c.await.expect("caller task");
         assert_eq!(
@@ -124,6 +142,28 @@ async fn three_callers_and_one_agent_are_served_in_arrival_order_and_hear_their_
     // Every caller reached the agent, and in the order they called: call records are written
     // as calls end, and each call ended (the agent hung up) before the next was bridged.
     let records = gw.call_records(3).await;
+    let r = gw.get("/v1/queues", Some(ADMIN_KEY)).await;
+    let q = &r.body["queues"][0];
+    assert_eq!(
+        (
+            q["waiting"].as_u64(),
+            q["answered"].as_u64(),
+            q["abandoned"].as_u64()
+        ),
+        (Some(0), Some(3), Some(0)),
+        "{}",
+        r.text
+    );
+    assert!(
+        q["average_wait_s"].as_u64().is_some_and(|w| w >= 5),
+        "{}",
+        r.text
+    );
+    let metrics = gw.get("/metrics", None).await.text;
+    assert!(
+        metrics.contains("gateway_queue_calls_today{queue=\"hotline\",outcome=\"answered\"} 3"),
+        "{metrics}"
+    );
     let started: Vec<String> = records
         .iter()
         .map(|r| r["started_at"].as_str().unwrap_or_default().to_owned())
@@ -226,4 +266,67 @@ async fn a_caller_nobody_answers_is_given_up_on_after_the_longest_wait() {
         log.contains("no agent answered within the queue's longest wait"),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn a_key_while_waiting_leaves_the_queue_and_cancels_the_ringing_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let work = dir.path().join("sipp");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let agent_port = free_udp_port();
+    let (gw, sip_port) = gateway(dir.path(), agent_port, "ring_timeout_s = 20").await;
+    // The agent's phone rings and is never picked up: it expects the gateway's CANCEL.
+    let mut agent = start_agent("agent-rings.xml", agent_port, 1, &work);
+    wait_bound(agent_port).await;
+    // The caller presses 0 by SIP INFO 1.5 s after the answer, while the agent rings.
+    let target = format!("127.0.0.1:{sip_port}");
+    let scenario = sipp::scenario("caller-info-until-bye.xml");
+    let w = work.clone();
+    let (code, log) = tokio::task::spawn_blocking(move || {
+        let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
+        sipp::call(
+            &w,
+            &scenario,
+            &[
+                "-p",
+                &port,
+                "-mp",
+                &rtp,
+                "-key",
+                "info_digit",
+                "0",
+                "-key",
+                "rtp_port",
+                &free_udp_port().to_string(),
+            ],
+            60,
+            &target,
+        )
+    })
+    .await
+    .expect("caller task");
+    assert_eq!(
+        code,
+        0,
+        "the caller's SIPp failed: {log}\n--- gateway ---\n{}",
+        gw.log()
+    );
+    assert_eq!(
+        agent_exit(&mut agent).await,
+        0,
+        "the ringing agent saw no CANCEL: {}\n--- gateway ---\n{}",
+        logs(&work, "errors.log"),
+        gw.log()
+    );
+    let r = gw.call_record().await;
+    assert_eq!(r["outcome"], "flow_hangup", "{r}");
+    assert_eq!(r["last_step"], "main/busy", "{r}");
+    assert!(
+        gw.log().contains("left the agent queue for another step"),
+        "{}",
+        gw.log()
+    );
+    let q = gw.get("/v1/queues", Some(ADMIN_KEY)).await;
+    assert_eq!(q.body["queues"][0]["abandoned"], 1, "{}", q.text);
+    assert_eq!(q.body["queues"][0]["agents_idle"], 1, "{}", q.text);
 }
