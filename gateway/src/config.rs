@@ -426,6 +426,26 @@ mod tests {
                 "speech.max_utterance_s",
                 "1 to 30",
             ),
+            (
+                "[calls.queues.general]\nagents = []\n",
+                "calls.queues.general",
+                "at least one agent",
+            ),
+            (
+                "[calls.queues.general]\nagents = [\"agent@pbx\"]\n",
+                "calls.queues.general",
+                "without a scheme",
+            ),
+            (
+                "[calls.queues.general]\nagents = [\"sip:a@pbx\"]\nannounce_every_s = 5\n",
+                "calls.queues.general",
+                "at least 10",
+            ),
+            (
+                "[calls.queues.general]\nagents = [\"sip:a@pbx\"]\nmax_wait_s = 0\n",
+                "calls.queues.general",
+                "at least 1",
+            ),
         ] {
             std::fs::write(&file, toml).expect("write");
             let e = Config::load(Some(&file)).expect_err(toml).to_string();
