@@ -876,22 +876,41 @@ impl Call {
         }
         let minutes = wait.as_secs().div_ceil(60).max(1);
         let language = self.core.language();
-        let text = match language {
-            ivr_flows::model::Lang::Zh => {
-                format!(
-                    "您前面还有{}位，预计等待{minutes}分钟，请稍候。",
-                    position - 1
-                )
-            }
-            ivr_flows::model::Lang::En => format!(
-                "You are number {position} in line. The expected wait is {minutes} minute{}. Please hold.",
-                if minutes == 1 { "" } else { "s" }
-            ),
+        let ahead = position - 1;
+        // In parts, each synthesized once and cached: a thousand callers waiting hear a
+        // thousand different sentences, but only as many different numbers.
+        let parts: Vec<String> = match language {
+            ivr_flows::model::Lang::Zh if ahead == 0 => vec![
+                "您是下一位，预计等待".into(),
+                minutes.to_string(),
+                "分钟，请稍候。".into(),
+            ],
+            ivr_flows::model::Lang::Zh => vec![
+                "您前面还有".into(),
+                ahead.to_string(),
+                "位，预计等待".into(),
+                minutes.to_string(),
+                "分钟，请稍候。".into(),
+            ],
+            ivr_flows::model::Lang::En => vec![
+                "You are number".into(),
+                position.to_string(),
+                "in line. The expected wait is".into(),
+                minutes.to_string(),
+                if minutes == 1 {
+                    "minute. Please hold."
+                } else {
+                    "minutes. Please hold."
+                }
+                .into(),
+            ],
         };
+        let items = parts
+            .into_iter()
+            .map(|text| ivr_flows::PlayItem::Tts { text })
+            .collect();
         tracing::info!(position, minutes, "queue: position announced");
-        let mut player = self
-            .player(0, vec![ivr_flows::PlayItem::Tts { text }], language, 1.0)
-            .await;
+        let mut player = self.player(0, items, language, 1.0).await;
         player.push(PlayItem::Silence(Duration::from_millis(300)));
         for item in bridge::hold_music_items(self.codec) {
             player.push(item);
