@@ -1,5 +1,6 @@
 //! The SIP endpoint on arbitrary datagrams, split into up to four messages fed in turn with
-//! timers run in between: no panic, whatever the trunk sends.
+//! timers run in between: no panic, whatever the trunk (or an agent's phone registering with
+//! the registrar, on here) sends.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -13,7 +14,13 @@ fn drain(ep: &mut Endpoint) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut ep = Endpoint::new(SipSettings::default());
+    let mut ep = Endpoint::new(SipSettings {
+        registrar: Some(sip::registrar::RegistrarSettings {
+            users: [("1001".to_owned(), "s3cret".to_owned())].into(),
+            ..Default::default()
+        }),
+        ..SipSettings::default()
+    });
     let from = std::net::SocketAddr::from(([127, 0, 0, 1], 5080));
     let mut now = Instant::now();
     for (i, part) in data.split(|b| *b == 0xfe).take(4).enumerate() {
@@ -24,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         ep.handle_timeout(now);
         drain(&mut ep);
     }
-    now += Duration::from_secs(40);
+    now += Duration::from_secs(4000);
     ep.handle_timeout(now);
     drain(&mut ep);
 });

@@ -115,7 +115,18 @@ impl Config {
         self.store.validate()?;
         self.dispatch.validate()?;
         self.media.validate()?;
+        self.sip.validate()?;
         self.calls.validate()?;
+        // A queue's agent named without `sip:` is one who registers: they must have a login.
+        for (name, q) in &self.calls.queues {
+            for agent in q.agents.iter().filter(|a| !a.contains(':')) {
+                if !self.sip.agents.contains_key(agent) {
+                    anyhow::bail!(
+                        "calls.queues.{name}.agents: {agent:?} is neither a sip: URI nor an agent in [sip.agents]"
+                    );
+                }
+            }
+        }
         self.channels.validate()?;
         self.api.validate()?;
         self.speech.validate()?;
@@ -434,7 +445,13 @@ mod tests {
             (
                 "[calls.queues.general]\nagents = [\"agent@pbx\"]\n",
                 "calls.queues.general",
-                "without a scheme",
+                "neither a sip: URI nor an agent in [sip.agents]",
+            ),
+            ("[sip.agents.1001]\n", "sip.agents.1001", "password_file"),
+            (
+                "[sip.agents.\"a b\"]\npassword = \"x\"\n",
+                "sip.agents",
+                "a user name of letters",
             ),
             (
                 "[calls.queues.general]\nagents = [\"sip:a@pbx\"]\nannounce_every_s = 5\n",

@@ -65,6 +65,19 @@ impl Gateway {
         Reply::from(req.send().await.expect("GET")).await
     }
 
+    /// PUT a JSON body (as given, valid or not) with `key`.
+    pub async fn put_json(&self, path: &str, key: Option<&str>, body: &str) -> Reply {
+        let mut req = self
+            .http
+            .put(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        Reply::from(req.send().await.expect("PUT")).await
+    }
+
     pub async fn post(&self, path: &str, key: Option<&str>) -> Reply {
         let mut req = self.http.post(self.url(path));
         if let Some(k) = key {

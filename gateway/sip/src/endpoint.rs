@@ -240,6 +240,25 @@ pub enum CallEvent {
         /// The reason phrase, for logs and the call layer's decision.
         reason: String,
     },
+    /// An agent's phone registered (digest-authenticated) at `contact` for `expires`, from
+    /// `source` over `transport`. Not about a call: the queues learn where to ring the agent.
+    AgentRegistered {
+        /// The agent's user name (`[sip.agents.<user>]`).
+        user: String,
+        /// The Contact URI the phone registered.
+        contact: String,
+        /// Where the REGISTER came from.
+        source: SocketAddr,
+        /// The transport it came on.
+        transport: Transport,
+        /// How long the binding holds unless refreshed.
+        expires: std::time::Duration,
+    },
+    /// An agent's registration ended: removed by the phone, or expired unrefreshed.
+    AgentUnregistered {
+        /// The agent's user name.
+        user: String,
+    },
     /// The call is over and forgotten by the endpoint; its id will not be used again.
     CallTerminated {
         /// The call.
@@ -399,6 +418,8 @@ pub struct Endpoint {
     next_call: u64,
     /// What the inputs caused, in order, until [`Endpoint::poll_output`] hands it out.
     out: VecDeque<Output>,
+    /// Agents' registrations, when [`SipSettings::registrar`] is set.
+    registrar: Option<crate::registrar::Registrar>,
     /// Branch ids, tags and Call-IDs, seeded from [`SipSettings::rng_seed`]. In a cell because
     /// responses (which may need a To tag) are built through `&self`.
     rng: RefCell<StdRng>,
@@ -409,8 +430,14 @@ pub struct Endpoint {
 impl Endpoint {
     /// An endpoint with these settings, its RNG seeded from [`SipSettings::rng_seed`].
     pub fn new(settings: SipSettings) -> Self {
+        let mut rng = StdRng::seed_from_u64(settings.rng_seed);
+        let registrar = settings
+            .registrar
+            .clone()
+            .map(|r| crate::registrar::Registrar::new(r, rng.random()));
         Endpoint {
-            rng: RefCell::new(StdRng::seed_from_u64(settings.rng_seed)),
+            registrar,
+            rng: RefCell::new(rng),
             call_rate: flood::CallRate::new(settings.source_call_rate, settings.source_call_burst),
             settings,
             calls: HashMap::new(),
@@ -456,7 +483,12 @@ impl Endpoint {
                 }
             }
             Ok(Message::Response(r)) => self.handle_response(now, from, allowed, &r),
-            Ok(Message::Request(r)) if !allowed && !self.is_outbound_peer(from, &r) => {
+            // An agent's phone registers from wherever it is: digest authentication decides.
+            Ok(Message::Request(r))
+                if !(allowed
+                    || self.is_outbound_peer(from, &r)
+                    || (r.method == Method::Register && self.registrar.is_some())) =>
+            {
                 self.forbid(peer, &r);
             }
             Ok(Message::Request(r)) => self.handle_request(now, peer, r),
@@ -480,6 +512,7 @@ impl Endpoint {
             self.server_others.next_deadline(),
             self.clients.next_deadline(),
             self.client_invites.next_deadline(),
+            self.registrar.as_ref().and_then(|r| r.next_expiry()),
         ]
         .into_iter()
         .flatten()
@@ -488,6 +521,15 @@ impl Endpoint {
 
     /// Run the timers that are due at `now`: retransmissions, and timeouts that end calls.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let expired = self
+            .registrar
+            .as_mut()
+            .map(|r| r.expire(now))
+            .unwrap_or_default();
+        for user in expired {
+            tracing::info!(%user, "agent registration expired");
+            self.event(CallEvent::AgentUnregistered { user });
+        }
         let mut no_ack = Vec::new();
         for key in self.server_invites.due(now) {
             let Some(e) = self.server_invites.get_mut(&key) else {

@@ -78,6 +78,7 @@ mod dialog;
 mod endpoint;
 pub mod message;
 pub mod parse;
+pub mod registrar;
 pub mod serialize;
 mod timed;
 mod transaction;
@@ -141,6 +142,9 @@ pub struct SipSettings {
     pub source_call_rate: u32,
     /// How many new calls one address may start at once before `source_call_rate` applies.
     pub source_call_burst: u32,
+    /// Agents' phones that may REGISTER (digest-authenticated, from any address); `None`:
+    /// REGISTER is answered 405.
+    pub registrar: Option<registrar::RegistrarSettings>,
 }
 
 impl Default for SipSettings {
@@ -160,6 +164,7 @@ impl Default for SipSettings {
             rng_seed: 0,
             source_call_rate: 1000,
             source_call_burst: 1000,
+            registrar: None,
         }
     }
 }

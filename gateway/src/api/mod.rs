@@ -25,7 +25,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::intake::Intake;
@@ -64,6 +64,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/dead-letters", get(orders::dead_letters))
         .route("/v1/dead-letters/{id}/replay", post(orders::replay))
         .route("/v1/queues", get(queues::list))
+        .route("/v1/queues/{queue}/agents/{agent}", put(queues::set_agent))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

@@ -183,7 +183,9 @@ impl Acd {
     pub fn new(now: Instant, queues: BTreeMap<String, QueueSettings>) -> Self {
         let mut agents: BTreeMap<String, Agent> = BTreeMap::new();
         for (name, q) in &queues {
-            for uri in &q.agents {
+            // A SIP URI is logged in from the start; a bare name is an agent whose phone
+            // registers, logged in when it does ([`Acd::handle_login`]).
+            for uri in q.agents.iter().filter(|a| a.contains(':')) {
                 agents
                     .entry(uri.clone())
                     .or_insert_with(|| Agent {
@@ -380,11 +382,33 @@ impl Acd {
         Ok(())
     }
 
+    /// The queues that list `agent`.
+    pub fn queues_of(&self, agent: &str) -> Vec<String> {
+        self.queues
+            .iter()
+            .filter(|(_, q)| q.settings.agents.iter().any(|a| a == agent))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// An agent logs out of a queue: no further offers from it (a call in progress goes on).
-    pub fn handle_logout(&mut self, _now: Instant, agent: &str, queue: &str) {
+    pub fn handle_logout(
+        &mut self,
+        _now: Instant,
+        agent: &str,
+        queue: &str,
+    ) -> Result<(), AcdError> {
+        let q = self
+            .queues
+            .get(queue)
+            .ok_or_else(|| AcdError::UnknownQueue(queue.to_owned()))?;
+        if !q.settings.agents.iter().any(|a| a == agent) {
+            return Err(AcdError::NotAMember(agent.to_owned(), queue.to_owned()));
+        }
         if let Some(a) = self.agents.get_mut(agent) {
             a.queues.remove(queue);
         }
+        Ok(())
     }
 
     /// Advance time: offers that rang out, wrap-ups that ended, callers who waited too long,
@@ -787,7 +811,11 @@ mod tests {
             acd.handle_enqueue(t0, "empty", 0),
             Err(AcdError::NoAgents("empty".into()))
         );
-        acd.handle_logout(t0, A, "general");
+        acd.handle_logout(t0, A, "general").expect("logout");
+        assert_eq!(
+            acd.handle_logout(t0, B, "general"),
+            Err(AcdError::NotAMember(B.into(), "general".into()))
+        );
         assert_eq!(
             acd.handle_enqueue(t0, "general", 0),
             Err(AcdError::NoAgents("general".into()))
@@ -845,5 +873,25 @@ mod tests {
             now = wake;
         }
         assert!(acd.callers.is_empty(), "both were given up on in the end");
+    }
+
+    #[test]
+    fn an_agent_who_registers_is_logged_in_and_out_with_their_phone() {
+        let t0 = Instant::now();
+        let mut acd = acd(t0, &[("general", settings(&["1001"]))]);
+        assert_eq!(
+            acd.handle_enqueue(t0, "general", 0),
+            Err(AcdError::NoAgents("general".into())),
+            "not registered yet"
+        );
+        assert_eq!(acd.queues_of("1001"), ["general"]);
+        acd.handle_login(t0, "1001", "general").expect("login");
+        let c1 = acd.handle_enqueue(t0, "general", 0).expect("c1");
+        assert_eq!(drain(&mut acd).0, [offer(c1, "1001")]);
+        acd.handle_logout(t0, "1001", "general").expect("logout");
+        assert_eq!(
+            acd.handle_enqueue(t0, "general", 0),
+            Err(AcdError::NoAgents("general".into()))
+        );
     }
 }

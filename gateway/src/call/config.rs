@@ -39,6 +39,20 @@ pub struct SipConfig {
     pub source_call_rate: u32,
     /// New calls one address may start at once before `source_call_rate` applies.
     pub source_call_burst: u32,
+    /// Agents whose softphones REGISTER with the gateway (`[sip.agents.<user>]`), from any
+    /// address, with digest authentication; a queue lists them by user name.
+    pub agents: BTreeMap<String, SipAgentConfig>,
+    /// The digest realm their phones authenticate in.
+    pub realm: String,
+}
+
+/// One agent's login (`[sip.agents.<user>]`): `password_file` (a secret file, preferred) or
+/// `password`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipAgentConfig {
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for SipConfig {
@@ -54,6 +68,8 @@ impl Default for SipConfig {
             user_agent: d.user_agent,
             source_call_rate: d.source_call_rate,
             source_call_burst: d.source_call_burst,
+            agents: BTreeMap::new(),
+            realm: sip::registrar::RegistrarSettings::default().realm,
         }
     }
 }
@@ -73,6 +89,41 @@ impl SipConfig {
             source_call_burst: self.source_call_burst,
             ..SipSettings::default()
         }
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (user, a) in &self.agents {
+            if user.is_empty()
+                || !user
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                bail!("sip.agents.{user:?}: a user name of letters, digits, '.', '_' or '-'");
+            }
+            if a.password.is_none() && a.password_file.is_none() {
+                bail!("sip.agents.{user}: needs password_file (or password)");
+            }
+        }
+        Ok(())
+    }
+
+    /// The registrar's settings with the agents' passwords read, `None` without agents.
+    pub fn registrar(&self) -> anyhow::Result<Option<sip::registrar::RegistrarSettings>> {
+        if self.agents.is_empty() {
+            return Ok(None);
+        }
+        let mut users = BTreeMap::new();
+        for (user, a) in &self.agents {
+            let password = crate::config::secret(&a.password, &a.password_file)
+                .map_err(|e| anyhow::anyhow!("sip.agents.{user}: {e:#}"))?
+                .ok_or_else(|| anyhow::anyhow!("sip.agents.{user}: no password"))?;
+            users.insert(user.clone(), password);
+        }
+        Ok(Some(sip::registrar::RegistrarSettings {
+            realm: self.realm.clone(),
+            users,
+            ..Default::default()
+        }))
     }
 }
 
@@ -302,7 +353,8 @@ impl QueueConfig {
         if self.agents.is_empty() {
             bail!("agents: at least one agent's SIP URI");
         }
-        for uri in &self.agents {
+        // Names without a scheme are agents who register ([sip.agents], checked by Config).
+        for uri in self.agents.iter().filter(|a| a.contains(':')) {
             if let Err(why) = super::bridge::AgentTarget::parse(uri) {
                 bail!("agents: {why}");
             }

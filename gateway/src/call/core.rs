@@ -414,6 +414,8 @@ impl CallCore {
                 self.sip_gone = true;
             }
             CallEvent::IncomingCall { .. }
+            | CallEvent::AgentRegistered { .. }
+            | CallEvent::AgentUnregistered { .. }
             | CallEvent::OutgoingProgress { .. }
             | CallEvent::OutgoingAnswered { .. }
             | CallEvent::OutgoingFailed { .. } => {}

@@ -18,8 +18,8 @@ use super::session;
 use crate::runtime::sip_transport::Command;
 use sip::{CallEvent, CallId};
 
-fn call_of(ev: &CallEvent) -> CallId {
-    match ev {
+fn call_of(ev: &CallEvent) -> Option<CallId> {
+    Some(match ev {
         CallEvent::IncomingCall { call, .. }
         | CallEvent::CallAcked { call }
         | CallEvent::ReInvite { call, .. }
@@ -30,7 +30,8 @@ fn call_of(ev: &CallEvent) -> CallId {
         | CallEvent::OutgoingProgress { call, .. }
         | CallEvent::OutgoingAnswered { call, .. }
         | CallEvent::OutgoingFailed { call, .. } => *call,
-    }
+        CallEvent::AgentRegistered { .. } | CallEvent::AgentUnregistered { .. } => return None,
+    })
 }
 
 pub(super) async fn run(
@@ -47,7 +48,19 @@ pub(super) async fn run(
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
-                let id = call_of(&ev);
+                // Agents' phones registering: news for the queues, not for a call.
+                let ev = match ev {
+                    CallEvent::AgentRegistered { user, contact, .. } => {
+                        shared.queues.registered(user, contact);
+                        continue;
+                    }
+                    CallEvent::AgentUnregistered { user } => {
+                        shared.queues.unregistered(user);
+                        continue;
+                    }
+                    ev => ev,
+                };
+                let Some(id) = call_of(&ev) else { continue };
                 if let CallEvent::IncomingCall { .. } = ev {
                     let live = tasks.len();
                     if stopping || live >= shared.settings.max_calls {

@@ -131,7 +131,8 @@ impl CallService {
             local_uri: String::new(),
         };
         // From the OS: branch ids, tags and Call-IDs must differ from one run to the next.
-        let sip_settings = config.sip.settings(rand::random());
+        let mut sip_settings = config.sip.settings(rand::random());
+        sip_settings.registrar = config.sip.registrar()?;
         let sip = SipService::start(sip_settings.clone())
             .await
             .with_context(|| {

@@ -43,6 +43,19 @@ enum Request {
     OfferFailed(Ticket),
     Ended(Ticket),
     Status(oneshot::Sender<Vec<QueueStatus>>),
+    Registered {
+        user: String,
+        contact: String,
+    },
+    Unregistered {
+        user: String,
+    },
+    SetLoggedIn {
+        queue: String,
+        agent: String,
+        on: bool,
+        reply: oneshot::Sender<Result<(), AcdError>>,
+    },
 }
 
 /// A handle on the queues' task (cheap to clone; every call holds one).
@@ -63,6 +76,11 @@ impl std::fmt::Debug for Request {
             Request::OfferFailed(t) => write!(f, "OfferFailed({t})"),
             Request::Ended(t) => write!(f, "Ended({t})"),
             Request::Status(_) => write!(f, "Status"),
+            Request::Registered { user, .. } => write!(f, "Registered({user})"),
+            Request::Unregistered { user } => write!(f, "Unregistered({user})"),
+            Request::SetLoggedIn {
+                queue, agent, on, ..
+            } => write!(f, "SetLoggedIn({queue}, {agent}, {on})"),
         }
     }
 }
@@ -122,6 +140,31 @@ impl Queues {
         let _ = self.tx.send(Request::Ended(ticket));
     }
 
+    /// An agent's phone registered at `contact`: they are logged in to their queues.
+    pub fn registered(&self, user: String, contact: String) {
+        let _ = self.tx.send(Request::Registered { user, contact });
+    }
+
+    /// An agent's registration ended: logged out of their queues (a call in progress goes on).
+    pub fn unregistered(&self, user: String) {
+        let _ = self.tx.send(Request::Unregistered { user });
+    }
+
+    /// Log `agent` in to or out of `queue` (the admin API: a break, the end of a shift).
+    pub async fn set_logged_in(&self, queue: &str, agent: &str, on: bool) -> Result<(), AcdError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || AcdError::UnknownQueue(queue.to_owned());
+        self.tx
+            .send(Request::SetLoggedIn {
+                queue: queue.to_owned(),
+                agent: agent.to_owned(),
+                on,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
     /// Every queue's figures now.
     pub async fn status(&self) -> Vec<QueueStatus> {
         let (reply, rx) = oneshot::channel();
@@ -138,6 +181,8 @@ async fn run(
     utc_offset: chrono::FixedOffset,
 ) {
     let mut calls: BTreeMap<Ticket, mpsc::UnboundedSender<QueueNews>> = BTreeMap::new();
+    // Registered agents' contacts: an offer to `1001` rings where 1001's phone registered.
+    let mut contacts: BTreeMap<String, String> = BTreeMap::new();
     let mut wake: Option<Instant> = None;
     let today = || chrono::Utc::now().with_timezone(&utc_offset).date_naive();
     let mut day = today();
@@ -177,6 +222,28 @@ async fn run(
                     Request::Status(reply) => {
                         let _ = reply.send(acd.status(now));
                     }
+                    Request::Registered { user, contact } => {
+                        contacts.insert(user.clone(), contact);
+                        for queue in acd.queues_of(&user) {
+                            if let Err(e) = acd.handle_login(now, &user, &queue) {
+                                tracing::warn!(%user, %queue, error = %e, "agent not logged in");
+                            }
+                        }
+                    }
+                    Request::SetLoggedIn { queue, agent, on, reply } => {
+                        let r = if on {
+                            acd.handle_login(now, &agent, &queue)
+                        } else {
+                            acd.handle_logout(now, &agent, &queue)
+                        };
+                        let _ = reply.send(r);
+                    }
+                    Request::Unregistered { user } => {
+                        contacts.remove(&user);
+                        for queue in acd.queues_of(&user) {
+                            let _ = acd.handle_logout(now, &user, &queue);
+                        }
+                    }
                 }
             }
             () = sleep => acd.handle_timeout(Instant::now()),
@@ -191,7 +258,21 @@ async fn run(
         wake = loop {
             let (ticket, news) = match acd.poll_output() {
                 AcdOutput::Timeout(at) => break at,
-                AcdOutput::Offer { ticket, agent } => (ticket, QueueNews::Offer { agent }),
+                AcdOutput::Offer { ticket, agent } => {
+                    // A registered agent is rung where their phone is.
+                    let uri = if agent.contains(':') {
+                        Some(agent.clone())
+                    } else {
+                        contacts.get(&agent).cloned()
+                    };
+                    match uri {
+                        Some(uri) => (ticket, QueueNews::Offer { agent: uri }),
+                        None => {
+                            acd.handle_offer_failed(Instant::now(), ticket);
+                            continue;
+                        }
+                    }
+                }
                 AcdOutput::OfferWithdrawn { ticket, agent } => {
                     (ticket, QueueNews::Withdrawn { agent })
                 }

@@ -61,15 +61,27 @@ fn start_agent(scenario: &str, port: u16, calls: u32, workdir: &Path) -> Child {
 
 /// A gateway whose `hotline` queue has one agent at `agent_port`.
 async fn gateway(root: &Path, agent_port: u16, queue: &str) -> (Gateway, u16) {
+    gateway_with(
+        root,
+        &format!("sip:agent@127.0.0.1:{agent_port}"),
+        "",
+        queue,
+    )
+    .await
+}
+
+/// A gateway whose `hotline` queue has the one `agent` (a SIP URI, or a registering agent's
+/// name with its `[sip.agents]` entry in `sip_extra`).
+async fn gateway_with(root: &Path, agent: &str, sip_extra: &str, queue: &str) -> (Gateway, u16) {
     let flows = root.join("flows");
     std::fs::create_dir_all(&flows).expect("mkdir");
     std::fs::write(flows.join("main.yaml"), FLOW).expect("write flow");
     write_prompt(&flows.join("connecting.wav"));
     let sip_port = free_port();
     let extra = format!(
-        "[sip]\nudp = \"127.0.0.1:{sip_port}\"\ntcp = \"127.0.0.1:{sip_port}\"\n\n\
+        "[sip]\nudp = \"127.0.0.1:{sip_port}\"\ntcp = \"127.0.0.1:{sip_port}\"\n{sip_extra}\n\n\
          [media]\nrtp_port_min = 44000\nrtp_port_max = 44999\n\n\
-         [calls.queues.hotline]\nagents = [\"sip:agent@127.0.0.1:{agent_port}\"]\n{queue}\n\n\
+         [calls.queues.hotline]\nagents = [\"{agent}\"]\n{queue}\n\n\
          [ivr]\nflows_dir = {:?}\nreload = false\n",
         flows.display().to_string()
     );
@@ -329,4 +341,187 @@ async fn a_key_while_waiting_leaves_the_queue_and_cancels_the_ringing_agent() {
     let q = gw.get("/v1/queues", Some(ADMIN_KEY)).await;
     assert_eq!(q.body["queues"][0]["abandoned"], 1, "{}", q.text);
     assert_eq!(q.body["queues"][0]["agents_idle"], 1, "{}", q.text);
+}
+
+/// Run SIPp once as agent 1001's phone registering with `password`, its Contact at
+/// `contact_port`; the scenario expects 200 (`agent-register.xml`) or 403 (`-refused`).
+async fn register(
+    work: &Path,
+    sip_port: u16,
+    scenario: &str,
+    password: &str,
+    contact_port: u16,
+) -> (i32, String) {
+    let target = format!("127.0.0.1:{sip_port}");
+    let scenario = sipp::scenario(scenario);
+    let (work, password) = (work.to_path_buf(), password.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
+        sipp::call(
+            &work,
+            &scenario,
+            &[
+                "-p",
+                &port,
+                "-mp",
+                &rtp,
+                "-s",
+                "1001",
+                "-au",
+                "1001",
+                "-ap",
+                &password,
+                "-key",
+                "contact_port",
+                &contact_port.to_string(),
+            ],
+            30,
+            &target,
+        )
+    })
+    .await
+    .expect("sipp task")
+}
+
+#[tokio::test]
+async fn an_agent_who_registers_is_rung_where_their_phone_is_and_a_wrong_password_gets_no_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let work = dir.path().join("sipp");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let secret = dir.path().join("agent-1001");
+    std::fs::write(&secret, "tiger-9\n").expect("secret");
+    let sip_extra = format!(
+        "\n[sip.agents.1001]\npassword_file = {:?}\n",
+        secret.display().to_string()
+    );
+    let (gw, sip_port) = gateway_with(dir.path(), "1001", &sip_extra, "ring_timeout_s = 10").await;
+    let phone_port = free_udp_port();
+
+    // A wrong password is refused 403, and the agent is not logged in: a caller is told the
+    // agents are busy at once (the queue has nobody), not held for nobody.
+    let (code, log) = register(
+        &work,
+        sip_port,
+        "agent-register-refused.xml",
+        "lion-1",
+        phone_port,
+    )
+    .await;
+    assert_eq!(
+        code,
+        0,
+        "expected 401 then 403: {log}\n--- gateway ---\n{}",
+        gw.log()
+    );
+    let q = gw.get("/v1/queues", Some(ADMIN_KEY)).await;
+    assert_eq!(q.body["queues"][0]["agents_logged_in"], 0, "{}", q.text);
+    let target = format!("127.0.0.1:{sip_port}");
+    let (w, t) = (work.clone(), target.clone());
+    let (code, log) =
+        tokio::task::spawn_blocking(move || caller(&sipp::scenario("caller-transfer.xml"), &t, &w))
+            .await
+            .expect("caller task");
+    assert_eq!(code, 0, "{log}\n--- gateway ---\n{}", gw.log());
+    let first = gw.call_records(1).await;
+    assert_eq!(first[0]["last_step"], "main/busy", "{first:?}");
+    assert!(
+        gw.log().contains("agent registration refused: 403"),
+        "{}",
+        gw.log()
+    );
+
+    // The right password: registered, logged in, and rung at the Contact it registered.
+    let (code, log) = register(&work, sip_port, "agent-register.xml", "tiger-9", phone_port).await;
+    assert_eq!(
+        code,
+        0,
+        "expected 401 then 200: {log}\n--- gateway ---\n{}",
+        gw.log()
+    );
+    let q = gw.get("/v1/queues", Some(ADMIN_KEY)).await;
+    assert_eq!(q.body["queues"][0]["agents_logged_in"], 1, "{}", q.text);
+    let mut agent = start_agent("agent-answers.xml", phone_port, 1, &work);
+    wait_bound(phone_port).await;
+    let (code, log) = tokio::task::spawn_blocking(move || {
+        caller(&sipp::scenario("caller-transfer.xml"), &target, &work)
+    })
+    .await
+    .expect("caller task");
+    assert_eq!(code, 0, "{log}\n--- gateway ---\n{}", gw.log());
+    assert_eq!(
+        agent_exit(&mut agent).await,
+        0,
+        "--- gateway ---\n{}",
+        gw.log()
+    );
+    let records = gw.call_records(2).await;
+    let second = &records[1];
+    assert_eq!(second["outcome"], "agent_hangup", "{second}");
+    assert_eq!(
+        second["transfer_to"],
+        format!("sip:1001@127.0.0.1:{phone_port}"),
+        "{second}"
+    );
+    assert!(
+        !gw.log().contains("tiger-9"),
+        "the password appears in the log"
+    );
+}
+
+/// The admin API logs an agent in and out (a break, a shift's end); mistakes get clear errors.
+#[tokio::test]
+async fn the_admin_api_logs_agents_in_and_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sip_extra = "\n[sip.agents.1001]\npassword = \"x-1\"\n";
+    let (gw, _) = gateway_with(dir.path(), "1001", sip_extra, "").await;
+    let logged_in = || async {
+        let r = gw.get("/v1/queues", Some(ADMIN_KEY)).await;
+        r.body["queues"][0]["agents_logged_in"].as_u64()
+    };
+    assert_eq!(
+        logged_in().await,
+        Some(0),
+        "a registering agent starts logged out"
+    );
+    let url = "/v1/queues/hotline/agents/1001";
+    let r = gw
+        .put_json(url, Some(ADMIN_KEY), r#"{"logged_in": true}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["logged_in"], true, "{}", r.text);
+    assert_eq!(logged_in().await, Some(1));
+    let r = gw
+        .put_json(url, Some(ADMIN_KEY), r#"{"logged_in": false}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(logged_in().await, Some(0));
+    for (path, body, key, want) in [
+        (
+            "/v1/queues/hotline/agents/nobody",
+            r#"{"logged_in": true}"#,
+            ADMIN_KEY,
+            409,
+        ),
+        (
+            "/v1/queues/nowhere/agents/1001",
+            r#"{"logged_in": true}"#,
+            ADMIN_KEY,
+            404,
+        ),
+        (url, r#"{"logged_in": "yes"}"#, ADMIN_KEY, 400),
+        (url, r#"{"logged_in": true, "extra": 1}"#, ADMIN_KEY, 400),
+        (url, "not json", ADMIN_KEY, 400),
+        (url, r#"{"logged_in": true}"#, USER_KEY, 403),
+    ] {
+        let r = gw.put_json(path, Some(key), body).await;
+        assert_eq!(r.status, want, "{path} {body}: {}", r.text);
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{}",
+            r.text
+        );
+    }
+    assert_eq!(logged_in().await, Some(0), "no mistake changed anything");
 }

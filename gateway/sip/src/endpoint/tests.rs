@@ -1499,3 +1499,98 @@ fn a_flood_of_new_calls_from_one_address_is_limited() {
     h.now += Duration::from_millis(110);
     h.incoming("z9hG4bKlater", "later1");
 }
+
+/// An agent's phone registers from outside the trunk allow-list: challenged, then bound with the
+/// digest answer (the event tells the call layer where to ring the agent), refused 403 with a
+/// wrong password, and forgotten when the binding lapses unrefreshed.
+#[test]
+fn an_agent_registers_with_digest_from_anywhere_and_expires() {
+    let mut h = Harness::new();
+    h.ep = Endpoint::new(SipSettings {
+        registrar: Some(crate::registrar::RegistrarSettings {
+            users: [("1001".to_owned(), "s3cret".to_owned())].into(),
+            ..Default::default()
+        }),
+        ..SipSettings::default()
+    });
+    let phone: SocketAddr = "198.51.100.7:5062".parse().expect("addr");
+    let register = |branch: &str, cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5062;branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:1001@127.0.0.1>;tag=p1\r\nTo: <sip:1001@127.0.0.1>\r\n\
+             Call-ID: reg-1\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:1001@198.51.100.7:5062>\r\n\
+             Expires: 120\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let out = h.send_from(phone, Transport::Udp, &register("z9hG4bKr1", 1, ""));
+    let r = responses(&out);
+    assert_eq!(r[0].status, 401, "{out:?}");
+    let challenge = r[0]
+        .headers
+        .get("WWW-Authenticate")
+        .expect("challenge")
+        .to_owned();
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|x| x.split('"').next())
+        .expect("nonce")
+        .to_owned();
+    let auth = |password: &str| {
+        let c = crate::registrar::DigestCredentials {
+            username: "1001".into(),
+            realm: "12345".into(),
+            nonce: nonce.clone(),
+            uri: "sip:127.0.0.1".into(),
+            response: String::new(),
+            algorithm: None,
+            qop: None,
+            nc: None,
+            cnonce: None,
+        };
+        let resp = crate::registrar::expected_response(&c, password, "REGISTER");
+        format!(
+            "Authorization: Digest username=\"1001\", realm=\"12345\", nonce=\"{nonce}\", \
+             uri=\"sip:127.0.0.1\", response=\"{resp}\"\r\n"
+        )
+    };
+    let out = h.send_from(
+        phone,
+        Transport::Udp,
+        &register("z9hG4bKr2", 2, &auth("nope")),
+    );
+    assert_eq!(statuses(&out), [403]);
+    assert!(events(&out).is_empty());
+    let out = h.send_from(
+        phone,
+        Transport::Udp,
+        &register("z9hG4bKr3", 3, &auth("s3cret")),
+    );
+    let r = responses(&out);
+    assert_eq!(r[0].status, 200);
+    assert_eq!(
+        r[0].headers.get("Contact"),
+        Some("<sip:1001@198.51.100.7:5062>;expires=120")
+    );
+    assert_eq!(
+        events(&out),
+        [CallEvent::AgentRegistered {
+            user: "1001".into(),
+            contact: "sip:1001@198.51.100.7:5062".into(),
+            source: phone,
+            transport: Transport::Udp,
+            expires: Duration::from_secs(120),
+        }]
+    );
+    // Not refreshed: gone at the end of its 120 s.
+    let out = h.advance(Duration::from_secs(121));
+    assert!(
+        events(&out).contains(&CallEvent::AgentUnregistered {
+            user: "1001".into()
+        }),
+        "{out:?}"
+    );
+    // An INVITE from the phone's address is still not the trunk's.
+    let out = h.send_from(phone, Transport::Udp, &invite("z9hG4bKi", "x1"));
+    assert_eq!(statuses(&out), [403]);
+}

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::dialog::Dialog;
 use crate::message::{Method, Request, Response, reason_phrase};
+use crate::registrar::Decision;
 use crate::serialize;
 use crate::transaction::{ServerInvite, ServerInviteState, ServerNonInvite};
 
@@ -112,6 +113,7 @@ impl Endpoint {
             }
             Method::Info => self.on_info(now, peer, &key, &req),
             Method::Ack => {}
+            Method::Register if self.registrar.is_some() => self.on_register(now, peer, &key, &req),
             Method::Register
             | Method::Subscribe
             | Method::Notify
@@ -132,6 +134,78 @@ impl Endpoint {
                     r
                 });
                 self.tx_send(now, &key, false, resp, peer);
+            }
+        }
+    }
+
+    /// A REGISTER from an agent's phone: challenge, refuse or bind (see [`crate::registrar`]).
+    fn on_register(&mut self, now: Instant, peer: Peer, key: &str, req: &Request) {
+        let Some(registrar) = self.registrar.as_mut() else {
+            return;
+        };
+        let decision = registrar.handle(now, req);
+        let (status, extra): (u16, Vec<(&str, String)>) = match &decision {
+            Decision::Challenge { stale } => (
+                401,
+                vec![("WWW-Authenticate", registrar.challenge(now, *stale))],
+            ),
+            Decision::Forbidden(why) => {
+                let user = req
+                    .headers
+                    .to()
+                    .ok()
+                    .and_then(|t| t.uri.user().map(str::to_owned))
+                    .unwrap_or_default();
+                tracing::warn!(from = %peer.addr, %user, why, "agent registration refused: 403");
+                (403, Vec::new())
+            }
+            Decision::TooBrief => (
+                423,
+                vec![("Min-Expires", registrar.min_expires().to_string())],
+            ),
+            Decision::Bad(why) => {
+                tracing::info!(from = %peer.addr, why, "bad REGISTER: 400");
+                (400, Vec::new())
+            }
+            Decision::Done {
+                contact, expires, ..
+            } => (
+                200,
+                contact
+                    .iter()
+                    .map(|c| ("Contact", format!("<{c}>;expires={expires}")))
+                    .collect(),
+            ),
+        };
+        let resp = self.simple(req, status, peer).map(|mut r| {
+            for (name, value) in extra {
+                r.headers.push(name, value);
+            }
+            r
+        });
+        self.tx_send(now, key, false, resp, peer);
+        if let Decision::Done {
+            user,
+            contact,
+            expires,
+        } = decision
+        {
+            match contact {
+                Some(contact) => {
+                    tracing::info!(%user, %contact, expires, "agent registered");
+                    self.event(CallEvent::AgentRegistered {
+                        user,
+                        contact,
+                        source: peer.addr,
+                        transport: peer.transport,
+                        expires: std::time::Duration::from_secs(u64::from(expires)),
+                    });
+                }
+                None if req.headers.get("Contact").is_some() => {
+                    tracing::info!(%user, "agent unregistered");
+                    self.event(CallEvent::AgentUnregistered { user });
+                }
+                None => {}
             }
         }
     }
