@@ -990,7 +990,13 @@ impl<'f> Decoder<'f> {
         let Some(e) = self.map(
             node,
             "settings",
-            &["language", "rate", "barge_in", "timeouts"],
+            &[
+                "language",
+                "rate",
+                "barge_in",
+                "timeouts",
+                "recording_notice",
+            ],
         ) else {
             return s;
         };
@@ -1008,6 +1014,17 @@ impl<'f> Decoder<'f> {
         }
         if let Some(n) = Self::get(e, "timeouts") {
             s.timeouts = self.timeouts(n, s.timeouts);
+        }
+        if let Some(n) = Self::get(e, "recording_notice") {
+            match n.as_str() {
+                Some("true") => s.recording_notice = true,
+                Some("false") => s.recording_notice = false,
+                _ => self.error(
+                    n.pos,
+                    "recording_notice should be true or false",
+                    "write true or false",
+                ),
+            }
         }
         s
     }

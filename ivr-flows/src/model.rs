@@ -341,6 +341,9 @@ pub struct Settings {
     pub barge_in: BargeIn,
     /// Default timers.
     pub timeouts: Timeouts,
+    /// Where the gateway records calls (`calls.record_calls`), the caller hears that the call
+    /// is recorded before the flow's first prompt; `false` leaves it to the flow's own words.
+    pub recording_notice: bool,
 }
 
 impl Default for Settings {
@@ -357,6 +360,7 @@ impl Default for Settings {
                 no_input_ms: 5000,
                 inter_digit_ms: 3000,
             },
+            recording_notice: true,
         }
     }
 }

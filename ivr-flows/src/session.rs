@@ -170,6 +170,12 @@ impl Session {
         self.language
     }
 
+    /// Whether the flow the call is in wants the recording notice (see
+    /// [`crate::model::Settings::recording_notice`]).
+    pub fn recording_notice(&self) -> bool {
+        self.flow().is_none_or(|f| f.settings.recording_notice)
+    }
+
     /// Milliseconds since `CallStarted`, as last reported through `handle`.
     pub fn elapsed_ms(&self) -> u64 {
         self.last_ms.saturating_sub(self.started_ms)

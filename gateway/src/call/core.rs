@@ -209,11 +209,28 @@ pub struct CoreSettings {
     pub ack_wait: Duration,
     pub transfer_timeout: Duration,
     pub dtmf_merge_window: Duration,
+    /// The call is recorded (`calls.record_calls`): unless its flow says
+    /// `recording_notice: false`, the caller hears so before the flow's first prompt.
+    pub recording_notice: bool,
+}
+
+/// The [`CallCommand::Play`] id of the recording notice (flows number their prompts from 1).
+pub const RECORDING_NOTICE_ID: u64 = u64::MAX - 1;
+/// The flow starts at the latest this long after the notice began, played out or not.
+const RECORDING_NOTICE_MAX: Duration = Duration::from_secs(8);
+
+/// Where the recording notice is (see [`CoreSettings::recording_notice`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notice {
+    None,
+    Due,
+    Playing { until: Instant },
 }
 
 /// One call's decisions (see the module doc).
 pub struct CallCore {
     state: State,
+    notice: Notice,
     ivr: Option<Session>,
     started: Instant,
     settings: CoreSettings,
@@ -246,10 +263,17 @@ impl CallCore {
     /// A call answered at `now`. `start` is the flow's [`Event::CallStarted`]; without a flow
     /// (`ivr` is `None`: the entry flow is missing) the call is hung up at once.
     pub fn new(now: Instant, ivr: Option<Session>, start: Event, settings: CoreSettings) -> Self {
+        let notice =
+            if settings.recording_notice && ivr.as_ref().is_some_and(Session::recording_notice) {
+                Notice::Due
+            } else {
+                Notice::None
+            };
         let mut core = CallCore {
             state: State::Answering {
                 start_at: now + settings.ack_wait,
             },
+            notice,
             merger: DtmfMerger::new(settings.dtmf_merge_window),
             held_start: None,
             settings,
@@ -339,6 +363,9 @@ impl CallCore {
         if let Some(at) = self.recording_until {
             take(at);
         }
+        if let Notice::Playing { until } = self.notice {
+            take(until);
+        }
         if let State::Transferring { deadline, .. } = self.state {
             take(deadline);
         }
@@ -347,9 +374,13 @@ impl CallCore {
 
     /// The time has come for whatever the last [`Output::Timeout`] named.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.notice, Notice::Playing { until } if until <= now) {
+            tracing::debug!("recording notice not finished in time: the flow starts");
+            self.notice_done(now);
+        }
         if matches!(self.state, State::Answering { start_at } if start_at <= now) {
             tracing::debug!("no ACK yet: the flow starts anyway");
-            self.start_flow();
+            self.start_flow(now);
         }
         if let State::Transferring {
             started, deadline, ..
@@ -383,7 +414,7 @@ impl CallCore {
         match ev {
             CallEvent::CallAcked { .. } => {
                 tracing::debug!("ACK: call confirmed");
-                self.start_flow();
+                self.start_flow(now);
             }
             CallEvent::Info { dtmf, .. } => {
                 if let Some(d) = dtmf {
@@ -443,7 +474,11 @@ impl CallCore {
     }
 
     /// A `Play` finished playing out.
-    pub fn handle_prompt_finished(&mut self, _now: Instant, id: u64) {
+    pub fn handle_prompt_finished(&mut self, now: Instant, id: u64) {
+        if id == RECORDING_NOTICE_ID {
+            self.notice_done(now);
+            return;
+        }
         self.pending.push_back(Event::PromptFinished { id });
     }
 
@@ -608,12 +643,45 @@ impl CallCore {
     }
 
     /// Start the flow: on the ACK, or after [`CoreSettings::ack_wait`] without one.
-    fn start_flow(&mut self) {
+    fn start_flow(&mut self, now: Instant) {
         if let State::Answering { .. } = self.state {
             self.state = State::InFlow;
         }
+        if self.notice == Notice::Due {
+            // The flow waits for the notice: two prompts at once would cut the first.
+            self.notice = Notice::Playing {
+                until: now + RECORDING_NOTICE_MAX,
+            };
+            let language = self
+                .ivr
+                .as_ref()
+                .map_or(ivr_flows::model::Lang::Zh, Session::language);
+            let text = match language {
+                ivr_flows::model::Lang::Zh => "您的通话将被录音。",
+                ivr_flows::model::Lang::En => "This call is recorded.",
+            };
+            tracing::debug!("recording notice");
+            self.commands.push_back(CallCommand::Play {
+                id: RECORDING_NOTICE_ID,
+                items: vec![ivr_flows::PlayItem::Tts { text: text.into() }],
+                language,
+                rate: 1.0,
+            });
+            return;
+        }
+        if matches!(self.notice, Notice::Playing { .. }) {
+            return;
+        }
         if let Some(started) = self.held_start.take() {
             self.pending.push_front(started);
+        }
+    }
+
+    /// The recording notice played out (or took too long): the flow starts.
+    fn notice_done(&mut self, now: Instant) {
+        if matches!(self.notice, Notice::Playing { .. }) {
+            self.notice = Notice::None;
+            self.start_flow(now);
         }
     }
 

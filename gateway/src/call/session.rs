@@ -263,6 +263,7 @@ async fn setup(
             ack_wait: ACK_WAIT,
             transfer_timeout: shared.settings.transfer_timeout,
             dtmf_merge_window: media_settings.dtmf_merge_window,
+            recording_notice: shared.settings.record_calls,
         },
     );
     if !core.has_flow() {

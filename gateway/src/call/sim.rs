@@ -73,6 +73,8 @@ struct Sim {
     heard: Vec<Instant>,
     /// Drop every ACK the caller sends (a lossy path right after the answer).
     drop_acks: bool,
+    /// The gateway records calls (`calls.record_calls`): the recording notice is due.
+    recorded: bool,
     /// Share of RTP packets lost each way, and those lost so far.
     loss: f64,
     lost: u64,
@@ -182,6 +184,11 @@ impl Sim {
 
     /// As [`Sim::call`]; with `drop_acks` the gateway never gets the caller's ACK.
     fn dial(loss: f64, drop_acks: bool) -> Sim {
+        Sim::dial_with(loss, drop_acks, false)
+    }
+
+    /// As [`Sim::dial`]; with `recorded` the gateway records calls (`calls.record_calls`).
+    fn dial_with(loss: f64, drop_acks: bool, recorded: bool) -> Sim {
         let flows_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../ivr-flows/flows"));
         let flows = LiveFlows::load(&flows_dir).expect("the shipped flows load");
         let now = Instant::now();
@@ -239,6 +246,7 @@ impl Sim {
             caller_events: Vec::new(),
             heard: Vec::new(),
             drop_acks,
+            recorded,
             loss,
             lost: 0,
             rng: StdRng::seed_from_u64(7),
@@ -474,6 +482,7 @@ impl Sim {
                 ack_wait: ACK_WAIT,
                 transfer_timeout: Duration::from_secs(30),
                 dtmf_merge_window: self.media.dtmf_merge_window,
+                recording_notice: self.recorded,
             },
         ));
     }
@@ -905,4 +914,38 @@ fn without_the_ack_the_greeting_starts_after_the_wait() {
         assert!(sim.played("prompts/zh/welcome.wav"));
         sim.elapsed()
     });
+}
+
+/// A recorded call: the caller hears the notice first, then the greeting, never one over the
+/// other (the flow waits for the notice to play out).
+#[test]
+fn a_recorded_call_announces_it_before_the_greeting() {
+    let mut sim = Sim::dial_with(0.0, false, true);
+    sim.run_until_played("prompts/zh/welcome.wav", Duration::from_secs(15));
+    let is_notice = |c: &CallCommand| matches!(c, CallCommand::Play { id, .. } if *id == core::RECORDING_NOTICE_ID);
+    let is_flow_prompt = |c: &CallCommand| matches!(c, CallCommand::Play { id, .. } if *id != core::RECORDING_NOTICE_ID);
+    let notice = sim.commands.iter().position(is_notice);
+    let greeting = sim.commands.iter().position(is_flow_prompt);
+    assert_eq!(
+        notice,
+        Some(0),
+        "the notice comes first: {:?}",
+        sim.commands
+    );
+    let greeting = greeting.expect("the greeting follows");
+    assert!(
+        !sim.commands[..greeting]
+            .iter()
+            .any(|c| matches!(c, CallCommand::StopPlayback)),
+        "the notice was cut: {:?}",
+        sim.commands
+    );
+    // The notice (a synthesized phrase: a tone in the simulation) played out first. (The
+    // simulation's player reports its end as its last frame is queued, up to 40 ms early.)
+    let notice_length = spoken_tone(Codec::Pcmu).duration() - Duration::from_millis(40);
+    assert!(sim.elapsed() >= notice_length, "{:?}", sim.elapsed());
+    // Without recording there is no notice.
+    let mut plain = Sim::dial_with(0.0, false, false);
+    plain.run_until_played("prompts/zh/welcome.wav", Duration::from_secs(15));
+    assert!(!plain.commands.iter().any(is_notice));
 }
