@@ -44,6 +44,7 @@ pub(super) async fn run(
     let mut orphans: HashMap<CallId, Vec<CallEvent>> = HashMap::new();
     let mut tasks = JoinSet::new();
     let mut stopping = false;
+    let mut missed = MissedCalls::default();
     loop {
         tokio::select! {
             ev = events.recv() => {
@@ -67,6 +68,9 @@ pub(super) async fn run(
                         tracing::warn!(live, stopping, "call refused: 503");
                         metrics::counter!("gateway_calls_total", "outcome" => "refused").increment(1);
                         let _ = shared.sip.send(Command::Reject { call: id, status: 503 }).await;
+                        if !stopping {
+                            missed.record(&shared, &ev);
+                        }
                         continue;
                     }
                     let Some(incoming) = Incoming::from_event(ev) else { continue };
@@ -129,4 +133,75 @@ pub(super) async fn run(
         while tasks.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Calls refused at capacity become callback orders (see [`super::order::missed`]), at most
+/// [`MissedCalls::PER_SECOND`] a second: a flood of refused calls must not become a flood of
+/// store writes on a hotline already full. Beyond it they are only counted.
+#[derive(Debug, Default)]
+struct MissedCalls {
+    second: u64,
+    this_second: u32,
+}
+
+impl MissedCalls {
+    const PER_SECOND: u32 = 50;
+
+    fn record(&mut self, shared: &Arc<Shared>, ev: &CallEvent) {
+        let CallEvent::IncomingCall {
+            from, sip_call_id, ..
+        } = ev
+        else {
+            return;
+        };
+        let caller = super::session::uri_user(from);
+        if adapters::submission::normalize_phone(&caller).is_none() {
+            // Anonymous or not a number: nobody to call back.
+            metrics::counter!("gateway_missed_calls_total", "outcome" => "no_number").increment(1);
+            return;
+        }
+        let now = chrono::Utc::now();
+        let second = now.timestamp() as u64;
+        if second != self.second {
+            self.second = second;
+            self.this_second = 0;
+        }
+        self.this_second += 1;
+        if self.this_second > Self::PER_SECOND {
+            metrics::counter!("gateway_missed_calls_total", "outcome" => "not_recorded")
+                .increment(1);
+            return;
+        }
+        let hour = now
+            .with_timezone(&shared.settings.utc_offset)
+            .format("%Y%m%d%H")
+            .to_string();
+        let order = super::order::missed(&caller, sip_call_id, &hour);
+        let store = shared.store.clone();
+        let masked = adapters::normalize::mask::mask_phone(&caller);
+        tokio::spawn(async move {
+            use crate::intake::{self, Idempotency, Intake, Via};
+            let intake = Intake::new(store);
+            let via = Via::CallCallback {
+                at: Some("refused at capacity"),
+            };
+            match intake::accept(
+                &intake,
+                via,
+                order.submission,
+                Idempotency::Redelivery(order.claim),
+            )
+            .await
+            {
+                Ok(accepted) => {
+                    metrics::counter!("gateway_missed_calls_total", "outcome" => "recorded")
+                        .increment(1);
+                    tracing::info!(caller = %masked, order_id = %accepted.id(), "refused call: callback order");
+                }
+                Err(e) => {
+                    tracing::error!(caller = %masked, error = %e, "refused call: callback order not stored")
+                }
+            }
+        });
+    }
 }

@@ -186,9 +186,46 @@ pub fn callback(
     }
 }
 
+/// The callback order of a call refused for want of capacity (503 at `calls.max_calls`): the
+/// caller reached nobody, so a call back is due (漏话回拨). One per caller per `hour` (the
+/// node's local `YYYYMMDDHH`): a caller who redials into a full hotline is one task, not many.
+pub fn missed(caller: &str, sip_call_id: &str, hour: &str) -> CallOrder {
+    let ctx = CallContext {
+        sip_call_id,
+        caller: Some(caller),
+        language: "zh",
+        speech: &[],
+    };
+    let mut s = base(&ctx);
+    s.kind = Some(Kind::Help);
+    s.text = "来电时热线满负荷未能接通，请回拨市民。".into();
+    let mut h = Sha256::new();
+    h.update(b"missed");
+    CallOrder {
+        claim: IdempotencyClaim {
+            client: "phone".into(),
+            key: format!("missed:{caller}:{hour}"),
+            body_sha256: h.finalize().into(),
+        },
+        submission: s,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missed_call_is_one_order_per_caller_and_hour() {
+        let a = missed("13800138000", "c1@trunk", "2026120716");
+        let b = missed("13800138000", "c2@trunk", "2026120716");
+        let c = missed("13800138000", "c3@trunk", "2026120717");
+        assert_eq!(a.claim.key, b.claim.key);
+        assert_eq!(a.claim.body_sha256, b.claim.body_sha256);
+        assert_ne!(a.claim.key, c.claim.key);
+        assert_eq!(a.submission.citizen.phone.as_deref(), Some("13800138000"));
+        assert_eq!(a.submission.kind, Some(Kind::Help));
+    }
 
     fn ctx() -> CallContext<'static> {
         CallContext {

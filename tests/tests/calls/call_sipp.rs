@@ -18,9 +18,14 @@ fn sipp(scenario: &Path, target: &str, workdir: &Path) -> (i32, String) {
 }
 
 async fn gateway_with_sip(dir: &Path) -> (Gateway, u16) {
+    gateway_with_sip_and(dir, "").await
+}
+
+/// As [`gateway_with_sip`], with `calls` lines for the `[calls]` section.
+async fn gateway_with_sip_and(dir: &Path, calls: &str) -> (Gateway, u16) {
     let sip_port = free_port();
     let extra = format!(
-        "[sip]\nudp = \"127.0.0.1:{sip_port}\"\ntcp = \"127.0.0.1:{sip_port}\"\n\n\
+        "[calls]\n{calls}\n\n[sip]\nudp = \"127.0.0.1:{sip_port}\"\ntcp = \"127.0.0.1:{sip_port}\"\n\n\
          [media]\nrtp_port_min = 42000\nrtp_port_max = 42999\n\n\
          [ivr]\nflows_dir = {:?}\nreload = false\n",
         flows_dir().display().to_string()
@@ -98,5 +103,89 @@ async fn an_offer_with_no_common_codec_is_refused_488() {
     assert!(
         gw.all_orders(100).await.is_empty(),
         "a refused call leaves no order"
+    );
+}
+
+/// A caller who finds the hotline full (503 at `calls.max_calls`) is not lost: a callback order
+/// with their number is filed, one per caller per hour however often they redial (漏话回拨).
+#[tokio::test]
+async fn a_call_refused_at_capacity_leaves_one_callback_order_per_caller_and_hour() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, sip_port) = gateway_with_sip_and(&dir.path().join("gw"), "max_calls = 1").await;
+    let work = dir.path().join("sipp");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let target = format!("127.0.0.1:{sip_port}");
+    // The one call the hotline takes: a caller who stays on the line.
+    let (port, rtp) = (free_port().to_string(), free_port().to_string());
+    let mut first = std::process::Command::new("sipp")
+        .current_dir(&work)
+        .arg("-sf")
+        .arg(sipp::scenario("caller-transfer.xml"))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-mp",
+            &rtp,
+        ])
+        .args(["-m", "1", "-timeout", "60", &target])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sipp");
+    let busy = support::wait_until(std::time::Duration::from_secs(20), || async {
+        gw.get("/metrics", None)
+            .await
+            .text
+            .contains("gateway_calls_active 1")
+    })
+    .await;
+    assert!(busy, "the first call was not taken: {}", gw.log());
+    for _ in 0..2 {
+        let (t, w) = (target.clone(), work.clone());
+        let (code, log) = tokio::task::spawn_blocking(move || {
+            sipp(&sipp::scenario("caller-refused.xml"), &t, &w)
+        })
+        .await
+        .expect("sipp task");
+        assert_eq!(
+            code,
+            0,
+            "expected 503: {log}\n--- gateway ---\n{}",
+            gw.log()
+        );
+    }
+    let found = support::wait_until(std::time::Duration::from_secs(20), || async {
+        !gw.all_orders(100).await.is_empty()
+    })
+    .await;
+    assert!(
+        found,
+        "no callback order for the refused caller: {}",
+        gw.log()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let orders = gw.all_orders(100).await;
+    assert_eq!(
+        orders.len(),
+        1,
+        "one order for two refused calls: {orders:?}"
+    );
+    let o = &orders[0];
+    assert_eq!(o["citizen"]["phone"], "13800138000", "{o}");
+    assert_eq!(o["kind"], "help", "{o}");
+    assert!(
+        o["text"].as_str().is_some_and(|t| t.contains("满负荷")),
+        "{o}"
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(
+        !gw.log().contains("13800138000"),
+        "the caller's number appears unmasked"
     );
 }
