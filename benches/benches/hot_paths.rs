@@ -1,5 +1,6 @@
 //! Hot paths of one submission, each alone: order numbers, parsing the app body, normalization,
-//! masking personal data for logs, the delivery signature, and the related-order lookup.
+//! masking personal data for logs, the delivery signature, and the related-order lookup; and of
+//! one call's media every 20 ms: the jitter buffer, alone and inside the RTP session.
 
 use std::hint::black_box;
 
@@ -102,5 +103,111 @@ fn related(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, order_numbers, submission, signature, related);
+/// One call's media in its steady state, what every call does every 20 ms: `jitter/push_pop` is
+/// the jitter buffer alone (depth 3, the default `jitter_ms = 60`), one 20 ms packet in and one
+/// frame out; `jitter/push_pop_1000_calls` the same for one of a thousand calls in turn;
+/// `jitter/rtp_session_tick` is the same through the public RTP session (`handle_rtp`
+/// of a PCMU packet, parsing, decoding and statistics, then `handle_timeout` for one tick, which
+/// sends a packet of silence and hands out the played frame, all outputs drained).
+fn jitter(c: &mut Criterion) {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant, SystemTime};
+
+    use media::rtp_session::{Output, RtpConfig, RtpEvent, RtpSession};
+    use media::sdp::{Direction, Negotiated};
+    use media::{Codec, MediaSettings};
+    use rand::SeedableRng;
+
+    let samples: Vec<i16> = (0..160i16).map(|i| (i * 37) % 2000 - 1000).collect();
+    let mut jb = media::bench::JitterBuffer::new(3);
+    let mut ts = 0x1234_5678u32;
+    // Playout starts on the third tick; from then on every tick plays the packet of two before.
+    for n in 0..100 {
+        assert!(jb.push(ts, &samples));
+        ts = ts.wrapping_add(160);
+        let played = jb.pop();
+        assert!(n < 2 || played.is_some_and(|(_, received)| received));
+    }
+    let mut g = c.benchmark_group("jitter");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("push_pop", |b| {
+        b.iter(|| {
+            let taken = jb.push(black_box(ts), black_box(&samples));
+            ts = ts.wrapping_add(160);
+            black_box((taken, jb.pop()))
+        })
+    });
+
+    // The same for a thousand calls in turn, so that each call's buffer comes from memory the
+    // way it does in the gateway rather than sitting in the L1 cache.
+    let mut calls: Vec<_> = (0..1000).map(|_| jb.clone()).collect();
+    let mut turn = 0;
+    g.bench_function("push_pop_1000_calls", |b| {
+        b.iter(|| {
+            let jb = &mut calls[turn];
+            let played = (jb.push(black_box(ts), black_box(&samples)), jb.pop());
+            turn += 1;
+            if turn == calls.len() {
+                turn = 0;
+                ts = ts.wrapping_add(160);
+            }
+            black_box(played)
+        })
+    });
+
+    let peer: SocketAddr = ([127, 0, 0, 1], 40000).into();
+    let negotiated = Negotiated {
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        telephone_event: Some(101),
+        remote: Some(peer),
+        ptime: Some(20),
+        remote_direction: Direction::SendRecv,
+        local_direction: Direction::SendRecv,
+        media_index: 0,
+    };
+    let cfg = RtpConfig::new(
+        &MediaSettings::default(),
+        &negotiated,
+        &mut rand::rngs::StdRng::seed_from_u64(1),
+    );
+    let mut now = Instant::now();
+    let mut session = RtpSession::new(cfg, now, SystemTime::UNIX_EPOCH);
+    // An RTP header (version 2, PCMU, SSRC 0x5eed) and 20 ms of µ-law speech-like bytes.
+    let mut packet = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x5e, 0xed];
+    packet.extend((0..160u32).map(|i| (i * 53 % 256) as u8));
+    let mut seq = 0u16;
+    let mut tick = |session: &mut RtpSession| {
+        seq = seq.wrapping_add(1);
+        ts = ts.wrapping_add(160);
+        packet[2..4].copy_from_slice(&seq.to_be_bytes());
+        packet[4..8].copy_from_slice(&ts.to_be_bytes());
+        session.handle_rtp(now, peer, &packet);
+        now += Duration::from_millis(20);
+        session.handle_timeout(now);
+        let mut received = 0;
+        loop {
+            match session.poll_output() {
+                Output::Event(RtpEvent::Frame { received: true, .. }) => received += 1,
+                Output::Timeout(_) => return received,
+                _ => {}
+            }
+        }
+    };
+    let received: usize = (0..100).map(|_| tick(&mut session)).sum();
+    assert!(received >= 97, "{received} frames played of 100");
+    g.bench_function("rtp_session_tick", |b| {
+        b.iter(|| black_box(tick(&mut session)))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    order_numbers,
+    submission,
+    signature,
+    related,
+    jitter
+);
 criterion_main!(benches);

@@ -82,6 +82,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench;
 pub mod dtmf;
 pub mod g711;
 pub(crate) mod jitter;

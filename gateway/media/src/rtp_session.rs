@@ -23,8 +23,9 @@
 //! - The media timeout (the call hangs up) fires once when no RTP has arrived for the configured
 //!   time; it is suspended while the peer has us on hold.
 //!
-//! The jitter buffer is keyed by sequence number, so telephone-event packets (which take sequence
-//! numbers in place of audio) play out as concealment/silence, which is what the peer intended.
+//! The jitter buffer places audio by RTP timestamp and telephone-event packets never enter it, so
+//! the time they take in place of audio plays out as concealment/silence, which is what the peer
+//! intended.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
