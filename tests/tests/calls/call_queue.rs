@@ -103,11 +103,12 @@ async fn three_callers_and_one_agent_are_served_in_arrival_order_and_hear_their_
         "wrap_up_s = 1\nannounce_every_s = 10\nring_timeout_s = 10",
     )
     .await;
-    let mut agent = start_agent("agent-answers.xml", agent_port, 3, &work);
+    let mut agent = start_agent("agent-answers-slowly.xml", agent_port, 3, &work);
     wait_bound(agent_port).await;
 
     // Three callers, 250 ms apart, all in line before the agent answers the first (its phone
-    // rings for a second); each waits up to 40 s for the gateway's BYE after speaking.
+    // rings for 3 s, room for a slow start under load); each waits up to 40 s for the
+    // gateway's BYE after speaking.
     let mut callers = Vec::new();
     for _ in 0..3 {
         let target = format!("127.0.0.1:{sip_port}");
@@ -118,13 +119,20 @@ async fn three_callers_and_one_agent_are_served_in_arrival_order_and_hear_their_
         }));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    // While they wait, the admin API shows the queue: two callers in line behind the one
-    // with the agent, and the agent busy. A user key may not see it.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let r = gw.get("/v1/queues", Some(ADMIN_KEY)).await;
+    // While they wait, the admin API shows the queue: once the agent has answered the first,
+    // two callers in line and the agent busy. A user key may not see it.
+    let mut r = gw.get("/v1/queues", Some(ADMIN_KEY)).await;
+    for _ in 0..100 {
+        if r.body["queues"][0]["answered"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r = gw.get("/v1/queues", Some(ADMIN_KEY)).await;
+    }
     assert_eq!(r.status, 200, "{}", r.text);
     let q = &r.body["queues"][0];
     assert_eq!(q["name"], "hotline", "{}", r.text);
+    assert_eq!(q["answered"], 1, "{}", r.text);
     assert_eq!(q["waiting"], 2, "{}", r.text);
     assert_eq!(
         (q["agents_logged_in"].as_u64(), q["agents_busy"].as_u64()),
@@ -290,9 +298,10 @@ async fn a_key_while_waiting_leaves_the_queue_and_cancels_the_ringing_agent() {
     // The agent's phone rings and is never picked up: it expects the gateway's CANCEL.
     let mut agent = start_agent("agent-rings.xml", agent_port, 1, &work);
     wait_bound(agent_port).await;
-    // The caller presses 0 by SIP INFO 1.5 s after the answer, while the agent rings.
+    // The caller presses 0 by SIP INFO 4 s after the answer, while the agent rings (the
+    // transfer's prompt is 1 s).
     let target = format!("127.0.0.1:{sip_port}");
-    let scenario = sipp::scenario("caller-info-until-bye.xml");
+    let scenario = sipp::scenario("caller-key-while-waiting.xml");
     let w = work.clone();
     let (code, log) = tokio::task::spawn_blocking(move || {
         let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
