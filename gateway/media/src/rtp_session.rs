@@ -461,22 +461,27 @@ impl RtpSession {
     /// up this many more first: a wake-up 60 ms late plays three frames at once, and with two
     /// queued the third would be silence in the middle of the prompt.
     pub fn ticks_due(&self, now: Instant) -> usize {
-        let mut next = self.next_tick;
-        if now > next + MAX_CATCH_UP {
-            next += FRAME_DURATION * ((now - next).as_millis() / 20) as u32;
-        }
+        let next = self.next_tick + FRAME_DURATION * self.ticks_skipped(now);
         match now.checked_duration_since(next) {
             Some(late) => (late.as_nanos() / FRAME_DURATION.as_nanos()) as usize + 1,
             None => 0,
         }
     }
 
+    /// Ticks a driver this far behind skips rather than bursts ([`MAX_CATCH_UP`]); 0 if none.
+    fn ticks_skipped(&self, now: Instant) -> u32 {
+        if now > self.next_tick + MAX_CATCH_UP {
+            ((now - self.next_tick).as_millis() / 20) as u32
+        } else {
+            0
+        }
+    }
+
     /// Advance time: send due packets, play out due frames, RTCP, media timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if now > self.next_tick + MAX_CATCH_UP {
-            let behind = now - self.next_tick;
-            tracing::debug!(?behind, "RTP ticks skipped");
-            let skipped = (behind.as_millis() / 20) as u32;
+        let skipped = self.ticks_skipped(now);
+        if skipped > 0 {
+            tracing::debug!(skipped, "RTP ticks skipped");
             self.timestamp = self
                 .timestamp
                 .wrapping_add(skipped.wrapping_mul(FRAME_SAMPLES as u32));

@@ -223,16 +223,6 @@ impl Acd {
         }
     }
 
-    /// Whether a queue of this name exists (a flow's transfer names one).
-    pub fn has_queue(&self, name: &str) -> bool {
-        self.queues.contains_key(name)
-    }
-
-    /// The queue's settings.
-    pub fn settings(&self, queue: &str) -> Option<&QueueSettings> {
-        self.queues.get(queue).map(|q| &q.settings)
-    }
-
     /// A caller joins `queue` with `priority` (higher first; 0 is normal).
     pub fn handle_enqueue(
         &mut self,

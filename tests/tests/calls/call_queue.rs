@@ -5,13 +5,14 @@
 //! caller who presses a `while_waiting` key leaves the queue for that step.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::sipp::{self, logs};
 use support::{ADMIN_KEY, Gateway, GatewayOptions, USER_KEY, free_port};
 
-use super::call_transfer::{agent_exit, caller, free_udp_port, wait_bound, write_prompt};
+use super::call_transfer::{
+    agent_exit, caller, free_udp_port, start_agent, wait_bound, write_prompt,
+};
 
 const FLOW: &str = r#"
 flow: main
@@ -36,27 +37,12 @@ steps:
     reason: agents_busy
 "#;
 
-/// SIPp as an agent's phone taking `calls` calls, one after another (it echoes RTP).
-fn start_agent(scenario: &str, port: u16, calls: u32, workdir: &Path) -> Child {
-    Command::new("sipp")
-        .current_dir(workdir)
-        .arg("-sf")
-        .arg(sipp::scenario(scenario))
-        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &port.to_string(), "-mp", &free_udp_port().to_string()])
-        .args(["-m", &calls.to_string(), "-rtp_echo"])
-        .args([
-            "-timeout",
-            "90",
-            "-timeout_error",
-            "-trace_err",
-            "-trace_logs",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp is installed by scripts/setup.sh --test (Debian package sip-tester)")
+/// A temporary directory and the `sipp` directory in it where SIPp works and logs.
+fn workdirs() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let work = dir.path().join("sipp");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    (dir, work)
 }
 
 /// A gateway whose `hotline` queue has one agent at `agent_port`.
@@ -93,9 +79,7 @@ async fn gateway_with(root: &Path, agent: &str, sip_extra: &str, queue: &str) ->
 
 #[tokio::test]
 async fn three_callers_and_one_agent_are_served_in_arrival_order_and_hear_their_place() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let work = dir.path().join("sipp");
-    std::fs::create_dir_all(&work).expect("mkdir");
+    let (dir, work) = workdirs();
     let agent_port = free_udp_port();
     let (gw, sip_port) = gateway(
         dir.path(),
@@ -247,9 +231,7 @@ async fn three_callers_and_one_agent_are_served_in_arrival_order_and_hear_their_
 
 #[tokio::test]
 async fn a_caller_nobody_answers_is_given_up_on_after_the_longest_wait() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let work = dir.path().join("sipp");
-    std::fs::create_dir_all(&work).expect("mkdir");
+    let (dir, work) = workdirs();
     let agent_port = free_udp_port();
     // The agent's phone rings out (3 s) twice before the caller's 8 s are up.
     let (gw, sip_port) = gateway(
@@ -290,9 +272,7 @@ async fn a_caller_nobody_answers_is_given_up_on_after_the_longest_wait() {
 
 #[tokio::test]
 async fn a_key_while_waiting_leaves_the_queue_and_cancels_the_ringing_agent() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let work = dir.path().join("sipp");
-    std::fs::create_dir_all(&work).expect("mkdir");
+    let (dir, work) = workdirs();
     let agent_port = free_udp_port();
     let (gw, sip_port) = gateway(dir.path(), agent_port, "ring_timeout_s = 20").await;
     // The agent's phone rings and is never picked up: it expects the gateway's CANCEL.
@@ -394,9 +374,7 @@ async fn register(
 
 #[tokio::test]
 async fn an_agent_who_registers_is_rung_where_their_phone_is_and_a_wrong_password_gets_no_calls() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let work = dir.path().join("sipp");
-    std::fs::create_dir_all(&work).expect("mkdir");
+    let (dir, work) = workdirs();
     let secret = dir.path().join("agent-1001");
     std::fs::write(&secret, "tiger-9\n").expect("secret");
     let sip_extra = format!(

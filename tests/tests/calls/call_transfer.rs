@@ -42,18 +42,19 @@ pub(super) fn free_udp_port() -> u16 {
         .port()
 }
 
-/// SIPp as the agent's phone: a UAS on its own port, echoing RTP (`-rtp_echo`).
-fn start_agent(scenario: &Path, port: u16, workdir: &Path) -> Child {
+/// SIPp as an agent's phone: a UAS on its own port taking `calls` calls of `scenario` (a file
+/// in `tests/sipp/`) one after another, echoing RTP (`-rtp_echo`).
+pub(super) fn start_agent(scenario: &str, port: u16, calls: u32, workdir: &Path) -> Child {
     Command::new("sipp")
         .current_dir(workdir)
         .arg("-sf")
-        .arg(scenario)
+        .arg(sipp::scenario(scenario))
         .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
         .args(["-p", &port.to_string(), "-mp", &free_udp_port().to_string()])
-        .args(["-m", "1", "-rtp_echo"])
+        .args(["-m", &calls.to_string(), "-rtp_echo"])
         .args([
             "-timeout",
-            "60",
+            "90",
             "-timeout_error",
             "-trace_err",
             "-trace_logs",
@@ -145,7 +146,7 @@ async fn setup() -> Setup {
 }
 
 async fn run_call(s: &Setup, caller_scenario: &str, agent_scenario: &str) -> (i32, String, i32) {
-    let mut agent = start_agent(&sipp::scenario(agent_scenario), s.agent_port, &s.work);
+    let mut agent = start_agent(agent_scenario, s.agent_port, 1, &s.work);
     wait_bound(s.agent_port).await;
     let target = format!("127.0.0.1:{}", s.sip_port);
     let work = s.work.clone();
