@@ -65,6 +65,10 @@ impl Checker<'_> {
             }
         };
         for flow in self.flows.values() {
+            // Inputs arrive as text (an outbound call's `vars`).
+            for name in &flow.inputs {
+                assign(&mut types, name, Type::Str);
+            }
             for s in &flow.steps {
                 match &s.kind {
                     StepKind::Collect { into, .. }

@@ -650,17 +650,24 @@ impl<'f> Decoder<'f> {
         }
     }
 
+    /// Reports `name` (written at `node`) unless it is a variable name; true if it is.
+    fn check_var_name(&mut self, node: &Node, name: &str) -> bool {
+        let ok = expr::is_var_name(name);
+        if !ok {
+            self.error(
+                node.pos,
+                format!("\"{name}\" is not a variable name"),
+                "use letters, digits and _ (no `vars.` prefix)",
+            );
+        }
+        ok
+    }
+
     fn var_name(&mut self, entries: Entries<'_>, step: &Node) -> Option<String> {
         match Self::get(entries, "into") {
             Some(n) => {
                 let v = self.string(n, "into")?;
-                if v.is_empty() || !v.chars().all(|c| c.is_alphanumeric() || c == '_') {
-                    self.error(
-                        n.pos,
-                        format!("\"{v}\" is not a variable name"),
-                        "use letters, digits and _ (no `vars.` prefix)",
-                    );
-                }
+                self.check_var_name(n, &v);
                 Some(v)
             }
             None => {
@@ -919,6 +926,7 @@ impl<'f> Decoder<'f> {
                             "caller",
                             "recording",
                             "language",
+                            "order_id",
                         ],
                     ) {
                         for (k, v) in m {
@@ -1074,6 +1082,51 @@ impl<'f> Decoder<'f> {
         out
     }
 
+    /// `inputs: [order_id, name]`: the variables whoever starts the flow must give it (an
+    /// outbound call's `vars`), in file order.
+    fn inputs(&mut self, node: Option<&Node>) -> Vec<String> {
+        let Some(node) = node else { return Vec::new() };
+        let NodeKind::Seq(items) = &node.kind else {
+            self.error(
+                node.pos,
+                format!(
+                    "inputs should be a list of variable names but is {}",
+                    if node.is_null() {
+                        "empty"
+                    } else {
+                        node.describe()
+                    }
+                ),
+                "write e.g. inputs: [order_id, name], or remove the line",
+            );
+            return Vec::new();
+        };
+        let mut out: Vec<String> = Vec::new();
+        let mut first: BTreeMap<String, Pos> = BTreeMap::new();
+        for item in items {
+            let Some(name) = self.string(item, "an input") else {
+                continue;
+            };
+            if !self.check_var_name(item, &name) {
+                continue;
+            }
+            if let Some(at) = first.get(&name) {
+                self.error(
+                    item.pos,
+                    format!(
+                        "input \"{name}\" is listed twice (first at line {})",
+                        at.line
+                    ),
+                    "list each input once",
+                );
+                continue;
+            }
+            first.insert(name.clone(), item.pos);
+            out.push(name);
+        }
+        out
+    }
+
     /// Decodes a whole flow file.
     pub fn flow(&mut self, default_name: &str, root: &Node) -> Option<Flow> {
         let e = self.map(
@@ -1082,6 +1135,7 @@ impl<'f> Decoder<'f> {
             &[
                 "flow",
                 "description",
+                "inputs",
                 "start",
                 "settings",
                 "globals",
@@ -1091,6 +1145,7 @@ impl<'f> Decoder<'f> {
         let name = Self::get(e, "flow")
             .and_then(|n| self.string(n, "flow"))
             .unwrap_or_else(|| default_name.to_string());
+        let inputs = self.inputs(Self::get(e, "inputs"));
         let settings = self.settings(Self::get(e, "settings"));
         let globals = self.globals(Self::get(e, "globals"));
         let mut steps = Vec::new();
@@ -1125,6 +1180,7 @@ impl<'f> Decoder<'f> {
         Some(Flow {
             name,
             file: self.file.to_string(),
+            inputs,
             start,
             settings,
             globals,

@@ -113,7 +113,7 @@ impl Name {
             "session.language" => Name::Language,
             _ => {
                 let v = s.strip_prefix("vars.")?;
-                if v.is_empty() || !v.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                if !is_var_name(v) {
                     return None;
                 }
                 Name::Var(v.to_string())
@@ -129,6 +129,12 @@ impl Name {
             Name::Var(_) => return None,
         })
     }
+}
+
+/// True if `name` can be a session variable (`vars.NAME`): letters, digits and `_`, not empty.
+/// The one rule for every place a flow names a variable (`into:`, `inputs:`, expressions).
+pub fn is_var_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_')
 }
 
 /// Comparison operators.
@@ -480,7 +486,7 @@ pub fn type_of(e: &Expr, vars: &VarTypes) -> Result<Type, ExprError> {
                         0,
                         format!("vars.{v} is never set by any step"),
                         crate::diagnostic::suggest(v, vars.keys().map(String::as_str), || {
-                            "set it with a set, collect, record, submit or lookup step first"
+                            "set it with a set, collect, record, submit or lookup step, or list it in the flow's `inputs:`"
                                 .to_string()
                         }),
                     )

@@ -11,11 +11,73 @@ use crate::diagnostic::{Diagnostic, Pos};
 use crate::model::Flow;
 use crate::yaml;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 /// The calendar file name inside a flows directory.
 pub const CALENDAR_FILE: &str = "calendar.yaml";
+
+/// The longest value an input may have, in characters.
+pub const MAX_INPUT_CHARS: usize = 512;
+
+/// Why the variables given to a flow (an outbound call's `vars`) cannot start it; see
+/// [`FlowSet::check_inputs`]. `Display` names the flow or the variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputError {
+    /// The set has no flow of this name.
+    UnknownFlow(String),
+    /// A variable the flow does not list in its `inputs:`.
+    Undeclared(String),
+    /// An input the flow lists in its `inputs:` that was not given.
+    Missing(String),
+    /// A value the flow cannot take: the input's name and why (too long, control characters).
+    BadValue(String, String),
+}
+
+impl InputError {
+    /// The variable concerned (`None` for [`InputError::UnknownFlow`]).
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            InputError::UnknownFlow(_) => None,
+            InputError::Undeclared(n) | InputError::Missing(n) | InputError::BadValue(n, _) => {
+                Some(n)
+            }
+        }
+    }
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputError::UnknownFlow(flow) => write!(f, "no flow named \"{flow}\""),
+            InputError::Undeclared(n) => {
+                write!(
+                    f,
+                    "\"{n}\" is not an input of the flow (not in its `inputs:`)"
+                )
+            }
+            InputError::Missing(n) => write!(f, "input \"{n}\" is missing"),
+            InputError::BadValue(n, why) => write!(f, "input \"{n}\" {why}"),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Why `value` cannot be an input value, as the end of "input \"x\" ...".
+fn bad_value(value: &str) -> Option<String> {
+    let len = value.chars().count();
+    if len > MAX_INPUT_CHARS {
+        return Some(format!(
+            "is {len} characters long (at most {MAX_INPUT_CHARS})"
+        ));
+    }
+    value
+        .chars()
+        .find(|c| c.is_control())
+        .map(|c| format!("contains a control character (U+{:04X})", u32::from(c)))
+}
 
 /// Every flow of a directory, checked as a whole.
 #[derive(Debug, Clone)]
@@ -50,6 +112,34 @@ impl FlowSet {
     /// The registry version (0 for sets not loaded through a registry).
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// Whether `vars` can start `flow` (what [`crate::Session::set_inputs`] will accept), for
+    /// refusing a request before anything is dialled: every name must be listed in the flow's
+    /// `inputs:`, every listed input must be given, and each value must be at most
+    /// [`MAX_INPUT_CHARS`] characters without control characters (an empty value is allowed).
+    /// Reports the first problem: given names in name order, then missing inputs in
+    /// `inputs:` order.
+    pub fn check_inputs(
+        &self,
+        flow: &str,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<(), InputError> {
+        let f = self
+            .flow(flow)
+            .ok_or_else(|| InputError::UnknownFlow(flow.to_string()))?;
+        for (name, value) in vars {
+            if !f.inputs.contains(name) {
+                return Err(InputError::Undeclared(name.clone()));
+            }
+            if let Some(why) = bad_value(value) {
+                return Err(InputError::BadValue(name.clone(), why));
+            }
+        }
+        match f.inputs.iter().find(|n| !vars.contains_key(*n)) {
+            Some(n) => Err(InputError::Missing(n.clone())),
+            None => Ok(()),
+        }
     }
 }
 

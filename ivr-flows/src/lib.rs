@@ -7,7 +7,9 @@
 //! an order, hang up). It does no I/O and reads no clock.
 //!
 //! Entry points for the gateway: [`check_dir`] / [`FlowRegistry`] to load and hot-reload a
-//! flows directory, [`Session`] to run one call (`handle(now_ms, Event) -> Vec<Action>`),
+//! flows directory, [`Session`] to run one call (`handle(now_ms, Event) -> Vec<Action>`;
+//! [`Session::set_inputs`] / [`Session::with_inputs`] for a flow that takes `inputs:`, checked
+//! beforehand with [`FlowSet::check_inputs`]),
 //! [`simulate`] and [`mermaid`] for tooling, [`check_source`] for fuzzing.
 //! The language is documented in `ivr-flows/REFERENCE.md`.
 
@@ -28,7 +30,7 @@ pub mod yaml;
 
 pub use check::{number_clip_path, number_clips};
 pub use diagnostic::{Diagnostic, Pos};
-pub use flowset::{FlowRegistry, FlowSet, check_dir, check_source, check_sources};
+pub use flowset::{FlowRegistry, FlowSet, InputError, check_dir, check_source, check_sources};
 pub use graph::mermaid;
 pub use io::{Action, Event, PlayItem};
 pub use session::Session;

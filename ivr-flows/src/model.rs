@@ -372,6 +372,9 @@ pub struct Flow {
     pub name: String,
     /// File name relative to the flows directory.
     pub file: String,
+    /// Variables the flow takes from whoever starts it (`inputs:`, in file order), e.g. an
+    /// outbound call's `vars`; the session reads them as `vars.NAME` (text).
+    pub inputs: Vec<String>,
     /// First step.
     pub start: Target,
     /// Session settings.

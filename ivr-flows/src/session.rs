@@ -10,7 +10,7 @@
 
 use crate::calendar::LocalTime;
 use crate::expr::{self, Env, Name, Value};
-use crate::flowset::FlowSet;
+use crate::flowset::{FlowSet, InputError};
 use crate::io::{Action, DtmfListen, Event, SpeechListen};
 use crate::model::*;
 use crate::render::render;
@@ -69,6 +69,8 @@ enum After {
 pub struct Session {
     set: Arc<FlowSet>,
     frames: Vec<Frame>,
+    /// The flow the session was made for (whose `inputs:` [`Session::set_inputs`] checks).
+    entry: String,
     vars: BTreeMap<String, Value>,
     language: Lang,
     rate: f32,
@@ -115,6 +117,11 @@ fn normalize(s: &str) -> String {
 impl Session {
     /// A session that will run `flow` of `set` once `CallStarted` arrives.
     /// Returns `None` if the set has no such flow.
+    ///
+    /// This gives the flow no inputs: a flow that lists `inputs:` (e.g. the survey of an
+    /// outbound call) gets them with [`Session::set_inputs`] (or [`Session::with_inputs`]);
+    /// started without them, its inputs read as empty text, like any variable not set yet, and
+    /// a trace says so.
     pub fn new(set: Arc<FlowSet>, flow: &str) -> Option<Session> {
         let f = set.flow(flow)?;
         let (language, rate) = (f.settings.language, f.settings.rate);
@@ -123,9 +130,11 @@ impl Session {
             step: f.start.step.clone(),
             return_to: None,
         };
+        let entry = f.name.clone();
         Some(Session {
             set,
             frames: vec![frame],
+            entry,
             vars: BTreeMap::new(),
             language,
             rate,
@@ -141,6 +150,38 @@ impl Session {
             started_ms: 0,
             last_ms: 0,
         })
+    }
+
+    /// A session that will run `flow` of `set` with `inputs` (an outbound call's `vars`) once
+    /// `CallStarted` arrives: [`Session::new`] and [`Session::set_inputs`] in one, so no call
+    /// can start before its inputs are in place. Refused as `set_inputs` refuses them, or with
+    /// [`InputError::UnknownFlow`] if the set has no such flow.
+    pub fn with_inputs(
+        set: Arc<FlowSet>,
+        flow: &str,
+        inputs: &BTreeMap<String, String>,
+    ) -> Result<Session, InputError> {
+        let mut s =
+            Session::new(set, flow).ok_or_else(|| InputError::UnknownFlow(flow.to_string()))?;
+        s.set_inputs(inputs)?;
+        Ok(s)
+    }
+
+    /// Gives the flow this session was made for its inputs (an outbound call's `vars`): each is
+    /// `vars.NAME` (text). Call it before `CallStarted`, which runs the first step.
+    ///
+    /// Refused, changing nothing, exactly as [`FlowSet::check_inputs`] refuses them (which an
+    /// API can call before dialling): a name the flow does not list in `inputs:`, a listed
+    /// input not given, or a value longer than [`crate::flowset::MAX_INPUT_CHARS`] characters
+    /// or with control characters. A flow without `inputs:` takes only an empty map.
+    pub fn set_inputs(&mut self, inputs: &BTreeMap<String, String>) -> Result<(), InputError> {
+        self.set.check_inputs(&self.entry, inputs)?;
+        self.vars.extend(
+            inputs
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::Str(v.clone()))),
+        );
+        Ok(())
     }
 
     /// The flow set this session runs on (the one it started with).
@@ -181,6 +222,25 @@ impl Session {
         self.last_ms.saturating_sub(self.started_ms)
     }
 
+    /// Traces the inputs of the flow now running that no one has set (a flow with `inputs:`
+    /// started by [`Session::new`], or reached by `call:` before the caller flow set them).
+    fn trace_missing_inputs(&self, out: &mut Vec<Action>) {
+        let Some(f) = self.flow() else { return };
+        let missing: Vec<&str> = f
+            .inputs
+            .iter()
+            .filter(|n| !self.vars.contains_key(*n))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            out.push(Action::Trace(format!(
+                "flow {} runs without its inputs {} (they read as empty text)",
+                f.name,
+                missing.join(", ")
+            )));
+        }
+    }
+
     fn next_id(&mut self) -> u64 {
         self.seq += 1;
         self.seq
@@ -213,6 +273,7 @@ impl Session {
                     self.called = called;
                     self.time = Some(local_time);
                     self.started_ms = now_ms;
+                    self.trace_missing_inputs(&mut out);
                     self.run(&mut out);
                 }
             }
@@ -433,6 +494,7 @@ impl Session {
                         step: start,
                         return_to: None,
                     });
+                    self.trace_missing_inputs(out);
                     continue;
                 }
                 StepKind::Return => {

@@ -5,7 +5,7 @@ mod common;
 use common::{Call, WORKDAY_10AM, shipped};
 use ivr_flows::calendar::{Date, LocalTime};
 use ivr_flows::model::{Lang, TransferTarget};
-use ivr_flows::{Action, Event, damm};
+use ivr_flows::{Action, Event, InputError, Session, damm};
 
 fn valid_order() -> String {
     let base = "2611230100042";
@@ -467,15 +467,27 @@ fn language_menu_defaults_to_mandarin_after_silence() {
     assert!(c.last_play_text().contains("反映问题请按1"));
 }
 
+/// The survey call-back about order `order`.
+fn survey(order: &str) -> Call {
+    let inputs = [("order_id".to_string(), order.to_string())].into();
+    let s = Session::with_inputs(shipped(), "survey", &inputs).expect("the survey takes order_id");
+    Call::with_session(s, WORKDAY_10AM)
+}
+
 #[test]
 fn survey_scores_one_to_five() {
     for (input, score) in [("5", "5"), ("4", "4"), ("3", "3"), ("2", "2"), ("1", "1")] {
-        let mut c = Call::start(shipped(), "survey", WORKDAY_10AM);
+        let mut c = survey(&valid_order());
         c.press(input);
         let slots = submitted(&c);
         assert_eq!(
-            (slots["kind"].as_str(), slots["text"].as_str()),
-            ("survey", score)
+            (
+                slots["kind"].as_str(),
+                slots["text"].as_str(),
+                slots["order_id"].as_str()
+            ),
+            ("survey", score, valid_order().as_str()),
+            "the answer is filed with the order it is about"
         );
         c.send(Event::SubmitResult {
             order_id: valid_order(),
@@ -483,18 +495,43 @@ fn survey_scores_one_to_five() {
         c.settle();
         assert_eq!(c.hung_up().as_deref(), Some("completed"));
     }
-    let mut c = Call::start(shipped(), "survey", WORKDAY_10AM);
+    let mut c = survey(&valid_order());
     c.say("不满意");
     assert_eq!(submitted(&c)["text"], "2", "longest keyword wins");
     c.send(Event::SubmitFailed { reason: "x".into() });
     c.settle();
     assert_eq!(c.hung_up().as_deref(), Some("completed"));
 
-    let mut c = Call::start(shipped(), "survey", WORKDAY_10AM);
+    let mut c = survey(&valid_order());
     c.wait();
     c.wait();
     c.settle();
     assert_eq!(c.hung_up().as_deref(), Some("no_score"));
+}
+
+#[test]
+fn the_survey_needs_the_order_it_is_about() {
+    let set = shipped();
+    assert_eq!(
+        set.flow("survey").map(|f| f.inputs.clone()),
+        Some(vec!["order_id".to_string()])
+    );
+    assert_eq!(
+        set.check_inputs("survey", &Default::default()),
+        Err(InputError::Missing("order_id".into()))
+    );
+    // Started without it (as an inbound call would be), the survey still runs and says why
+    // its answer names no order.
+    let mut c = Call::start(shipped(), "survey", WORKDAY_10AM);
+    assert!(
+        c.log
+            .iter()
+            .any(|a| matches!(a, Action::Trace(t) if t.contains("without its inputs order_id"))),
+        "{:?}",
+        c.log
+    );
+    c.press("5");
+    assert_eq!(submitted(&c)["order_id"], "");
 }
 
 #[test]

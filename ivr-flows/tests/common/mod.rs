@@ -25,7 +25,11 @@ pub struct Call {
 
 impl Call {
     pub fn start(set: Arc<FlowSet>, flow: &str, time: LocalTime) -> Call {
-        let s = Session::new(set, flow).expect("flow exists");
+        Call::with_session(Session::new(set, flow).expect("flow exists"), time)
+    }
+
+    /// A call on a session made beforehand (e.g. with its inputs).
+    pub fn with_session(s: Session, time: LocalTime) -> Call {
         let mut c = Call {
             s,
             now: 0,
