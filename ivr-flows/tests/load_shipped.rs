@@ -6,7 +6,17 @@ fn shipped_flows_check_clean() {
     match ivr_flows::check_dir(dir) {
         Ok(set) => {
             let names: Vec<&str> = set.flow_names().collect();
-            assert_eq!(names, ["main", "progress", "report", "survey", "voicemail"]);
+            assert_eq!(
+                names,
+                [
+                    "callback",
+                    "main",
+                    "progress",
+                    "report",
+                    "survey",
+                    "voicemail"
+                ]
+            );
         }
         Err(d) => panic!("{}", ivr_flows::diagnostic::render(&d)),
     }

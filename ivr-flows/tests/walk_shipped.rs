@@ -534,6 +534,49 @@ fn the_survey_needs_the_order_it_is_about() {
     assert_eq!(submitted(&c)["order_id"], "");
 }
 
+/// The call-back of a missed call whose callback order is `order`.
+fn callback(order: &str) -> Call {
+    let inputs = [("order_id".to_string(), order.to_string())].into();
+    let s = Session::with_inputs(shipped(), "callback", &inputs).expect("callback takes order_id");
+    Call::with_session(s, WORKDAY_10AM)
+}
+
+#[test]
+fn a_missed_caller_called_back_hears_why_and_may_report_reach_an_agent_or_leave() {
+    let mut c = callback(&valid_order());
+    c.settle();
+    assert!(c.heard().contains("您刚才的来电没有接通"), "{}", c.heard());
+    c.press("1");
+    assert_eq!(
+        c.s.position().map(|(flow, _)| flow.to_owned()).as_deref(),
+        Some("report"),
+        "key 1 goes to the report flow"
+    );
+
+    let mut c = callback(&valid_order());
+    c.settle();
+    c.press("0");
+    let transfer = c.find(|a| match a {
+        Action::Transfer { target, .. } => Some(format!("{target:?}")),
+        _ => None,
+    });
+    assert!(
+        transfer.is_some_and(|t| t.contains("general")),
+        "key 0 reaches an agent"
+    );
+
+    let mut c = callback(&valid_order());
+    c.settle();
+    c.wait();
+    c.wait();
+    c.settle();
+    assert_eq!(
+        c.hung_up().as_deref(),
+        Some("called_back"),
+        "no answer: let go politely"
+    );
+}
+
 #[test]
 fn hangup_ends_the_session_and_later_events_do_nothing() {
     let mut c = Call::main();

@@ -67,15 +67,43 @@ impl Gateway {
 
     /// PUT a JSON body (as given, valid or not) with `key`.
     pub async fn put_json(&self, path: &str, key: Option<&str>, body: &str) -> Reply {
+        self.send_json(reqwest::Method::PUT, path, key, body).await
+    }
+
+    /// POST a JSON body (as given, valid or not) with `key`.
+    pub async fn post_json(&self, path: &str, key: Option<&str>, body: &str) -> Reply {
+        self.send_json(reqwest::Method::POST, path, key, body).await
+    }
+
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: &str,
+    ) -> Reply {
         let mut req = self
             .http
-            .put(self.url(path))
+            .request(method.clone(), self.url(path))
             .header("content-type", "application/json")
             .body(body.to_owned());
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
-        Reply::from(req.send().await.expect("PUT")).await
+        Reply::from(
+            req.send()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}")),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str, key: Option<&str>) -> Reply {
+        let mut req = self.http.delete(self.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        Reply::from(req.send().await.expect("DELETE")).await
     }
 
     pub async fn post(&self, path: &str, key: Option<&str>) -> Reply {

@@ -206,6 +206,11 @@ impl Gateway {
         let config_path = opts.data_dir.join(format!("gateway-{}.toml", opts.node_id));
         std::fs::write(&config_path, format!("{}\n{extra}\n", opts.toml(port)))
             .expect("write the config file");
+        Self::launch(opts, port, config_path)
+    }
+
+    /// Run the gateway on the config file already written.
+    fn launch(opts: GatewayOptions, port: u16, config_path: PathBuf) -> Gateway {
         let log_path = opts
             .data_dir
             .join(format!("gateway-{}-{}.log", opts.node_id, port));
@@ -215,7 +220,8 @@ impl Gateway {
             .open(&log_path)
             .expect("open the log file");
         let mut command = Command::new(gateway_binary());
-        if !extra.contains("[sip]") {
+        let config = std::fs::read_to_string(&config_path).unwrap_or_default();
+        if !config.contains("[sip]") {
             // Tests run in parallel: SIP on free ports unless the test places calls itself.
             command
                 .env("GATEWAY__SIP__UDP", "127.0.0.1:0")
@@ -347,7 +353,8 @@ impl Gateway {
             self.child.is_none(),
             "stop the gateway before restarting it"
         );
-        let mut fresh = Self::spawn(self.opts.clone(), self.port);
+        // The same config file, extra sections and all.
+        let mut fresh = Self::launch(self.opts.clone(), self.port, self.config_path.clone());
         self.child = fresh.child.take();
         self.log_path = fresh.log_path.clone();
         self.wait_ready().await;

@@ -3,6 +3,7 @@
 //! them for integrators.
 
 pub mod auth;
+mod calls;
 pub mod channels;
 mod config;
 pub mod error;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub web: Arc<WebState>,
     /// The agent queues, when calls are taken.
     pub queues: Option<crate::call::queues::Queues>,
+    /// Outbound calls, when calls are taken.
+    pub outbound: Option<crate::call::outbound::Outbound>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -65,6 +68,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/dead-letters/{id}/replay", post(orders::replay))
         .route("/v1/queues", get(queues::list))
         .route("/v1/queues/{queue}/agents/{agent}", put(queues::set_agent))
+        .route("/v1/calls", post(calls::create).get(calls::list))
+        .route("/v1/calls/{id}", get(calls::get_one).delete(calls::cancel))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

@@ -33,6 +33,11 @@ pub struct CallRecord {
 /// wall-clock times, the callback order it wrote, recordings and the media's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallFacts {
+    /// `inbound` (a citizen called the hotline) or `outbound` (the gateway called them).
+    pub direction: &'static str,
+    /// The outbound call's job (`/v1/calls/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbound_id: Option<String>,
     pub sip_call_id: String,
     pub caller: String,
     pub called: String,
@@ -47,6 +52,11 @@ pub struct CallFacts {
     pub bridge: Option<BridgeFigures>,
     pub codec: Option<String>,
     pub rtp: Option<RtpFigures>,
+}
+
+/// The record's `direction`.
+pub fn direction(outbound: bool) -> &'static str {
+    if outbound { "outbound" } else { "inbound" }
 }
 
 impl CallRecord {

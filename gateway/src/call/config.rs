@@ -264,6 +264,9 @@ pub struct CallsConfig {
     /// Synthesize prompts that have no recording with this espeak-ng binary; without it they
     /// are skipped (logged) and the flow goes on.
     pub tts_command: Option<String>,
+    /// Calls the gateway places (`[calls.outbound]`): `POST /v1/calls` and missed calls'
+    /// callbacks.
+    pub outbound: OutboundConfig,
 }
 
 impl Default for CallsConfig {
@@ -278,6 +281,7 @@ impl Default for CallsConfig {
             queues: BTreeMap::new(),
             callback_orders: true,
             tts_command: Some("espeak-ng".into()),
+            outbound: OutboundConfig::default(),
         }
     }
 }
@@ -295,6 +299,9 @@ impl CallsConfig {
             q.validate()
                 .map_err(|e| anyhow::anyhow!("calls.queues.{name}: {e}"))?;
         }
+        self.outbound
+            .validate()
+            .map_err(|e| anyhow::anyhow!("calls.outbound.{e}"))?;
         Ok(())
     }
 
@@ -304,6 +311,114 @@ impl CallsConfig {
             .iter()
             .map(|(name, q)| (name.clone(), q.settings()))
             .collect()
+    }
+}
+
+/// Calls the gateway places (`[calls.outbound]`); see [`super::dialer`] for how it schedules
+/// them. Without `trunk`, the gateway places no calls (`POST /v1/calls` answers 503).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// The carrier trunk calls go through, e.g. `sip:10.0.0.5:5060` (`;transport=tcp` for TCP);
+    /// the number dialled becomes the Request-URI's user part.
+    pub trunk: Option<String>,
+    /// The number the called citizen sees (From's user part).
+    pub caller_id: String,
+    /// Outbound calls up at once (they count towards `calls.max_calls` too).
+    pub max_calls: usize,
+    /// New outbound calls a second at most.
+    pub calls_per_second: u32,
+    /// When calls may be placed, `"08:00-21:00"` in the node's time zone (`node.utc_offset`);
+    /// a window across midnight such as `"22:00-06:00"` is allowed; `"00:00-24:00"`: any time.
+    pub calling_hours: String,
+    /// How long the phone may ring before the try counts as not answered.
+    #[serde(with = "crate::config::seconds")]
+    pub ring_timeout_s: Duration,
+    /// Tries ending busy before the call ends `busy` (1: no retry), and the wait between.
+    pub busy_tries: u32,
+    #[serde(with = "crate::config::seconds")]
+    pub busy_retry_s: Duration,
+    /// Tries not answered before the call ends `no_answer`, and the wait between.
+    pub no_answer_tries: u32,
+    #[serde(with = "crate::config::seconds")]
+    pub no_answer_retry_s: Duration,
+    /// Tries failing otherwise (a SIP error, no media) before the call ends `failed`.
+    pub failed_tries: u32,
+    #[serde(with = "crate::config::seconds")]
+    pub failed_retry_s: Duration,
+    /// The flow a missed call's callback runs (漏话回拨: a call refused at capacity or abandoned
+    /// before service is called back); unset: missed calls leave a callback order only.
+    pub missed_call_flow: Option<String>,
+    /// How long after the missed call its callback is placed at the earliest.
+    #[serde(with = "crate::config::seconds")]
+    pub missed_call_delay_s: Duration,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            trunk: None,
+            caller_id: "12345".into(),
+            max_calls: 20,
+            calls_per_second: 10,
+            calling_hours: "08:00-21:00".into(),
+            ring_timeout_s: Duration::from_secs(30),
+            busy_tries: 3,
+            busy_retry_s: Duration::from_secs(300),
+            no_answer_tries: 3,
+            no_answer_retry_s: Duration::from_secs(600),
+            failed_tries: 2,
+            failed_retry_s: Duration::from_secs(60),
+            missed_call_flow: None,
+            missed_call_delay_s: Duration::from_secs(30),
+        }
+    }
+}
+
+impl OutboundConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(trunk) = &self.trunk {
+            super::bridge::AgentTarget::parse(trunk)
+                .map_err(|why| anyhow::anyhow!("trunk: {why}"))?;
+        }
+        if adapters::submission::normalize_phone(&self.caller_id).is_none() {
+            bail!("caller_id: {:?} is not a number", self.caller_id);
+        }
+        super::dialer::CallingHours::parse(&self.calling_hours)
+            .map_err(|why| anyhow::anyhow!("calling_hours: {why}"))?;
+        if self.max_calls == 0 || self.calls_per_second == 0 || self.ring_timeout_s.is_zero() {
+            bail!("max_calls, calls_per_second and ring_timeout_s must be at least 1");
+        }
+        if self.missed_call_flow.is_some() && self.trunk.is_none() {
+            bail!("missed_call_flow: needs a trunk to call back through");
+        }
+        Ok(())
+    }
+
+    /// The dialer's settings (valid after [`CallsConfig::validate`]).
+    pub fn dialer_settings(
+        &self,
+        utc_offset: chrono::FixedOffset,
+    ) -> super::dialer::DialerSettings {
+        use super::dialer::Retry;
+        super::dialer::DialerSettings {
+            max_calls: self.max_calls,
+            calls_per_second: self.calls_per_second,
+            calling_hours: super::dialer::CallingHours::parse(&self.calling_hours).ok(),
+            utc_offset,
+            busy: Retry {
+                tries: self.busy_tries,
+                after: self.busy_retry_s,
+            },
+            no_answer: Retry {
+                tries: self.no_answer_tries,
+                after: self.no_answer_retry_s,
+            },
+            failed: Retry {
+                tries: self.failed_tries,
+                after: self.failed_retry_s,
+            },
+        }
     }
 }
 

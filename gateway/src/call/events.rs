@@ -66,6 +66,8 @@ impl Incoming {
 pub enum Control {
     /// Route this leg's events to that call task too.
     Register(CallId, mpsc::UnboundedSender<CallInput>),
+    /// Place an outbound call (capacity allowing) and run its flow.
+    Dial(Box<super::outbound::Dial>),
 }
 
 /// Where the agent leg is.

@@ -38,8 +38,9 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     mut events: mpsc::UnboundedReceiver<CallEvent>,
     mut stop: watch::Receiver<bool>,
+    control_tx: mpsc::UnboundedSender<Control>,
+    mut control: mpsc::UnboundedReceiver<Control>,
 ) {
-    let (control_tx, mut control) = mpsc::unbounded_channel::<Control>();
     let mut calls: HashMap<CallId, mpsc::UnboundedSender<CallInput>> = HashMap::new();
     let mut orphans: HashMap<CallId, Vec<CallEvent>> = HashMap::new();
     let mut tasks = JoinSet::new();
@@ -106,6 +107,20 @@ pub(super) async fn run(
                         let _ = tx.send(CallInput::Sip(ev));
                     }
                     calls.insert(id, tx);
+                }
+                Control::Dial(dial) => {
+                    // An outbound call takes a place like an incoming one.
+                    let live = tasks.len();
+                    if stopping || live >= shared.settings.max_calls {
+                        let reason = if stopping { "shutting down" } else { "at calls.max_calls" };
+                        let _ = dial.progress.send((
+                            dial.job.id.clone(),
+                            super::dialer::Progress::NotPlaced { reason: reason.into() },
+                        ));
+                        continue;
+                    }
+                    tasks.spawn(session::run_outbound(Arc::clone(&shared), *dial, control_tx.clone()));
+                    metrics::gauge!("gateway_calls_active").set(tasks.len() as f64);
                 }
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {
@@ -179,6 +194,7 @@ impl MissedCalls {
         let order = super::order::missed(&caller, sip_call_id, &hour);
         let store = shared.store.clone();
         let masked = adapters::normalize::mask::mask_phone(&caller);
+        let shared = Arc::clone(shared);
         tokio::spawn(async move {
             use crate::intake::{self, Idempotency, Intake, Via};
             let intake = Intake::new(store);
@@ -197,6 +213,13 @@ impl MissedCalls {
                     metrics::counter!("gateway_missed_calls_total", "outcome" => "recorded")
                         .increment(1);
                     tracing::info!(caller = %masked, order_id = %accepted.id(), "refused call: callback order");
+                    if matches!(accepted, intake::Accepted::Created(_)) {
+                        let id = accepted.id().to_string();
+                        shared
+                            .outbound
+                            .call_back_missed(&shared.settings.outbound, &caller, &id)
+                            .await;
+                    }
                 }
                 Err(e) => {
                     tracing::error!(caller = %masked, error = %e, "refused call: callback order not stored")

@@ -29,9 +29,11 @@ pub mod bridge;
 pub mod cdr;
 pub mod config;
 pub mod core;
+pub mod dialer;
 pub mod events;
 pub mod manager;
 pub mod order;
+pub mod outbound;
 pub mod queues;
 pub mod session;
 #[cfg(test)]
@@ -73,6 +75,10 @@ pub struct CallSettings {
     pub cdr_dir: PathBuf,
     /// Our SIP identity for legs we place (From of a transfer's INVITE).
     pub local_uri: String,
+    /// Outbound calls: the trunk, our number, the ring timeout (`[calls.outbound]`).
+    pub outbound: config::OutboundConfig,
+    /// `local_uri`'s host, for the From of outbound calls (`sip:<caller_id>@<host>`).
+    pub local_host: String,
 }
 
 /// Everything a call task shares with the others.
@@ -92,6 +98,8 @@ pub struct Shared {
     pub speech: Option<Arc<crate::speech::SpeechService>>,
     /// The agent queues with waiting (`[calls.queues]`).
     pub queues: queues::Queues,
+    /// Outbound calls (`[calls.outbound]`): the missed calls' callbacks go here.
+    pub outbound: outbound::Outbound,
 }
 
 /// The running call service: SIP listening and the call manager.
@@ -101,6 +109,8 @@ pub struct CallService {
     pub tcp_addr: SocketAddr,
     /// The agent queues (for `GET /v1/queues`).
     pub queues: queues::Queues,
+    /// Outbound calls (for `/v1/calls`).
+    pub outbound: outbound::Outbound,
     stop: watch::Sender<bool>,
     manager: JoinHandle<()>,
     sip_task: JoinHandle<()>,
@@ -129,6 +139,8 @@ impl CallService {
             cdr_dir: config.node.data_dir.join("cdr"),
             media: MediaSettings::from(&config.media),
             local_uri: String::new(),
+            outbound: config.calls.outbound.clone(),
+            local_host: String::new(),
         };
         // From the OS: branch ids, tags and Call-IDs must differ from one run to the next.
         let mut sip_settings = config.sip.settings(rand::random());
@@ -141,14 +153,11 @@ impl CallService {
                     config.sip.udp, config.sip.tcp
                 )
             })?;
-        settings.local_uri = format!(
-            "sip:{}@{}",
-            sip_settings.contact_user,
-            sip_settings
-                .advertised_host
-                .clone()
-                .unwrap_or_else(|| sip.udp_addr.to_string())
-        );
+        settings.local_host = sip_settings
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| sip.udp_addr.to_string());
+        settings.local_uri = format!("sip:{}@{}", sip_settings.contact_user, settings.local_host);
         tracing::info!(udp = %sip.udp_addr, tcp = %sip.tcp_addr, "SIP calls: listening");
         let ports = PortAllocator::new(settings.media.rtp_ports.clone());
         let media = match config.media.rtp_sockets {
@@ -163,7 +172,19 @@ impl CallService {
             ),
         }
         .context("cannot start the media pacer threads")?;
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let outbound = outbound::Outbound::start(
+            config.calls.outbound.trunk.is_some().then(|| {
+                config
+                    .calls
+                    .outbound
+                    .dialer_settings(config.node.utc_offset)
+            }),
+            store.clone(),
+            control_tx.clone(),
+        );
         let shared = Arc::new(Shared {
+            outbound,
             ports,
             media,
             tts: tts::Tts::new(
@@ -181,11 +202,15 @@ impl CallService {
         });
         let (stop, stop_rx) = watch::channel(false);
         let queues = shared.queues.clone();
-        let manager = tokio::spawn(manager::run(shared, sip.events, stop_rx));
+        let outbound = shared.outbound.clone();
+        let manager = tokio::spawn(manager::run(
+            shared, sip.events, stop_rx, control_tx, control_rx,
+        ));
         Ok(CallService {
             udp_addr: sip.udp_addr,
             tcp_addr: sip.tcp_addr,
             queues,
+            outbound,
             stop,
             manager,
             sip_task: sip.task,

@@ -126,6 +126,8 @@ pub fn from_slots(
             // The voice message is attached as the order's recording (below), not as text: its
             // URI is a path on this machine, nothing the citizen said.
             "recording" => {}
+            // The order a survey or callback is about (an outbound call's input): named as such.
+            "order_id" => extras.push(format!("关于工单{value}")),
             _ => extras.push(topic_label(value).map_or_else(|| value.to_owned(), str::to_owned)),
         }
     }

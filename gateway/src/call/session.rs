@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::bridge::{self, AgentLeg, AgentTarget};
-use super::cdr::{CallFacts, CallRecord};
+use super::cdr::{self, CallFacts, CallRecord};
 use super::core::{ACK_WAIT, CallCommand, CallCore, CoreSettings, Output, StoreResult};
 use super::events::{BridgeFigures, CallInput, Control, Incoming, LegInput, LegState, RtpFigures};
 use super::order::{self, CallContext};
@@ -41,6 +41,9 @@ use crate::runtime::recorder::Recorder;
 use crate::runtime::rtp_socket::{DriverOptions, MediaCommand, MediaEvent, MediaHandle};
 use crate::runtime::sip_transport::Command;
 use sip::{CallEvent, OutgoingCall};
+
+mod outbound_leg;
+pub use outbound_leg::run_outbound;
 
 /// The user part of a SIP or tel URI: `sip:13800138000@host;user=phone` -> `13800138000`.
 pub fn uri_user(uri: &str) -> String {
@@ -100,6 +103,8 @@ struct Call {
     queued: Option<QueueWait>,
     /// The queue ticket of the agent call in progress (the queue hears when it ends).
     queue_call: Option<Ticket>,
+    /// An outbound call's job: it hears how the call ended; cancelling it hangs up.
+    outbound: Option<outbound_leg::OutboundLink>,
 }
 
 /// A call's place in an agent queue.
@@ -244,30 +249,84 @@ async fn setup(
     {
         return Err(503);
     }
+    let called = uri_user(&incoming.to);
+    let answered = Answered {
+        media,
+        codec: negotiated.codec,
+        sdp_origin,
+        local_rtp,
+    };
+    let start = FlowStart {
+        flow: shared.settings.entry_flow.clone(),
+        inputs: BTreeMap::new(),
+        called,
+        ack_wait: ACK_WAIT,
+    };
+    tracing::info!(codec = negotiated.codec.name(), remote = ?negotiated.remote, "call answered");
+    Ok(assemble(shared, incoming, caller, control, answered, start))
+}
+
+/// A call's media once it is answered (by us, or by the citizen on an outbound call).
+struct Answered {
+    media: MediaHandle,
+    codec: Codec,
+    sdp_origin: OriginVersioning,
+    local_rtp: SocketAddr,
+}
+
+/// Which flow an answered call runs, with what.
+struct FlowStart {
+    flow: String,
+    /// The flow's `inputs:` (an outbound call's `vars`).
+    inputs: BTreeMap<String, String>,
+    /// `called` for the flow.
+    called: String,
+    /// How long the flow waits for the ACK (none on an outbound call: ours is sent).
+    ack_wait: Duration,
+}
+
+/// The call task's state for an answered call: its flow session, core, recorder and listener.
+fn assemble(
+    shared: Arc<Shared>,
+    incoming: Incoming,
+    caller: String,
+    control: mpsc::UnboundedSender<Control>,
+    answered: Answered,
+    start: FlowStart,
+) -> Setup {
     let (backend_tx, backend_rx) = mpsc::unbounded_channel();
     let set = shared.flows.current();
     let flows_dir = set
         .dir()
         .map(|d| d.to_path_buf())
         .unwrap_or_else(|| shared.flows.status().dir);
-    let ivr = Session::new(set, &shared.settings.entry_flow);
+    let ivr = Session::new(set, &start.flow).and_then(|mut s| {
+        if start.inputs.is_empty() {
+            return Some(s);
+        }
+        s.set_inputs(&start.inputs)
+            .map_err(|e| tracing::error!(flow = %start.flow, error = %e, "the flow's inputs do not fit: hung up"))
+            .ok()
+            .map(|()| s)
+    });
+    let media_settings = &shared.settings.media;
     let core = CallCore::new(
         Instant::now(),
         ivr,
         Event::CallStarted {
             caller: caller.clone(),
-            called: uri_user(&incoming.to),
+            called: start.called,
             local_time: local_time(&shared.settings.utc_offset),
         },
         CoreSettings {
-            ack_wait: ACK_WAIT,
+            ack_wait: start.ack_wait,
             transfer_timeout: shared.settings.transfer_timeout,
             dtmf_merge_window: media_settings.dtmf_merge_window,
             recording_notice: shared.settings.record_calls,
         },
     );
     if !core.has_flow() {
-        tracing::error!(flow = %shared.settings.entry_flow, "calls.entry_flow names no flow: the call is hung up");
+        tracing::error!(flow = %start.flow, "no such flow: the call is hung up");
     }
     let call_recorder = if shared.settings.record_calls {
         let path = shared
@@ -282,19 +341,18 @@ async fn setup(
         None
     };
     metrics::counter!("gateway_calls_total", "outcome" => "answered").increment(1);
-    tracing::info!(codec = negotiated.codec.name(), remote = ?negotiated.remote, "call answered");
     let listener = shared.speech.as_ref().and_then(|s| s.listener());
     let call = Call {
-        codec: negotiated.codec,
+        codec: answered.codec,
         core,
         shared,
         incoming,
         caller,
         started: Instant::now(),
         started_at: Utc::now(),
-        media,
-        sdp_origin,
-        local_rtp,
+        media: answered.media,
+        sdp_origin: answered.sdp_origin,
+        local_rtp: answered.local_rtp,
         flows_dir,
         recording: None,
         call_recorder,
@@ -310,8 +368,9 @@ async fn setup(
         control,
         frame_events: true,
         frame_batch: 1,
+        outbound: None,
     };
-    Ok((call, backend_rx))
+    (call, backend_rx)
 }
 
 /// A file-name-safe form of a Call-ID.
@@ -385,6 +444,10 @@ impl Call {
                 news = next_news(&mut self.queued) => self.on_queue_news(news).await,
                 () = tokio::time::sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
                 heard = crate::speech::next(&mut self.listener) => self.on_heard(heard),
+                () = outbound_leg::cancelled(&mut self.outbound) => {
+                    tracing::info!("outbound call cancelled: hanging up");
+                    self.core.handle_shutdown(Instant::now());
+                }
             }
             next = self.carry_out().await;
             self.sync_frame_events();
@@ -1160,7 +1223,8 @@ impl Call {
             .bridge
             .as_ref()
             .is_some_and(|b| b.answered_after_ms.is_some());
-        let abandoned = outcome.abandoned && !reached_agent;
+        // A citizen who hangs up on our call did not miss a call of theirs.
+        let abandoned = outcome.abandoned && !reached_agent && self.outbound.is_none();
         if abandoned && self.shared.settings.callback_orders && self.core.has_flow() {
             let new = order::callback(
                 &self.context(),
@@ -1176,7 +1240,17 @@ impl Call {
             };
             let claim = Idempotency::Redelivery(new.claim);
             match intake::accept(&intake, via, new.submission, claim).await {
-                Ok(accepted) => callback_order = Some(accepted.id().to_string()),
+                Ok(accepted) => {
+                    let id = accepted.id().to_string();
+                    if matches!(accepted, intake::Accepted::Created(_)) {
+                        let shared = &self.shared;
+                        shared
+                            .outbound
+                            .call_back_missed(&shared.settings.outbound, &self.caller, &id)
+                            .await;
+                    }
+                    callback_order = Some(id);
+                }
                 Err(e) => tracing::error!(error = %e, "callback order not stored"),
             }
         }
@@ -1190,15 +1264,27 @@ impl Call {
             }
         }
         let stats = self.media.close().await;
+        let (caller, called) = match &self.outbound {
+            // Our number called the citizen's.
+            Some(_) => (uri_user(&self.incoming.from), self.caller.clone()),
+            None => (self.caller.clone(), uri_user(&self.incoming.to)),
+        };
+        let duration_ms = self.started.elapsed().as_millis() as u64;
+        let outbound_id = self.outbound.as_ref().map(|l| l.id.clone());
+        if let Some(link) = self.outbound.take() {
+            link.ended(&outcome, duration_ms);
+        }
         let record = CallRecord::new(
             &outcome,
             CallFacts {
+                direction: cdr::direction(outbound_id.is_some()),
+                outbound_id,
                 sip_call_id: self.incoming.sip_call_id.clone(),
-                caller: self.caller.clone(),
-                called: uri_user(&self.incoming.to),
+                caller,
+                called,
                 started_at: self.started_at,
                 ended_at: Utc::now(),
-                duration_ms: self.started.elapsed().as_millis() as u64,
+                duration_ms,
                 callback_order,
                 recordings: self.recordings.iter().map(|r| r.url.clone()).collect(),
                 transfer_to: self.transfer_to.clone(),

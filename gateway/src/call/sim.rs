@@ -856,6 +856,8 @@ fn the_caller_hanging_up_ends_the_call_and_gives_its_record() {
         let record = CallRecord::new(
             &outcome,
             CallFacts {
+                direction: super::cdr::direction(false),
+                outbound_id: None,
                 sip_call_id: sim.sip_call_id.clone(),
                 caller: "13800138000".into(),
                 called: "12345".into(),

@@ -25,6 +25,8 @@ pub enum Addition {
     Attachment(Attachment),
     /// Coordinates (and the place's name as `address`, when given).
     Location(Location),
+    /// A line in the order's history (a missed call's callback: reached, or not after N tries).
+    Note(String),
 }
 
 /// Most attachments one order collects through additions.
@@ -60,6 +62,11 @@ pub(crate) fn apply_addition(
                 order.location.address = l.address.clone();
             }
             "市民补充了位置"
+        }
+        Addition::Note(text) => {
+            let status = order.status;
+            order.push_status(status, at, Some(text.clone()), by);
+            return true;
         }
     };
     let status = order.status;

@@ -45,6 +45,18 @@ pub(super) fn free_udp_port() -> u16 {
 /// SIPp as an agent's phone: a UAS on its own port taking `calls` calls of `scenario` (a file
 /// in `tests/sipp/`) one after another, echoing RTP (`-rtp_echo`).
 pub(super) fn start_agent(scenario: &str, port: u16, calls: u32, workdir: &Path) -> Child {
+    start_uas(scenario, port, calls, workdir, &[])
+}
+
+/// A SIPp UAS (an agent's or a citizen's phone) at `port` for `calls` calls of `scenario`,
+/// echoing RTP, with `args` (keys such as `-key info_digit 5`).
+pub(super) fn start_uas(
+    scenario: &str,
+    port: u16,
+    calls: u32,
+    workdir: &Path,
+    args: &[&str],
+) -> Child {
     Command::new("sipp")
         .current_dir(workdir)
         .arg("-sf")
@@ -52,6 +64,7 @@ pub(super) fn start_agent(scenario: &str, port: u16, calls: u32, workdir: &Path)
         .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
         .args(["-p", &port.to_string(), "-mp", &free_udp_port().to_string()])
         .args(["-m", &calls.to_string(), "-rtp_echo"])
+        .args(args)
         .args([
             "-timeout",
             "90",

@@ -3,6 +3,7 @@
 
 mod call_flood;
 mod call_media;
+mod call_outbound;
 mod call_queue;
 mod call_sipp;
 mod call_speech;
