@@ -15,10 +15,11 @@ use tokio::sync::Notify;
 
 use super::{
     Addition, Claimed, DeadLetter, DeliveryOutcome, NewOrder, OutboxStats, Prepared, SmsPart,
-    SmsPartState, StatusEvent, StoreError, SubmitOutcome,
+    SmsPartState, StatusEvent, StoreError, StoredCall, SubmitOutcome,
 };
 
-/// What a durable store of orders, their outbox rows, idempotency keys and channel state does.
+/// What a durable store of orders, their outbox rows, idempotency keys, channel state and
+/// outbound call jobs does.
 pub trait OrderStore: Send + Sync {
     /// Number, commit and sync a submission with the related orders already found.
     fn submit_prepared(
@@ -133,4 +134,24 @@ pub trait OrderStore: Send + Sync {
 
     /// Parts of messages not yet complete.
     fn sms_open_parts(&self) -> impl Future<Output = Result<Vec<SmsPart>, StoreError>> + Send;
+
+    /// Save an outbound call job: insert it, or update `open`, `doc` and `updated_at` of the job
+    /// with its id (`created_at` stays that of the first save).
+    fn call_save(&self, call: StoredCall) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The outbound call job with this id, if any.
+    fn call_get(
+        &self,
+        id: String,
+    ) -> impl Future<Output = Result<Option<StoredCall>, StoreError>> + Send;
+
+    /// Open outbound call jobs, oldest `created_at` first (then by id).
+    fn calls_open(&self) -> impl Future<Output = Result<Vec<StoredCall>, StoreError>> + Send;
+
+    /// The newest outbound call jobs by `created_at` (then by id, descending), at most `limit`
+    /// and never more than [`MAX_RECENT`](super::outbound_calls::MAX_RECENT).
+    fn calls_recent(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredCall>, StoreError>> + Send;
 }

@@ -1,4 +1,5 @@
-//! The durable store: orders, their outbox rows, idempotency keys and order-number counters.
+//! The durable store: orders, their outbox rows, idempotency keys and order-number counters
+//! (and the channels' and the dialer's state beside them: [`channel_ops`], [`outbound_calls`]).
 //!
 //! One promise matters: when a channel acknowledges a submission, the order *and* its outbox row
 //! are committed in one transaction and synced to disk. Both back ends keep it with a single
@@ -15,6 +16,7 @@ mod backend;
 pub mod channel_ops;
 mod config;
 mod numbering;
+pub mod outbound_calls;
 pub mod postgres;
 pub mod related;
 mod schema;
@@ -33,6 +35,7 @@ use chrono::{DateTime, Utc};
 pub use backend::OrderStore;
 pub use channel_ops::{Addition, SmsPart, SmsPartState};
 pub use numbering::Numbering;
+pub use outbound_calls::StoredCall;
 pub use related::RelatedOrders;
 
 /// A submission ready to be stored: the writer gives it its number.
@@ -402,6 +405,29 @@ impl Store {
     ) -> Result<Vec<Vec<SmsPart>>, StoreError> {
         let open = both!(self, s => s.sms_open_parts().await)?;
         Ok(channel_ops::stale_groups(open, older_than))
+    }
+
+    /// Save an outbound call job (insert, or update `open`, `doc` and `updated_at` of the job
+    /// with this id; its `created_at` stays that of the first save). Durable once answered.
+    pub async fn call_save(&self, call: StoredCall) -> Result<(), StoreError> {
+        both!(self, s => s.call_save(call).await)
+    }
+
+    /// The outbound call job with this id, if any.
+    pub async fn call_get(&self, id: String) -> Result<Option<StoredCall>, StoreError> {
+        both!(self, s => s.call_get(id).await)
+    }
+
+    /// Every open outbound call job, oldest `created_at` first (then by id): what the dialer
+    /// resumes at start.
+    pub async fn calls_open(&self) -> Result<Vec<StoredCall>, StoreError> {
+        both!(self, s => s.calls_open().await)
+    }
+
+    /// The newest outbound call jobs by `created_at`, at most `limit` (and never more than
+    /// [`outbound_calls::MAX_RECENT`]).
+    pub async fn calls_recent(&self, limit: u32) -> Result<Vec<StoredCall>, StoreError> {
+        both!(self, s => s.calls_recent(limit).await)
     }
 
     /// Wait until new outbox rows were committed (or a while passed).

@@ -20,6 +20,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::OrderStore;
 use super::channel_ops::{self, Addition, SmsPart, SmsPartState};
+use super::outbound_calls::{self, StoredCall};
 use super::{
     Claimed, DeadLetter, DeliveryOutcome, Numbering, OutboxStats, Prepared, StatusEvent,
     StoreError, SubmitOutcome, apply_status, from_micros, mark_delivered, micros, schema,
@@ -70,6 +71,7 @@ impl PgStore {
             .await?;
         tx.batch_execute(schema::POSTGRES).await?;
         tx.batch_execute(schema::SMS_PARTS).await?;
+        tx.batch_execute(schema::OUTBOUND_CALLS).await?;
         tx.commit().await?;
         let manager = Manager::from_config(
             config.clone(),
@@ -374,6 +376,26 @@ impl OrderStore for PgStore {
     async fn sms_open_parts(&self) -> Result<Vec<SmsPart>, StoreError> {
         let c = self.client().await?;
         channel_ops::postgres::open_parts(&**c).await
+    }
+
+    async fn call_save(&self, call: StoredCall) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        outbound_calls::postgres::save(&**c, &call).await
+    }
+
+    async fn call_get(&self, id: String) -> Result<Option<StoredCall>, StoreError> {
+        let c = self.client().await?;
+        outbound_calls::postgres::get(&**c, &id).await
+    }
+
+    async fn calls_open(&self) -> Result<Vec<StoredCall>, StoreError> {
+        let c = self.client().await?;
+        outbound_calls::postgres::open(&**c).await
+    }
+
+    async fn calls_recent(&self, limit: u32) -> Result<Vec<StoredCall>, StoreError> {
+        let c = self.client().await?;
+        outbound_calls::postgres::recent(&**c, limit).await
     }
 }
 

@@ -87,3 +87,15 @@ CREATE TABLE IF NOT EXISTS sms_parts (
 );
 CREATE INDEX IF NOT EXISTS sms_parts_open ON sms_parts (done, provider, phone, total);
 ";
+
+/// Outbound call jobs of the dialer (both back ends; `open` is 0 or 1, `doc` the job's JSON).
+pub const OUTBOUND_CALLS: &str = "
+CREATE TABLE IF NOT EXISTS outbound_calls (
+    id         TEXT PRIMARY KEY,
+    open       INTEGER NOT NULL,
+    doc        TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbound_calls_open ON outbound_calls (open, created_at);
+";

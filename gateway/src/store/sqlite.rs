@@ -24,6 +24,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::OrderStore;
 use super::channel_ops::{self, Addition, SmsPart, SmsPartState};
+use super::outbound_calls::{self, StoredCall};
 use super::{
     Claimed, DeadLetter, DeliveryOutcome, Drafted, Numbering, OutboxStats, Prepared, StatusEvent,
     StoreError, SubmitOutcome, apply_status, from_micros, mark_delivered, micros, schema,
@@ -55,6 +56,7 @@ enum Write {
     ),
     SmsPart(Box<SmsPart>, Reply<SmsPartState>),
     SmsDone(String, Vec<String>, DateTime<Utc>, Reply<()>),
+    CallSave(Box<StoredCall>, Reply<()>),
 }
 
 #[derive(Clone)]
@@ -95,6 +97,7 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     }
     conn.execute_batch(schema::SQLITE)?;
     conn.execute_batch(schema::SMS_PARTS)?;
+    conn.execute_batch(schema::OUTBOUND_CALLS)?;
     Ok(conn)
 }
 
@@ -420,6 +423,24 @@ impl OrderStore for SqliteStore {
     async fn sms_open_parts(&self) -> Result<Vec<SmsPart>, StoreError> {
         self.read(channel_ops::sqlite::open_parts).await
     }
+
+    async fn call_save(&self, call: StoredCall) -> Result<(), StoreError> {
+        self.write(|r| Write::CallSave(Box::new(call), r)).await
+    }
+
+    async fn call_get(&self, id: String) -> Result<Option<StoredCall>, StoreError> {
+        self.read(move |c| outbound_calls::sqlite::get(c, &id))
+            .await
+    }
+
+    async fn calls_open(&self) -> Result<Vec<StoredCall>, StoreError> {
+        self.read(outbound_calls::sqlite::open).await
+    }
+
+    async fn calls_recent(&self, limit: u32) -> Result<Vec<StoredCall>, StoreError> {
+        self.read(move |c| outbound_calls::sqlite::recent(c, limit))
+            .await
+    }
 }
 
 fn read_order(c: &Connection, id: &str) -> Result<Option<WorkOrder>, StoreError> {
@@ -722,7 +743,7 @@ fn respond(w: Write, result: Result<Outcome, StoreError>) -> Pending {
                 _ => None,
             }),
         ),
-        Write::SmsDone(_, _, _, r) => pending(
+        Write::SmsDone(_, _, _, r) | Write::CallSave(_, r) => pending(
             r,
             shape(result, |o| match o {
                 Outcome::Unit => Some(()),
@@ -827,6 +848,10 @@ fn apply(
         Write::SmsPart(p, _) => Outcome::SmsPart(channel_ops::sqlite::sms_part(tx, p)?),
         Write::SmsDone(provider, ids, now, _) => {
             channel_ops::sqlite::sms_done(tx, provider, ids, *now)?;
+            Outcome::Unit
+        }
+        Write::CallSave(call, _) => {
+            outbound_calls::sqlite::save(tx, call)?;
             Outcome::Unit
         }
     })
@@ -1099,5 +1124,39 @@ mod tests {
             panic!("expected a new order");
         };
         assert!(o.id.sequence() > last, "{} after {last}", o.id);
+    }
+
+    /// The point of keeping the dialer's jobs in the store: an open job is there again after a
+    /// restart, a closed one is not resumed, and a save shares its batch with other writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outbound_calls_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let at = from_micros(1_790_000_000_000_000);
+        let call = |id: &str, open: bool| StoredCall {
+            id: id.into(),
+            open,
+            doc: format!(r#"{{"id":"{id}","note":"回访 \"满意度\""}}"#),
+            created_at: at,
+            updated_at: at,
+        };
+        let (waiting, done, order) = tokio::join!(
+            store.call_save(call("c-waiting", true)),
+            store.call_save(call("c-done", false)),
+            store.submit(new_order("回访来电")),
+        );
+        waiting.expect("save");
+        done.expect("save");
+        order.expect("submit");
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(
+            store.calls_open().await.expect("open calls"),
+            vec![call("c-waiting", true)]
+        );
+        assert_eq!(
+            store.call_get("c-done".into()).await.expect("get"),
+            Some(call("c-done", false))
+        );
     }
 }

@@ -10,7 +10,7 @@ use gateway::store::postgres::PgStore;
 use gateway::store::sqlite::SqliteStore;
 use gateway::store::{
     Addition, DeliveryOutcome, IdempotencyClaim, NewOrder, Numbering, OrderStore, SmsPart,
-    SmsPartState, StatusEvent, SubmitOutcome,
+    SmsPartState, StatusEvent, StoredCall, SubmitOutcome,
 };
 use support::PgServer;
 
@@ -316,6 +316,95 @@ async fn conformance(store: impl OrderStore) {
         store.sms_part(part(1, "工地夜间")).await.expect("part"),
         SmsPartState::Done
     ));
+
+    outbound_calls(&store, at).await;
+}
+
+/// Outbound call jobs: saved and read back as they were (the document untouched, the instants to
+/// the microsecond), updated in place with their first `created_at`, listed open and recent.
+async fn outbound_calls(store: &impl OrderStore, at: DateTime<Utc>) {
+    let call = |id: &str, open: bool, created_s: i64| {
+        let created = at + Duration::seconds(created_s) + Duration::microseconds(123_456);
+        StoredCall {
+            id: id.into(),
+            open,
+            doc: serde_json::json!({"id": id, "state": if open { "queued" } else { "failed" }})
+                .to_string(),
+            created_at: created,
+            updated_at: created,
+        }
+    };
+    // Chinese text, both kinds of quotes, a backslash and what looks like a placeholder.
+    let mut a = call("call-a", true, 10);
+    a.doc = serde_json::json!({
+        "phone": "13800138000",
+        "script": "您好，这里是12345热线，就您反映的\"路灯不亮\"问题回访 'ok' \\ $1 ?1",
+    })
+    .to_string();
+    let b = call("call-b", true, 10);
+    let c = call("call-c", true, 5);
+    let d = call("call-d", false, 1);
+    for job in [&b, &a, &d, &c] {
+        store.call_save(job.clone()).await.expect("save call");
+    }
+    assert_eq!(
+        store.call_get("call-a".into()).await.expect("get"),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.call_get("call-b".into()).await.expect("get"),
+        Some(b.clone())
+    );
+    assert_eq!(store.call_get("call-x".into()).await.expect("get"), None);
+
+    // Oldest first, ties by id; closed jobs are not resumed.
+    let ids = |calls: Vec<StoredCall>| calls.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.calls_open().await.expect("open calls")),
+        ["call-c", "call-a", "call-b"]
+    );
+
+    // An update changes the document, `open` and `updated_at`; `created_at` stays the first.
+    let mut b2 = b.clone();
+    b2.open = false;
+    b2.doc =
+        serde_json::json!({"id": "call-b", "state": "answered", "note": "市民已接听"}).to_string();
+    b2.created_at = at + Duration::seconds(99);
+    b2.updated_at = at + Duration::seconds(20);
+    store.call_save(b2.clone()).await.expect("update call");
+    let stored = store
+        .call_get("call-b".into())
+        .await
+        .expect("get")
+        .expect("call-b exists");
+    assert_eq!(
+        stored,
+        StoredCall {
+            created_at: b.created_at,
+            ..b2
+        }
+    );
+    assert_eq!(
+        ids(store.calls_open().await.expect("open calls")),
+        ["call-c", "call-a"]
+    );
+
+    // Newest first (ties by id, descending), at most `limit`.
+    assert_eq!(
+        ids(store.calls_recent(10).await.expect("recent calls")),
+        ["call-b", "call-a", "call-c", "call-d"]
+    );
+    assert_eq!(
+        ids(store.calls_recent(2).await.expect("recent calls")),
+        ["call-b", "call-a"]
+    );
+    assert!(
+        store
+            .calls_recent(0)
+            .await
+            .expect("recent calls")
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
