@@ -286,8 +286,16 @@ impl Checker<'_> {
                     self.expr(flow, c.pos, "the condition", &c.cond, Some(Type::Bool));
                 }
             }
-            StepKind::Transfer { say, context, .. } => {
+            StepKind::Transfer {
+                say,
+                context,
+                callback,
+                ..
+            } => {
                 if let Some(m) = say {
+                    self.message(flow, m);
+                }
+                if let Some(m) = callback.as_ref().and_then(|c| c.say.as_ref()) {
                     self.message(flow, m);
                 }
                 for v in context.iter().flatten() {

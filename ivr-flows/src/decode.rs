@@ -36,6 +36,7 @@ const STEP_FIELDS: &[(&str, &[&str])] = &[
             "context",
             "priority",
             "while_waiting",
+            "callback",
             "on_fail",
         ],
     ),
@@ -204,6 +205,55 @@ impl<'f> Decoder<'f> {
             }
         }
         out
+    }
+
+    /// `callback: { key: "1", say: ... }`: a key that asks for a callback keeping the caller's
+    /// place in the queue, not one of the `while_waiting` keys.
+    fn callback(&mut self, node: &Node, while_waiting: &[(char, Target)]) -> Option<Callback> {
+        let e = self.map(node, "callback", &["key", "say"])?;
+        let say = self.opt_message(e, "say");
+        let Some(k) = Self::get(e, "key") else {
+            self.error(
+                node.pos,
+                "callback has no `key:`",
+                "add the key that asks for the callback, e.g. key: \"1\"",
+            );
+            return None;
+        };
+        let s = self.string(k, "callback key")?;
+        let mut chars = s.chars();
+        let (Some(c), None) = (chars.next(), chars.next()) else {
+            self.error(
+                k.pos,
+                format!("callback key \"{s}\" is not one key"),
+                "use one of 0-9, * and #",
+            );
+            return None;
+        };
+        if !(c.is_ascii_digit() || c == '*' || c == '#') {
+            self.error(
+                k.pos,
+                format!("callback key \"{s}\" is not a phone key"),
+                "use one of 0-9, * and #",
+            );
+            return None;
+        }
+        if let Some((_, t)) = while_waiting.iter().find(|(w, _)| *w == c) {
+            self.error(
+                k.pos,
+                format!(
+                    "callback key \"{c}\" is also a while_waiting key (to \"{}\")",
+                    t.step
+                ),
+                "give the callback a key of its own",
+            );
+            return None;
+        }
+        Some(Callback {
+            key: c,
+            say,
+            pos: node.pos,
+        })
     }
 
     fn opt_target(&mut self, entries: Entries<'_>, key: &str) -> Option<Target> {
@@ -893,12 +943,24 @@ impl<'f> Decoder<'f> {
                         "only a caller waiting in a queue can press a key to leave it",
                     );
                 }
+                let callback =
+                    Self::get(e, "callback").and_then(|n| self.callback(n, &while_waiting));
+                if let Some(cb) = &callback
+                    && !matches!(target, TransferTarget::Queue(_))
+                {
+                    self.error(
+                        cb.pos,
+                        "a callback keeps a place in a queue; this transfer rings a SIP URI",
+                        "transfer to a `queue:`, or remove `callback:`",
+                    );
+                }
                 StepKind::Transfer {
                     say: self.opt_message(e, "say"),
                     target,
                     context: Self::get(e, "context").map(|n| self.strings(n, "context")),
                     priority,
                     while_waiting,
+                    callback,
                     on_fail: self.opt_target(e, "on_fail"),
                 }
             }

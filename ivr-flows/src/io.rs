@@ -48,6 +48,13 @@ pub enum Event {
     },
     /// A `Transfer` did not connect.
     TransferFailed { reason: String },
+    /// The answer to `QueueCallback`: the gateway will call the caller back when their turn in
+    /// the queue comes (it keeps their place); the session says so, then hangs up with
+    /// reason `callback_queued`.
+    CallbackQueued,
+    /// The answer to `QueueCallback`: no callback (e.g. the queue does not offer them). The
+    /// caller is still in line; the transfer goes on as before.
+    CallbackRefused { reason: String },
     /// The caller hung up.
     HangUp,
 }
@@ -120,6 +127,12 @@ pub enum Action {
     /// Give up the transfer under way: the caller, waiting in a queue, pressed a key that
     /// leads elsewhere. No `TransferFailed` follows.
     CancelTransfer,
+    /// The caller, waiting in a queue, pressed the transfer step's `callback` key: keep their
+    /// place and call them back when their turn comes instead of holding the line. Answer
+    /// `CallbackQueued` or `CallbackRefused`; until then the transfer goes on as before (a
+    /// `TransferFailed` or an answering agent still apply, and a `CancelTransfer` withdraws
+    /// the request with the caller's place).
+    QueueCallback,
     /// Record a voice message (after a beep if asked); answer `RecordingFinished`.
     Record { max_seconds: u32, beep: bool },
     /// Create a work order; answer `SubmitResult` or `SubmitFailed`.

@@ -202,6 +202,55 @@ pub enum TransferTarget {
     Sip(String),
 }
 
+/// `callback:` of a transfer to a queue: a key that asks the gateway to call the caller back
+/// when their turn comes, keeping their place in line, instead of holding on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Callback {
+    /// The key that asks for the callback (0-9, `*` or `#`), not a `while_waiting` key.
+    pub key: char,
+    /// Played once the gateway has queued the callback, before the session hangs up
+    /// (`None`: [`Callback::message`] gives a built-in text, spoken by TTS).
+    pub say: Option<Message>,
+    /// Where `callback:` is written.
+    pub pos: Pos,
+}
+
+impl Callback {
+    /// The built-in confirmation of a queued callback in `lang` (TTS, no recording).
+    pub fn default_text(lang: Lang) -> &'static str {
+        match lang {
+            Lang::Zh => "好的，我们会为您保留排队位置，轮到您时给您回电。现在您可以挂机了。",
+            Lang::En => {
+                "We will keep your place in line and call you back when it is your turn. \
+                 You may hang up now."
+            }
+        }
+    }
+
+    /// What the caller hears once the callback is queued: `say`, else the built-in text in
+    /// every language.
+    pub fn message(&self) -> Message {
+        if let Some(m) = &self.say {
+            return m.clone();
+        }
+        let clips = Lang::ALL
+            .iter()
+            .map(|l| {
+                let clip = Clip {
+                    text: vec![Seg::Lit(Callback::default_text(*l).to_string())],
+                    audio: None,
+                    pos: self.pos,
+                };
+                (*l, clip)
+            })
+            .collect();
+        Message {
+            parts: vec![Part::Clip(clips)],
+            pos: self.pos,
+        }
+    }
+}
+
 /// A conditional edge of a branch step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Case {
@@ -256,6 +305,8 @@ pub enum StepKind {
         priority: u8,
         /// Keys that take a caller waiting in a queue out of it, to these steps.
         while_waiting: Vec<(char, Target)>,
+        /// A key that asks for a callback that keeps the caller's place in the queue.
+        callback: Option<Callback>,
         on_fail: Option<Target>,
     },
     /// Record a voice message.

@@ -49,7 +49,10 @@ enum Wait {
         play: u64,
         after: After,
     },
-    Transfer,
+    /// Waiting on a transfer; `callback_asked` while a `QueueCallback` awaits its answer.
+    Transfer {
+        callback_asked: bool,
+    },
     Record,
     Submit,
     Lookup,
@@ -333,8 +336,23 @@ impl Session {
                 }
             }
             Event::TransferFailed { reason } => {
-                let ok = matches!(self.wait, Wait::Transfer);
+                let ok = matches!(self.wait, Wait::Transfer { .. });
                 self.on_failure(ok, &format!("transfer failed: {reason}"), &mut out);
+            }
+            Event::CallbackQueued => self.on_callback_queued(&mut out),
+            Event::CallbackRefused { reason } => {
+                if let Wait::Transfer { callback_asked } = &mut self.wait
+                    && *callback_asked
+                {
+                    *callback_asked = false;
+                    out.push(Action::Trace(format!(
+                        "callback refused: {reason}; still waiting in the queue"
+                    )));
+                } else {
+                    out.push(Action::Trace(format!(
+                        "unexpected CallbackRefused ({reason}) ignored"
+                    )));
+                }
             }
         }
         out
@@ -556,7 +574,29 @@ impl Session {
                 priority,
             });
         }
-        self.wait = Wait::Transfer;
+        self.wait = Wait::Transfer {
+            callback_asked: false,
+        };
+    }
+
+    /// The gateway queued the callback the caller asked for: say so, then hang up.
+    fn on_callback_queued(&mut self, out: &mut Vec<Action>) {
+        let msg = match (&self.wait, self.step().map(|s| &s.kind)) {
+            (
+                Wait::Transfer {
+                    callback_asked: true,
+                },
+                Some(StepKind::Transfer {
+                    callback: Some(cb), ..
+                }),
+            ) => cb.message(),
+            _ => {
+                out.push(Action::Trace("unexpected CallbackQueued ignored".into()));
+                return;
+            }
+        };
+        out.push(Action::Trace("callback queued".into()));
+        self.say_then(Some(&msg), After::Hangup("callback_queued".into()), out);
     }
 
     fn record(&mut self, out: &mut Vec<Action>) {
@@ -991,14 +1031,36 @@ impl Session {
                 }
                 self.input_digit(d, out);
             }
-            Wait::Transfer => {
-                let to = match self.step().map(|s| &s.kind) {
-                    Some(StepKind::Transfer { while_waiting, .. }) => while_waiting
-                        .iter()
-                        .find(|(k, _)| *k == d)
-                        .map(|(_, t)| t.step.clone()),
-                    _ => None,
+            Wait::Transfer { callback_asked } => {
+                let asked = *callback_asked;
+                let (to, callback_key) = match self.step().map(|s| &s.kind) {
+                    Some(StepKind::Transfer {
+                        while_waiting,
+                        callback,
+                        ..
+                    }) => (
+                        while_waiting
+                            .iter()
+                            .find(|(k, _)| *k == d)
+                            .map(|(_, t)| t.step.clone()),
+                        callback.as_ref().map(|c| c.key),
+                    ),
+                    _ => (None, None),
                 };
+                if callback_key == Some(d) {
+                    if asked {
+                        out.push(Action::Trace(format!(
+                            "key {d} ignored: the callback is already asked for"
+                        )));
+                    } else {
+                        out.push(Action::Trace(format!("key {d}: callback asked for")));
+                        out.push(Action::QueueCallback);
+                        self.wait = Wait::Transfer {
+                            callback_asked: true,
+                        };
+                    }
+                    return;
+                }
                 match to {
                     Some(step) => {
                         out.push(Action::Trace(format!(

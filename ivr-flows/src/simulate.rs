@@ -4,7 +4,9 @@
 //! `!1` / `!say: text` (barge in while the prompt is still playing), `wait` (let the newest
 //! timer fire), `fail` (the pending submit/lookup/transfer fails), `hangup`, `# comment`.
 //! Prompts otherwise play to the end before the next line is delivered. Submits and lookups
-//! succeed automatically with a fake order number that has a valid Damm check digit.
+//! succeed automatically with a fake order number that has a valid Damm check digit. While
+//! the caller waits in a queue, a key goes to the session (`while_waiting`, `callback`); a
+//! callback asked for (`QueueCallback`) is always queued (`CallbackQueued`).
 
 use crate::calendar::{Date, LocalTime};
 use crate::flowset::FlowSet;
@@ -172,6 +174,13 @@ pub fn simulate_with(
                         p.backend = None;
                         p.transferred = false;
                     }
+                    Action::QueueCallback => {
+                        // The simulated gateway always keeps the place and calls back.
+                        writeln!(out, "[callback queued]")?;
+                        p.backend = None;
+                        p.transferred = false;
+                        queue.push_back(Event::CallbackQueued);
+                    }
                     Action::Record { max_seconds, beep } => {
                         writeln!(
                             out,
@@ -240,7 +249,8 @@ pub fn simulate_with(
                 continue;
             }
             if kind == "transfer" {
-                // A key while waiting in a queue: `while_waiting` may take the caller out.
+                // A key while waiting in a queue: `while_waiting` may take the caller out, or
+                // `callback` ask for a callback.
                 if let Some(key) = line
                     .chars()
                     .next()

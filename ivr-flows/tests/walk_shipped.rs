@@ -4,8 +4,8 @@ mod common;
 
 use common::{Call, WORKDAY_10AM, shipped};
 use ivr_flows::calendar::{Date, LocalTime};
-use ivr_flows::model::{Lang, TransferTarget};
-use ivr_flows::{Action, Event, InputError, Session, damm};
+use ivr_flows::model::{Lang, StepKind, TransferTarget};
+use ivr_flows::{Action, Event, InputError, PlayItem, Session, damm};
 
 fn valid_order() -> String {
     let base = "2611230100042";
@@ -326,6 +326,70 @@ fn zero_and_spoken_agent_work_everywhere() {
     c.say("人工");
     c.settle();
     assert_eq!(transfer(&c).0, TransferTarget::Queue("general".into()));
+}
+
+#[test]
+fn a_caller_waiting_for_an_agent_may_ask_for_a_callback() {
+    // The agent, policy and enterprise queues all offer key 1.
+    let set = shipped();
+    let main = set.flow("main").expect("main");
+    for step in ["agent", "policy", "enterprise"] {
+        match main.step(step).map(|s| &s.kind) {
+            Some(StepKind::Transfer {
+                callback: Some(cb),
+                while_waiting,
+                ..
+            }) => {
+                assert_eq!(cb.key, '1', "{step}");
+                assert!(while_waiting.iter().all(|(k, _)| *k != '1'), "{step}");
+            }
+            other => panic!("{step} offers no callback: {other:?}"),
+        }
+    }
+
+    let mut c = Call::main();
+    c.press("1");
+    c.press("0");
+    c.settle();
+    assert_eq!(transfer(&c).0, TransferTarget::Queue("general".into()));
+    c.send(Event::Digit('1'));
+    assert!(c.last.contains(&Action::QueueCallback), "{:?}", c.last);
+    c.send(Event::CallbackQueued);
+    let items = c
+        .find(|a| match a {
+            Action::Play { items, .. } => Some(items.clone()),
+            _ => None,
+        })
+        .expect("the confirmation");
+    assert!(
+        matches!(&items[..], [PlayItem::Audio { path, text }]
+            if path == "prompts/zh/callback_queued.wav" && text.contains("保留排队位置")),
+        "{items:?}"
+    );
+    c.settle();
+    assert_eq!(c.hung_up().as_deref(), Some("callback_queued"));
+
+    // In English, from the enterprise line; a refusal keeps the caller in line.
+    let mut c = Call::main();
+    c.press("2");
+    c.press("4");
+    c.settle();
+    assert_eq!(transfer(&c).0, TransferTarget::Queue("enterprise".into()));
+    c.send(Event::Digit('1'));
+    c.send(Event::CallbackRefused {
+        reason: "no callbacks now".into(),
+    });
+    assert!(!c.s.is_ended());
+    c.send(Event::Digit('1'));
+    c.send(Event::CallbackQueued);
+    c.settle();
+    assert!(
+        c.last_play_text()
+            .contains("We will keep your place in line"),
+        "{}",
+        c.heard()
+    );
+    assert_eq!(c.hung_up().as_deref(), Some("callback_queued"));
 }
 
 #[test]
