@@ -12,6 +12,7 @@ fn shipped_flows_check_clean() {
                     "callback",
                     "main",
                     "progress",
+                    "queue_callback",
                     "report",
                     "survey",
                     "voicemail"

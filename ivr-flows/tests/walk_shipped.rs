@@ -642,6 +642,15 @@ fn a_missed_caller_called_back_hears_why_and_may_report_reach_an_agent_or_leave(
 }
 
 #[test]
+fn a_queue_callback_says_why_then_rejoins_the_queue() {
+    let mut c = Call::start(shipped(), "queue_callback", WORKDAY_10AM);
+    c.settle();
+    assert!(c.heard().contains("您排队时选择了回电"), "{}", c.heard());
+    let (target, _) = transfer(&c);
+    assert_eq!(target, TransferTarget::Queue("general".into()));
+}
+
+#[test]
 fn hangup_ends_the_session_and_later_events_do_nothing() {
     let mut c = Call::main();
     c.press("1");

@@ -16,6 +16,12 @@
 //!   on arrival hears nothing of the kind (no "you are number one" before the agent answers).
 //!   The estimate is the position times the queue's recent handle time (a moving average of
 //!   answered calls' lengths) over the agents logged in.
+//! - **A callback that keeps the place.** A waiting caller may ask to be called back
+//!   ([`Acd::handle_to_callback`]) and hang up: their ticket stays where it was. When its turn
+//!   comes an agent is reserved for it ([`AcdOutput::CallBack`]) while the gateway dials the
+//!   citizen; once they answer ([`Acd::handle_reclaim`]) the reserved agent is rung for them at
+//!   once. Not reached ([`Acd::handle_callback_failed`]): the agent is free again and the
+//!   ticket waits `retry` before its next turn, still ahead of those who came later.
 //! - **A way out.** A caller who has waited [`QueueSettings::max_wait`] is given up on
 //!   ([`AcdOutput::GaveUp`]): the flow's `on_fail` runs (a voice message, a callback). A queue
 //!   with no agent logged in refuses at once ([`AcdError::NoAgents`]) instead of holding the
@@ -49,6 +55,8 @@ pub struct QueueSettings {
     pub announce_every: Duration,
     /// The handle time assumed before any call of the queue has ended.
     pub initial_handle_time: Duration,
+    /// How long an agent is held for a callback whose turn came while the citizen is dialled.
+    pub callback_hold: Duration,
 }
 
 impl Default for QueueSettings {
@@ -61,6 +69,7 @@ impl Default for QueueSettings {
             max_wait: Duration::from_secs(600),
             announce_every: Duration::from_secs(45),
             initial_handle_time: Duration::from_secs(180),
+            callback_hold: Duration::from_secs(60),
         }
     }
 }
@@ -85,6 +94,9 @@ pub enum AcdOutput {
     Offer { ticket: Ticket, agent: String },
     /// Stop ringing `agent` for `ticket`: the offer rang out, or the caller was given up on.
     OfferWithdrawn { ticket: Ticket, agent: String },
+    /// A callback's turn: `agent` is reserved for `ticket` (until [`Acd::handle_reclaim`],
+    /// [`Acd::handle_callback_failed`] or `callback_hold`); dial the citizen.
+    CallBack { ticket: Ticket, agent: String },
     /// Tell the caller where they stand.
     Announce {
         ticket: Ticket,
@@ -108,6 +120,8 @@ pub struct QueueStatus {
     pub agents_logged_in: usize,
     pub agents_busy: usize,
     pub agents_idle: usize,
+    /// Of `waiting`: callers not on the line, to be called back in their turn.
+    pub callbacks: usize,
     /// Since the counters were last reset ([`Acd::reset_counters`], at midnight).
     pub answered: u64,
     pub abandoned: u64,
@@ -119,9 +133,21 @@ pub struct QueueStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AgentState {
     Idle,
-    Offered { ticket: Ticket, until: Instant },
-    Busy { ticket: Ticket },
-    WrapUp { until: Instant },
+    Offered {
+        ticket: Ticket,
+        until: Instant,
+    },
+    /// Held for a callback whose citizen is being dialled.
+    Reserved {
+        ticket: Ticket,
+        until: Instant,
+    },
+    Busy {
+        ticket: Ticket,
+    },
+    WrapUp {
+        until: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -150,7 +176,21 @@ struct Caller {
     offered: Option<String>,
     deadline: Instant,
     next_announce: Option<Instant>,
+    /// Not on the line: to be called back in their turn.
+    callback: Option<Callback>,
 }
+
+/// A callback ticket's readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Callback {
+    /// Dialled when its turn comes.
+    Due,
+    /// Not reached last time: not dialled before this instant.
+    After(Instant),
+}
+
+/// How long a callback keeps its place at most (the citizen is not on the line meanwhile).
+const CALLBACK_MAX_WAIT: Duration = Duration::from_secs(8 * 3600);
 
 #[derive(Debug)]
 struct Queue {
@@ -249,6 +289,7 @@ impl Acd {
                 offered: None,
                 deadline: now + q.settings.max_wait,
                 next_announce: None,
+                callback: None,
             },
         );
         self.dispatch(now);
@@ -261,6 +302,103 @@ impl Acd {
             self.announce_due(now);
         }
         Ok(ticket)
+    }
+
+    /// A callback ticket (restored at start from the store): in line, not on the line. Unlike
+    /// [`Acd::handle_enqueue`] it needs no agent logged in now.
+    pub fn handle_enqueue_callback(
+        &mut self,
+        now: Instant,
+        queue: &str,
+        priority: u8,
+    ) -> Result<Ticket, AcdError> {
+        if !self.queues.contains_key(queue) {
+            return Err(AcdError::UnknownQueue(queue.to_owned()));
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.callers.insert(
+            ticket,
+            Caller {
+                queue: queue.to_owned(),
+                priority,
+                since: now,
+                offered: None,
+                deadline: now + CALLBACK_MAX_WAIT,
+                next_announce: None,
+                callback: Some(Callback::Due),
+            },
+        );
+        self.dispatch(now);
+        Ok(ticket)
+    }
+
+    /// The waiting caller asked to be called back and hangs up: the ticket keeps its place.
+    /// An agent being rung for them is released. `false`: no such ticket (gone meanwhile).
+    pub fn handle_to_callback(&mut self, now: Instant, ticket: Ticket) -> bool {
+        let Some(c) = self.callers.get_mut(&ticket) else {
+            return false;
+        };
+        c.callback = Some(Callback::Due);
+        c.next_announce = None;
+        c.deadline = c.since + CALLBACK_MAX_WAIT;
+        if let Some(agent) = c.offered.take() {
+            self.release(&agent);
+        }
+        self.dispatch(now);
+        true
+    }
+
+    /// The citizen of a callback answered and is on the line again: the agent reserved for
+    /// them is rung now; without one they wait at their place like any caller.
+    pub fn handle_reclaim(&mut self, now: Instant, ticket: Ticket) -> bool {
+        let Some(c) = self.callers.get_mut(&ticket) else {
+            return false;
+        };
+        let Some(q) = self.queues.get(&c.queue) else {
+            return false;
+        };
+        c.callback = None;
+        c.deadline = now + q.settings.max_wait;
+        let ring = q.settings.ring_timeout;
+        let reserved = c.offered.clone().filter(|agent| {
+            self.agents.get(agent).is_some_and(
+                |a| matches!(a.state, AgentState::Reserved { ticket: t, .. } if t == ticket),
+            )
+        });
+        match reserved {
+            Some(agent) => {
+                if let Some(a) = self.agents.get_mut(&agent) {
+                    a.state = AgentState::Offered {
+                        ticket,
+                        until: now + ring,
+                    };
+                }
+                self.out.push_back(AcdOutput::Offer { ticket, agent });
+            }
+            None => {
+                c.offered = None;
+                self.dispatch(now);
+            }
+        }
+        true
+    }
+
+    /// A callback's citizen was not reached this time: the reserved agent is free again and the
+    /// ticket's next turn comes `retry` from now at the earliest (at its place).
+    pub fn handle_callback_failed(&mut self, now: Instant, ticket: Ticket, retry: Duration) {
+        let Some(c) = self.callers.get_mut(&ticket) else {
+            return;
+        };
+        c.callback = Some(if retry.is_zero() {
+            Callback::Due
+        } else {
+            Callback::After(now + retry)
+        });
+        if let Some(agent) = c.offered.take() {
+            self.release(&agent);
+        }
+        self.dispatch(now);
     }
 
     /// The caller left the queue unserved: hung up, or chose a voice message or a callback.
@@ -421,6 +559,36 @@ impl Acd {
             });
             self.handle_offer_failed(now, ticket);
         }
+        // A reservation whose citizen did not answer in time: the agent serves others; the
+        // callback keeps its place (and its reclaim, should the citizen answer late, waits).
+        let lapsed: Vec<(String, Ticket)> = self
+            .agents
+            .iter()
+            .filter_map(|(uri, a)| match a.state {
+                AgentState::Reserved { ticket, until } if until <= now => {
+                    Some((uri.clone(), ticket))
+                }
+                _ => None,
+            })
+            .collect();
+        for (agent, ticket) in lapsed {
+            self.release(&agent);
+            let hold = self
+                .callers
+                .get(&ticket)
+                .and_then(|c| self.queues.get(&c.queue))
+                .map_or(Duration::ZERO, |q| q.settings.callback_hold);
+            if let Some(c) = self.callers.get_mut(&ticket) {
+                c.offered = None;
+                // Not dialled again while the last try may still ring.
+                c.callback = Some(Callback::After(now + hold));
+            }
+        }
+        for c in self.callers.values_mut() {
+            if matches!(c.callback, Some(Callback::After(t)) if t <= now) {
+                c.callback = Some(Callback::Due);
+            }
+        }
         for a in self.agents.values_mut() {
             if let AgentState::WrapUp { until } = a.state
                 && until <= now
@@ -501,6 +669,7 @@ impl Acd {
                     .iter()
                     .filter(|a| a.state == AgentState::Idle)
                     .count();
+                let callbacks = waiting.iter().filter(|c| c.callback.is_some()).count();
                 QueueStatus {
                     name: name.clone(),
                     waiting: waiting.len(),
@@ -512,6 +681,7 @@ impl Acd {
                     agents_logged_in: members.len(),
                     agents_busy: members.len() - idle,
                     agents_idle: idle,
+                    callbacks,
                     answered: q.answered,
                     abandoned: q.abandoned,
                     gave_up: q.gave_up,
@@ -524,7 +694,10 @@ impl Acd {
     /// An agent reserved for a caller who is gone is idle again, as long idle as before.
     fn release(&mut self, agent: &str) {
         if let Some(a) = self.agents.get_mut(agent)
-            && matches!(a.state, AgentState::Offered { .. })
+            && matches!(
+                a.state,
+                AgentState::Offered { .. } | AgentState::Reserved { .. }
+            )
         {
             a.state = AgentState::Idle;
         }
@@ -550,26 +723,44 @@ impl Acd {
             let best = self
                 .callers
                 .iter()
-                .filter(|(_, c)| c.offered.is_none() && agent.queues.contains(&c.queue))
+                .filter(|(_, c)| {
+                    c.offered.is_none()
+                        && agent.queues.contains(&c.queue)
+                        && !matches!(c.callback, Some(Callback::After(t)) if t > now)
+                })
                 .min_by_key(|(t, c)| rank(c, **t))
-                .map(|(&t, c)| (t, c.queue.clone()));
-            let Some((ticket, queue)) = best else {
+                .map(|(&t, c)| (t, c.queue.clone(), c.callback.is_some()));
+            let Some((ticket, queue, callback)) = best else {
                 continue;
             };
-            let ring = self
+            let (ring, hold) = self
                 .queues
                 .get(&queue)
-                .map_or(Duration::ZERO, |q| q.settings.ring_timeout);
+                .map_or((Duration::ZERO, Duration::ZERO), |q| {
+                    (q.settings.ring_timeout, q.settings.callback_hold)
+                });
             if let Some(c) = self.callers.get_mut(&ticket) {
                 c.offered = Some(uri.clone());
             }
             if let Some(a) = self.agents.get_mut(&uri) {
-                a.state = AgentState::Offered {
-                    ticket,
-                    until: now + ring,
+                a.state = if callback {
+                    AgentState::Reserved {
+                        ticket,
+                        until: now + hold,
+                    }
+                } else {
+                    AgentState::Offered {
+                        ticket,
+                        until: now + ring,
+                    }
                 };
             }
-            self.out.push_back(AcdOutput::Offer { ticket, agent: uri });
+            let out = if callback {
+                AcdOutput::CallBack { ticket, agent: uri }
+            } else {
+                AcdOutput::Offer { ticket, agent: uri }
+            };
+            self.out.push_back(out);
         }
     }
 
@@ -610,7 +801,9 @@ impl Acd {
     fn next_deadline(&self) -> Option<Instant> {
         let agents = self.agents.values().flat_map(|a| {
             let state = match a.state {
-                AgentState::Offered { until, .. } | AgentState::WrapUp { until } => Some(until),
+                AgentState::Offered { until, .. }
+                | AgentState::Reserved { until, .. }
+                | AgentState::WrapUp { until } => Some(until),
                 _ => None,
             };
             [state, a.skip_until]
@@ -618,7 +811,12 @@ impl Acd {
         // A caller whose agent rings hears no announcement until the offer has failed.
         let callers = self.callers.values().flat_map(|c| {
             let announce = c.next_announce.filter(|_| c.offered.is_none());
-            [Some(c.deadline), announce]
+            // A callback waiting out its retry may be dialled then.
+            let callback = match c.callback {
+                Some(Callback::After(t)) => Some(t),
+                _ => None,
+            };
+            [Some(c.deadline), announce.or(callback)]
         });
         agents.chain(callers).flatten().min()
     }
@@ -649,6 +847,7 @@ mod tests {
             max_wait: s(300),
             announce_every: s(30),
             initial_handle_time: s(120),
+            callback_hold: s(40),
         }
     }
 
@@ -883,5 +1082,100 @@ mod tests {
             acd.handle_enqueue(t0, "general", 0),
             Err(AcdError::NoAgents("general".into()))
         );
+    }
+
+    #[test]
+    fn a_callback_keeps_its_place_and_gets_the_agent_reserved_for_it() {
+        let t0 = Instant::now();
+        let mut q = settings(&[A]);
+        q.wrap_up = Duration::ZERO;
+        let mut acd = acd(t0, &[("general", q)]);
+        let c1 = acd.handle_enqueue(t0, "general", 0).expect("c1");
+        let c2 = acd.handle_enqueue(t0 + s(1), "general", 0).expect("c2");
+        let c3 = acd.handle_enqueue(t0 + s(2), "general", 0).expect("c3");
+        acd.handle_answered(t0 + s(3), c1);
+        drain(&mut acd);
+        // c2 asks for a callback and hangs up: no more announcements, still ahead of c3.
+        assert!(acd.handle_to_callback(t0 + s(10), c2));
+        assert_eq!(acd.position(c3), Some(2));
+        assert_eq!(acd.status(t0 + s(10))[0].callbacks, 1);
+        acd.handle_timeout(t0 + s(40));
+        let (out, _) = drain(&mut acd);
+        assert!(positions(&out).iter().all(|(t, _)| *t != c2), "{out:?}");
+        // The agent is free: c2's turn. The agent is reserved, nobody rung yet.
+        acd.handle_call_ended(t0 + s(50), c1);
+        let (out, _) = drain(&mut acd);
+        assert_eq!(
+            out,
+            [AcdOutput::CallBack {
+                ticket: c2,
+                agent: A.into()
+            }]
+        );
+        assert_eq!(acd.status(t0 + s(50))[0].agents_idle, 0);
+        // Not reached: the agent takes c3; c2 keeps its place and waits out its retry.
+        acd.handle_callback_failed(t0 + s(70), c2, s(60));
+        let (out, _) = drain(&mut acd);
+        assert_eq!(out, [offer(c3, A)]);
+        assert_eq!(acd.position(c2), Some(1));
+        acd.handle_answered(t0 + s(72), c3);
+        acd.handle_call_ended(t0 + s(100), c3);
+        assert_eq!(drain(&mut acd).0, [], "c2's retry has not passed");
+        let (_, wake) = drain(&mut acd);
+        assert_eq!(wake, Some(t0 + s(130)), "woken for the retry");
+        acd.handle_timeout(t0 + s(130));
+        let (out, _) = drain(&mut acd);
+        assert_eq!(
+            out,
+            [AcdOutput::CallBack {
+                ticket: c2,
+                agent: A.into()
+            }]
+        );
+        // The citizen answers: the reserved agent rings for them at once.
+        assert!(acd.handle_reclaim(t0 + s(140), c2));
+        assert_eq!(drain(&mut acd).0, [offer(c2, A)]);
+        acd.handle_answered(t0 + s(142), c2);
+        assert_eq!(acd.status(t0 + s(142))[0].waiting, 0);
+    }
+
+    #[test]
+    fn a_reservation_lapses_and_a_restored_callback_needs_no_agent_now() {
+        let t0 = Instant::now();
+        let mut acd = acd(t0, &[("general", settings(&["1001"]))]);
+        // Restored at start: nobody is logged in yet, the callback still takes its place.
+        let c = acd
+            .handle_enqueue_callback(t0, "general", 0)
+            .expect("restored");
+        assert_eq!(drain(&mut acd).0, []);
+        acd.handle_login(t0 + s(1), "1001", "general")
+            .expect("login");
+        let (out, wake) = drain(&mut acd);
+        assert_eq!(
+            out,
+            [AcdOutput::CallBack {
+                ticket: c,
+                agent: "1001".into()
+            }]
+        );
+        assert_eq!(wake, Some(t0 + s(41)), "the hold ends");
+        // Nobody answered within the hold: the agent is free again.
+        acd.handle_timeout(t0 + s(41));
+        let (out, wake) = drain(&mut acd);
+        assert_eq!(out, [], "not dialled again while the last try may ring");
+        assert_eq!(wake, Some(t0 + s(81)));
+        acd.handle_timeout(t0 + s(81));
+        let (out, _) = drain(&mut acd);
+        assert_eq!(
+            out,
+            [AcdOutput::CallBack {
+                ticket: c,
+                agent: "1001".into()
+            }],
+            "its turn again"
+        );
+        assert!(acd.handle_reclaim(t0 + s(85), c));
+        assert_eq!(drain(&mut acd).0, [offer(c, "1001")]);
+        assert!(!acd.handle_reclaim(t0 + s(46), 999), "an unknown ticket");
     }
 }

@@ -352,6 +352,10 @@ pub struct OutboundConfig {
     /// How long after the missed call its callback is placed at the earliest.
     #[serde(with = "crate::config::seconds")]
     pub missed_call_delay_s: Duration,
+    /// The flow a queue callback runs when the citizen answers (a caller who pressed a transfer
+    /// step's `callback:` key while waiting): it tells them why we call, and its `transfer`
+    /// rejoins the queue they left, at the place kept.
+    pub queue_callback_flow: String,
 }
 
 impl Default for OutboundConfig {
@@ -371,6 +375,7 @@ impl Default for OutboundConfig {
             failed_retry_s: Duration::from_secs(60),
             missed_call_flow: None,
             missed_call_delay_s: Duration::from_secs(30),
+            queue_callback_flow: "queue_callback".into(),
         }
     }
 }
@@ -492,6 +497,7 @@ impl QueueConfig {
             max_wait: self.max_wait_s,
             announce_every: self.announce_every_s,
             initial_handle_time: self.initial_handle_time_s,
+            callback_hold: super::acd::QueueSettings::default().callback_hold,
         }
     }
 }

@@ -150,6 +150,9 @@ pub enum CallCommand {
     },
     /// Leave the agent queue unserved (the caller chose another step while waiting).
     LeaveQueue,
+    /// The caller waiting in a queue asked to be called back in their turn: keep their place
+    /// without the call; report with [`CallCore::handle_callback_result`].
+    QueueCallback,
     /// Play the ringback tone for this long while the agent's phone rings.
     Ringback(Duration),
     /// Play hold music while the caller waits in a queue (until the next `Play` or
@@ -561,6 +564,25 @@ impl CallCore {
         }
     }
 
+    /// The queue took the callback (the caller's place is kept without the call; the flow
+    /// confirms and hangs up), or refused it (the caller keeps waiting on the line).
+    pub fn handle_callback_result(&mut self, _now: Instant, result: Result<(), String>) {
+        match result {
+            Ok(()) if matches!(self.state, State::Queued { .. }) => {
+                tracing::info!("queue callback: the place is kept, the caller may hang up");
+                self.state = State::InFlow;
+                self.commands.push_back(CallCommand::CloseAgentLeg);
+                self.commands.push_back(CallCommand::StopPlayback);
+                self.pending.push_back(Event::CallbackQueued);
+            }
+            Ok(()) => {}
+            Err(reason) => {
+                tracing::info!(%reason, "queue callback refused: still waiting");
+                self.pending.push_back(Event::CallbackRefused { reason });
+            }
+        }
+    }
+
     /// Whether the caller waits in an agent queue.
     pub fn in_queue(&self) -> bool {
         matches!(self.state, State::Queued { .. })
@@ -783,6 +805,15 @@ impl CallCore {
                     self.state = State::InFlow;
                     self.commands.push_back(CallCommand::CloseAgentLeg);
                     self.commands.push_back(CallCommand::StopPlayback);
+                }
+            }
+            Action::QueueCallback => {
+                if matches!(self.state, State::Queued { .. }) {
+                    self.commands.push_back(CallCommand::QueueCallback);
+                } else {
+                    self.pending.push_back(Event::CallbackRefused {
+                        reason: "not waiting in a queue".into(),
+                    });
                 }
             }
             Action::Record { max_seconds, beep } => {

@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// A queue callback waiting for its turn in the queue (the queue releases it).
+    Held,
     /// Waiting for its time, the calling hours, or a free line.
     Queued,
     /// INVITE sent.
@@ -48,6 +50,7 @@ impl Status {
     /// The name in the API.
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Held => "held",
             Status::Queued => "queued",
             Status::Dialing => "dialing",
             Status::Ringing => "ringing",
@@ -64,7 +67,7 @@ impl Status {
     pub fn is_final(self) -> bool {
         !matches!(
             self,
-            Status::Queued | Status::Dialing | Status::Ringing | Status::Answered
+            Status::Held | Status::Queued | Status::Dialing | Status::Ringing | Status::Answered
         )
     }
 }
@@ -77,6 +80,9 @@ pub enum Origin {
     Api,
     /// The callback of a call that did not reach service; its callback order.
     MissedCall { order_id: String },
+    /// A caller who asked, waiting in `queue`, to be called back in their turn: held until the
+    /// queue releases it; on answer the call rejoins the queue at the place kept.
+    QueueCallback { queue: String, priority: u8 },
 }
 
 /// One try at the number.
@@ -277,6 +283,9 @@ pub enum DialerOutput {
     Dial(OutboundCall),
     /// End the job's call in progress (cancelled); its end is reported as usual.
     Hangup(String),
+    /// A queue callback's try failed and it may be tried again: it is held again; tell its
+    /// queue to give its turn back after `retry`.
+    Returned { id: String, retry: Duration },
     /// Nothing else pending: call [`Dialer::handle_timeout`] then, or earlier with new input.
     Timeout(Option<DateTime<Utc>>),
 }
@@ -308,13 +317,33 @@ impl Dialer {
     pub fn live(&self) -> usize {
         self.jobs
             .values()
-            .filter(|j| j.status != Status::Queued)
+            .filter(|j| !matches!(j.status, Status::Queued | Status::Held))
             .count()
     }
 
     /// Jobs waiting to dial.
     pub fn queued(&self) -> usize {
-        self.jobs.len() - self.live()
+        self.jobs
+            .values()
+            .filter(|j| j.status == Status::Queued)
+            .count()
+    }
+
+    /// Queue callbacks waiting for their turn (for the queues to restore at start).
+    pub fn held(&self) -> impl Iterator<Item = &OutboundCall> {
+        self.jobs.values().filter(|j| j.status == Status::Held)
+    }
+
+    /// A queue callback's turn came: dial it now. `false`: not a held job (gone, or a try of
+    /// it is already under way).
+    pub fn handle_release(&mut self, now: DateTime<Utc>, id: &str) -> bool {
+        let Some(job) = self.jobs.get_mut(id).filter(|j| j.status == Status::Held) else {
+            return false;
+        };
+        job.status = Status::Queued;
+        job.not_before = now;
+        self.schedule(now);
+        true
     }
 
     /// An open job by id.
@@ -331,7 +360,7 @@ impl Dialer {
                 continue;
             }
             match job.status {
-                Status::Queued => {}
+                Status::Queued | Status::Held => {}
                 Status::Answered => {
                     self.close_attempt(&mut job, now, Status::Completed, None, "interrupted");
                     job.status = Status::Failed;
@@ -369,7 +398,7 @@ impl Dialer {
         id: &str,
     ) -> Result<OutboundCall, CancelError> {
         let mut job = self.jobs.remove(id).ok_or(CancelError::NotFound)?;
-        if job.status != Status::Queued {
+        if !matches!(job.status, Status::Queued | Status::Held) {
             self.out.push_back(DialerOutput::Hangup(job.id.clone()));
             self.close_attempt(&mut job, now, Status::Cancelled, None, "cancelled");
         }
@@ -411,6 +440,13 @@ impl Dialer {
                 let again = self.retry(&mut job, now, class);
                 self.out.push_back(DialerOutput::Save(job.clone()));
                 if again {
+                    if job.status == Status::Held {
+                        let retry = self.policy(class).after;
+                        self.out.push_back(DialerOutput::Returned {
+                            id: job.id.clone(),
+                            retry,
+                        });
+                    }
                     self.jobs.insert(job.id.clone(), job);
                 }
             }
@@ -457,14 +493,23 @@ impl Dialer {
         }
     }
 
-    /// Queue the job again if the policy for `class` allows another try; else end it so.
-    fn retry(&self, job: &mut OutboundCall, now: DateTime<Utc>, class: Status) -> bool {
-        let policy = match class {
+    fn policy(&self, class: Status) -> Retry {
+        match class {
             Status::Busy => self.settings.busy,
             Status::NoAnswer => self.settings.no_answer,
             _ => self.settings.failed,
-        };
+        }
+    }
+
+    /// Queue the job again if the policy for `class` allows another try; else end it so. A
+    /// queue callback is held again instead: its queue decides when its turn comes back.
+    fn retry(&self, job: &mut OutboundCall, now: DateTime<Utc>, class: Status) -> bool {
+        let policy = self.policy(class);
         if job.tries_ending(class) < policy.tries.max(1) {
+            if matches!(job.origin, Origin::QueueCallback { .. }) {
+                job.status = Status::Held;
+                return true;
+            }
             job.status = Status::Queued;
             job.not_before = now + chrono::Duration::from_std(policy.after).unwrap_or_default();
             true
@@ -613,6 +658,7 @@ mod tests {
                     dialled.push(j.id)
                 }
                 DialerOutput::Hangup(id) => hung.push(id),
+                DialerOutput::Returned { id, .. } => panic!("only queue callbacks return: {id}"),
                 DialerOutput::Timeout(t) => return (saved, dialled, hung, t),
             }
         }
@@ -858,5 +904,57 @@ mod tests {
             "{saved:?}"
         );
         assert_eq!(dialled, ["w"]);
+    }
+
+    #[test]
+    fn a_queue_callback_is_held_until_released_and_held_again_when_not_reached() {
+        let mut d = Dialer::new(settings());
+        let now = t(10, 0, 0);
+        let mut j = job("q", now);
+        j.origin = Origin::QueueCallback {
+            queue: "general".into(),
+            priority: 0,
+        };
+        j.status = Status::Held;
+        d.handle_submit(now, j);
+        let (_, dialled, _, _) = drain(&mut d);
+        assert!(dialled.is_empty(), "held: not dialled");
+        assert_eq!(d.held().count(), 1);
+        assert!(d.handle_release(now, "q"));
+        assert_eq!(drain(&mut d).1, ["q"]);
+        assert!(!d.handle_release(now, "q"), "already under way");
+        d.handle_progress(
+            now,
+            "q",
+            Progress::Failed {
+                status: 486,
+                reason: "busy".into(),
+            },
+        );
+        let mut returned = None;
+        let mut saved = Vec::new();
+        loop {
+            match d.poll_output() {
+                DialerOutput::Save(j) => saved.push(j.status),
+                DialerOutput::Returned { id, retry } => returned = Some((id, retry)),
+                DialerOutput::Timeout(_) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(saved, [Status::Held]);
+        assert_eq!(returned, Some(("q".to_string(), Duration::from_secs(60))));
+        // The second busy ends it (busy: 2 tries).
+        assert!(d.handle_release(now, "q"));
+        drain(&mut d);
+        d.handle_progress(
+            now,
+            "q",
+            Progress::Failed {
+                status: 486,
+                reason: "busy".into(),
+            },
+        );
+        let (saved, _, _, _) = drain(&mut d);
+        assert_eq!(saved, [("q".to_string(), Status::Busy)]);
     }
 }

@@ -52,8 +52,12 @@ pub(super) async fn run(
                 let Some(ev) = ev else { break };
                 // Agents' phones registering: news for the queues, not for a call.
                 let ev = match ev {
-                    CallEvent::AgentRegistered { user, contact, .. } => {
-                        shared.queues.registered(user, contact);
+                    CallEvent::AgentRegistered { user, contact, source, transport, .. } => {
+                        let route = super::queues::nat_route(&contact, source, transport);
+                        if route.is_some() {
+                            tracing::info!(%user, %source, "agent registered from behind NAT: rung at the address it registered from");
+                        }
+                        shared.queues.registered(user, contact, route);
                         continue;
                     }
                     CallEvent::AgentUnregistered { user } => {

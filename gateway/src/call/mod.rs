@@ -173,6 +173,7 @@ impl CallService {
         }
         .context("cannot start the media pacer threads")?;
         let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let queues = queues::Queues::start(config.calls.queue_settings(), config.node.utc_offset);
         let outbound = outbound::Outbound::start(
             config.calls.outbound.trunk.is_some().then(|| {
                 config
@@ -182,7 +183,9 @@ impl CallService {
             }),
             store.clone(),
             control_tx.clone(),
+            queues.clone(),
         );
+        queues.attach_outbound(outbound.clone());
         let shared = Arc::new(Shared {
             outbound,
             ports,
@@ -198,7 +201,7 @@ impl CallService {
             prompts: PromptCache::new(),
             sip: sip.commands.clone(),
             speech: crate::speech::SpeechService::start(&config.speech),
-            queues: queues::Queues::start(config.calls.queue_settings(), config.node.utc_offset),
+            queues,
         });
         let (stop, stop_rx) = watch::channel(false);
         let queues = shared.queues.clone();

@@ -213,9 +213,46 @@ pub fn missed(caller: &str, sip_call_id: &str, hour: &str) -> CallOrder {
     }
 }
 
+/// The callback order of a queue callback not reached after every try its policy allows: the
+/// caller gave up their place on the line for the call back, so the task goes on as an order.
+/// One per callback job (`job`), however often the outcome is stored.
+pub fn callback_not_reached(caller: &str, job: &str, status: &str) -> CallOrder {
+    let ctx = CallContext {
+        sip_call_id: job,
+        caller: Some(caller),
+        language: "zh",
+        speech: &[],
+    };
+    let mut s = base(&ctx);
+    s.kind = Some(Kind::Help);
+    s.text = format!("市民排队时选择回电，轮到时回拨未能接通（{status}），请再次回拨。");
+    let mut h = Sha256::new();
+    h.update(b"queue-callback");
+    CallOrder {
+        claim: IdempotencyClaim {
+            client: "phone".into(),
+            key: format!("queue-callback:{job}"),
+            body_sha256: h.finalize().into(),
+        },
+        submission: s,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_callback_not_reached_is_one_order_per_job() {
+        let a = callback_not_reached("13800138000", "c-q-1", "no_answer");
+        let b = callback_not_reached("13800138000", "c-q-1", "no_answer");
+        let c = callback_not_reached("13800138000", "c-q-2", "busy");
+        assert_eq!(a.claim.key, b.claim.key);
+        assert_ne!(a.claim.key, c.claim.key);
+        assert_eq!(a.submission.kind, Some(Kind::Help));
+        assert!(c.submission.text.contains("busy"), "{}", c.submission.text);
+        assert_eq!(a.submission.citizen.phone.as_deref(), Some("13800138000"));
+    }
 
     #[test]
     fn a_missed_call_is_one_order_per_caller_and_hour() {

@@ -16,6 +16,7 @@ use super::dialer::{
     CancelError, Dialer, DialerOutput, DialerSettings, Origin, OutboundCall, Progress, Status,
 };
 use super::events::Control;
+use super::queues::Queues;
 use crate::store::{Store, StoreError, StoredCall};
 
 /// One attempt for the call manager to place.
@@ -35,6 +36,7 @@ type CancelReply = (
 
 enum Request {
     Submit(Box<OutboundCall>),
+    Release(String),
     Cancel(String, oneshot::Sender<Result<OutboundCall, CancelError>>),
 }
 
@@ -63,12 +65,14 @@ impl Outbound {
         settings: Option<DialerSettings>,
         store: Store,
         control: mpsc::UnboundedSender<Control>,
+        queues: Queues,
     ) -> Outbound {
         let Some(settings) = settings else {
             return Outbound { tx: None, store };
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(Dialer::new(settings), store.clone(), rx, control));
+        let links = Links { control, queues };
+        tokio::spawn(run(Dialer::new(settings), store.clone(), rx, links));
         Outbound {
             tx: Some(tx),
             store,
@@ -139,6 +143,13 @@ impl Outbound {
         }
     }
 
+    /// A held queue callback's turn came: dial it.
+    pub fn release(&self, id: &str) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Request::Release(id.to_owned()));
+        }
+    }
+
     /// Cancel an open job.
     pub async fn cancel(
         &self,
@@ -168,12 +179,21 @@ fn parse(c: &StoredCall) -> Option<OutboundCall> {
         .ok()
 }
 
+/// The tasks the outbound calls' task talks to.
+struct Links {
+    /// The call manager: it places the calls.
+    control: mpsc::UnboundedSender<Control>,
+    /// The agent queues: held callbacks' turns.
+    queues: Queues,
+}
+
 async fn run(
     mut dialer: Dialer,
     store: Store,
     mut rx: mpsc::UnboundedReceiver<Request>,
-    control: mpsc::UnboundedSender<Control>,
+    links: Links,
 ) {
+    let Links { control, queues } = links;
     let (progress_tx, mut progress) = mpsc::unbounded_channel::<(String, Progress)>();
     // Cancel switches of the jobs whose call is up.
     let mut cancels: HashMap<String, watch::Sender<bool>> = HashMap::new();
@@ -188,6 +208,15 @@ async fn run(
                 tracing::info!(jobs = jobs.len(), "outbound calls: resuming the open jobs");
             }
             dialer.handle_resume(Utc::now(), jobs);
+            // Callbacks waiting for their turn take their places in line again (in the order
+            // they were asked for).
+            let mut held: Vec<&OutboundCall> = dialer.held().collect();
+            held.sort_by_key(|j| (j.created_at, j.id.clone()));
+            for job in held {
+                if let Origin::QueueCallback { queue, priority } = &job.origin {
+                    queues.restore(&job.id, queue, *priority);
+                }
+            }
         }
         Err(e) => tracing::error!(error = %e, "outbound calls: open jobs not read; not resumed"),
     }
@@ -206,6 +235,12 @@ async fn run(
                                 metrics::counter!("gateway_outbound_calls_total", "status" => job.status.as_str()).increment(1);
                                 tracing::info!(job = %job.id, status = job.status.as_str(), tries = job.attempts.len(), "outbound call ended");
                                 report_to_order(&store, &job);
+                                if matches!(job.origin, Origin::QueueCallback { .. }) {
+                                    queues.callback_ended(&job.id);
+                                    if job.status != Status::Completed {
+                                        not_reached_order(&store, &job);
+                                    }
+                                }
                             }
                         }
                         Err(e) => {
@@ -241,6 +276,7 @@ async fn run(
                         ));
                     }
                 }
+                DialerOutput::Returned { id, retry } => queues.callback_failed(&id, retry),
                 DialerOutput::Hangup(id) => {
                     if let Some(c) = cancels.get(&id) {
                         let _ = c.send(true);
@@ -263,6 +299,11 @@ async fn run(
             req = rx.recv() => match req {
                 None => break,
                 Some(Request::Submit(job)) => dialer.handle_submit(Utc::now(), *job),
+                Some(Request::Release(id)) => {
+                    if !dialer.handle_release(Utc::now(), &id) {
+                        tracing::debug!(job = %id, "queue callback released but not held");
+                    }
+                }
                 Some(Request::Cancel(id, reply)) => {
                     cancelled = Some((reply, dialer.handle_cancel(Utc::now(), &id)));
                 }
@@ -300,6 +341,28 @@ fn report_to_order(store: &Store, job: &OutboundCall) {
         let addition = crate::store::Addition::Note(note);
         if let Err(e) = store.attach(&id, addition, "outbound", Utc::now()).await {
             tracing::warn!(order_id = %id, error = %e, "callback result not added to the order");
+        }
+    });
+}
+
+/// A queue callback not reached after every try: a callback order keeps the task.
+fn not_reached_order(store: &Store, job: &OutboundCall) {
+    let order = super::order::callback_not_reached(&job.to, &job.id, job.status.as_str());
+    let store = store.clone();
+    let id = job.id.clone();
+    tokio::spawn(async move {
+        use crate::intake::{self, Idempotency, Intake, Via};
+        let via = Via::CallCallback {
+            at: Some("queue callback not reached"),
+        };
+        let claim = Idempotency::Redelivery(order.claim);
+        match intake::accept(&Intake::new(store), via, order.submission, claim).await {
+            Ok(a) => {
+                tracing::info!(job = %id, order_id = %a.id(), "queue callback not reached: callback order")
+            }
+            Err(e) => {
+                tracing::error!(job = %id, error = %e, "queue callback not reached: no order")
+            }
         }
     });
 }

@@ -4,8 +4,10 @@
 //! One task owns the [`Acd`]; calls talk to it through a cloneable [`Queues`] handle. A call
 //! that joins a queue hands over a channel for its [`QueueNews`] (an agent to ring, a position to
 //! announce, being given up on) and reports back how an offer went and when its call with the
-//! agent ended. Everything is in memory on this node: callbacks that keep their place (stored,
-//! surviving a restart) come with outbound calls.
+//! agent ended. A caller who asks for a callback leaves a *held* outbound call (stored, so it
+//! survives a restart: [`super::outbound`] restores it here at start) and their ticket keeps its
+//! place without a call; when its turn comes the agent is reserved and the outbound call
+//! released, and once the citizen answers, that call reclaims the ticket and the agent rings.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,8 +20,12 @@ use super::acd::{Acd, AcdError, AcdOutput, QueueSettings, QueueStatus, Ticket};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueNews {
     /// Ring this agent (their SIP URI) for the caller; report with [`Queues::answered`] or
-    /// [`Queues::offer_failed`].
-    Offer { agent: String },
+    /// [`Queues::offer_failed`]. `via`: send the INVITE there instead of the URI's host (an
+    /// agent's phone registered from behind NAT: its Contact names a private address).
+    Offer {
+        agent: String,
+        via: Option<AgentRoute>,
+    },
     /// Stop ringing this agent: the offer rang out (the queue has moved on already).
     Withdrawn { agent: String },
     /// Tell the caller where they stand.
@@ -29,6 +35,41 @@ pub enum QueueNews {
     },
     /// The caller waited the queue's longest: they are out of it (the flow's `on_fail` runs).
     GaveUp,
+}
+
+/// Where a registered agent's phone is reached: the address its REGISTER came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentRoute {
+    pub addr: std::net::SocketAddr,
+    pub transport: sip::Transport,
+}
+
+/// The registration's route when its phone is behind NAT: the Contact names a private address
+/// (RFC 1918, shared 100.64/10, link-local, unique-local IPv6) other than the one the REGISTER
+/// came from, reachable only through the NAT binding the REGISTER opened (the test Kamailio's
+/// `nat_uac_test` makes before `fix_nated_register`). A public or same-host Contact, or a name,
+/// is rung as registered.
+pub fn nat_route(
+    contact: &str,
+    source: std::net::SocketAddr,
+    transport: sip::Transport,
+) -> Option<AgentRoute> {
+    let target = super::bridge::AgentTarget::parse(contact).ok()?;
+    let ip: std::net::IpAddr = target.host.parse().ok()?;
+    let private = match ip {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_private()
+                || v4.is_link_local()
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        std::net::IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    (private && ip != source.ip()).then_some(AgentRoute {
+        addr: source,
+        transport,
+    })
 }
 
 enum Request {
@@ -46,6 +87,7 @@ enum Request {
     Registered {
         user: String,
         contact: String,
+        route: Option<AgentRoute>,
     },
     Unregistered {
         user: String,
@@ -56,6 +98,35 @@ enum Request {
         on: bool,
         reply: oneshot::Sender<Result<(), AcdError>>,
     },
+    /// The waiting caller of `ticket` is to be called back by the held outbound call `job`.
+    ToCallback {
+        ticket: Ticket,
+        job: String,
+        reply: oneshot::Sender<bool>,
+    },
+    /// A held queue callback from the store (at start).
+    Restore {
+        job: String,
+        queue: String,
+        priority: u8,
+    },
+    /// The callback `job`'s citizen answered: the call takes its ticket back.
+    Reclaim {
+        job: String,
+        news: mpsc::UnboundedSender<QueueNews>,
+        reply: oneshot::Sender<Option<Ticket>>,
+    },
+    /// The callback `job` was not reached this time; its turn comes back after `retry`.
+    CallbackFailed {
+        job: String,
+        retry: Duration,
+    },
+    /// The callback `job` ended (reached and served, or tried out): its ticket, if still
+    /// waiting, leaves the queue.
+    CallbackEnded {
+        job: String,
+    },
+    Outbound(super::outbound::Outbound),
 }
 
 /// A handle on the queues' task (cheap to clone; every call holds one).
@@ -81,6 +152,12 @@ impl std::fmt::Debug for Request {
             Request::SetLoggedIn {
                 queue, agent, on, ..
             } => write!(f, "SetLoggedIn({queue}, {agent}, {on})"),
+            Request::ToCallback { ticket, job, .. } => write!(f, "ToCallback({ticket}, {job})"),
+            Request::Restore { job, queue, .. } => write!(f, "Restore({job}, {queue})"),
+            Request::Reclaim { job, .. } => write!(f, "Reclaim({job})"),
+            Request::CallbackFailed { job, .. } => write!(f, "CallbackFailed({job})"),
+            Request::CallbackEnded { job } => write!(f, "CallbackEnded({job})"),
+            Request::Outbound(_) => write!(f, "Outbound"),
         }
     }
 }
@@ -140,9 +217,14 @@ impl Queues {
         let _ = self.tx.send(Request::Ended(ticket));
     }
 
-    /// An agent's phone registered at `contact`: they are logged in to their queues.
-    pub fn registered(&self, user: String, contact: String) {
-        let _ = self.tx.send(Request::Registered { user, contact });
+    /// An agent's phone registered at `contact` (reached through `route` when behind NAT):
+    /// they are logged in to their queues.
+    pub fn registered(&self, user: String, contact: String, route: Option<AgentRoute>) {
+        let _ = self.tx.send(Request::Registered {
+            user,
+            contact,
+            route,
+        });
     }
 
     /// An agent's registration ended: logged out of their queues (a call in progress goes on).
@@ -165,6 +247,62 @@ impl Queues {
         rx.await.map_err(|_| gone())?
     }
 
+    /// The outbound calls that carry out callbacks (set once both tasks run).
+    pub fn attach_outbound(&self, outbound: super::outbound::Outbound) {
+        let _ = self.tx.send(Request::Outbound(outbound));
+    }
+
+    /// The caller of `ticket` hangs up to be called back by the held outbound call `job`,
+    /// keeping their place. `false`: the ticket is gone (served or given up meanwhile).
+    pub async fn to_callback(&self, ticket: Ticket, job: &str) -> bool {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(Request::ToCallback {
+            ticket,
+            job: job.to_owned(),
+            reply,
+        });
+        sent.is_ok() && rx.await.unwrap_or(false)
+    }
+
+    /// A held queue callback found in the store at start takes a place in its queue.
+    pub fn restore(&self, job: &str, queue: &str, priority: u8) {
+        let _ = self.tx.send(Request::Restore {
+            job: job.to_owned(),
+            queue: queue.to_owned(),
+            priority,
+        });
+    }
+
+    /// The citizen of callback `job` answered: their ticket is this call's again.
+    pub async fn reclaim(&self, job: &str) -> Option<(Ticket, mpsc::UnboundedReceiver<QueueNews>)> {
+        let (news, news_rx) = mpsc::unbounded_channel();
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Reclaim {
+                job: job.to_owned(),
+                news,
+                reply,
+            })
+            .ok()?;
+        let ticket = rx.await.ok()??;
+        Some((ticket, news_rx))
+    }
+
+    /// Callback `job` was not reached; its turn comes back after `retry`.
+    pub fn callback_failed(&self, job: &str, retry: Duration) {
+        let _ = self.tx.send(Request::CallbackFailed {
+            job: job.to_owned(),
+            retry,
+        });
+    }
+
+    /// Callback `job` is over (its ticket, if still waiting, leaves).
+    pub fn callback_ended(&self, job: &str) {
+        let _ = self.tx.send(Request::CallbackEnded {
+            job: job.to_owned(),
+        });
+    }
+
     /// Every queue's figures now.
     pub async fn status(&self) -> Vec<QueueStatus> {
         let (reply, rx) = oneshot::channel();
@@ -181,8 +319,17 @@ async fn run(
     utc_offset: chrono::FixedOffset,
 ) {
     let mut calls: BTreeMap<Ticket, mpsc::UnboundedSender<QueueNews>> = BTreeMap::new();
+    // Tickets whose caller is to be called back: the held outbound call's id.
+    let mut callbacks: BTreeMap<Ticket, String> = BTreeMap::new();
+    let mut outbound: Option<super::outbound::Outbound> = None;
+    let ticket_of = |callbacks: &BTreeMap<Ticket, String>, job: &str| {
+        callbacks
+            .iter()
+            .find(|(_, j)| j.as_str() == job)
+            .map(|(t, _)| *t)
+    };
     // Registered agents' contacts: an offer to `1001` rings where 1001's phone registered.
-    let mut contacts: BTreeMap<String, String> = BTreeMap::new();
+    let mut contacts: BTreeMap<String, (String, Option<AgentRoute>)> = BTreeMap::new();
     let mut wake: Option<Instant> = None;
     let today = || chrono::Utc::now().with_timezone(&utc_offset).date_naive();
     let mut day = today();
@@ -222,8 +369,8 @@ async fn run(
                     Request::Status(reply) => {
                         let _ = reply.send(acd.status(now));
                     }
-                    Request::Registered { user, contact } => {
-                        contacts.insert(user.clone(), contact);
+                    Request::Registered { user, contact, route } => {
+                        contacts.insert(user.clone(), (contact, route));
                         for queue in acd.queues_of(&user) {
                             if let Err(e) = acd.handle_login(now, &user, &queue) {
                                 tracing::warn!(%user, %queue, error = %e, "agent not logged in");
@@ -244,6 +391,51 @@ async fn run(
                             let _ = acd.handle_logout(now, &user, &queue);
                         }
                     }
+                    Request::ToCallback { ticket, job, reply } => {
+                        let ok = acd.handle_to_callback(now, ticket);
+                        if ok {
+                            calls.remove(&ticket);
+                            callbacks.insert(ticket, job);
+                        }
+                        let _ = reply.send(ok);
+                    }
+                    Request::Restore { job, queue, priority } => {
+                        match acd.handle_enqueue_callback(now, &queue, priority) {
+                            Ok(ticket) => {
+                                callbacks.insert(ticket, job);
+                            }
+                            Err(e) => tracing::warn!(%job, error = %e, "queue callback not restored"),
+                        }
+                    }
+                    Request::Reclaim { job, news, reply } => {
+                        let reclaimed = match ticket_of(&callbacks, &job) {
+                            Some(t) => {
+                                // The news must be in place before the ACD rings the agent.
+                                calls.insert(t, news);
+                                if acd.handle_reclaim(now, t) {
+                                    callbacks.remove(&t);
+                                    Some(t)
+                                } else {
+                                    calls.remove(&t);
+                                    None
+                                }
+                            }
+                            None => None,
+                        };
+                        let _ = reply.send(reclaimed);
+                    }
+                    Request::CallbackFailed { job, retry } => {
+                        if let Some(t) = ticket_of(&callbacks, &job) {
+                            acd.handle_callback_failed(now, t, retry);
+                        }
+                    }
+                    Request::CallbackEnded { job } => {
+                        if let Some(t) = ticket_of(&callbacks, &job) {
+                            callbacks.remove(&t);
+                            acd.handle_left(now, t);
+                        }
+                    }
+                    Request::Outbound(o) => outbound = Some(o),
                 }
             }
             () = sleep => acd.handle_timeout(Instant::now()),
@@ -261,12 +453,12 @@ async fn run(
                 AcdOutput::Offer { ticket, agent } => {
                     // A registered agent is rung where their phone is.
                     let uri = if agent.contains(':') {
-                        Some(agent.clone())
+                        Some((agent.clone(), None))
                     } else {
                         contacts.get(&agent).cloned()
                     };
                     match uri {
-                        Some(uri) => (ticket, QueueNews::Offer { agent: uri }),
+                        Some((uri, via)) => (ticket, QueueNews::Offer { agent: uri, via }),
                         None => {
                             acd.handle_offer_failed(Instant::now(), ticket);
                             continue;
@@ -287,6 +479,28 @@ async fn run(
                         estimated_wait,
                     },
                 ),
+                AcdOutput::CallBack { ticket, agent } => {
+                    // The agent is held; the citizen is dialled (their answer reclaims).
+                    match (callbacks.get(&ticket), &outbound) {
+                        (Some(job), Some(o)) => {
+                            tracing::info!(ticket, %agent, %job, "queue callback: its turn");
+                            o.release(job);
+                        }
+                        _ => acd.handle_callback_failed(
+                            Instant::now(),
+                            ticket,
+                            Duration::from_secs(30),
+                        ),
+                    }
+                    continue;
+                }
+                AcdOutput::GaveUp { ticket } if callbacks.contains_key(&ticket) => {
+                    if let (Some(job), Some(o)) = (callbacks.remove(&ticket), &outbound) {
+                        let o = o.clone();
+                        tokio::spawn(async move { o.cancel(&job).await });
+                    }
+                    continue;
+                }
                 AcdOutput::GaveUp { ticket } => (ticket, QueueNews::GaveUp),
             };
             let gone = match calls.get(&ticket) {
@@ -330,5 +544,36 @@ fn publish(status: &[QueueStatus]) {
         }
         metrics::gauge!("gateway_queue_average_wait_seconds", "queue" => name)
             .set(q.average_wait_s as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_contact_from_another_address_is_behind_nat() {
+        let source: std::net::SocketAddr = "203.0.113.7:40412".parse().expect("addr");
+        let udp = sip::Transport::Udp;
+        let route = nat_route("sip:1001@192.168.1.20:5060;transport=udp", source, udp);
+        assert_eq!(
+            route,
+            Some(AgentRoute {
+                addr: source,
+                transport: udp
+            })
+        );
+        assert!(
+            nat_route("sip:1001@100.72.0.9", source, udp).is_some(),
+            "carrier-grade NAT"
+        );
+        assert!(nat_route("sip:1001@[fd00::20]:5060", source, udp).is_some());
+        // Rung as registered: a public address, the source's own address (another port), a
+        // name, nonsense.
+        assert_eq!(nat_route("sip:1001@198.51.100.4:5060", source, udp), None);
+        let local: std::net::SocketAddr = "10.0.0.5:5099".parse().expect("addr");
+        assert_eq!(nat_route("sip:1001@10.0.0.5:5060", local, udp), None);
+        assert_eq!(nat_route("sip:1001@phone.local", source, udp), None);
+        assert_eq!(nat_route("not a uri", source, udp), None);
     }
 }

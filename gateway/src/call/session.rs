@@ -110,6 +110,9 @@ struct Call {
 /// A call's place in an agent queue.
 struct QueueWait {
     ticket: Ticket,
+    /// The queue and the caller's priority in it (a callback keeps both).
+    queue: String,
+    priority: u8,
     news: mpsc::UnboundedReceiver<QueueNews>,
     /// The flow's context for the agent (as a plain transfer passes it).
     context: BTreeMap<String, String>,
@@ -504,6 +507,10 @@ impl Call {
                 context,
                 priority,
             } => self.transfer(target, context, priority).await,
+            CallCommand::QueueCallback => {
+                let result = self.queue_callback().await;
+                self.core.handle_callback_result(Instant::now(), result);
+            }
             CallCommand::LeaveQueue => {
                 if let Some(q) = self.queued.take() {
                     tracing::info!("left the agent queue for another step");
@@ -836,6 +843,11 @@ impl Call {
         context: BTreeMap<String, String>,
         priority: u8,
     ) {
+        if let Some(job) = self.outbound.as_ref().and_then(|l| l.queue_callback()) {
+            // A queue callback's transfer rejoins the queue the caller left, at their place.
+            self.rejoin_queue(job, context).await;
+            return;
+        }
         if let ivr_flows::model::TransferTarget::Queue(q) = &target
             && self.shared.queues.has(q)
         {
@@ -858,7 +870,7 @@ impl Call {
                 .handle_transfer_failed(Instant::now(), "no agent configured".into());
             return;
         };
-        match self.place_agent_leg(&uri, &context).await {
+        match self.place_agent_leg(&uri, &context, None).await {
             Ok(()) => self.core.handle_agent_dialing(Instant::now()),
             Err(reason) => {
                 tracing::warn!(%uri, %reason, "transfer: agent leg not placed");
@@ -879,6 +891,8 @@ impl Call {
                 tracing::info!(queue, ticket, priority, "joined the agent queue");
                 self.queued = Some(QueueWait {
                     ticket,
+                    queue: queue.to_owned(),
+                    priority,
                     news,
                     context,
                 });
@@ -892,19 +906,85 @@ impl Call {
         }
     }
 
+    /// The citizen of a queue callback answered: take the ticket back (the agent reserved for
+    /// it rings at once).
+    async fn rejoin_queue(&mut self, job: String, context: BTreeMap<String, String>) {
+        match self.shared.queues.reclaim(&job).await {
+            Some((ticket, news)) => {
+                tracing::info!(ticket, "queue callback: back at the kept place");
+                self.queued = Some(QueueWait {
+                    ticket,
+                    queue: String::new(),
+                    priority: 0,
+                    news,
+                    context,
+                });
+                self.core.handle_queued(Instant::now());
+            }
+            None => self.core.handle_transfer_failed(
+                Instant::now(),
+                "the place in the queue is no longer kept".into(),
+            ),
+        }
+    }
+
+    /// The caller asked to be called back in their turn: a held outbound call is stored, then
+    /// the queue keeps the ticket without the call.
+    async fn queue_callback(&mut self) -> Result<(), String> {
+        let Some(q) = self.queued.as_ref() else {
+            return Err("not waiting in a queue".into());
+        };
+        if q.queue.is_empty() {
+            return Err("already a callback".into());
+        }
+        let outbound = &self.shared.outbound;
+        if !outbound.enabled() {
+            return Err("outbound calls are off".into());
+        }
+        let to = adapters::submission::normalize_phone(&self.caller)
+            .ok_or_else(|| "no number to call back".to_owned())?;
+        let now = Utc::now();
+        let mut job = super::dialer::OutboundCall::new(
+            format!(
+                "c-q-{}-{:012x}",
+                now.format("%Y%m%d"),
+                rand::random::<u64>() & 0xffff_ffff_ffff
+            ),
+            to,
+            self.shared.settings.outbound.queue_callback_flow.clone(),
+            BTreeMap::new(),
+            super::dialer::Origin::QueueCallback {
+                queue: q.queue.clone(),
+                priority: q.priority,
+            },
+            now,
+            now,
+        );
+        job.status = super::dialer::Status::Held;
+        let id = job.id.clone();
+        outbound.submit(job).await.map_err(|e| e.to_string())?;
+        if !self.shared.queues.to_callback(q.ticket, &id).await {
+            let _ = outbound.cancel(&id).await;
+            return Err("the place in the queue is gone".into());
+        }
+        tracing::info!(job = %id, "queue callback: place kept, the caller will be called back");
+        self.queued = None;
+        Ok(())
+    }
+
     /// What the queue decided for this caller.
     async fn on_queue_news(&mut self, news: Option<QueueNews>) {
         let Some(ticket) = self.queued.as_ref().map(|q| q.ticket) else {
             return;
         };
         match news {
-            Some(QueueNews::Offer { agent }) => {
+            Some(QueueNews::Offer { agent, via }) => {
                 let context = self
                     .queued
                     .as_ref()
                     .map(|q| q.context.clone())
                     .unwrap_or_default();
-                if let Err(reason) = self.place_agent_leg(&agent, &context).await {
+                if let Err(reason) = self.place_agent_leg(&agent, &context, via).await {
                     tracing::warn!(%agent, %reason, "queue: agent leg not placed");
                     self.shared.queues.offer_failed(ticket);
                 }
@@ -1000,12 +1080,19 @@ impl Call {
         &mut self,
         uri: &str,
         context: &BTreeMap<String, String>,
+        via: Option<super::queues::AgentRoute>,
     ) -> Result<(), String> {
         if self.agent.is_some() {
             return Err("a transfer is already under way".into());
         }
-        let target = AgentTarget::parse(uri)?;
-        let destination = target.resolve().await?;
+        let mut target = AgentTarget::parse(uri)?;
+        let destination = match via {
+            Some(route) => {
+                target.transport = route.transport;
+                route.addr
+            }
+            None => target.resolve().await?,
+        };
         let media = &self.shared.settings.media;
         let ports = self
             .shared

@@ -14,7 +14,6 @@
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -357,27 +356,7 @@ async fn a_call_refused_at_capacity_is_called_back_when_the_line_is_free() {
     .await;
     let target = format!("127.0.0.1:{sip_port}");
     // The one call the hotline takes: a caller who hangs up after 12 s.
-    let (port, rtp) = (free_port().to_string(), free_port().to_string());
-    let mut first = Command::new("sipp")
-        .current_dir(&work)
-        .arg("-sf")
-        .arg(sipp::scenario("caller-gives-up.xml"))
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-mi",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-mp",
-            &rtp,
-        ])
-        .args(["-m", "1", "-timeout", "60", &target])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp");
+    let mut first = super::call_transfer::spawn_caller("caller-gives-up.xml", &target, &work);
     let busy = wait_until(Duration::from_secs(20), || async {
         gw.metrics().await.contains("gateway_calls_active 1")
     })

@@ -455,6 +455,73 @@ async fn an_agent_who_registers_is_rung_where_their_phone_is_and_a_wrong_passwor
     );
 }
 
+#[tokio::test]
+async fn an_agent_behind_nat_is_rung_where_its_register_came_from() {
+    let (dir, work) = workdirs();
+    let secret = dir.path().join("agent-1001");
+    std::fs::write(&secret, "tiger-9\n").expect("secret");
+    let sip_extra = format!(
+        "\n[sip.agents.1001]\npassword_file = {:?}\n",
+        secret.display().to_string()
+    );
+    let (gw, sip_port) = gateway_with(dir.path(), "1001", &sip_extra, "ring_timeout_s = 10").await;
+    // The phone registers from `nat_port`, naming a private address in its Contact.
+    let nat_port = free_udp_port();
+    let target = format!("127.0.0.1:{sip_port}");
+    let (w, t) = (work.clone(), target.clone());
+    let (code, log) = tokio::task::spawn_blocking(move || {
+        let rtp = free_udp_port().to_string();
+        sipp::call(
+            &w,
+            &sipp::scenario("agent-register-nat.xml"),
+            &[
+                "-p",
+                &nat_port.to_string(),
+                "-mp",
+                &rtp,
+                "-s",
+                "1001",
+                "-au",
+                "1001",
+                "-ap",
+                "tiger-9",
+            ],
+            30,
+            &t,
+        )
+    })
+    .await
+    .expect("sipp task");
+    assert_eq!(
+        code,
+        0,
+        "expected 401 then 200: {log}\n--- gateway ---\n{}",
+        gw.log()
+    );
+    // The same port now takes calls (as the NAT binding would carry them to the phone).
+    let mut agent = start_agent("agent-answers.xml", nat_port, 1, &work);
+    wait_bound(nat_port).await;
+    let (code, log) = tokio::task::spawn_blocking(move || {
+        caller(&sipp::scenario("caller-transfer.xml"), &target, &work)
+    })
+    .await
+    .expect("caller task");
+    assert_eq!(code, 0, "{log}\n--- gateway ---\n{}", gw.log());
+    assert_eq!(
+        agent_exit(&mut agent).await,
+        0,
+        "--- gateway ---\n{}",
+        gw.log()
+    );
+    let record = gw.call_record().await;
+    assert_eq!(record["outcome"], "agent_hangup", "{record}");
+    assert!(
+        gw.log().contains("agent registered from behind NAT"),
+        "{}",
+        gw.log()
+    );
+}
+
 /// The admin API logs an agent in and out (a break, a shift's end); mistakes get clear errors.
 #[tokio::test]
 async fn the_admin_api_logs_agents_in_and_out() {
@@ -511,4 +578,310 @@ async fn the_admin_api_logs_agents_in_and_out() {
         );
     }
     assert_eq!(logged_in().await, Some(0), "no mistake changed anything");
+}
+
+/// The queue flow with a callback key, and the flow a queue callback runs on answer.
+const CALLBACK_FLOW: &str = r#"
+flow: main
+start: agent
+settings:
+  language: zh
+steps:
+  agent:
+    type: transfer
+    say:
+      zh: { text: "正在为您转接人工服务，请稍候。", audio: connecting.wav }
+      en: { text: "Connecting you to an agent.", audio: connecting.wav }
+    queue: hotline
+    callback:
+      key: "1"
+      say:
+        zh: { text: "好的，轮到您时给您回电。", audio: connecting.wav }
+        en: { text: "We will call you back in your turn.", audio: connecting.wav }
+    on_fail: busy
+  busy:
+    type: hangup
+    say:
+      zh: { text: "坐席忙，请稍后再拨。", audio: connecting.wav }
+      en: { text: "All agents are busy. Please call again later.", audio: connecting.wav }
+    reason: agents_busy
+"#;
+
+const QUEUE_CALLBACK_FLOW: &str = r#"
+flow: queue_callback
+start: why
+steps:
+  why:
+    type: prompt
+    say:
+      zh: { text: "您好，这里是12345，现在为您接通人工服务。", audio: connecting.wav }
+      en: { text: "Hello, this is 12345 calling you back.", audio: connecting.wav }
+    next: agent
+  agent:
+    type: transfer
+    queue: hotline
+    on_fail: bye
+  bye:
+    type: hangup
+    reason: agents_busy
+"#;
+
+/// A gateway whose `hotline` queue (no wrap-up, no announcements) has one agent at
+/// `agent_port` and offers the callback key, calling back through the trunk at `phone_port`;
+/// RTP ports from `rtp_min`.
+async fn callback_gateway(
+    root: &Path,
+    agent_port: u16,
+    phone_port: u16,
+    rtp_min: u16,
+) -> (Gateway, u16) {
+    let flows = root.join("flows");
+    std::fs::create_dir_all(&flows).expect("mkdir");
+    std::fs::write(flows.join("main.yaml"), CALLBACK_FLOW).expect("write flow");
+    std::fs::write(flows.join("queue_callback.yaml"), QUEUE_CALLBACK_FLOW).expect("write flow");
+    write_prompt(&flows.join("connecting.wav"));
+    let sip_port = free_port();
+    let extra = format!(
+        "[sip]\nudp = \"127.0.0.1:{sip_port}\"\ntcp = \"127.0.0.1:{sip_port}\"\n\n\
+         [media]\nrtp_port_min = {rtp_min}\nrtp_port_max = {}\n\n\
+         [calls.queues.hotline]\nagents = [\"sip:agent@127.0.0.1:{agent_port}\"]\n\
+         wrap_up_s = 0\nannounce_every_s = 0\nring_timeout_s = 10\n\n\
+         [calls.outbound]\ntrunk = \"sip:127.0.0.1:{phone_port}\"\ncalling_hours = \"00:00-24:00\"\n\n\
+         [ivr]\nflows_dir = {:?}\nreload = false\n",
+        rtp_min + 999,
+        flows.display().to_string()
+    );
+    let mut gw =
+        Gateway::spawn_with_extra(GatewayOptions::new(&root.join("gw")), free_port(), &extra);
+    gw.wait_ready().await;
+    (gw, sip_port)
+}
+
+/// A caller who presses 1 (the callback key) by SIP INFO 4 s after the answer and is hung up.
+async fn caller_asking_for_a_callback(target: &str, work: &Path) -> (i32, String) {
+    let (t, w) = (target.to_owned(), work.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
+        let rtp_port = free_udp_port().to_string();
+        sipp::call(
+            &w,
+            &sipp::scenario("caller-key-while-waiting.xml"),
+            &[
+                "-p",
+                &port,
+                "-mp",
+                &rtp,
+                "-key",
+                "info_digit",
+                "1",
+                "-key",
+                "rtp_port",
+                &rtp_port,
+            ],
+            60,
+            &t,
+        )
+    })
+    .await
+    .expect("caller task")
+}
+
+#[tokio::test]
+async fn a_caller_who_asks_for_a_callback_is_called_back_in_their_place_before_the_next() {
+    let (dir, work) = workdirs();
+    let (agent_port, phone_port) = (free_udp_port(), free_udp_port());
+    let (gw, sip_port) = callback_gateway(dir.path(), agent_port, phone_port, 46000).await;
+    // The agent takes three calls: the first caller, the one called back, the third.
+    let mut agent = start_agent("agent-answers-slowly.xml", agent_port, 3, &work);
+    wait_bound(agent_port).await;
+    // The phone the second caller is called back on.
+    let mut phone = super::call_transfer::start_uas(
+        "phone-answers-keys.xml",
+        phone_port,
+        1,
+        &work,
+        &["-key", "info_digit", "5"],
+    );
+    wait_bound(phone_port).await;
+    let target = format!("127.0.0.1:{sip_port}");
+    // First: served at once (the agent rings 3 s, then talks 5 s).
+    let first = {
+        let (t, w) = (target.clone(), work.clone());
+        tokio::task::spawn_blocking(move || caller(&sipp::scenario("caller-transfer.xml"), &t, &w))
+    };
+    let served = support::wait_until(Duration::from_secs(20), || async {
+        gw.get("/v1/queues", Some(ADMIN_KEY)).await.body["queues"][0]["agents_busy"] == 1
+    })
+    .await;
+    assert!(
+        served,
+        "the first caller did not reach the agent: {}",
+        gw.log()
+    );
+    // Second: presses 1 four seconds after the answer, hears the confirmation, is hung up.
+    let second = {
+        let (t, w) = (target.clone(), work.clone());
+        tokio::spawn(async move { caller_asking_for_a_callback(&t, &w).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Third: waits on the line behind the second's kept place.
+    let third = {
+        let (t, w) = (target.clone(), work.clone());
+        tokio::task::spawn_blocking(move || caller(&sipp::scenario("caller-transfer.xml"), &t, &w))
+    };
+    let (code, log) = second.await.expect("second caller");
+    assert_eq!(
+        code,
+        0,
+        "the second caller was not hung up after the key: {log}\n{}",
+        gw.log()
+    );
+    let kept = gw.get("/v1/queues", Some(ADMIN_KEY)).await;
+    let calls = gw.get("/v1/calls", Some(ADMIN_KEY)).await;
+    let job = &calls.body["calls"][0];
+    assert_eq!(job["origin"]["kind"], "queue_callback", "{}", calls.text);
+    assert_eq!(job["to"], "13800138000", "{}", calls.text);
+    for c in [first, third] {
+        let (code, log) = c.await.expect("caller task");
+        assert_eq!(
+            code,
+            0,
+            "a caller's SIPp failed: {log}\n--- gateway ---\n{}",
+            gw.log()
+        );
+    }
+    assert_eq!(
+        agent_exit(&mut agent).await,
+        0,
+        "the agent took three calls: {}",
+        gw.log()
+    );
+    assert_eq!(
+        agent_exit(&mut phone).await,
+        0,
+        "the phone was called back: {}",
+        gw.log()
+    );
+    let id = job["id"].as_str().expect("id");
+    let done = gw
+        .get(&format!("/v1/calls/{id}"), Some(ADMIN_KEY))
+        .await
+        .body;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(
+        kept.body["queues"][0]["callbacks"].as_u64() <= Some(1),
+        "{}",
+        kept.text
+    );
+    // Served in the order they called: the callback (an outbound call record) between the
+    // first and the third caller. Each bridged call ends when the agent hangs up, before the
+    // agent is offered the next: the records' ends are the order of service.
+    let records = gw.call_records(4).await;
+    let bridged: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r["transfer_to"].is_string())
+        .map(|r| {
+            (
+                r["ended_at"].as_str().unwrap_or_default().to_owned(),
+                r["direction"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let mut order = bridged.clone();
+    order.sort();
+    let directions: Vec<&str> = order.iter().map(|(_, d)| d.as_str()).collect();
+    assert_eq!(
+        directions,
+        ["inbound", "outbound", "inbound"],
+        "the called-back caller was served in their place: {records:?}\n--- gateway ---\n{}",
+        gw.log()
+    );
+}
+
+#[tokio::test]
+async fn a_callback_waiting_when_the_gateway_is_killed_is_made_after_the_restart_once() {
+    let (dir, work) = workdirs();
+    let (agent_port, phone_port) = (free_udp_port(), free_udp_port());
+    let (mut gw, sip_port) = callback_gateway(dir.path(), agent_port, phone_port, 47000).await;
+    // The agent is busy with a first caller while the second asks for a callback.
+    let mut busy_agent = start_agent("agent-answers-slowly.xml", agent_port, 1, &work);
+    wait_bound(agent_port).await;
+    let target = format!("127.0.0.1:{sip_port}");
+    let mut first = super::call_transfer::spawn_caller("caller-transfer.xml", &target, &work);
+    let served = support::wait_until(Duration::from_secs(20), || async {
+        gw.get("/v1/queues", Some(ADMIN_KEY)).await.body["queues"][0]["agents_busy"] == 1
+    })
+    .await;
+    assert!(
+        served,
+        "the first caller did not reach the agent: {}",
+        gw.log()
+    );
+    let (code, log) = caller_asking_for_a_callback(&target, &work).await;
+    assert_eq!(
+        code,
+        0,
+        "the second caller was not hung up after the key: {log}\n{}",
+        gw.log()
+    );
+    let calls = gw.get("/v1/calls", Some(ADMIN_KEY)).await;
+    let job = calls.body["calls"][0].clone();
+    assert_eq!(
+        job["status"], "held",
+        "waiting for its turn: {}",
+        calls.text
+    );
+    let id = job["id"].as_str().expect("id").to_owned();
+    // Kill everything on the line; the callback is only in the store now.
+    gw.kill9();
+    let _ = first.kill();
+    let _ = busy_agent.kill();
+    let _ = first.wait();
+    let _ = busy_agent.wait();
+    let mut phone = super::call_transfer::start_uas(
+        "phone-answers-keys.xml",
+        phone_port,
+        1,
+        &work,
+        &["-key", "info_digit", "5"],
+    );
+    wait_bound(phone_port).await;
+    let mut agent = start_agent("agent-answers.xml", agent_port, 1, &work);
+    wait_bound(agent_port).await;
+    gw.restart().await;
+    let done = support::wait_until(Duration::from_secs(60), || async {
+        gw.get(&format!("/v1/calls/{id}"), Some(ADMIN_KEY))
+            .await
+            .body["status"]
+            == "completed"
+    })
+    .await;
+    let job = gw
+        .get(&format!("/v1/calls/{id}"), Some(ADMIN_KEY))
+        .await
+        .body;
+    assert!(
+        done,
+        "the kept callback was not made after the restart: {job}\n{}",
+        gw.log()
+    );
+    assert_eq!(
+        job["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "dialled once: {job}"
+    );
+    assert_eq!(
+        job["result"]["ending"], "agent_hangup",
+        "reached the agent: {job}"
+    );
+    assert_eq!(
+        agent_exit(&mut phone).await,
+        0,
+        "the phone was called back once"
+    );
+    assert_eq!(
+        agent_exit(&mut agent).await,
+        0,
+        "the agent took the callback"
+    );
 }

@@ -116,27 +116,7 @@ async fn a_call_refused_at_capacity_leaves_one_callback_order_per_caller_and_hou
     std::fs::create_dir_all(&work).expect("mkdir");
     let target = format!("127.0.0.1:{sip_port}");
     // The one call the hotline takes: a caller who stays on the line.
-    let (port, rtp) = (free_port().to_string(), free_port().to_string());
-    let mut first = std::process::Command::new("sipp")
-        .current_dir(&work)
-        .arg("-sf")
-        .arg(sipp::scenario("caller-transfer.xml"))
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-mi",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-mp",
-            &rtp,
-        ])
-        .args(["-m", "1", "-timeout", "60", &target])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("sipp");
+    let mut first = super::call_transfer::spawn_caller("caller-transfer.xml", &target, &work);
     let busy = support::wait_until(std::time::Duration::from_secs(20), || async {
         gw.get("/metrics", None)
             .await

@@ -79,6 +79,32 @@ pub(super) fn start_uas(
         .expect("sipp is installed by scripts/setup.sh --test (Debian package sip-tester)")
 }
 
+/// A SIPp caller running one call of `scenario` against `target` in the background (to be
+/// waited for, or killed).
+pub(super) fn spawn_caller(scenario: &str, target: &str, workdir: &Path) -> Child {
+    let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
+    Command::new("sipp")
+        .current_dir(workdir)
+        .arg("-sf")
+        .arg(sipp::scenario(scenario))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-mp",
+            &rtp,
+        ])
+        .args(["-m", "1", "-timeout", "60", target])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp is installed by scripts/setup.sh --test (Debian package sip-tester)")
+}
+
 /// Wait until the agent's SIPp holds its UDP port.
 pub(super) async fn wait_bound(port: u16) {
     for _ in 0..250 {

@@ -60,7 +60,7 @@ fn check_accepts_the_shipped_flows() {
     let dir = shipped_flows();
     let (code, out, err) = gateway(&["flows", "check", dir.to_str().expect("utf-8")], "");
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("ok: 6 flows"), "{out}");
+    assert!(out.contains("ok: 7 flows"), "{out}");
     for flow in ["main", "report", "progress", "voicemail", "survey"] {
         assert!(out.contains(flow), "{flow} missing from {out}");
     }

@@ -17,7 +17,7 @@ use super::super::Shared;
 use super::super::bridge::AgentTarget;
 use super::super::cdr::{self, CallFacts, CallRecord};
 use super::super::core::Outcome;
-use super::super::dialer::{CallResult, OutboundCall, Progress};
+use super::super::dialer::{CallResult, Origin, OutboundCall, Progress};
 use super::super::events::{CallInput, Control, Incoming};
 use super::super::outbound::Dial;
 use super::{Answered, FlowStart, answer_offer, assemble, mask_phone};
@@ -33,9 +33,16 @@ pub(super) struct OutboundLink {
     pub(super) id: String,
     progress: mpsc::UnboundedSender<(String, Progress)>,
     cancel: watch::Receiver<bool>,
+    /// The job is a queue callback: its transfer reclaims the kept place.
+    queue_callback: bool,
 }
 
 impl OutboundLink {
+    /// The job's id when it is a queue callback.
+    pub(super) fn queue_callback(&self) -> Option<String> {
+        self.queue_callback.then(|| self.id.clone())
+    }
+
     /// Report how the answered call ended.
     pub(super) fn ended(self, outcome: &Outcome, duration_ms: u64) {
         let result = CallResult {
@@ -122,6 +129,7 @@ pub async fn run_outbound(
                     id: job.id.clone(),
                     progress: progress.clone(),
                     cancel,
+                    queue_callback: matches!(job.origin, Origin::QueueCallback { .. }),
                 });
                 call.run(rx, backend_rx).await;
             }
