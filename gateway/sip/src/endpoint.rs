@@ -161,6 +161,10 @@ pub enum CallEvent {
         call: CallId,
         /// The SIP Call-ID header, for logs and correlation with the trunk.
         sip_call_id: String,
+        /// The registered agent who placed it, digest-authenticated: only for a call to a
+        /// feature code (a Request-URI user starting with `*`, such as `*21`), which agents'
+        /// phones may place from anywhere when the registrar is on.
+        agent: Option<String>,
         /// The caller's From URI and display name.
         from: String,
         /// The caller's display name, when the From header has one.
@@ -487,7 +491,8 @@ impl Endpoint {
             Ok(Message::Request(r))
                 if !(allowed
                     || self.is_outbound_peer(from, &r)
-                    || (r.method == Method::Register && self.registrar.is_some())) =>
+                    || (self.registrar.is_some()
+                        && (r.method == Method::Register || is_feature_code(&r)))) =>
             {
                 self.forbid(peer, &r);
             }
@@ -950,3 +955,11 @@ fn stamp_via(top: &Via, raw_line: &str, source: SocketAddr) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// A request to a feature code (`sip:*21@gateway`): the Request-URI's user starts with `*`.
+/// Only registered agents place these (authenticated like their REGISTER); INVITE and the ACK
+/// of its non-2xx answer pass the trunk allow-list for that.
+pub(crate) fn is_feature_code(r: &Request) -> bool {
+    matches!(r.method, Method::Invite | Method::Ack)
+        && r.uri.user().is_some_and(|u| u.starts_with('*'))
+}

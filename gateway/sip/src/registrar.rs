@@ -303,13 +303,33 @@ impl Registrar {
         if req.method != Method::Register {
             return Decision::Bad("Not a REGISTER");
         }
+        let user = match self.authenticate(now, req) {
+            Ok(user) => user,
+            Err(decision) => return decision,
+        };
+        // The To header names whose binding this is; an agent registers only themself.
+        let to_user = req
+            .headers
+            .to()
+            .ok()
+            .and_then(|t| t.uri.user().map(str::to_owned));
+        if to_user.as_deref() != Some(user.as_str()) {
+            return Decision::Forbidden("To names another agent");
+        }
+        self.update(now, user, req)
+    }
+
+    /// Check a request's digest credentials (RFC 2617, computed with the request's own method:
+    /// a REGISTER, or an agent's INVITE to a feature code): the agent's name, or what to answer
+    /// instead ([`Decision::Challenge`], [`Decision::Forbidden`], [`Decision::Bad`]).
+    pub fn authenticate(&mut self, now: Instant, req: &Request) -> Result<String, Decision> {
         let Some(auth) = req.headers.get("Authorization") else {
-            return Decision::Challenge { stale: false };
+            return Err(Decision::Challenge { stale: false });
         };
         let c = match parse_digest(auth) {
             Ok(c) => c,
-            Err(DigestError::NotDigest) => return Decision::Challenge { stale: false },
-            Err(_) => return Decision::Bad("Malformed Authorization"),
+            Err(DigestError::NotDigest) => return Err(Decision::Challenge { stale: false }),
+            Err(_) => return Err(Decision::Bad("Malformed Authorization")),
         };
         if c.algorithm
             .as_deref()
@@ -317,29 +337,23 @@ impl Registrar {
             || c.qop.as_deref().is_some_and(|q| q != "auth")
             || c.realm != self.settings.realm
         {
-            return Decision::Challenge { stale: false };
+            return Err(Decision::Challenge { stale: false });
         }
         match self.nonce_fresh(now, &c.nonce) {
-            None => return Decision::Challenge { stale: false },
-            Some(false) => return Decision::Challenge { stale: true },
+            None => return Err(Decision::Challenge { stale: false }),
+            Some(false) => return Err(Decision::Challenge { stale: true }),
             Some(true) => {}
         }
         let Some(password) = self.settings.users.get(&c.username) else {
-            return Decision::Forbidden("unknown agent");
+            return Err(Decision::Forbidden("unknown agent"));
         };
-        if !same(&expected_response(&c, password, "REGISTER"), &c.response) {
-            return Decision::Forbidden("wrong password");
+        if !same(
+            &expected_response(&c, password, req.method.as_str()),
+            &c.response,
+        ) {
+            return Err(Decision::Forbidden("wrong password"));
         }
-        // The To header names whose binding this is; an agent registers only themself.
-        let to_user = req
-            .headers
-            .to()
-            .ok()
-            .and_then(|t| t.uri.user().map(str::to_owned));
-        if to_user.as_deref() != Some(c.username.as_str()) {
-            return Decision::Forbidden("To names another agent");
-        }
-        self.update(now, c.username, req)
+        Ok(c.username)
     }
 
     fn update(&mut self, now: Instant, user: String, req: &Request) -> Decision {

@@ -78,10 +78,24 @@ pub(super) async fn run(
                         }
                         continue;
                     }
+                    // An agent's feature code (`*21`, `*22`), authenticated by the endpoint.
+                    let feature = match &ev {
+                        CallEvent::IncomingCall { agent: Some(agent), request_uri, .. } => {
+                            Some((agent.clone(), session::uri_user(request_uri)))
+                        }
+                        _ => None,
+                    };
                     let Some(incoming) = Incoming::from_event(ev) else { continue };
                     let (tx, rx) = mpsc::unbounded_channel();
                     calls.insert(id, tx);
-                    tasks.spawn(session::run(Arc::clone(&shared), incoming, rx, control_tx.clone()));
+                    match feature {
+                        Some((agent, code)) => {
+                            tasks.spawn(super::feature::run(Arc::clone(&shared), incoming, agent, code, rx));
+                        }
+                        None => {
+                            tasks.spawn(session::run(Arc::clone(&shared), incoming, rx, control_tx.clone()));
+                        }
+                    }
                     metrics::gauge!("gateway_calls_active").set(tasks.len() as f64);
                     continue;
                 }

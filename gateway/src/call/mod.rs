@@ -21,6 +21,9 @@
 //! - [`bridge`]: transfer to an agent as a B2BUA (second leg, relayed audio, order draft).
 //! - [`acd`]: agent queues, sans-IO (who waits, in what order, which agent rings for whom,
 //!   positions and estimated waits); [`queues`]: the task that drives it for every call.
+//! - [`feature`]: agents' feature codes (`*21` log in, `*22` log out), from their phones.
+//! - [`dialer`]: outbound calls, sans-IO (when each is dialled, retries, calling hours);
+//!   [`outbound`]: the task that drives it with the store, the API and the missed calls.
 //! - [`cdr`]: one call detail record per call (outcome, orders, recording, RTP loss and jitter).
 //! - [`config`]: the `[sip]`, `[media]`, `[calls]` and `[speech]` sections.
 
@@ -31,6 +34,7 @@ pub mod config;
 pub mod core;
 pub mod dialer;
 pub mod events;
+pub mod feature;
 pub mod manager;
 pub mod order;
 pub mod outbound;

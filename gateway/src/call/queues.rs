@@ -98,6 +98,12 @@ enum Request {
         on: bool,
         reply: oneshot::Sender<Result<(), AcdError>>,
     },
+    /// Log the agent in to or out of every queue that lists them (a feature code).
+    SetAllLoggedIn {
+        agent: String,
+        on: bool,
+        reply: oneshot::Sender<Result<Vec<String>, AcdError>>,
+    },
     /// The waiting caller of `ticket` is to be called back by the held outbound call `job`.
     ToCallback {
         ticket: Ticket,
@@ -153,6 +159,7 @@ impl std::fmt::Debug for Request {
                 queue, agent, on, ..
             } => write!(f, "SetLoggedIn({queue}, {agent}, {on})"),
             Request::ToCallback { ticket, job, .. } => write!(f, "ToCallback({ticket}, {job})"),
+            Request::SetAllLoggedIn { agent, on, .. } => write!(f, "SetAllLoggedIn({agent}, {on})"),
             Request::Restore { job, queue, .. } => write!(f, "Restore({job}, {queue})"),
             Request::Reclaim { job, .. } => write!(f, "Reclaim({job})"),
             Request::CallbackFailed { job, .. } => write!(f, "CallbackFailed({job})"),
@@ -239,6 +246,20 @@ impl Queues {
         self.tx
             .send(Request::SetLoggedIn {
                 queue: queue.to_owned(),
+                agent: agent.to_owned(),
+                on,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Log `agent` in to or out of every queue that lists them (`*21`, `*22`): those queues.
+    pub async fn set_all_logged_in(&self, agent: &str, on: bool) -> Result<Vec<String>, AcdError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || AcdError::UnknownQueue(String::new());
+        self.tx
+            .send(Request::SetAllLoggedIn {
                 agent: agent.to_owned(),
                 on,
                 reply,
@@ -370,7 +391,10 @@ async fn run(
                         let _ = reply.send(acd.status(now));
                     }
                     Request::Registered { user, contact, route } => {
-                        contacts.insert(user.clone(), (contact, route));
+                        // A refresh keeps the agent's login as it is (a `*22` break holds).
+                        if contacts.insert(user.clone(), (contact, route)).is_some() {
+                            continue;
+                        }
                         for queue in acd.queues_of(&user) {
                             if let Err(e) = acd.handle_login(now, &user, &queue) {
                                 tracing::warn!(%user, %queue, error = %e, "agent not logged in");
@@ -436,6 +460,20 @@ async fn run(
                         }
                     }
                     Request::Outbound(o) => outbound = Some(o),
+                    Request::SetAllLoggedIn { agent, on, reply } => {
+                        let queues = acd.queues_of(&agent);
+                        let r = queues
+                            .iter()
+                            .try_for_each(|q| {
+                                if on {
+                                    acd.handle_login(now, &agent, q)
+                                } else {
+                                    acd.handle_logout(now, &agent, q)
+                                }
+                            })
+                            .map(|()| queues.clone());
+                        let _ = reply.send(r);
+                    }
                 }
             }
             () = sleep => acd.handle_timeout(Instant::now()),

@@ -522,6 +522,58 @@ async fn an_agent_behind_nat_is_rung_where_its_register_came_from() {
     );
 }
 
+/// A registered agent's phone dials `*22` to log out of their queues and `*21` to log back in
+/// (digest-authenticated like the REGISTER); a registration refresh keeps the break.
+#[tokio::test]
+async fn an_agent_logs_out_and_in_by_feature_code_from_their_phone() {
+    let (dir, work) = workdirs();
+    let sip_extra = "\n[sip.agents.1001]\npassword = \"tiger-9\"\n";
+    let (gw, sip_port) = gateway_with(dir.path(), "1001", sip_extra, "").await;
+    let phone_port = free_udp_port();
+    let logged_in = || async {
+        let r = gw.get("/v1/queues", Some(ADMIN_KEY)).await;
+        r.body["queues"][0]["agents_logged_in"].as_u64()
+    };
+    let (code, log) = register(&work, sip_port, "agent-register.xml", "tiger-9", phone_port).await;
+    assert_eq!(code, 0, "{log}\n--- gateway ---\n{}", gw.log());
+    assert_eq!(logged_in().await, Some(1));
+    let feature = |code: &'static str| {
+        let (w, t) = (work.clone(), format!("127.0.0.1:{sip_port}"));
+        tokio::task::spawn_blocking(move || {
+            let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
+            sipp::call(
+                &w,
+                &sipp::scenario("agent-feature-code.xml"),
+                &[
+                    "-p", &port, "-mp", &rtp, "-s", "1001", "-au", "1001", "-ap", "tiger-9",
+                    "-key", "feature", code,
+                ],
+                30,
+                &t,
+            )
+        })
+    };
+    let (code, log) = feature("*22").await.expect("sipp task");
+    assert_eq!(code, 0, "{log}\n--- gateway ---\n{}", gw.log());
+    assert_eq!(logged_in().await, Some(0), "*22 logs the agent out");
+    // The phone refreshes its registration: the break holds.
+    let (code, log) = register(&work, sip_port, "agent-register.xml", "tiger-9", phone_port).await;
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(
+        logged_in().await,
+        Some(0),
+        "a refresh does not end the break"
+    );
+    let (code, log) = feature("*21").await.expect("sipp task");
+    assert_eq!(code, 0, "{log}\n--- gateway ---\n{}", gw.log());
+    assert_eq!(logged_in().await, Some(1), "*21 logs the agent back in");
+    assert!(
+        gw.log().contains("feature code: agent login set"),
+        "{}",
+        gw.log()
+    );
+}
+
 /// The admin API logs an agent in and out (a break, a shift's end); mistakes get clear errors.
 #[tokio::test]
 async fn the_admin_api_logs_agents_in_and_out() {

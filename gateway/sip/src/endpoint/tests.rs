@@ -1500,11 +1500,8 @@ fn a_flood_of_new_calls_from_one_address_is_limited() {
     h.incoming("z9hG4bKlater", "later1");
 }
 
-/// An agent's phone registers from outside the trunk allow-list: challenged, then bound with the
-/// digest answer (the event tells the call layer where to ring the agent), refused 403 with a
-/// wrong password, and forgotten when the binding lapses unrefreshed.
-#[test]
-fn an_agent_registers_with_digest_from_anywhere_and_expires() {
+/// A harness whose endpoint is a registrar for agent 1001 (password `s3cret`).
+fn with_agent_1001() -> Harness {
     let mut h = Harness::new();
     h.ep = Endpoint::new(SipSettings {
         registrar: Some(crate::registrar::RegistrarSettings {
@@ -1513,6 +1510,25 @@ fn an_agent_registers_with_digest_from_anywhere_and_expires() {
         }),
         ..SipSettings::default()
     });
+    h
+}
+
+/// The nonce of a `WWW-Authenticate: Digest ...` challenge.
+fn nonce_of(challenge: &str) -> String {
+    challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|x| x.split('"').next())
+        .expect("nonce")
+        .to_owned()
+}
+
+/// An agent's phone registers from outside the trunk allow-list: challenged, then bound with the
+/// digest answer (the event tells the call layer where to ring the agent), refused 403 with a
+/// wrong password, and forgotten when the binding lapses unrefreshed.
+#[test]
+fn an_agent_registers_with_digest_from_anywhere_and_expires() {
+    let mut h = with_agent_1001();
     let phone: SocketAddr = "198.51.100.7:5062".parse().expect("addr");
     let register = |branch: &str, cseq: u32, auth: &str| {
         format!(
@@ -1530,12 +1546,7 @@ fn an_agent_registers_with_digest_from_anywhere_and_expires() {
         .get("WWW-Authenticate")
         .expect("challenge")
         .to_owned();
-    let nonce = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .and_then(|x| x.split('"').next())
-        .expect("nonce")
-        .to_owned();
+    let nonce = nonce_of(&challenge);
     let auth = |password: &str| {
         let c = crate::registrar::DigestCredentials {
             username: "1001".into(),
@@ -1591,6 +1602,93 @@ fn an_agent_registers_with_digest_from_anywhere_and_expires() {
         "{out:?}"
     );
     // An INVITE from the phone's address is still not the trunk's.
+    let out = h.send_from(phone, Transport::Udp, &invite("z9hG4bKi", "x1"));
+    assert_eq!(statuses(&out), [403]);
+}
+
+/// An agent's phone dials a feature code (`*22`) from outside the trunk allow-list: challenged
+/// 401 like its REGISTER (the 401's ACK is taken, not refused), refused 403 with a wrong
+/// password, and with the right one the call comes up naming the agent. A feature code without
+/// a registrar, or any other number from there, is still the trunk's 403.
+#[test]
+fn an_agent_dials_a_feature_code_authenticated_by_digest() {
+    let mut h = with_agent_1001();
+    let phone: SocketAddr = "198.51.100.7:5062".parse().expect("addr");
+    let feature = |branch: &str, cseq: u32, auth: &str| {
+        format!(
+            "INVITE sip:*22@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5062;branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:1001@127.0.0.1>;tag=p1\r\nTo: <sip:*22@127.0.0.1>\r\n\
+             Call-ID: fc-1\r\nCSeq: {cseq} INVITE\r\nContact: <sip:1001@198.51.100.7:5062>\r\n\
+             {auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let out = h.send_from(phone, Transport::Udp, &feature("z9hG4bKf1", 1, ""));
+    let r = responses(&out);
+    assert_eq!(r[0].status, 401, "{out:?}");
+    assert!(events(&out).is_empty());
+    let challenge = r[0]
+        .headers
+        .get("WWW-Authenticate")
+        .expect("challenge")
+        .to_owned();
+    let ack = "ACK sip:*22@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKf1\r\n\
+               Max-Forwards: 70\r\nFrom: <sip:1001@127.0.0.1>;tag=p1\r\nTo: <sip:*22@127.0.0.1>;tag=x\r\n\
+               Call-ID: fc-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
+    let out = h.send_from(phone, Transport::Udp, ack);
+    assert!(
+        responses(&out).is_empty(),
+        "an ACK is never answered: {out:?}"
+    );
+    let nonce = nonce_of(&challenge);
+    let auth = |password: &str| {
+        let c = crate::registrar::DigestCredentials {
+            username: "1001".into(),
+            realm: "12345".into(),
+            nonce: nonce.clone(),
+            uri: "sip:*22@127.0.0.1".into(),
+            ..Default::default()
+        };
+        let resp = crate::registrar::expected_response(&c, password, "INVITE");
+        format!(
+            "Authorization: Digest username=\"1001\", realm=\"12345\", nonce=\"{nonce}\", \
+             uri=\"sip:*22@127.0.0.1\", response=\"{resp}\"\r\n"
+        )
+    };
+    let out = h.send_from(
+        phone,
+        Transport::Udp,
+        &feature("z9hG4bKf2", 2, &auth("nope")),
+    );
+    assert_eq!(statuses(&out), [403]);
+    assert!(events(&out).is_empty());
+    // A digest computed for REGISTER does not open an INVITE.
+    let c = crate::registrar::DigestCredentials {
+        username: "1001".into(),
+        realm: "12345".into(),
+        nonce: nonce.clone(),
+        uri: "sip:*22@127.0.0.1".into(),
+        ..Default::default()
+    };
+    let wrong_method = crate::registrar::expected_response(&c, "s3cret", "REGISTER");
+    let replayed = format!(
+        "Authorization: Digest username=\"1001\", realm=\"12345\", nonce=\"{nonce}\", \
+         uri=\"sip:*22@127.0.0.1\", response=\"{wrong_method}\"\r\n"
+    );
+    let out = h.send_from(phone, Transport::Udp, &feature("z9hG4bKf3", 3, &replayed));
+    assert_eq!(statuses(&out), [403]);
+    let out = h.send_from(
+        phone,
+        Transport::Udp,
+        &feature("z9hG4bKf4", 4, &auth("s3cret")),
+    );
+    assert_eq!(statuses(&out), [100]);
+    let ev = events(&out);
+    assert!(
+        matches!(&ev[..], [CallEvent::IncomingCall { agent: Some(a), request_uri, .. }]
+            if a == "1001" && request_uri.contains("*22")),
+        "{ev:?}"
+    );
+    // Any other number from the phone's address is not the trunk's.
     let out = h.send_from(phone, Transport::Udp, &invite("z9hG4bKi", "x1"));
     assert_eq!(statuses(&out), [403]);
 }

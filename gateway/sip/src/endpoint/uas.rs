@@ -308,6 +308,38 @@ impl Endpoint {
             self.tx_reply(now, &key, &req, 482, peer);
             return;
         }
+        // A feature code (`*21`) is an agent's, authenticated like their REGISTER.
+        let mut agent = None;
+        if crate::endpoint::is_feature_code(&req)
+            && let Some(registrar) = self.registrar.as_mut()
+        {
+            let (status, extra): (u16, Option<(&str, String)>) =
+                match registrar.authenticate(now, &req) {
+                    Ok(user) => {
+                        agent = Some(user);
+                        (0, None)
+                    }
+                    Err(Decision::Challenge { stale }) => (
+                        401,
+                        Some(("WWW-Authenticate", registrar.challenge(now, stale))),
+                    ),
+                    Err(Decision::Forbidden(why)) => {
+                        tracing::warn!(from = %peer.addr, why, "feature code refused: 403");
+                        (403, None)
+                    }
+                    Err(_) => (400, None),
+                };
+            if status != 0 {
+                let resp = self.simple(&req, status, peer).map(|mut r| {
+                    if let Some((name, value)) = extra {
+                        r.headers.push(name, value);
+                    }
+                    r
+                });
+                self.tx_send(now, &key, is_invite, resp, peer);
+                return;
+            }
+        }
         let local_tag = self.new_tag();
         let dialog = match Dialog::uas(&req, &local_tag) {
             Ok(d) => d,
@@ -334,6 +366,7 @@ impl Endpoint {
         let event = CallEvent::IncomingCall {
             call: id,
             sip_call_id: call_id.to_owned(),
+            agent,
             from: from.uri.to_string(),
             from_display: from.display.clone(),
             to,
