@@ -91,7 +91,15 @@ pub struct Registrar {
     /// The nonces' clock starts at the first REGISTER (no clock inside).
     epoch: Option<Instant>,
     bindings: BTreeMap<String, Binding>,
+    /// Nonces answered, per agent, while fresh: the highest nonce count (`nc`) used with each
+    /// (0 without `qop`, when a nonce is good once), so a captured request cannot be replayed.
+    used: BTreeMap<(String, String), (u64, u32)>,
+    /// Challenges issued (each nonce's sequence number).
+    issued: u64,
 }
+
+/// Most nonces remembered as used at once (each is forgotten when it goes stale anyway).
+const MAX_USED_NONCES: usize = 10_000;
 
 /// The fields of `Authorization: Digest ...` we use.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -256,6 +264,8 @@ impl Registrar {
             secret,
             epoch: None,
             bindings: BTreeMap::new(),
+            used: BTreeMap::new(),
+            issued: 0,
         }
     }
 
@@ -265,28 +275,40 @@ impl Registrar {
         now.saturating_duration_since(epoch).as_secs()
     }
 
-    fn nonce_at(&self, secs: u64) -> String {
+    /// The nonce issued at `secs` as the `seq`-th challenge: each challenge has its own, so
+    /// two phones (or two calls of one) challenged in the same second never share a nonce and
+    /// its counts ([`Registrar::first_use`]).
+    fn nonce_at(&self, secs: u64, seq: u64) -> String {
         let stamp = format!("{secs:x}");
-        let mac = md5_hex(&[&format!("{:x}", self.secret), &stamp, &self.settings.realm]);
-        format!("{stamp}.{}", &mac[..20])
+        let seq = format!("{seq:x}");
+        let mac = md5_hex(&[
+            &format!("{:x}", self.secret),
+            &stamp,
+            &seq,
+            &self.settings.realm,
+        ]);
+        format!("{stamp}.{seq}.{}", &mac[..20])
     }
 
     /// The WWW-Authenticate value of a 401 at `now`.
     pub fn challenge(&mut self, now: Instant, stale: bool) -> String {
         let secs = self.clock(now);
+        self.issued += 1;
         format!(
             "Digest realm=\"{}\", nonce=\"{}\", algorithm=MD5, qop=\"auth\"{}",
             self.settings.realm,
-            self.nonce_at(secs),
+            self.nonce_at(secs, self.issued),
             if stale { ", stale=true" } else { "" }
         )
     }
 
     /// Whether `nonce` is ours: `Some(true)` if still fresh, `Some(false)` if stale.
     fn nonce_fresh(&mut self, now: Instant, nonce: &str) -> Option<bool> {
-        let (stamp, _) = nonce.split_once('.')?;
+        let mut parts = nonce.splitn(3, '.');
+        let (stamp, seq) = (parts.next()?, parts.next()?);
         let secs = u64::from_str_radix(stamp, 16).ok()?;
-        if !same(&self.nonce_at(secs), nonce) {
+        let seq = u64::from_str_radix(seq, 16).ok()?;
+        if !same(&self.nonce_at(secs, seq), nonce) {
             return None;
         }
         let age = self.clock(now).checked_sub(secs)?;
@@ -353,7 +375,44 @@ impl Registrar {
         ) {
             return Err(Decision::Forbidden("wrong password"));
         }
+        if !self.first_use(now, &c) {
+            // A replay (or a client reusing a nonce without qop): a fresh nonce is the answer.
+            return Err(Decision::Challenge { stale: true });
+        }
         Ok(c.username)
+    }
+
+    /// Record the credentials' use of their nonce; `false` when it is not new: the same nonce
+    /// count again (or a lower one) with `qop=auth`, or the nonce again without it.
+    fn first_use(&mut self, now: Instant, c: &DigestCredentials) -> bool {
+        let clock = self.clock(now);
+        let lifetime = NONCE_LIFETIME.as_secs();
+        self.used
+            .retain(|_, (issued, _)| clock.saturating_sub(*issued) <= lifetime);
+        if self.used.len() >= MAX_USED_NONCES {
+            self.used.clear();
+        }
+        let nc = match (&c.qop, &c.nc) {
+            (Some(_), Some(nc)) => match u32::from_str_radix(nc, 16) {
+                Ok(n) if n > 0 => n,
+                _ => return false,
+            },
+            (Some(_), None) => return false,
+            (None, _) => 0,
+        };
+        let issued = c
+            .nonce
+            .split_once('.')
+            .and_then(|(stamp, _)| u64::from_str_radix(stamp, 16).ok())
+            .unwrap_or(clock);
+        let key = (c.username.clone(), c.nonce.clone());
+        match self.used.get(&key) {
+            Some(&(_, last)) if nc <= last || nc == 0 => false,
+            _ => {
+                self.used.insert(key, (issued, nc));
+                true
+            }
+        }
     }
 
     fn update(&mut self, now: Instant, user: String, req: &Request) -> Decision {
@@ -489,6 +548,12 @@ mod tests {
 
     /// What a phone answers to `challenge` (qop=auth).
     fn answer(challenge: &str, user: &str, password: &str) -> String {
+        answer_nc(challenge, user, password, 1)
+    }
+
+    /// The digest answer with nonce count `nc` (a phone counts up as it reuses a nonce).
+    fn answer_nc(challenge: &str, user: &str, password: &str, nc: u32) -> String {
+        let nc = format!("{nc:08x}");
         let nonce = challenge
             .split("nonce=\"")
             .nth(1)
@@ -502,13 +567,13 @@ mod tests {
             response: String::new(),
             algorithm: Some("MD5".into()),
             qop: Some("auth".into()),
-            nc: Some("00000001".into()),
+            nc: Some(nc.clone()),
             cnonce: Some("0a4f113b".into()),
         };
         let response = expected_response(&c, password, "REGISTER");
         format!(
             "Digest username=\"{user}\", realm=\"12345\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", \
-             response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"0a4f113b\""
+             response=\"{response}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"0a4f113b\""
         )
     }
 
@@ -619,23 +684,59 @@ mod tests {
     fn expiry_is_bounded_and_zero_or_star_unregisters() {
         let t0 = Instant::now();
         let mut r = Registrar::new(settings(), 42);
-        let auth = answer(&r.challenge(t0, false), "1001", "s3cret");
+        let challenge = r.challenge(t0, false);
+        // One nonce, counted up request by request, as a phone does.
+        let auth = |nc| answer_nc(&challenge, "1001", "s3cret", nc);
         let contact = "<sip:1001@10.0.0.9:5060>";
-        let brief = register(Some(&auth), contact, Some(10), "1001");
+        let brief = register(Some(&auth(1)), contact, Some(10), "1001");
         assert_eq!(r.handle(t0, &brief), Decision::TooBrief);
-        let long = register(Some(&auth), contact, Some(86_400), "1001");
+        let long = register(Some(&auth(2)), contact, Some(86_400), "1001");
         assert!(matches!(
             r.handle(t0, &long),
             Decision::Done { expires: 3600, .. }
         ));
-        let star = register(Some(&auth), "*", Some(0), "1001");
+        let star = register(Some(&auth(3)), "*", Some(0), "1001");
         assert!(matches!(
             r.handle(t0, &star),
             Decision::Done { contact: None, .. }
         ));
         assert_eq!(r.binding("1001"), None);
-        let star_without_zero = register(Some(&auth), "*", None, "1001");
+        let star_without_zero = register(Some(&auth(4)), "*", None, "1001");
         assert!(matches!(r.handle(t0, &star_without_zero), Decision::Bad(_)));
+    }
+
+    #[test]
+    fn a_captured_register_cannot_be_replayed() {
+        let t0 = Instant::now();
+        let mut r = Registrar::new(settings(), 42);
+        let challenge = r.challenge(t0, false);
+        let contact = "<sip:1001@127.0.0.1:5071>";
+        let first = register(
+            Some(&answer_nc(&challenge, "1001", "s3cret", 1)),
+            contact,
+            None,
+            "1001",
+        );
+        assert!(matches!(r.handle(t0, &first), Decision::Done { .. }));
+        // The same request again (an eavesdropper's copy): a fresh nonce is asked for.
+        assert_eq!(r.handle(t0, &first), Decision::Challenge { stale: true });
+        // The phone itself counts on: accepted; an older count is not.
+        let next = register(
+            Some(&answer_nc(&challenge, "1001", "s3cret", 2)),
+            contact,
+            None,
+            "1001",
+        );
+        assert!(matches!(r.handle(t0, &next), Decision::Done { .. }));
+        assert_eq!(r.handle(t0, &first), Decision::Challenge { stale: true });
+        // A zero or unreadable count is no count.
+        let zero = register(
+            Some(&answer_nc(&challenge, "1001", "s3cret", 0)),
+            contact,
+            None,
+            "1001",
+        );
+        assert_eq!(r.handle(t0, &zero), Decision::Challenge { stale: true });
     }
 
     #[test]
