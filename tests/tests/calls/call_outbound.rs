@@ -195,6 +195,40 @@ async fn a_busy_phone_is_tried_per_policy_and_every_try_recorded() {
 }
 
 #[tokio::test]
+async fn a_phone_nobody_answers_is_cancelled_at_the_ring_timeout_and_ends_no_answer() {
+    let (dir, work) = workdirs();
+    let phone_port = free_udp_port();
+    let (gw, _) = gateway(
+        dir.path(),
+        phone_port,
+        "ring_timeout_s = 2\nno_answer_tries = 1",
+        "",
+    )
+    .await;
+    // Rings until the gateway cancels (200 to the CANCEL, 487 to the INVITE).
+    let mut phone = start_uas("agent-rings.xml", phone_port, 1, &work, &[]);
+    wait_bound(phone_port).await;
+    let id = post_call(
+        &gw,
+        r#"{"to": "13800138000", "flow": "survey", "vars": {"order_id": "x"}}"#,
+    )
+    .await;
+    let c = ended(&gw, &id, Duration::from_secs(30)).await;
+    assert_eq!(agent_exit(&mut phone).await, 0, "the phone saw the CANCEL");
+    assert_eq!(c["status"], "no_answer", "{c}");
+    let attempts = c["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1, "{c}");
+    assert_eq!(attempts[0]["result"], "no_answer", "{c}");
+    let record = gw.call_record().await;
+    assert_eq!(record["outcome"], "no_answer", "{record}");
+    let took = record["duration_ms"].as_u64().unwrap_or(0);
+    assert!(
+        (1500..10_000).contains(&took),
+        "cancelled at the 2 s ring timeout: {record}"
+    );
+}
+
+#[tokio::test]
 async fn bad_requests_and_the_hours_outside_calling_hours_dial_nothing() {
     let (dir, _work) = workdirs();
     // The "trunk": a socket that must hear nothing.
