@@ -324,6 +324,9 @@ pub struct OutboundConfig {
     pub trunk: Option<String>,
     /// The number the called citizen sees (From's user part).
     pub caller_id: String,
+    /// Codecs offered to the trunk, in order of preference; empty: `media.codecs`.
+    #[serde(with = "codecs")]
+    pub codecs: Vec<Codec>,
     /// Outbound calls up at once (they count towards `calls.max_calls` too).
     pub max_calls: usize,
     /// New outbound calls a second at most.
@@ -363,6 +366,7 @@ impl Default for OutboundConfig {
         OutboundConfig {
             trunk: None,
             caller_id: "12345".into(),
+            codecs: Vec::new(),
             max_calls: 20,
             calls_per_second: 10,
             calling_hours: "08:00-21:00".into(),

@@ -192,8 +192,13 @@ async fn place(
     let Ok(local) = ports.local_rtp() else {
         return Placed::Not("no RTP port".into());
     };
+    let codecs = if settings.outbound.codecs.is_empty() {
+        &settings.media.codecs
+    } else {
+        &settings.outbound.codecs
+    };
     let mut offer = sdp::offer(
-        &settings.media.codecs,
+        codecs,
         settings.media.telephone_event_pt,
         local.ip(),
         local.port(),
@@ -266,7 +271,7 @@ async fn place(
                         let answer = sdp
                             .as_deref()
                             .ok_or(400u16)
-                            .and_then(|body| answer_offer(body, &settings.media.codecs, local));
+                            .and_then(|body| answer_offer(body, codecs, local));
                         let Ok((_, negotiated)) = answer else {
                             let _ = shared.sip.send(Command::Hangup(leg)).await;
                             ours = Some((488, "the answer has no usable audio".into()));
