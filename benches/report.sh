@@ -3,14 +3,14 @@
 # Markdown table, headed by the machine (cores, CPU model, load average), the commit and the date,
 # so the README's table can be this output and nothing in it outlives the code it was measured on.
 #   benches/report.sh              everything (about 10 minutes on 2 cores)
-#   benches/report.sh intake call  only some parts: intake, call, criterion, speech
+#   benches/report.sh intake call  only some parts: intake, call, queue, outbound, criterion, speech
 # Run it on an otherwise idle machine; the load average is printed before and after so a busy
 # one shows. The report is also written to target/bench-report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 parts=("$@")
-[ "${#parts[@]}" -gt 0 ] || parts=(intake call criterion speech)
+[ "${#parts[@]}" -gt 0 ] || parts=(intake call queue outbound criterion speech)
 want() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 
 echo "report: building (release)" >&2
@@ -54,6 +54,33 @@ if want call; then
       "late > 5 ms $(field "$s" 'late>5ms') $(tr ' ' '\n' <<<"$s" | grep -m1 '^(' || true) (max $(field "$s" late_max)), setups $(field "$s" setups), INVITE→200 p99 $(field "$s" setup_p99), gateway $(field "$s" gateway_cpu) of a core, generator $(field "$s" generator_cpu)" \
       "$cmd"
   done
+fi
+
+if want queue; then
+  realtime=()
+  if [ "$(id -u)" = 0 ]; then realtime=(--realtime 5); fi
+  # Issue #14: 1,500 calls, every third keys 1 into an IVR loop of prompts, the other 1,000 wait
+  # in queue hotline for an agent who never answers (hold music, a spoken place every 10 s).
+  cmd="target/release/call-load --spawn target/release/gateway --gateway-config benches/queue-load.toml ${realtime[*]} --calls 1500 --rate 100 --hold 60 --digits 1 --digits-every 3 --dtmf-after 2 --gateway-metric 'gateway_queue_waiting{queue=\"hotline\"}'"
+  echo "report: $cmd" >&2
+  target/release/call-load --spawn target/release/gateway --gateway-config benches/queue-load.toml \
+    "${realtime[@]}" --calls 1500 --rate 100 --hold 60 --digits 1 --digits-every 3 --dtmf-after 2 \
+    --gateway-metric 'gateway_queue_waiting{queue="hotline"}' >"$work/queue.txt" 2>&1 || true
+  s=$(grep '^SUMMARY' "$work/queue.txt" || echo "SUMMARY failed")
+  row "SIP calls: 1000 waiting in a queue (hold music, announcements every 10 s) + 500 in an IVR prompt loop, set up at 100/s, held 60 s" \
+    "queue peak $(field "$s" metric_peak) waiting, late > 5 ms $(field "$s" 'late>5ms') $(tr ' ' '\n' <<<"$s" | grep -m1 '^(' || true) (max $(field "$s" late_max)), lost $(field "$s" lost), INVITE→200 p99 $(field "$s" setup_p99), gateway $(field "$s" gateway_cpu) of a core, generator $(field "$s" generator_cpu)" \
+    "$cmd"
+fi
+
+if want outbound; then
+  # Issue #14: outbound calls a second, POST /v1/calls to a trunk that answers at once.
+  cmd="benches/outbound-setup.py --gateway target/release/gateway --calls 500 --cps 200 --max-calls 500"
+  echo "report: $cmd" >&2
+  $cmd >"$work/outbound.txt" 2>&1 || true
+  s=$(grep '^SUMMARY' "$work/outbound.txt" || echo "SUMMARY failed")
+  row "outbound calls: 500 POST /v1/calls (calls_per_second 200, max_calls 500) to a trunk that answers at once, a 3 s prompt each" \
+    "setups $(field "$s" setups) (first POST → last ACK), INVITEs $(field "$s" invite_rate) (most in any 1 s $(field "$s" peak_1s)), POST→INVITE p50 $(field "$s" post_invite_p50) p99 $(field "$s" post_invite_p99), late > 5 ms $(field "$s" 'late>5ms') of $(field "$s" rtp) (max $(field "$s" late_max)), gateway $(field "$s" gateway_cpu) of a core" \
+    "$cmd"
 fi
 
 if want criterion; then

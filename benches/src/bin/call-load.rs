@@ -4,7 +4,14 @@
 //! ```text
 //! call-load --spawn target/release/gateway --calls 2000 --rate 500 --hold 30
 //! call-load --target 127.0.0.1:5060 --calls 200 --rate 50 --hold 10 --digits 1 --dtmf-after 3
+//! call-load --spawn target/release/gateway --gateway-config benches/queue-load.toml \
+//!     --calls 1500 --rate 100 --hold 60 --digits 1 --digits-every 3 --dtmf-after 2
 //! ```
+//!
+//! The last is the queue load of issue #14: with the flows of `benches/flows/queue-load` (named
+//! by `benches/queue-load.toml`), every third call keys 1 into an IVR loop of prompts and the
+//! other two thirds wait in queue `hotline` (hold music, announcements) for an agent who never
+//! answers.
 //!
 //! Why our own generator rather than SIPp (which the SIP tests use for correctness): the goal is
 //! 2,000 concurrent calls on a 2-core machine with every outgoing packet of the gateway within
@@ -22,8 +29,10 @@
 //! delays do not count against the gateway. Lateness, loss and re-anchoring are defined on
 //! `benches::call::rtp::Receiver`; the run's structure is in `benches::call::driver`.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -64,6 +73,11 @@ struct Args {
     /// DTMF keys to send as RFC 4733 events ("" for none).
     #[arg(long, default_value = "1")]
     digits: String,
+    /// Only every K-th call sends --digits (calls 0, K, 2K, ...); the others key nothing, so a
+    /// flow can send them another way (`--digits-every 3`: a third in an IVR loop, two thirds
+    /// to a queue). 1: every call.
+    #[arg(long, default_value_t = 1)]
+    digits_every: u64,
     /// Seconds after the 200 when the digits start.
     #[arg(long, default_value_t = 3.0)]
     dtmf_after: f64,
@@ -115,10 +129,24 @@ struct Args {
     /// calls.max_calls of the spawned gateway (default: --concurrent + 100).
     #[arg(long)]
     gateway_max_calls: Option<usize>,
+    /// Config file of the spawned gateway (`gateway run --config FILE`, e.g. queues); the
+    /// settings --spawn makes (ports, data dir, max_calls, log level) and --gateway-env win.
+    #[arg(long)]
+    gateway_config: Option<PathBuf>,
+    /// IVR flows directory of the spawned gateway (`ivr.flows_dir`), e.g.
+    /// benches/flows/queue-load.
+    #[arg(long)]
+    flows_dir: Option<PathBuf>,
     /// More environment for the spawned gateway, KEY=VALUE (repeatable), e.g.
     /// GATEWAY__LOG__LEVEL=info.
     #[arg(long)]
     gateway_env: Vec<String>,
+    /// A series of the spawned gateway's /metrics to watch, e.g.
+    /// 'gateway_queue_waiting{queue="hotline"}' (repeatable): read every second, its peak and
+    /// when it was reached are printed at the end; the first one's peak is `metric_peak=` in the
+    /// SUMMARY.
+    #[arg(long)]
+    gateway_metric: Vec<String>,
     /// PID of a gateway started elsewhere, to report its CPU from /proc/PID/stat.
     #[arg(long)]
     gateway_pid: Option<u32>,
@@ -221,6 +249,8 @@ async fn run(args: Args, concurrent: usize) -> anyhow::Result<bool> {
             let settings = spawn::Settings {
                 rtp_ports,
                 max_calls: args.gateway_max_calls.unwrap_or(concurrent + 100),
+                config: args.gateway_config.clone(),
+                flows_dir: args.flows_dir.clone(),
                 env,
             };
             let gw = spawn::Gateway::start(bin, &settings).await?;
@@ -263,6 +293,7 @@ async fn run(args: Args, concurrent: usize) -> anyhow::Result<bool> {
         hold,
         dtmf_after: Duration::from_secs_f64(args.dtmf_after),
         digits: args.digits.clone(),
+        digits_every: args.digits_every,
         digit_ms: args.digit_ms,
         digit_gap_ms: args.digit_gap_ms,
         event_pt: args.event_pt,
@@ -277,8 +308,19 @@ async fn run(args: Args, concurrent: usize) -> anyhow::Result<bool> {
         run_id: format!("cl{}-{}", std::process::id(), now_millis()),
     };
     println!(
-        "call-load: {} calls to {} at {}/s, at most {} at once, {:.1} s each, digits {:?} after {:.1} s",
-        plan.calls, plan.uri, plan.rate, plan.concurrent, args.hold, plan.digits, args.dtmf_after
+        "call-load: {} calls to {} at {}/s, at most {} at once, {:.1} s each, digits {:?} after {:.1} s{}",
+        plan.calls,
+        plan.uri,
+        plan.rate,
+        plan.concurrent,
+        args.hold,
+        plan.digits,
+        args.dtmf_after,
+        if plan.digits_every > 1 {
+            format!(" on one call in {}", plan.digits_every)
+        } else {
+            String::new()
+        }
     );
     let probe_for = if gateway.is_some() {
         Duration::from_secs(10)
@@ -303,6 +345,19 @@ async fn run(args: Args, concurrent: usize) -> anyhow::Result<bool> {
             cpu::cpu_time(None),
         )
     };
+    let peaks = Rc::new(RefCell::new(vec![
+        (f64::NAN, 0.0);
+        args.gateway_metric.len()
+    ]));
+    if let Some(gw) = &gateway
+        && !args.gateway_metric.is_empty()
+    {
+        tokio::task::spawn_local(watch_metrics(
+            gw.http,
+            args.gateway_metric.clone(),
+            peaks.clone(),
+        ));
+    }
     let threads_before = gw_pid.map(cpu::thread_times).unwrap_or_default();
     let before = sample();
     let outcome = driver::run(plan, sample).await?;
@@ -313,7 +368,18 @@ async fn run(args: Args, concurrent: usize) -> anyhow::Result<bool> {
         generator: after.1.zip(before.1).map(|(e, s)| e.saturating_sub(s)),
     };
     let s = &outcome.stats;
-    let summary = report::print(s, outcome.window, args.late_ms, cpu);
+    let mut summary = report::print(s, outcome.window, args.late_ms, cpu);
+    for (k, (name, (peak, at))) in args
+        .gateway_metric
+        .iter()
+        .zip(peaks.borrow().iter())
+        .enumerate()
+    {
+        println!("gateway metric     {name}: peak {peak} at {at:.0} s");
+        if k == 0 {
+            summary.push_str(&format!(" metric_peak={peak}"));
+        }
+    }
     let threads = cpu::thread_delta(&threads_before, &threads_after);
     if !threads.is_empty() {
         let secs = outcome.window.as_secs_f64().max(1e-9);
@@ -340,6 +406,42 @@ async fn run(args: Args, concurrent: usize) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
+/// Every second, read the gateway's /metrics and keep each series' peak and when (seconds from
+/// the start of the watch) it was first reached.
+async fn watch_metrics(http: SocketAddr, series: Vec<String>, peaks: Rc<RefCell<Vec<(f64, f64)>>>) {
+    let start = std::time::Instant::now();
+    let request = benches::load::http::get(&http.to_string(), "", "/metrics");
+    let mut conn = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if conn.is_none() {
+            conn = benches::load::http::Conn::connect(http).await.ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let Ok(r) = c.send(&request).await else {
+            conn = None;
+            continue;
+        };
+        let text = String::from_utf8_lossy(r.body);
+        let at = start.elapsed().as_secs_f64();
+        for (name, peak) in series.iter().zip(peaks.borrow_mut().iter_mut()) {
+            if let Some(v) = metric_value(&text, name)
+                && (peak.0.is_nan() || v > peak.0)
+            {
+                *peak = (v, at);
+            }
+        }
+    }
+}
+
+/// The value of `series` (a name with its labels as the exposition writes them) in Prometheus
+/// text.
+fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn now_millis() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -362,4 +464,23 @@ fn realtime(priority: u8) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("--realtime {priority}: cannot run SCHED_FIFO: {e:?}"))?;
     println!("generator runs SCHED_FIFO at priority {priority}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_value;
+
+    #[test]
+    fn a_series_is_read_with_its_labels() {
+        let text = "# TYPE gateway_queue_waiting gauge\n\
+                    gateway_queue_waiting{queue=\"general\"} 3\n\
+                    gateway_queue_waiting{queue=\"hotline\"} 1000\n\
+                    gateway_calls_active 1500\n";
+        assert_eq!(
+            metric_value(text, "gateway_queue_waiting{queue=\"hotline\"}"),
+            Some(1000.0)
+        );
+        assert_eq!(metric_value(text, "gateway_calls_active"), Some(1500.0));
+        assert_eq!(metric_value(text, "gateway_calls"), None);
+    }
 }

@@ -56,6 +56,8 @@ pub struct Plan {
     /// When after the 200 the digits start.
     pub dtmf_after: Duration,
     pub digits: String,
+    /// Only every this many-th call (calls 0, K, 2K, ...) sends `digits`; 0 and 1 mean all.
+    pub digits_every: u64,
     pub digit_ms: u32,
     pub digit_gap_ms: u32,
     /// telephone-event payload type to use when the answer has none (`None`: send no digits).
@@ -298,6 +300,12 @@ pub async fn run(
     })
 }
 
+/// Whether call `index` (from 0) sends the plan's digits: every call when `every` is 0 or 1,
+/// else calls 0, `every`, 2 `every`, ... (so K calls in a row have exactly one that keys).
+pub fn keys_digits(index: u64, every: u64) -> bool {
+    every <= 1 || index.is_multiple_of(every)
+}
+
 fn branch() -> String {
     format!("z9hG4bK-{:016x}", rand::rng().random::<u64>())
 }
@@ -503,7 +511,8 @@ async fn call(sh: &Rc<Shared>, index: u64) {
                     sdp: sdp.clone(),
                 },
             );
-            place(sh, &mut dialog, rtp, &sdp, &mut rx).await;
+            let keys = keys_digits(index, p.digits_every);
+            place(sh, &mut dialog, rtp, &sdp, keys, &mut rx).await;
             sh.calls.borrow_mut().remove(&call_id);
             drop(rtcp);
             sh.release_port(port);
@@ -517,6 +526,7 @@ async fn place(
     dialog: &mut Dialog,
     rtp: StdUdp,
     sdp: &str,
+    keys: bool,
     rx: &mut mpsc::UnboundedReceiver<Event>,
 ) {
     let p = &sh.plan;
@@ -599,7 +609,8 @@ async fn place(
     );
 
     let event_pt = answer.event_pt.or(p.event_pt);
-    if answer.event_pt.is_none() && !p.digits.is_empty() {
+    let digits = if keys { p.digits.as_str() } else { "" };
+    if answer.event_pt.is_none() && !digits.is_empty() {
         sh.stats.borrow_mut().dtmf_skipped += 1;
     }
     let sender = {
@@ -631,7 +642,7 @@ async fn place(
     let dtmf_at = sleep_until(answered + p.dtmf_after);
     let hang_up_at = sleep_until(answered + p.hold);
     tokio::pin!(dtmf_at, hang_up_at);
-    let mut dtmf_pending = !p.digits.is_empty() && event_pt.is_some();
+    let mut dtmf_pending = !digits.is_empty() && event_pt.is_some();
     let mut peer_hung_up = false;
     loop {
         tokio::select! {
@@ -649,7 +660,7 @@ async fn place(
             },
             () = &mut dtmf_at, if dtmf_pending => {
                 dtmf_pending = false;
-                media.borrow_mut().sender.queue_digits(&p.digits);
+                media.borrow_mut().sender.queue_digits(digits);
             }
             () = &mut hang_up_at => break,
         }
@@ -926,6 +937,7 @@ mod tests {
             hold: Duration::from_millis(1200),
             dtmf_after: Duration::from_millis(200),
             digits: "1#".into(),
+            digits_every: 1,
             digit_ms: 60,
             digit_gap_ms: 40,
             event_pt: None,
@@ -974,6 +986,34 @@ mod tests {
         assert!(s.measured >= 6 * 30, "{}", s.measured);
         assert_eq!(s.anchors, 6 * 3);
         assert_eq!(s.in_progress, 0);
+    }
+
+    #[test]
+    fn digits_every_k_keys_one_call_in_k() {
+        for every in [0, 1] {
+            assert!((0..10).all(|i| keys_digits(i, every)));
+        }
+        let keyed: Vec<u64> = (0..10).filter(|&i| keys_digits(i, 3)).collect();
+        assert_eq!(keyed, [0, 3, 6, 9]);
+        // 1,500 calls, every third keys: 500 go one way, 1,000 the other.
+        assert_eq!((0..1500).filter(|&i| keys_digits(i, 3)).count(), 500);
+    }
+
+    #[test]
+    fn only_every_kth_call_sends_digits() {
+        let uas = FakeUas::start(false);
+        let out = run_plan(Plan {
+            digits_every: 3,
+            ..plan(uas.addr)
+        });
+        let acks = uas.stop_after(6);
+        let s = out.stats;
+        assert_eq!((s.attempted, s.answered, s.failures()), (6, 6, 0), "{s:?}");
+        assert_eq!(acks, 6);
+        // Calls 0 and 3 key "1#": 4 digits, each echoed as 6 event packets.
+        assert_eq!(s.digits_sent, 4);
+        assert_eq!(s.events_received, 4 * 6);
+        assert_eq!(s.anchors, 2 * 3 + 4);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! HTTP side is ready, and stop it with SIGTERM afterwards.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::bail;
@@ -26,6 +26,10 @@ pub struct Settings {
     /// The gateway's own RTP port range.
     pub rtp_ports: (u16, u16),
     pub max_calls: usize,
+    /// A config file (`gateway run --config`); the environment overrides above win over it.
+    pub config: Option<PathBuf>,
+    /// `ivr.flows_dir`.
+    pub flows_dir: Option<PathBuf>,
     /// More `GATEWAY__…` overrides, e.g. `GATEWAY__LOG__LEVEL=info`.
     pub env: Vec<(String, String)>,
 }
@@ -37,8 +41,14 @@ impl Gateway {
         let http = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let data = dir.path().join("data");
         let mut cmd = Command::new(binary);
-        cmd.arg("run")
-            .env_remove("RUST_LOG")
+        cmd.arg("run");
+        if let Some(config) = &settings.config {
+            cmd.arg("--config").arg(config);
+        }
+        if let Some(flows) = &settings.flows_dir {
+            cmd.env("GATEWAY__IVR__FLOWS_DIR", flows);
+        }
+        cmd.env_remove("RUST_LOG")
             .env("GATEWAY__LOG__LEVEL", "warn")
             .env("GATEWAY__NODE__DATA_DIR", &data)
             .env("GATEWAY__HTTP__LISTEN", http.to_string())
