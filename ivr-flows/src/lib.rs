@@ -33,5 +33,6 @@ pub use diagnostic::{Diagnostic, Pos};
 pub use flowset::{FlowRegistry, FlowSet, InputError, check_dir, check_source, check_sources};
 pub use graph::mermaid;
 pub use io::{Action, Event, PlayItem};
+pub use render::number_items;
 pub use session::Session;
 pub use simulate::{SimOptions, simulate, simulate_with};

@@ -30,6 +30,15 @@ fn digits(lang: Lang, s: &str, out: &mut Vec<PlayItem>) {
     }
 }
 
+/// A whole number spoken with the per-language number clips, as `say_number` plays it (each
+/// clip's text names the clip, for logs and a missing file's spoken fallback).
+pub fn number_items(lang: Lang, n: u64) -> Vec<PlayItem> {
+    number_names(lang, n)
+        .into_iter()
+        .map(|name| clip(lang, &name, &name))
+        .collect()
+}
+
 /// Clip names for a whole number (0–99 999 999; larger numbers are read digit by digit).
 pub fn number_names(lang: Lang, n: u64) -> Vec<String> {
     let known = number_clips(lang);
@@ -158,11 +167,7 @@ pub fn render(msg: &Message, lang: Lang, env: &dyn Env) -> Vec<PlayItem> {
             Part::Number(e, _) => {
                 let v = eval(e, env).to_string();
                 match v.trim().parse::<u64>() {
-                    Ok(n) => out.extend(
-                        number_names(lang, n)
-                            .into_iter()
-                            .map(|name| clip(lang, &name, &name)),
-                    ),
+                    Ok(n) => out.extend(number_items(lang, n)),
                     Err(_) => out.push(PlayItem::Tts { text: v }),
                 }
             }

@@ -297,8 +297,9 @@ pub struct Dialer {
     /// Open jobs by id.
     jobs: BTreeMap<String, OutboundCall>,
     out: VecDeque<DialerOutput>,
-    /// The second (Unix) and calls started in it.
-    rate: (i64, u32),
+    /// When the calls of the last second were dialled (a sliding window: no second anywhere
+    /// holds more than `calls_per_second`, as a carrier's policer counts).
+    recent: VecDeque<DateTime<Utc>>,
     next_wake: Option<DateTime<Utc>>,
 }
 
@@ -308,7 +309,7 @@ impl Dialer {
             settings,
             jobs: BTreeMap::new(),
             out: VecDeque::new(),
-            rate: (0, 0),
+            recent: VecDeque::new(),
             next_wake: None,
         }
     }
@@ -521,9 +522,9 @@ impl Dialer {
 
     /// Dial what may be dialled now; work out when to look again.
     fn schedule(&mut self, now: DateTime<Utc>) {
-        let second = now.timestamp();
-        if self.rate.0 != second {
-            self.rate = (second, 0);
+        let window = chrono::Duration::seconds(1);
+        while self.recent.front().is_some_and(|t| *t + window <= now) {
+            self.recent.pop_front();
         }
         let mut live = self.live();
         let mut due: Vec<(DateTime<Utc>, DateTime<Utc>, String)> = Vec::new();
@@ -554,9 +555,9 @@ impl Dialer {
                 // A call's end (progress) makes room; no timer needed.
                 break;
             }
-            if self.rate.1 >= self.settings.calls_per_second.max(1) {
-                let next_second = DateTime::from_timestamp(second + 1, 0).unwrap_or(now);
-                wake = Some(wake.map_or(next_second, |w| w.min(next_second)));
+            if self.recent.len() >= self.settings.calls_per_second.max(1) as usize {
+                let free = self.recent.front().map_or(now, |t| *t + window);
+                wake = Some(wake.map_or(free, |w| w.min(free)));
                 break;
             }
             let Some(job) = self.jobs.get_mut(&id) else {
@@ -571,7 +572,7 @@ impl Dialer {
                 sip_status: None,
                 reason: None,
             });
-            self.rate.1 += 1;
+            self.recent.push_back(now);
             live += 1;
             self.out.push_back(DialerOutput::Save(job.clone()));
             self.out.push_back(DialerOutput::Dial(job.clone()));
@@ -872,6 +873,23 @@ mod tests {
         assert!(d.job("a").is_some_and(|j| j.attempts.is_empty()));
         d.handle_timeout(now + chrono::Duration::seconds(1));
         assert_eq!(drain(&mut d).1, ["c"]);
+
+        // A sliding second: two dialled at .9 s leave no room at 1.1 s (a new calendar
+        // second), only at 1.9 s.
+        let mut s = settings();
+        s.max_calls = 100;
+        s.calls_per_second = 2;
+        let mut d = Dialer::new(s);
+        let at = |ms| now + chrono::Duration::milliseconds(ms);
+        d.handle_submit(at(900), job("x", at(900)));
+        d.handle_submit(at(900), job("y", at(900)));
+        assert_eq!(drain(&mut d).1.len(), 2);
+        d.handle_submit(at(1100), job("z", at(1100)));
+        let (_, dialled, _, wake) = drain(&mut d);
+        assert!(dialled.is_empty(), "{dialled:?}");
+        assert_eq!(wake, Some(at(1900)));
+        d.handle_timeout(at(1900));
+        assert_eq!(drain(&mut d).1, ["z"]);
     }
 
     #[test]

@@ -1021,38 +1021,36 @@ impl Call {
         let minutes = wait.as_secs().div_ceil(60).max(1);
         let language = self.core.language();
         let ahead = position - 1;
-        // In parts, each synthesized once and cached: a thousand callers waiting hear a
-        // thousand different sentences, but only as many different numbers.
-        let parts: Vec<String> = match language {
-            ivr_flows::model::Lang::Zh if ahead == 0 => vec![
-                "您是下一位，预计等待".into(),
-                minutes.to_string(),
-                "分钟，请稍候。".into(),
-            ],
-            ivr_flows::model::Lang::Zh => vec![
-                "您前面还有".into(),
-                ahead.to_string(),
-                "位，预计等待".into(),
-                minutes.to_string(),
-                "分钟，请稍候。".into(),
-            ],
-            ivr_flows::model::Lang::En => vec![
-                "You are number".into(),
-                position.to_string(),
-                "in line. The expected wait is".into(),
-                minutes.to_string(),
-                if minutes == 1 {
+        // The words synthesized once and cached, the numbers from the recorded number clips
+        // (`say_number`'s): a thousand callers waiting need no synthesis per position.
+        let tts = |text: &str| ivr_flows::PlayItem::Tts { text: text.into() };
+        let number = |n: u64| ivr_flows::number_items(language, n);
+        let mut items = Vec::new();
+        match language {
+            ivr_flows::model::Lang::Zh if ahead == 0 => {
+                items.push(tts("您是下一位，预计等待"));
+                items.extend(number(minutes));
+                items.push(tts("分钟，请稍候。"));
+            }
+            ivr_flows::model::Lang::Zh => {
+                items.push(tts("您前面还有"));
+                items.extend(number(ahead as u64));
+                items.push(tts("位，预计等待"));
+                items.extend(number(minutes));
+                items.push(tts("分钟，请稍候。"));
+            }
+            ivr_flows::model::Lang::En => {
+                items.push(tts("You are number"));
+                items.extend(number(position as u64));
+                items.push(tts("in line. The expected wait is"));
+                items.extend(number(minutes));
+                items.push(tts(if minutes == 1 {
                     "minute. Please hold."
                 } else {
                     "minutes. Please hold."
-                }
-                .into(),
-            ],
-        };
-        let items = parts
-            .into_iter()
-            .map(|text| ivr_flows::PlayItem::Tts { text })
-            .collect();
+                }));
+            }
+        }
         tracing::info!(position, minutes, "queue: position announced");
         let mut player = self.player(0, items, language, 1.0).await;
         player.push(PlayItem::Silence(Duration::from_millis(300)));

@@ -6,9 +6,16 @@
 //! costs tens of milliseconds once, and the cache serves every later call. Without espeak-ng
 //! (or with `calls.tts_command` unset) such items are skipped with a warning and the flow goes on:
 //! recorded prompts carry every menu, so a call still works.
+//!
+//! Under load many calls want the same new phrase at once (a queue filling up, every caller
+//! told where they stand): one synthesis per phrase runs and the others wait for its file, and
+//! at most [`MAX_SYNTHESES`] espeak-ng processes run at a time, so synthesis never takes the
+//! cores from the media pacers.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ivr_flows::model::Lang;
@@ -20,7 +27,14 @@ pub struct Tts {
     cache_dir: PathBuf,
     /// Set once the command failed to start, so that a missing binary is logged once.
     unavailable: AtomicBool,
+    /// Phrases being synthesized: later askers wait on the same lock, then find the file.
+    inflight: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// Permits for espeak-ng processes running at once.
+    running: tokio::sync::Semaphore,
 }
+
+/// Most espeak-ng processes at once (one a core of the machines we aim at).
+pub const MAX_SYNTHESES: usize = 2;
 
 fn voice(lang: Lang) -> &'static str {
     match lang {
@@ -40,6 +54,8 @@ impl Tts {
             command: command.filter(|c| !c.trim().is_empty()),
             cache_dir,
             unavailable: AtomicBool::new(false),
+            inflight: std::sync::Mutex::new(HashMap::new()),
+            running: tokio::sync::Semaphore::new(MAX_SYNTHESES),
         }
     }
 
@@ -68,14 +84,40 @@ impl Tts {
         if self.unavailable.load(Ordering::Relaxed) {
             return None;
         }
-        let (text, out) = (text.to_owned(), path.clone());
+        // One synthesis per phrase: whoever comes second waits for the first, then finds it.
+        let lock = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(inflight.entry(path.clone()).or_default())
+        };
+        let _phrase = lock.lock().await;
+        if path.is_file() {
+            return Some(path);
+        }
+        let _permit = self.running.acquire().await.ok()?;
+        let result = self.synthesize_once(command, text, lang, rate, &path).await;
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&path);
+        result
+    }
+
+    async fn synthesize_once(
+        &self,
+        command: String,
+        text: &str,
+        lang: Lang,
+        rate: f32,
+        path: &Path,
+    ) -> Option<PathBuf> {
+        let (text, out) = (text.to_owned(), path.to_path_buf());
         let cache_dir = self.cache_dir.clone();
         let result = tokio::task::spawn_blocking(move || {
             synthesize(&command, &cache_dir, &text, lang, rate, &out)
         })
         .await;
         match result {
-            Ok(Ok(())) => Some(path),
+            Ok(Ok(())) => Some(path.to_path_buf()),
             Ok(Err(e)) => {
                 if !self.unavailable.swap(true, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "text prompts cannot be spoken (calls.tts_command); they are skipped");
@@ -144,6 +186,44 @@ mod tests {
         assert_eq!(t.speak("工单号", Lang::Zh, 1.0).await, None);
         let none = Tts::new(None, dir.path().to_path_buf());
         assert_eq!(none.speak("工单号", Lang::Zh, 1.0).await, None);
+    }
+
+    #[tokio::test]
+    async fn many_asking_for_one_new_phrase_share_one_synthesis() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A "synthesizer" that counts its runs and writes a WAV with espeak-ng.
+        let counter = dir.path().join("runs");
+        let script = dir.path().join("tts.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho x >> {}\nsleep 0.3\nexec espeak-ng \"$@\"\n",
+                counter.display()
+            ),
+        )
+        .expect("script");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let t = Arc::new(Tts::new(
+            Some(script.display().to_string()),
+            dir.path().join("cache"),
+        ));
+        let asks: Vec<_> = (0..8)
+            .map(|_| {
+                let t = Arc::clone(&t);
+                tokio::spawn(async move { t.speak("请稍候", Lang::Zh, 1.0).await })
+            })
+            .collect();
+        let mut paths = Vec::new();
+        for a in asks {
+            paths.push(a.await.expect("task").expect("spoken"));
+        }
+        assert!(paths.windows(2).all(|w| w[0] == w[1]));
+        let runs = std::fs::read_to_string(&counter)
+            .expect("runs")
+            .lines()
+            .count();
+        assert_eq!(runs, 1, "one synthesis for eight askers");
     }
 
     #[tokio::test]
