@@ -329,7 +329,7 @@ pub struct OutboundConfig {
     pub codecs: Vec<Codec>,
     /// Outbound calls up at once (they count towards `calls.max_calls` too).
     pub max_calls: usize,
-    /// New outbound calls a second at most.
+    /// New outbound calls a second at most, paced evenly (`1 / calls_per_second` apart).
     pub calls_per_second: u32,
     /// When calls may be placed, `"08:00-21:00"` in the node's time zone (`node.utc_offset`);
     /// a window across midnight such as `"22:00-06:00"` is allowed; `"00:00-24:00"`: any time.

@@ -297,9 +297,10 @@ pub struct Dialer {
     /// Open jobs by id.
     jobs: BTreeMap<String, OutboundCall>,
     out: VecDeque<DialerOutput>,
-    /// When the calls of the last second were dialled (a sliding window: no second anywhere
-    /// holds more than `calls_per_second`, as a carrier's policer counts).
-    recent: VecDeque<DateTime<Utc>>,
+    /// The earliest the next call may be dialled: calls are paced `1 / calls_per_second` apart,
+    /// so no second anywhere (nor any tenth of one) holds more than its share, as a carrier's
+    /// policer counts.
+    next_slot: Option<DateTime<Utc>>,
     next_wake: Option<DateTime<Utc>>,
 }
 
@@ -309,7 +310,7 @@ impl Dialer {
             settings,
             jobs: BTreeMap::new(),
             out: VecDeque::new(),
-            recent: VecDeque::new(),
+            next_slot: None,
             next_wake: None,
         }
     }
@@ -522,10 +523,9 @@ impl Dialer {
 
     /// Dial what may be dialled now; work out when to look again.
     fn schedule(&mut self, now: DateTime<Utc>) {
-        let window = chrono::Duration::seconds(1);
-        while self.recent.front().is_some_and(|t| *t + window <= now) {
-            self.recent.pop_front();
-        }
+        let interval = chrono::Duration::microseconds(
+            1_000_000 / i64::from(self.settings.calls_per_second.max(1)),
+        );
         let mut live = self.live();
         let mut due: Vec<(DateTime<Utc>, DateTime<Utc>, String)> = Vec::new();
         let mut wake: Option<DateTime<Utc>> = None;
@@ -555,9 +555,8 @@ impl Dialer {
                 // A call's end (progress) makes room; no timer needed.
                 break;
             }
-            if self.recent.len() >= self.settings.calls_per_second.max(1) as usize {
-                let free = self.recent.front().map_or(now, |t| *t + window);
-                wake = Some(wake.map_or(free, |w| w.min(free)));
+            if let Some(slot) = self.next_slot.filter(|slot| *slot > now) {
+                wake = Some(wake.map_or(slot, |w| w.min(slot)));
                 break;
             }
             let Some(job) = self.jobs.get_mut(&id) else {
@@ -572,7 +571,9 @@ impl Dialer {
                 sip_status: None,
                 reason: None,
             });
-            self.recent.push_back(now);
+            // A wake-up that came late may catch up one call, not a burst.
+            let slot = self.next_slot.map_or(now, |s| s.max(now - interval));
+            self.next_slot = Some(slot + interval);
             live += 1;
             self.out.push_back(DialerOutput::Save(job.clone()));
             self.out.push_back(DialerOutput::Dial(job.clone()));
@@ -606,7 +607,8 @@ mod tests {
     fn settings() -> DialerSettings {
         DialerSettings {
             max_calls: 2,
-            calls_per_second: 10,
+            // No pacing but where a test sets it.
+            calls_per_second: u32::MAX,
             calling_hours: Some(CallingHours::parse("08:00-21:00").expect("valid")),
             utc_offset: FixedOffset::east_opt(8 * 3600).expect("UTC+8"),
             busy: Retry {
@@ -766,8 +768,8 @@ mod tests {
         assert!(d.job("a").is_none());
 
         // No answer: three tries.
-        d.handle_submit(now, job("b", now));
-        let mut at = now;
+        d.handle_submit(later, job("b", later));
+        let mut at = later;
         for i in 0..3 {
             assert_eq!(drain(&mut d).1, ["b"], "try {i}");
             d.handle_progress(at, "b", Progress::Ringing);
@@ -858,9 +860,15 @@ mod tests {
         for id in ["a", "b", "c"] {
             d.handle_submit(now, job(id, now));
         }
+        // Two a second: half a second apart.
+        let half = chrono::Duration::milliseconds(500);
         let (_, dialled, _, wake) = drain(&mut d);
-        assert_eq!(dialled, ["a", "b"]);
-        assert_eq!(wake, Some(now + chrono::Duration::seconds(1)));
+        assert_eq!(dialled, ["a"]);
+        assert_eq!(wake, Some(now + half));
+        d.handle_timeout(now + half);
+        let (_, dialled, _, wake) = drain(&mut d);
+        assert_eq!(dialled, ["b"]);
+        assert_eq!(wake, Some(now + half + half));
         d.handle_progress(
             now,
             "a",
@@ -871,25 +879,20 @@ mod tests {
         let (saved, _, _, _) = drain(&mut d);
         assert_eq!(saved, [("a".to_string(), Status::Queued)]);
         assert!(d.job("a").is_some_and(|j| j.attempts.is_empty()));
+        // "a" waits its 5 s; "c" is next, in the next slot.
         d.handle_timeout(now + chrono::Duration::seconds(1));
         assert_eq!(drain(&mut d).1, ["c"]);
 
-        // A sliding second: two dialled at .9 s leave no room at 1.1 s (a new calendar
-        // second), only at 1.9 s.
-        let mut s = settings();
-        s.max_calls = 100;
-        s.calls_per_second = 2;
-        let mut d = Dialer::new(s);
-        let at = |ms| now + chrono::Duration::milliseconds(ms);
-        d.handle_submit(at(900), job("x", at(900)));
-        d.handle_submit(at(900), job("y", at(900)));
-        assert_eq!(drain(&mut d).1.len(), 2);
-        d.handle_submit(at(1100), job("z", at(1100)));
+        // A wake-up 2.5 s late catches up one call (the one due and one more), not five.
+        for id in ["x", "y", "z"] {
+            d.handle_submit(now + chrono::Duration::seconds(1), job(id, now));
+        }
+        assert!(drain(&mut d).1.is_empty(), "the next slot is at 1.5 s");
+        let late = now + chrono::Duration::seconds(4);
+        d.handle_timeout(late);
         let (_, dialled, _, wake) = drain(&mut d);
-        assert!(dialled.is_empty(), "{dialled:?}");
-        assert_eq!(wake, Some(at(1900)));
-        d.handle_timeout(at(1900));
-        assert_eq!(drain(&mut d).1, ["z"]);
+        assert_eq!(dialled, ["x", "y"]);
+        assert_eq!(wake, Some(late + half));
     }
 
     #[test]
