@@ -75,6 +75,26 @@ impl Gateway {
         self.send_json(reqwest::Method::POST, path, key, body).await
     }
 
+    /// POST a JSON body with `key` and an `Idempotency-Key`.
+    pub async fn post_json_idempotent(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        idempotency_key: &str,
+        body: &str,
+    ) -> Reply {
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .header("idempotency-key", idempotency_key)
+            .body(body.to_owned());
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        Reply::from(req.send().await.expect("POST")).await
+    }
+
     async fn send_json(
         &self,
         method: reqwest::Method,

@@ -4,14 +4,16 @@
 //!
 //! Everything that can be checked is checked before anything is stored or dialled: the number,
 //! the flow (it must exist now), the variables against the flow's `inputs:`. A request that
-//! fails any of them is a 4xx naming the field, and nothing is dialled.
+//! fails any of them is a 4xx naming the field, and nothing is dialled. With an
+//! `Idempotency-Key` a retried POST (a timeout, a lost answer) gets the call it placed, not a
+//! second call to the citizen: the key (scoped to the API key) names the call.
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -64,9 +66,11 @@ fn view(job: &OutboundCall) -> serde_json::Value {
 pub async fn create(
     State(state): State<AppState>,
     Extension(client): Extension<ApiClient>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     require_admin(&client)?;
+    let key = super::submissions::idempotency_key(&headers)?;
     let req: NewCall = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_body",
@@ -99,11 +103,36 @@ pub async fn create(
             _ => ApiError::bad_request("invalid_vars", e.to_string()).field("vars"),
         })?;
     let now = Utc::now();
-    let id = format!(
-        "c-{}-{:012x}",
-        now.format("%Y%m%d"),
-        rand::random::<u64>() & 0xffff_ffff_ffff
-    );
+    let id = match &key {
+        Some(key) => {
+            use sha2::Digest;
+            let h = sha2::Sha256::digest(format!("{}\n{key}", client.name).as_bytes());
+            format!("c-k-{}", hex::encode(&h[..10]))
+        }
+        None => format!(
+            "c-{}-{:012x}",
+            now.format("%Y%m%d"),
+            rand::random::<u64>() & 0xffff_ffff_ffff
+        ),
+    };
+    if key.is_some()
+        && let Some(earlier) = out.get(&id).await.map_err(store_error)?
+    {
+        let same = earlier.to == to && earlier.flow == req.flow && earlier.vars == req.vars;
+        if !same {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                "this Idempotency-Key placed another call",
+            ));
+        }
+        return Ok((
+            StatusCode::OK,
+            [("idempotent-replayed", "true".to_owned())],
+            Json(view(&earlier)),
+        )
+            .into_response());
+    }
     let job = OutboundCall::new(
         id,
         to,
