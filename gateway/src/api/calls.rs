@@ -109,11 +109,7 @@ pub async fn create(
             let h = sha2::Sha256::digest(format!("{}\n{key}", client.name).as_bytes());
             format!("c-k-{}", hex::encode(&h[..10]))
         }
-        None => format!(
-            "c-{}-{:012x}",
-            now.format("%Y%m%d"),
-            rand::random::<u64>() & 0xffff_ffff_ffff
-        ),
+        None => OutboundCall::new_id("", now),
     };
     if key.is_some()
         && let Some(earlier) = out.get(&id).await.map_err(store_error)?

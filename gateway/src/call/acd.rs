@@ -542,17 +542,7 @@ impl Acd {
     /// Advance time: offers that rang out, wrap-ups that ended, callers who waited too long,
     /// announcements due; then new offers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let rang_out: Vec<(String, Ticket)> = self
-            .agents
-            .iter()
-            .filter_map(|(uri, a)| match a.state {
-                AgentState::Offered { ticket, until } if until <= now => {
-                    Some((uri.clone(), ticket))
-                }
-                _ => None,
-            })
-            .collect();
-        for (agent, ticket) in rang_out {
+        for (agent, ticket) in self.holds_ended(now, false) {
             self.out.push_back(AcdOutput::OfferWithdrawn {
                 ticket,
                 agent: agent.clone(),
@@ -561,17 +551,7 @@ impl Acd {
         }
         // A reservation whose citizen did not answer in time: the agent serves others; the
         // callback keeps its place (and its reclaim, should the citizen answer late, waits).
-        let lapsed: Vec<(String, Ticket)> = self
-            .agents
-            .iter()
-            .filter_map(|(uri, a)| match a.state {
-                AgentState::Reserved { ticket, until } if until <= now => {
-                    Some((uri.clone(), ticket))
-                }
-                _ => None,
-            })
-            .collect();
-        for (agent, ticket) in lapsed {
+        for (agent, ticket) in self.holds_ended(now, true) {
             self.release(&agent);
             let hold = self
                 .callers
@@ -687,6 +667,23 @@ impl Acd {
                     gave_up: q.gave_up,
                     average_wait_s: q.total_wait.as_secs().checked_div(q.answered).unwrap_or(0),
                 }
+            })
+            .collect()
+    }
+
+    /// Agents whose offer rang out (or, with `reserved`, whose callback reservation lapsed) by
+    /// `now`, with the ticket they were held for.
+    fn holds_ended(&self, now: Instant, reserved: bool) -> Vec<(String, Ticket)> {
+        self.agents
+            .iter()
+            .filter_map(|(uri, a)| match a.state {
+                AgentState::Offered { ticket, until } if !reserved && until <= now => {
+                    Some((uri.clone(), ticket))
+                }
+                AgentState::Reserved { ticket, until } if reserved && until <= now => {
+                    Some((uri.clone(), ticket))
+                }
+                _ => None,
             })
             .collect()
     }

@@ -163,6 +163,20 @@ impl OutboundCall {
         }
     }
 
+    /// A fresh job id, `c-<prefix>YYYYMMDD-<48 random bits>` (the prefix tells its origin).
+    pub fn new_id(prefix: &str, now: DateTime<Utc>) -> String {
+        format!(
+            "c-{prefix}{}-{:012x}",
+            now.format("%Y%m%d"),
+            rand::random::<u64>() & 0xffff_ffff_ffff
+        )
+    }
+
+    /// The SIP Call-ID stand-in of the job's current try, in call records.
+    pub fn attempt_call_id(&self) -> String {
+        format!("outbound-{}-{}", self.id, self.attempts.len())
+    }
+
     fn tries_ending(&self, status: Status) -> u32 {
         self.attempts.iter().filter(|a| a.result == status).count() as u32
     }
@@ -582,8 +596,8 @@ impl Dialer {
     }
 }
 
-/// The class of an unanswered attempt's final status.
-fn classify(status: u16) -> Status {
+/// The class of an unanswered attempt's final status (also the outcome in its call record).
+pub fn classify(status: u16) -> Status {
     match status {
         486 | 600 | 603 => Status::Busy,
         408 | 480 | 487 => Status::NoAnswer,

@@ -945,11 +945,7 @@ impl Call {
             .ok_or_else(|| "no number to call back".to_owned())?;
         let now = Utc::now();
         let mut job = super::dialer::OutboundCall::new(
-            format!(
-                "c-q-{}-{:012x}",
-                now.format("%Y%m%d"),
-                rand::random::<u64>() & 0xffff_ffff_ffff
-            ),
+            super::dialer::OutboundCall::new_id("q-", now),
             to,
             self.shared.settings.outbound.queue_callback_flow.clone(),
             BTreeMap::new(),

@@ -372,6 +372,25 @@ async fn register(
     .expect("sipp task")
 }
 
+/// One caller (`caller-transfer.xml`) is put through to a SIPp agent that answers at
+/// `agent_port`; both scenarios must pass.
+async fn caller_reaches_agent(gw: &Gateway, agent_port: u16, target: &str, work: &Path) {
+    let mut agent = start_agent("agent-answers.xml", agent_port, 1, work);
+    wait_bound(agent_port).await;
+    let (t, w) = (target.to_owned(), work.to_path_buf());
+    let (code, log) =
+        tokio::task::spawn_blocking(move || caller(&sipp::scenario("caller-transfer.xml"), &t, &w))
+            .await
+            .expect("caller task");
+    assert_eq!(code, 0, "{log}\n--- gateway ---\n{}", gw.log());
+    assert_eq!(
+        agent_exit(&mut agent).await,
+        0,
+        "--- gateway ---\n{}",
+        gw.log()
+    );
+}
+
 #[tokio::test]
 async fn an_agent_who_registers_is_rung_where_their_phone_is_and_a_wrong_password_gets_no_calls() {
     let (dir, work) = workdirs();
@@ -427,20 +446,7 @@ async fn an_agent_who_registers_is_rung_where_their_phone_is_and_a_wrong_passwor
     );
     let q = gw.get("/v1/queues", Some(ADMIN_KEY)).await;
     assert_eq!(q.body["queues"][0]["agents_logged_in"], 1, "{}", q.text);
-    let mut agent = start_agent("agent-answers.xml", phone_port, 1, &work);
-    wait_bound(phone_port).await;
-    let (code, log) = tokio::task::spawn_blocking(move || {
-        caller(&sipp::scenario("caller-transfer.xml"), &target, &work)
-    })
-    .await
-    .expect("caller task");
-    assert_eq!(code, 0, "{log}\n--- gateway ---\n{}", gw.log());
-    assert_eq!(
-        agent_exit(&mut agent).await,
-        0,
-        "--- gateway ---\n{}",
-        gw.log()
-    );
+    caller_reaches_agent(&gw, phone_port, &target, &work).await;
     let records = gw.call_records(2).await;
     let second = &records[1];
     assert_eq!(second["outcome"], "agent_hangup", "{second}");
@@ -499,20 +505,7 @@ async fn an_agent_behind_nat_is_rung_where_its_register_came_from() {
         gw.log()
     );
     // The same port now takes calls (as the NAT binding would carry them to the phone).
-    let mut agent = start_agent("agent-answers.xml", nat_port, 1, &work);
-    wait_bound(nat_port).await;
-    let (code, log) = tokio::task::spawn_blocking(move || {
-        caller(&sipp::scenario("caller-transfer.xml"), &target, &work)
-    })
-    .await
-    .expect("caller task");
-    assert_eq!(code, 0, "{log}\n--- gateway ---\n{}", gw.log());
-    assert_eq!(
-        agent_exit(&mut agent).await,
-        0,
-        "--- gateway ---\n{}",
-        gw.log()
-    );
+    caller_reaches_agent(&gw, nat_port, &target, &work).await;
     let record = gw.call_record().await;
     assert_eq!(record["outcome"], "agent_hangup", "{record}");
     assert!(

@@ -301,7 +301,7 @@ async fn place(
                         };
                         let incoming = Incoming {
                             call: leg,
-                            sip_call_id: format!("outbound-{}-{}", job.id, job.attempts.len()),
+                            sip_call_id: job.attempt_call_id(),
                             from: from_uri,
                             to: target_uri,
                             sdp_offer: None,
@@ -355,19 +355,14 @@ fn attempt_record(
     status: u16,
 ) {
     let ended = Utc::now();
-    let outcome = match status {
-        486 | 600 | 603 => "busy",
-        408 | 480 | 487 => "no_answer",
-        _ => "failed",
-    };
     let record = CallRecord {
-        outcome: outcome.into(),
+        outcome: super::super::dialer::classify(status).as_str().into(),
         last_step: None,
         orders: Vec::new(),
         facts: CallFacts {
             direction: cdr::direction(true),
             outbound_id: Some(job.id.clone()),
-            sip_call_id: format!("outbound-{}-{}", job.id, job.attempts.len()),
+            sip_call_id: job.attempt_call_id(),
             caller: shared.settings.outbound.caller_id.clone(),
             called: job.to.clone(),
             started_at: started,
