@@ -49,10 +49,33 @@ pub const USER_KEY: &str = "test-user-key-9876543210";
 /// Shared dispatch secret (deliveries and status events).
 pub const SECRET: &str = "test-dispatch-secret";
 
-/// A TCP port that was free a moment ago on 127.0.0.1.
+/// A port free a moment ago on 127.0.0.1 for both TCP and UDP, never handed out twice in this
+/// test process.
+///
+/// Why not bind port 0: the kernel's ephemeral range (32768-60999) is where every outgoing
+/// connection and every `bind(0)` of every process lands, and where the call tests give gateways
+/// their RTP ranges, so a port "free a moment ago" there is soon taken by someone else (a CI run
+/// failed on exactly that: a queue test's SIP port became another gateway's RTP port). Ports here
+/// come from 12000-19999, below the ephemeral range and outside every RTP range the tests
+/// configure, four apart (SIPp's media takes the port after its own) from a per-process start,
+/// each checked with a TCP and a UDP bind.
 pub fn free_port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 12_000;
+    const COUNT: u32 = 8_000;
+    const STEP: u32 = 4;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let start = (std::process::id() % (COUNT / STEP)) * STEP;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..COUNT / STEP {
+        let port = (FIRST + NEXT.fetch_add(STEP, Ordering::Relaxed) % COUNT) as u16;
+        let tcp = StdListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}-{}", FIRST + COUNT - 1)
 }
 
 /// Poll `cond` until it is true or `timeout` passes; returns whether it became true.

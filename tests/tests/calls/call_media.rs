@@ -683,7 +683,7 @@ async fn gateway_on(root: &Path, main_flow: &str, sockets: Sockets) -> (Gateway,
     // A SIP port free a moment ago may be taken (UDP sockets come and go in parallel tests):
     // another one then.
     for _ in 0..5 {
-        let sip_port = free_sip_port();
+        let sip_port = free_port();
         let extra = format!(
             "[sip]\nudp = \"127.0.0.1:{sip_port}\"\ntcp = \"127.0.0.1:{sip_port}\"\n\n\
              [media]\nrtp_port_min = {min}\nrtp_port_max = {max}\nrtp_sockets = \"{}\"\n\n\
@@ -719,17 +719,6 @@ async fn gateway_on(root: &Path, main_flow: &str, sockets: Sockets) -> (Gateway,
         }
     }
     panic!("no free SIP port in 5 tries");
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 a moment ago.
-fn free_sip_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-        let port = udp.local_addr().expect("addr").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// SIPp places one call with `scenario`, offering the phone's RTP port, and waits for the

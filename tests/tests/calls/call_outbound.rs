@@ -20,7 +20,7 @@ use serde_json::Value;
 use support::sipp;
 use support::{ADMIN_KEY, Gateway, GatewayOptions, USER_KEY, free_port, wait_until};
 
-use super::call_transfer::{agent_exit, free_udp_port, start_uas, wait_bound};
+use super::call_transfer::{agent_exit, start_uas, wait_bound};
 
 fn shipped_flows() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -100,7 +100,7 @@ async fn ended(gw: &Gateway, id: &str, within: Duration) -> Value {
 #[tokio::test]
 async fn an_outbound_call_runs_its_flow_and_the_phone_s_keys_are_heard() {
     let (dir, work) = workdirs();
-    let phone_port = free_udp_port();
+    let phone_port = support::free_port();
     let (gw, _) = gateway(dir.path(), phone_port, "", "").await;
     let mut phone = start_uas(
         "phone-answers-keys.xml",
@@ -158,7 +158,7 @@ async fn an_outbound_call_runs_its_flow_and_the_phone_s_keys_are_heard() {
 #[tokio::test]
 async fn a_busy_phone_is_tried_per_policy_and_every_try_recorded() {
     let (dir, work) = workdirs();
-    let phone_port = free_udp_port();
+    let phone_port = support::free_port();
     let (gw, _) = gateway(
         dir.path(),
         phone_port,
@@ -197,7 +197,7 @@ async fn a_busy_phone_is_tried_per_policy_and_every_try_recorded() {
 #[tokio::test]
 async fn a_phone_nobody_answers_is_cancelled_at_the_ring_timeout_and_ends_no_answer() {
     let (dir, work) = workdirs();
-    let phone_port = free_udp_port();
+    let phone_port = support::free_port();
     let (gw, _) = gateway(
         dir.path(),
         phone_port,
@@ -385,7 +385,7 @@ async fn bad_requests_and_the_hours_outside_calling_hours_dial_nothing() {
 #[tokio::test]
 async fn calls_waiting_when_the_gateway_is_killed_are_made_after_the_restart_each_once() {
     let (dir, work) = workdirs();
-    let phone_port = free_udp_port();
+    let phone_port = support::free_port();
     let (mut gw, _) = gateway(dir.path(), phone_port, "", "").await;
     let later = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
     let mut ids = Vec::new();
@@ -427,7 +427,7 @@ async fn calls_waiting_when_the_gateway_is_killed_are_made_after_the_restart_eac
 #[tokio::test]
 async fn a_call_refused_at_capacity_is_called_back_when_the_line_is_free() {
     let (dir, work) = workdirs();
-    let phone_port = free_udp_port();
+    let phone_port = support::free_port();
     let (gw, sip_port) = gateway(
         dir.path(),
         phone_port,
@@ -455,7 +455,10 @@ async fn a_call_refused_at_capacity_is_called_back_when_the_line_is_free() {
     wait_bound(phone_port).await;
     let (w, t) = (work.clone(), target.clone());
     let (code, log) = tokio::task::spawn_blocking(move || {
-        let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
+        let (port, rtp) = (
+            support::free_port().to_string(),
+            support::free_port().to_string(),
+        );
         sipp::call(
             &w,
             &sipp::scenario("caller-refused.xml"),

@@ -10,9 +10,7 @@ use std::time::Duration;
 use support::sipp::{self, logs};
 use support::{ADMIN_KEY, Gateway, GatewayOptions, USER_KEY, free_port};
 
-use super::call_transfer::{
-    agent_exit, caller, free_udp_port, start_agent, wait_bound, write_prompt,
-};
+use super::call_transfer::{agent_exit, caller, start_agent, wait_bound, write_prompt};
 
 const FLOW: &str = r#"
 flow: main
@@ -80,7 +78,7 @@ async fn gateway_with(root: &Path, agent: &str, sip_extra: &str, queue: &str) ->
 #[tokio::test]
 async fn three_callers_and_one_agent_are_served_in_arrival_order_and_hear_their_place() {
     let (dir, work) = workdirs();
-    let agent_port = free_udp_port();
+    let agent_port = support::free_port();
     let (gw, sip_port) = gateway(
         dir.path(),
         agent_port,
@@ -232,7 +230,7 @@ async fn three_callers_and_one_agent_are_served_in_arrival_order_and_hear_their_
 #[tokio::test]
 async fn a_caller_nobody_answers_is_given_up_on_after_the_longest_wait() {
     let (dir, work) = workdirs();
-    let agent_port = free_udp_port();
+    let agent_port = support::free_port();
     // The agent's phone rings out (3 s) twice before the caller's 8 s are up.
     let (gw, sip_port) = gateway(
         dir.path(),
@@ -273,7 +271,7 @@ async fn a_caller_nobody_answers_is_given_up_on_after_the_longest_wait() {
 #[tokio::test]
 async fn a_key_while_waiting_leaves_the_queue_and_cancels_the_ringing_agent() {
     let (dir, work) = workdirs();
-    let agent_port = free_udp_port();
+    let agent_port = support::free_port();
     let (gw, sip_port) = gateway(dir.path(), agent_port, "ring_timeout_s = 20").await;
     // The agent's phone rings and is never picked up: it expects the gateway's CANCEL.
     let mut agent = start_agent("agent-rings.xml", agent_port, 1, &work);
@@ -284,7 +282,10 @@ async fn a_key_while_waiting_leaves_the_queue_and_cancels_the_ringing_agent() {
     let scenario = sipp::scenario("caller-key-while-waiting.xml");
     let w = work.clone();
     let (code, log) = tokio::task::spawn_blocking(move || {
-        let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
+        let (port, rtp) = (
+            support::free_port().to_string(),
+            support::free_port().to_string(),
+        );
         sipp::call(
             &w,
             &scenario,
@@ -298,7 +299,7 @@ async fn a_key_while_waiting_leaves_the_queue_and_cancels_the_ringing_agent() {
                 "0",
                 "-key",
                 "rtp_port",
-                &free_udp_port().to_string(),
+                &support::free_port().to_string(),
             ],
             60,
             &target,
@@ -345,7 +346,10 @@ async fn register(
     let scenario = sipp::scenario(scenario);
     let (work, password) = (work.to_path_buf(), password.to_owned());
     tokio::task::spawn_blocking(move || {
-        let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
+        let (port, rtp) = (
+            support::free_port().to_string(),
+            support::free_port().to_string(),
+        );
         sipp::call(
             &work,
             &scenario,
@@ -401,7 +405,7 @@ async fn an_agent_who_registers_is_rung_where_their_phone_is_and_a_wrong_passwor
         secret.display().to_string()
     );
     let (gw, sip_port) = gateway_with(dir.path(), "1001", &sip_extra, "ring_timeout_s = 10").await;
-    let phone_port = free_udp_port();
+    let phone_port = support::free_port();
 
     // A wrong password is refused 403, and the agent is not logged in: a caller is told the
     // agents are busy at once (the queue has nobody), not held for nobody.
@@ -472,11 +476,11 @@ async fn an_agent_behind_nat_is_rung_where_its_register_came_from() {
     );
     let (gw, sip_port) = gateway_with(dir.path(), "1001", &sip_extra, "ring_timeout_s = 10").await;
     // The phone registers from `nat_port`, naming a private address in its Contact.
-    let nat_port = free_udp_port();
+    let nat_port = support::free_port();
     let target = format!("127.0.0.1:{sip_port}");
     let (w, t) = (work.clone(), target.clone());
     let (code, log) = tokio::task::spawn_blocking(move || {
-        let rtp = free_udp_port().to_string();
+        let rtp = support::free_port().to_string();
         sipp::call(
             &w,
             &sipp::scenario("agent-register-nat.xml"),
@@ -522,7 +526,7 @@ async fn an_agent_logs_out_and_in_by_feature_code_from_their_phone() {
     let (dir, work) = workdirs();
     let sip_extra = "\n[sip.agents.1001]\npassword = \"tiger-9\"\n";
     let (gw, sip_port) = gateway_with(dir.path(), "1001", sip_extra, "").await;
-    let phone_port = free_udp_port();
+    let phone_port = support::free_port();
     let logged_in = || async {
         let r = gw.get("/v1/queues", Some(ADMIN_KEY)).await;
         r.body["queues"][0]["agents_logged_in"].as_u64()
@@ -533,7 +537,10 @@ async fn an_agent_logs_out_and_in_by_feature_code_from_their_phone() {
     let feature = |code: &'static str| {
         let (w, t) = (work.clone(), format!("127.0.0.1:{sip_port}"));
         tokio::task::spawn_blocking(move || {
-            let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
+            let (port, rtp) = (
+                support::free_port().to_string(),
+                support::free_port().to_string(),
+            );
             sipp::call(
                 &w,
                 &sipp::scenario("agent-feature-code.xml"),
@@ -706,8 +713,11 @@ async fn callback_gateway(
 async fn caller_asking_for_a_callback(target: &str, work: &Path) -> (i32, String) {
     let (t, w) = (target.to_owned(), work.to_owned());
     tokio::task::spawn_blocking(move || {
-        let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
-        let rtp_port = free_udp_port().to_string();
+        let (port, rtp) = (
+            support::free_port().to_string(),
+            support::free_port().to_string(),
+        );
+        let rtp_port = support::free_port().to_string();
         sipp::call(
             &w,
             &sipp::scenario("caller-key-while-waiting.xml"),
@@ -734,7 +744,7 @@ async fn caller_asking_for_a_callback(target: &str, work: &Path) -> (i32, String
 #[tokio::test]
 async fn a_caller_who_asks_for_a_callback_is_called_back_in_their_place_before_the_next() {
     let (dir, work) = workdirs();
-    let (agent_port, phone_port) = (free_udp_port(), free_udp_port());
+    let (agent_port, phone_port) = (support::free_port(), support::free_port());
     let (gw, sip_port) = callback_gateway(dir.path(), agent_port, phone_port, 46000).await;
     // The agent takes three calls: the first caller, the one called back, the third.
     let mut agent = start_agent("agent-answers-slowly.xml", agent_port, 3, &work);
@@ -846,7 +856,7 @@ async fn a_caller_who_asks_for_a_callback_is_called_back_in_their_place_before_t
 #[tokio::test]
 async fn a_callback_waiting_when_the_gateway_is_killed_is_made_after_the_restart_once() {
     let (dir, work) = workdirs();
-    let (agent_port, phone_port) = (free_udp_port(), free_udp_port());
+    let (agent_port, phone_port) = (support::free_port(), support::free_port());
     let (mut gw, sip_port) = callback_gateway(dir.path(), agent_port, phone_port, 47000).await;
     // The agent is busy with a first caller while the second asks for a callback.
     let mut busy_agent = start_agent("agent-answers-slowly.xml", agent_port, 1, &work);

@@ -35,13 +35,6 @@ steps:
     reason: agents_busy
 "#;
 
-pub(super) fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 /// SIPp as an agent's phone: a UAS on its own port taking `calls` calls of `scenario` (a file
 /// in `tests/sipp/`) one after another, echoing RTP (`-rtp_echo`).
 pub(super) fn start_agent(scenario: &str, port: u16, calls: u32, workdir: &Path) -> Child {
@@ -62,7 +55,12 @@ pub(super) fn start_uas(
         .arg("-sf")
         .arg(sipp::scenario(scenario))
         .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &port.to_string(), "-mp", &free_udp_port().to_string()])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-mp",
+            &support::free_port().to_string(),
+        ])
         .args(["-m", &calls.to_string(), "-rtp_echo"])
         .args(args)
         .args([
@@ -82,7 +80,10 @@ pub(super) fn start_uas(
 /// A SIPp caller running one call of `scenario` against `target` in the background (to be
 /// waited for, or killed).
 pub(super) fn spawn_caller(scenario: &str, target: &str, workdir: &Path) -> Child {
-    let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
+    let (port, rtp) = (
+        support::free_port().to_string(),
+        support::free_port().to_string(),
+    );
     Command::new("sipp")
         .current_dir(workdir)
         .arg("-sf")
@@ -118,7 +119,10 @@ pub(super) async fn wait_bound(port: u16) {
 
 /// Run the caller's SIPp for one call; returns its exit status and logs.
 pub(super) fn caller(scenario: &Path, target: &str, workdir: &Path) -> (i32, String) {
-    let (port, rtp) = (free_udp_port().to_string(), free_udp_port().to_string());
+    let (port, rtp) = (
+        support::free_port().to_string(),
+        support::free_port().to_string(),
+    );
     sipp::call(workdir, scenario, &["-p", &port, "-mp", &rtp], 60, target)
 }
 
@@ -163,7 +167,7 @@ async fn setup() -> Setup {
     let work = dir.path().join("sipp");
     std::fs::create_dir_all(&work).expect("mkdir");
     let sip_port = free_port();
-    let agent_port = free_udp_port();
+    let agent_port = support::free_port();
     let extra = format!(
         "[sip]\nudp = \"127.0.0.1:{sip_port}\"\ntcp = \"127.0.0.1:{sip_port}\"\n\n\
          [media]\nrtp_port_min = 43000\nrtp_port_max = 43999\n\n\

@@ -4,7 +4,7 @@
 //! visible in `/readyz` and `/metrics`).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -175,13 +175,6 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -225,7 +218,7 @@ fn wait_for(port: u16, path: &str, what: &str, pred: impl Fn(&str) -> bool) -> S
 fn a_running_gateway_applies_valid_edits_and_refuses_broken_ones() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let flows = copy_flows(tmp.path());
-    let port = free_port();
+    let port = support::free_port();
     let child = Command::new(support::gateway_binary())
         .arg("run")
         .env_remove("GATEWAY_CONFIG")

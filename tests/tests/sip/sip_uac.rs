@@ -21,16 +21,6 @@ use crate::sip_transport::local;
 const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
-/// A port free right now on loopback, for SIPp to bind (it cannot report the port it picked).
-fn free_port(tcp: bool) -> u16 {
-    let addr = if tcp {
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr())
-    } else {
-        std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr())
-    };
-    addr.expect("a free loopback port").port()
-}
-
 /// Wait until SIPp holds its port (ours can no longer be bound there). Over TCP a connection
 /// refused would lose the INVITE for good (no retransmission on a reliable transport).
 async fn wait_bound(port: u16, tcp: bool, sipp: &mut tokio::process::Child) {
@@ -89,7 +79,7 @@ async fn next(events: &mut tokio::sync::mpsc::UnboundedReceiver<CallEvent>) -> C
 async fn call_sipp(tcp: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("sipp-messages.log");
-    let port = free_port(tcp);
+    let port = support::free_port();
     let mut sipp = start_sipp(port, tcp, &log);
     wait_bound(port, tcp, &mut sipp).await;
     let mut svc = SipService::start(local()).await.expect("start");
