@@ -44,6 +44,7 @@ pub struct Config {
     pub sip: SipConfig,
     pub media: MediaConfig,
     pub calls: CallsConfig,
+    pub webrtc: crate::call::webrtc::WebRtcConfig,
     pub speech: SpeechConfig,
     pub related: RelatedOrdersConfig,
 }

@@ -191,6 +191,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         web: Arc::new(api::WebState::from_config(&config)?),
         queues: calls.as_ref().map(|c| c.queues.clone()),
         outbound: calls.as_ref().map(|c| c.outbound.clone()),
+        webrtc: calls.as_ref().and_then(|c| c.webrtc.clone()),
     };
     let app = api::router(state, config.http.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(config.http.listen)

@@ -28,6 +28,7 @@ use std::net::TcpListener as StdListener;
 use std::time::{Duration, Instant};
 
 pub mod audio;
+pub mod browser;
 pub mod http;
 pub mod ids;
 pub mod postgres;

@@ -92,6 +92,7 @@ pub mod prompt;
 pub mod rtp_session;
 pub mod sdp;
 pub mod speech_feed;
+pub mod webrtc;
 
 pub use g711::{Codec, UnknownCodec};
 

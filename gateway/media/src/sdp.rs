@@ -555,7 +555,7 @@ pub struct Answer {
     pub media: Negotiated,
 }
 
-fn telephone_event_pt(m: &MediaDescription) -> Option<u8> {
+pub(crate) fn telephone_event_pt(m: &MediaDescription) -> Option<u8> {
     m.payload_types().find(|&pt| {
         m.rtpmap(pt).is_some_and(|r| {
             r.encoding.eq_ignore_ascii_case("telephone-event") && r.clock_rate == 8000
@@ -564,7 +564,7 @@ fn telephone_event_pt(m: &MediaDescription) -> Option<u8> {
 }
 
 /// The payload type the offer uses for `codec` in this section, if any.
-fn codec_pt(m: &MediaDescription, codec: Codec) -> Option<u8> {
+pub(crate) fn codec_pt(m: &MediaDescription, codec: Codec) -> Option<u8> {
     m.payload_types().find(|&pt| match m.rtpmap(pt) {
         Some(r) => Codec::from_name(&r.encoding) == Some(codec) && r.clock_rate == 8000,
         None => Codec::from_static_pt(pt) == Some(codec),

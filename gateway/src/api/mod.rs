@@ -13,6 +13,7 @@ mod orders;
 mod queues;
 mod submissions;
 mod web;
+pub mod webrtc;
 
 pub use web::WebState;
 
@@ -57,6 +58,8 @@ pub struct AppState {
     pub queues: Option<crate::call::queues::Queues>,
     /// Outbound calls, when calls are taken.
     pub outbound: Option<crate::call::outbound::Outbound>,
+    /// Browser and app calls, when calls are taken and `[webrtc] enabled`.
+    pub webrtc: Option<crate::call::webrtc::WebCalls>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -70,6 +73,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/queues/{queue}/agents/{agent}", put(queues::set_agent))
         .route("/v1/calls", post(calls::create).get(calls::list))
         .route("/v1/calls/{id}", get(calls::get_one).delete(calls::cancel))
+        .route("/v1/call-tokens", post(webrtc::issue_token))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
@@ -80,7 +84,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/admin", get(ops::console));
-    let public = web::routes(&state).merge(open311::routes());
+    let public = web::routes(&state)
+        .merge(open311::routes())
+        .merge(webrtc::routes());
     with_key
         .merge(open)
         .merge(channels::routes())

@@ -35,6 +35,8 @@ pub struct CallRecord {
 pub struct CallFacts {
     /// `inbound` (a citizen called the hotline) or `outbound` (the gateway called them).
     pub direction: &'static str,
+    /// `phone` (SIP) or `webrtc` (a browser or app).
+    pub channel: &'static str,
     /// The outbound call's job (`/v1/calls/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outbound_id: Option<String>,
@@ -52,6 +54,11 @@ pub struct CallFacts {
     pub bridge: Option<BridgeFigures>,
     pub codec: Option<String>,
     pub rtp: Option<RtpFigures>,
+}
+
+/// The record's `channel`.
+pub fn channel(webrtc: bool) -> &'static str {
+    if webrtc { "webrtc" } else { "phone" }
 }
 
 /// The record's `direction`.

@@ -68,6 +68,10 @@ pub enum Control {
     Register(CallId, mpsc::UnboundedSender<CallInput>),
     /// Place an outbound call (capacity allowing) and run its flow.
     Dial(Box<super::outbound::Dial>),
+    /// Answer a browser's or app's offer (capacity allowing) and run the entry flow.
+    WebRtc(Box<super::webrtc::Offer>),
+    /// The browser ended its WebRTC call (its DELETE).
+    EndWebRtc(CallId),
 }
 
 /// Where the agent leg is.

@@ -15,8 +15,12 @@ use tokio::task::JoinSet;
 use super::Shared;
 use super::events::{CallInput, Control, Incoming};
 use super::session;
+use super::webrtc::PlaceError;
 use crate::runtime::sip_transport::Command;
 use sip::{CallEvent, CallId};
+
+/// Where the ids of WebRTC calls start (see [`Control::WebRtc`]).
+const WEBRTC_IDS: u64 = 1 << 62;
 
 fn call_of(ev: &CallEvent) -> Option<CallId> {
     Some(match ev {
@@ -46,6 +50,8 @@ pub(super) async fn run(
     let mut tasks = JoinSet::new();
     let mut stopping = false;
     let mut missed = MissedCalls::default();
+    // WebRTC calls' ids: far above the SIP endpoint's, which count up from 1.
+    let mut next_webrtc: u64 = WEBRTC_IDS;
     loop {
         tokio::select! {
             ev = events.recv() => {
@@ -139,6 +145,30 @@ pub(super) async fn run(
                     }
                     tasks.spawn(session::run_outbound(Arc::clone(&shared), *dial, control_tx.clone()));
                     metrics::gauge!("gateway_calls_active").set(tasks.len() as f64);
+                }
+                Control::WebRtc(offer) => {
+                    // A browser's call takes a place like a phone's.
+                    let live = tasks.len();
+                    if stopping || live >= shared.settings.max_calls {
+                        metrics::counter!("gateway_calls_total", "outcome" => "refused").increment(1);
+                        let err = if stopping { PlaceError::Stopped } else { PlaceError::Busy };
+                        let _ = offer.reply.send(Err(err));
+                        continue;
+                    }
+                    next_webrtc += 1;
+                    let id = CallId(next_webrtc);
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    calls.insert(id, tx);
+                    tasks.spawn(session::run_webrtc(Arc::clone(&shared), id, *offer, rx, control_tx.clone()));
+                    metrics::gauge!("gateway_calls_active").set(tasks.len() as f64);
+                }
+                Control::EndWebRtc(id) => {
+                    if let Some(tx) = calls.get(&id) {
+                        let _ = tx.send(CallInput::Sip(CallEvent::CallTerminated {
+                            call: id,
+                            reason: sip::TerminationReason::RemoteBye,
+                        }));
+                    }
                 }
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {

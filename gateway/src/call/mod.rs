@@ -24,6 +24,8 @@
 //! - [`feature`]: agents' feature codes (`*21` log in, `*22` log out), from their phones.
 //! - [`dialer`]: outbound calls, sans-IO (when each is dialled, retries, calling hours);
 //!   [`outbound`]: the task that drives it with the store, the API and the missed calls.
+//! - [`webrtc`]: browser and app calls (`[webrtc]`, the live WebRTC calls, placing and ending
+//!   them for the HTTP API); their task is [`session::run_webrtc`].
 //! - [`cdr`]: one call detail record per call (outcome, orders, recording, RTP loss and jitter).
 //! - [`config`]: the `[sip]`, `[media]`, `[calls]` and `[speech]` sections.
 
@@ -43,6 +45,7 @@ pub mod session;
 #[cfg(test)]
 mod sim;
 pub mod tts;
+pub mod webrtc;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -104,6 +107,8 @@ pub struct Shared {
     pub queues: queues::Queues,
     /// Outbound calls (`[calls.outbound]`): the missed calls' callbacks go here.
     pub outbound: outbound::Outbound,
+    /// Browser and app calls (`[webrtc]`); `None` when off.
+    pub webrtc: Option<webrtc::WebCalls>,
 }
 
 /// The running call service: SIP listening and the call manager.
@@ -115,6 +120,8 @@ pub struct CallService {
     pub queues: queues::Queues,
     /// Outbound calls (for `/v1/calls`).
     pub outbound: outbound::Outbound,
+    /// Browser and app calls (for `/v1/calls/webrtc`), when `[webrtc] enabled`.
+    pub webrtc: Option<webrtc::WebCalls>,
     stop: watch::Sender<bool>,
     manager: JoinHandle<()>,
     sip_task: JoinHandle<()>,
@@ -190,7 +197,19 @@ impl CallService {
             queues.clone(),
         );
         queues.attach_outbound(outbound.clone());
+        let webrtc = if config.webrtc.enabled {
+            let settings = media::webrtc::WebRtcSettings::new(&settings.media.codecs)
+                .context("cannot make the DTLS certificate for WebRTC calls")?;
+            Some(webrtc::WebCalls::new(
+                control_tx.clone(),
+                settings,
+                config.webrtc.clone(),
+            ))
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
+            webrtc: webrtc.clone(),
             outbound,
             ports,
             media,
@@ -218,6 +237,7 @@ impl CallService {
             tcp_addr: sip.tcp_addr,
             queues,
             outbound,
+            webrtc,
             stop,
             manager,
             sip_task: sip.task,

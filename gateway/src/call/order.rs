@@ -38,6 +38,9 @@ pub struct CallContext<'a> {
     pub language: &'a str,
     /// Final recognition results of the call, for the order's transcript.
     pub speech: &'a [TranscriptSegment],
+    /// A browser's or app's call (channel `webrtc`): the app user its token named, `""` when
+    /// none. `None`: a phone call.
+    pub webrtc_user: Option<&'a str>,
 }
 
 /// The text of an order whose content is a voice message nobody has transcribed.
@@ -67,11 +70,14 @@ fn claim(ctx: &CallContext<'_>, seq: u32, what: &str) -> IdempotencyClaim {
 
 fn base(ctx: &CallContext<'_>) -> Submission {
     Submission {
-        channel: Channel::Phone,
+        channel: match ctx.webrtc_user {
+            Some(_) => Channel::Webrtc,
+            None => Channel::Phone,
+        },
         citizen: Citizen {
             name: None,
             phone: ctx.caller.and_then(adapters::submission::normalize_phone),
-            channel_user: None,
+            channel_user: ctx.webrtc_user.filter(|u| !u.is_empty()).map(str::to_owned),
         },
         kind: None,
         text: String::new(),
@@ -193,6 +199,7 @@ pub fn callback(
 /// node's local `YYYYMMDDHH`): a caller who redials into a full hotline is one task, not many.
 pub fn missed(caller: &str, sip_call_id: &str, hour: &str) -> CallOrder {
     let ctx = CallContext {
+        webrtc_user: None,
         sip_call_id,
         caller: Some(caller),
         language: "zh",
@@ -218,6 +225,7 @@ pub fn missed(caller: &str, sip_call_id: &str, hour: &str) -> CallOrder {
 /// One per callback job (`job`), however often the outcome is stored.
 pub fn callback_not_reached(caller: &str, job: &str, status: &str) -> CallOrder {
     let ctx = CallContext {
+        webrtc_user: None,
         sip_call_id: job,
         caller: Some(caller),
         language: "zh",
@@ -272,6 +280,7 @@ mod tests {
             caller: Some("13800138000"),
             language: "zh",
             speech: &[],
+            webrtc_user: None,
         }
     }
 
@@ -363,5 +372,26 @@ mod tests {
         assert!(o.submission.text.contains("洪山区"));
         assert_eq!(o.submission.location.district.as_deref(), Some("洪山区"));
         assert_eq!(o.claim.key, "abc@trunk#9");
+    }
+
+    #[test]
+    fn a_browser_call_files_a_webrtc_order_naming_the_app_user() {
+        let mut c = ctx();
+        c.caller = None;
+        c.webrtc_user = Some("wx-openid-42");
+        let slots = BTreeMap::from([("text".to_owned(), "路灯不亮".to_owned())]);
+        let o = from_slots(&c, 1, &slots, None).expect("an order");
+        assert_eq!(o.submission.channel, Channel::Webrtc);
+        assert_eq!(
+            o.submission.citizen.channel_user.as_deref(),
+            Some("wx-openid-42")
+        );
+        assert_eq!(o.submission.citizen.phone, None);
+        c.webrtc_user = Some("");
+        let o = from_slots(&c, 1, &slots, None).expect("an order");
+        assert_eq!(
+            o.submission.citizen.channel_user, None,
+            "an anonymous page call"
+        );
     }
 }

@@ -43,7 +43,9 @@ use crate::runtime::sip_transport::Command;
 use sip::{CallEvent, OutgoingCall};
 
 mod outbound_leg;
+mod webrtc_leg;
 pub use outbound_leg::run_outbound;
+pub use webrtc_leg::run_webrtc;
 
 /// The user part of a SIP or tel URI: `sip:13800138000@host;user=phone` -> `13800138000`.
 pub fn uri_user(uri: &str) -> String {
@@ -105,6 +107,8 @@ struct Call {
     queue_call: Option<Ticket>,
     /// An outbound call's job: it hears how the call ended; cancelling it hangs up.
     outbound: Option<outbound_leg::OutboundLink>,
+    /// A browser's or app's call: its leg has no SIP dialog (see [`webrtc_leg`]).
+    webrtc: Option<webrtc_leg::WebLink>,
 }
 
 /// A call's place in an agent queue.
@@ -372,6 +376,7 @@ fn assemble(
         frame_events: true,
         frame_batch: 1,
         outbound: None,
+        webrtc: None,
     };
     (call, backend_rx)
 }
@@ -408,7 +413,32 @@ impl Call {
         self.started.elapsed().as_millis() as u64
     }
 
-    async fn sip(&self, cmd: Command) {
+    async fn sip(&mut self, cmd: Command) {
+        if self.webrtc.is_some() {
+            // The caller's leg is WebRTC: what the core asks of its dialog is done here; an
+            // agent leg's commands still go to SIP.
+            match cmd {
+                Command::Hangup(call) if call == self.incoming.call => {
+                    tracing::info!("WebRTC call hung up by the gateway");
+                    self.core.handle_sip(
+                        Instant::now(),
+                        CallEvent::CallTerminated {
+                            call,
+                            reason: sip::TerminationReason::LocalHangup,
+                        },
+                    );
+                    return;
+                }
+                Command::Answer { call, .. }
+                | Command::Reject { call, .. }
+                | Command::Info { call, .. }
+                    if call == self.incoming.call =>
+                {
+                    return;
+                }
+                _ => {}
+            }
+        }
         if self.shared.sip.send(cmd).await.is_err() {
             tracing::debug!("SIP service gone");
         }
@@ -441,7 +471,10 @@ impl Call {
                     None => self.core.handle_media_failed(Instant::now()),
                 },
                 Some(Backend::Store(result)) = backend.recv() => {
-                    self.core.handle_store(Instant::now(), result)
+                    self.core.handle_store(Instant::now(), result);
+                    if let Some(w) = self.webrtc.as_ref() {
+                        w.orders(&self.core.outcome().orders);
+                    }
                 }
                 ev = bridge::next_leg(&mut self.agent) => self.on_leg(ev).await,
                 news = next_news(&mut self.queued) => self.on_queue_news(news).await,
@@ -476,6 +509,17 @@ impl Call {
                 language,
                 rate,
             } => {
+                if let Some(w) = self.webrtc.as_ref() {
+                    let text: Vec<&str> = items
+                        .iter()
+                        .filter_map(|i| match i {
+                            ivr_flows::PlayItem::Audio { text, .. }
+                            | ivr_flows::PlayItem::Tts { text } => Some(text.as_str()),
+                            ivr_flows::PlayItem::Silence { .. } => None,
+                        })
+                        .collect();
+                    w.saying((!text.is_empty()).then(|| text.concat()));
+                }
                 let player = self.player(id, items, language, rate).await;
                 let _ = self.media.commands.send(MediaCommand::Play(player)).await;
             }
@@ -765,6 +809,10 @@ impl Call {
             caller: (!self.caller.is_empty()).then_some(self.caller.as_str()),
             language: self.core.language().code(),
             speech: &self.speech,
+            webrtc_user: self
+                .webrtc
+                .as_ref()
+                .map(|w| w.user.as_deref().unwrap_or_default()),
         }
     }
 
@@ -1351,6 +1399,10 @@ impl Call {
             None => (self.caller.clone(), uri_user(&self.incoming.to)),
         };
         let duration_ms = self.started.elapsed().as_millis() as u64;
+        if let Some(w) = self.webrtc.as_ref() {
+            w.orders(&outcome.orders);
+            w.ended(ending.as_str());
+        }
         let outbound_id = self.outbound.as_ref().map(|l| l.id.clone());
         if let Some(link) = self.outbound.take() {
             link.ended(&outcome, duration_ms);
@@ -1359,6 +1411,7 @@ impl Call {
             &outcome,
             CallFacts {
                 direction: cdr::direction(outbound_id.is_some()),
+                channel: cdr::channel(self.webrtc.is_some()),
                 outbound_id,
                 sip_call_id: self.incoming.sip_call_id.clone(),
                 caller,

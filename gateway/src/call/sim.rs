@@ -857,6 +857,7 @@ fn the_caller_hanging_up_ends_the_call_and_gives_its_record() {
             &outcome,
             CallFacts {
                 direction: super::cdr::direction(false),
+                channel: super::cdr::channel(false),
                 outbound_id: None,
                 sip_call_id: sim.sip_call_id.clone(),
                 caller: "13800138000".into(),

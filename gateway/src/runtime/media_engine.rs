@@ -59,6 +59,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use media::rtp_session::{RtpSession, RtpStats};
+use media::webrtc::WebRtcTransport;
 
 use super::pacer_socket::{self, Demux, Outbox, PacerSockets, ReceiveBuffers, Registered};
 use super::rtp_socket::{
@@ -197,6 +198,29 @@ impl MediaEngine {
         session: RtpSession,
         options: DriverOptions,
     ) -> io::Result<MediaHandle> {
+        self.spawn_leg(ports, session, options, None)
+    }
+
+    /// [`Self::spawn`] for a browser's or app's leg: the call's datagrams go through
+    /// `transport` (ICE, DTLS-SRTP). `ports` must be the call's own (from
+    /// [`PortAllocator::bind`]), not a pacer's shared pair.
+    pub fn spawn_webrtc(
+        &self,
+        ports: BoundPorts,
+        session: RtpSession,
+        options: DriverOptions,
+        transport: WebRtcTransport,
+    ) -> io::Result<MediaHandle> {
+        self.spawn_leg(ports, session, options, Some(transport))
+    }
+
+    fn spawn_leg(
+        &self,
+        ports: BoundPorts,
+        session: RtpSession,
+        options: DriverOptions,
+        transport: Option<WebRtcTransport>,
+    ) -> io::Result<MediaHandle> {
         let local_rtp = ports.local_rtp()?;
         let pacer = match ports.pacer() {
             Some(i) => self.pacers.get(i),
@@ -209,8 +233,12 @@ impl MediaEngine {
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::channel(512);
         let (done_tx, done_rx) = oneshot::channel();
+        let mut media = CallMedia::new(ports, session, options, ev_tx);
+        if let Some(t) = transport {
+            media = media.with_webrtc(t)?;
+        }
         let new = NewCall {
-            media: CallMedia::new(ports, session, options, ev_tx),
+            media,
             commands: cmd_rx,
             done: done_tx,
         };

@@ -31,6 +31,7 @@ use media::dtmf::{DigitSource, InbandDetector};
 use media::prompt::Player;
 use media::rtp_session::{Channel, Output, RtcpReport, RtpEvent, RtpSession, RtpStats};
 use media::sdp::Negotiated;
+use media::webrtc::{TransportOutput, WebRtcTransport};
 
 use super::pacer_socket::Outbox;
 
@@ -412,6 +413,9 @@ pub(crate) struct CallMedia {
     /// Frames per [`MediaEvent::Frames`] (1: each as a [`MediaEvent::Frame`]).
     frame_batch: usize,
     batch: Vec<Frame>,
+    /// A browser's or app's leg: ICE-lite, DTLS-SRTP and RTCP around the session (always on
+    /// the call's own sockets).
+    webrtc: Option<Box<WebRtcTransport>>,
 }
 
 /// Frames kept for catch-up while frame events are off: 1.5 s, enough for a short answer
@@ -441,6 +445,41 @@ impl CallMedia {
             recent: VecDeque::new(),
             frame_batch: 1,
             batch: Vec::new(),
+            webrtc: None,
+        }
+    }
+
+    /// The call is a WebRTC leg: its datagrams go through `transport` (see
+    /// [`media::webrtc`]). Needs the call's own sockets.
+    pub(crate) fn with_webrtc(mut self, transport: WebRtcTransport) -> io::Result<Self> {
+        if self.own.is_none() {
+            return Err(io::Error::other("a WebRTC leg needs its own socket"));
+        }
+        self.webrtc = Some(Box::new(transport));
+        Ok(self)
+    }
+
+    /// Send what the WebRTC transport has for the peer, hand the session the peer's RTP, and
+    /// the call what the transport noticed. Returns the transport's next deadline.
+    fn drain_webrtc(&mut self, now: Instant) -> Option<Instant> {
+        loop {
+            let out = self.webrtc.as_mut()?.poll_output();
+            match out {
+                TransportOutput::Timeout(t) => return Some(t),
+                TransportOutput::Transmit { to, data } => {
+                    if let Some(own) = self.own.as_ref()
+                        && let Err(e) = own.rtp.send_to(&data, to)
+                    {
+                        tracing::debug!(error = %e, %to, "WebRTC send failed");
+                    }
+                }
+                TransportOutput::Rtp { from, data } => self.session.handle_rtp(now, from, &data),
+                TransportOutput::Connected => tracing::debug!("WebRTC connected"),
+                TransportOutput::Gone => {
+                    tracing::info!("the browser is gone (ICE consent lost or DTLS closed)");
+                    self.emit(MediaEvent::MediaTimeout);
+                }
+            }
         }
     }
 
@@ -481,6 +520,11 @@ impl CallMedia {
 
     /// A datagram that arrived at `now` from `from` on the RTP (`rtcp` false) or RTCP port.
     pub(crate) fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8], rtcp: bool) {
+        if let Some(t) = self.webrtc.as_mut() {
+            t.handle_datagram(now, from, data);
+            self.drain_webrtc(now);
+            return;
+        }
         // RTP/RTCP mux (RFC 5761): RTCP packet types 200-204 on the RTP port.
         if rtcp || (data.len() > 1 && (200..=204).contains(&data[1])) {
             self.session.handle_rtcp(now, from, data);
@@ -496,8 +540,20 @@ impl CallMedia {
     pub(crate) fn advance(&mut self, now: Instant, outbox: &mut Outbox) -> Instant {
         self.top_up(self.options.prefill + self.session.ticks_due(now));
         self.session.handle_timeout(now);
+        if let Some(t) = self.webrtc.as_mut() {
+            t.handle_timeout(now);
+        }
         loop {
             match self.session.poll_output() {
+                Output::Transmit(t) if self.webrtc.is_some() => {
+                    // The session's RTP goes out through the transport; its RTCP does not
+                    // (str0m reports for the stream it carries).
+                    if t.channel == Channel::Rtp
+                        && let Some(w) = self.webrtc.as_mut()
+                    {
+                        w.send_rtp(now, &t.data);
+                    }
+                }
                 Output::Transmit(t) => match self.own.as_ref() {
                     Some(own) => {
                         let socket = match t.channel {
@@ -513,14 +569,21 @@ impl CallMedia {
                 Output::Event(ev) => self.on_event(now, ev),
                 Output::Timeout(next) => {
                     self.finish_playback();
-                    return next;
+                    return match self.drain_webrtc(now) {
+                        Some(t) => next.min(t.max(now)),
+                        None => next,
+                    };
                 }
             }
         }
     }
 
     /// The media has ended: its statistics; the ports are released.
-    pub(crate) fn finish(self) -> RtpStats {
+    pub(crate) fn finish(mut self) -> RtpStats {
+        if let Some(t) = self.webrtc.as_mut() {
+            t.close();
+            self.drain_webrtc(Instant::now());
+        }
         let stats = self.session.stats();
         let port = self.own.as_ref().map(|o| o.lease.rtp_port());
         tracing::debug!(?stats, ?port, "media closed");

@@ -8,4 +8,5 @@ mod call_queue;
 mod call_sipp;
 mod call_speech;
 mod call_transfer;
+mod call_webrtc;
 mod media_loopback;

@@ -3,43 +3,16 @@
 //! refuse (invalid fields, a fake or oversize photo, the honeypot, a too-fast or forged post, a
 //! flood) without storing anything.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use support::browser::{browser_dir, ensure_playwright};
 use support::{ADMIN_KEY, Gateway, GatewayOptions, Reply};
 
 const WEB: &str = "[web]\nmin_fill_seconds = 1\nmax_upload_bytes = 100000\nrate_burst = 100\n";
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
-}
-
-/// Install playwright-core from the committed lock file (once), into tests/browser/node_modules.
-fn ensure_playwright() {
-    let dir = browser_dir();
-    if dir
-        .join("node_modules/playwright-core/package.json")
-        .is_file()
-    {
-        return;
-    }
-    let out = Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run npm ({e}): run `scripts/setup.sh --test` to install nodejs and npm")
-        });
-    assert!(
-        out.status.success(),
-        "npm install in tests/browser failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A multipart body: text fields and optionally a file named `photo`.
 fn multipart(fields: &[(&str, &str)], photo: Option<(&str, &str, &[u8])>) -> (String, Vec<u8>) {

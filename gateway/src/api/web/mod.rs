@@ -69,6 +69,10 @@ pub struct WebState {
     pub public_url: Option<String>,
     pub tokens: FormTokens,
     pub limiter: RateLimiter<IpAddr>,
+    /// Call tokens of browser and app calls (signed with the same secret).
+    pub call_tokens: super::webrtc::CallTokens,
+    /// The `/call` page's own tokens per client address (the web form's rates).
+    pub call_limiter: RateLimiter<IpAddr>,
     pub utc_offset: FixedOffset,
     pub open311_jurisdiction_id: String,
     pub open311_require_api_key: bool,
@@ -102,6 +106,8 @@ impl WebState {
                 .map(|u| u.trim_end_matches('/').to_owned()),
             tokens: FormTokens::new(secret.as_bytes()),
             limiter: RateLimiter::new(w.rate_per_minute, w.rate_burst),
+            call_tokens: super::webrtc::CallTokens::new(secret.as_bytes()),
+            call_limiter: RateLimiter::new(w.rate_per_minute, w.rate_burst),
             utc_offset: config.node.utc_offset,
             open311_jurisdiction_id: w.open311_jurisdiction_id.clone(),
             open311_require_api_key: w.open311_require_api_key,

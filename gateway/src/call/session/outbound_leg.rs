@@ -360,6 +360,7 @@ fn attempt_record(
         last_step: None,
         orders: Vec::new(),
         facts: CallFacts {
+            channel: cdr::channel(false),
             direction: cdr::direction(true),
             outbound_id: Some(job.id.clone()),
             sip_call_id: job.attempt_call_id(),

@@ -1,0 +1,218 @@
+//! Browser and app calls (WebRTC): the `[webrtc]` section, the table of live WebRTC calls and
+//! the handle the HTTP API places and ends them through.
+//!
+//! A WebRTC call is a call like a phone's: the same call task, core, flows, speech, queues,
+//! transfer to SIP agents, call detail records and `calls.max_calls`. What differs is the leg:
+//! signalling is one HTTP exchange (WHIP-shaped, RFC 9725: the browser POSTs its whole offer
+//! and gets the whole answer; ICE-lite, no trickle) instead of SIP, and the media goes through
+//! [`media::webrtc::WebRtcTransport`] (ICE, DTLS-SRTP) on the call's own UDP port. The call's
+//! task is [`super::session::run_webrtc`]; this module is the part the API sees.
+//!
+//! Who may call: the holder of a call token ([`crate::api::webrtc`] issues and checks them).
+//! The token's nonce is kept with the call, so only the browser that placed a call can end it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::events::Control;
+use media::webrtc::{OfferError, WebRtcSettings};
+use sip::CallId;
+
+/// `[webrtc]`: browser and app calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebRtcConfig {
+    /// Take WebRTC calls at `POST /v1/calls/webrtc` (and serve the `/call` page).
+    pub enabled: bool,
+    /// The address written in the answer's ICE candidate, for a gateway behind NAT (its
+    /// public address); default `media.bind_ip`. The port is the call's own, from the RTP range.
+    pub advertised_ip: Option<IpAddr>,
+    /// How long a call token is good for: a call must be placed within this time.
+    pub token_ttl_s: u64,
+    /// STUN/TURN servers handed to browsers with their token (`RTCPeerConnection`'s
+    /// `iceServers`), e.g. a coturn for callers whose networks block UDP.
+    pub ice_servers: Vec<IceServer>,
+}
+
+impl Default for WebRtcConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            advertised_ip: None,
+            token_ttl_s: 300,
+            ice_servers: Vec::new(),
+        }
+    }
+}
+
+/// One entry of `[[webrtc.ice_servers]]`, as the browser's `RTCIceServer`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// What the page of a WebRTC call shows, as the call goes on (`GET /v1/calls/webrtc/{id}`).
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct CallView {
+    /// `in_call` or `ended`.
+    pub state: &'static str,
+    /// The text of what the gateway is saying now (the prompt playing), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saying: Option<String>,
+    /// Orders the call has filed so far.
+    pub orders: Vec<String>,
+    /// How the call ended, once it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+/// A WebRTC offer on its way to the call manager.
+#[derive(Debug)]
+pub struct Offer {
+    pub sdp: String,
+    /// The app user the token names (the order's citizen reference), if any.
+    pub user: Option<String>,
+    /// The token's nonce: whoever ends the call must hold the same token.
+    pub nonce: String,
+    pub reply: oneshot::Sender<Result<Placed, PlaceError>>,
+}
+
+/// An answered offer.
+#[derive(Debug)]
+pub struct Placed {
+    pub id: String,
+    pub answer: String,
+}
+
+/// Why an offer did not become a call.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error(transparent)]
+    Offer(#[from] OfferError),
+    #[error("the hotline is at capacity")]
+    Busy,
+    #[error("no media port for the call: {0}")]
+    NoPort(String),
+    #[error("calls are not being taken")]
+    Stopped,
+}
+
+/// A live WebRTC call in the table.
+#[derive(Debug)]
+struct Entry {
+    call: CallId,
+    nonce: String,
+    view: watch::Receiver<CallView>,
+}
+
+/// The live WebRTC calls and the way to place one. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WebCalls {
+    control: mpsc::UnboundedSender<Control>,
+    calls: Arc<Mutex<HashMap<String, Entry>>>,
+    /// The DTLS certificate and codecs every call shares.
+    pub(super) settings: Arc<WebRtcSettings>,
+    pub config: WebRtcConfig,
+}
+
+/// Why a hang-up was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HangUpError {
+    NotFound,
+    /// Another token than the one that placed the call.
+    NotYours,
+}
+
+impl WebCalls {
+    pub(super) fn new(
+        control: mpsc::UnboundedSender<Control>,
+        settings: WebRtcSettings,
+        config: WebRtcConfig,
+    ) -> Self {
+        Self {
+            control,
+            calls: Arc::default(),
+            settings: Arc::new(settings),
+            config,
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Place a call for this offer: the answer and the call's id, once its media is set up.
+    pub async fn place(
+        &self,
+        sdp: String,
+        user: Option<String>,
+        nonce: String,
+    ) -> Result<Placed, PlaceError> {
+        let (reply, rx) = oneshot::channel();
+        let offer = Offer {
+            sdp,
+            user,
+            nonce,
+            reply,
+        };
+        self.control
+            .send(Control::WebRtc(Box::new(offer)))
+            .map_err(|_| PlaceError::Stopped)?;
+        rx.await.map_err(|_| PlaceError::Stopped)?
+    }
+
+    /// A call's task has its media: it is in the table from now on.
+    pub(super) fn insert(
+        &self,
+        id: &str,
+        call: CallId,
+        nonce: String,
+        view: watch::Receiver<CallView>,
+    ) {
+        self.table()
+            .insert(id.to_owned(), Entry { call, nonce, view });
+    }
+
+    /// The call has ended.
+    pub(super) fn remove(&self, id: &str) {
+        self.table().remove(id);
+    }
+
+    /// What the call's page shows; `None` when no such call is live.
+    pub fn view(&self, id: &str, nonce: &str) -> Result<CallView, HangUpError> {
+        let table = self.table();
+        let e = table.get(id).ok_or(HangUpError::NotFound)?;
+        if e.nonce != nonce {
+            return Err(HangUpError::NotYours);
+        }
+        Ok(e.view.borrow().clone())
+    }
+
+    /// End the call `id` placed with the token whose nonce is `nonce` (the browser's DELETE).
+    pub fn hang_up(&self, id: &str, nonce: &str) -> Result<(), HangUpError> {
+        let call = {
+            let table = self.table();
+            let e = table.get(id).ok_or(HangUpError::NotFound)?;
+            if e.nonce != nonce {
+                return Err(HangUpError::NotYours);
+            }
+            e.call
+        };
+        let _ = self.control.send(Control::EndWebRtc(call));
+        Ok(())
+    }
+
+    /// WebRTC calls live now.
+    pub fn live(&self) -> usize {
+        self.table().len()
+    }
+}

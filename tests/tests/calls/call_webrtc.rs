@@ -1,0 +1,398 @@
+//! Browser calls end to end: headless Chromium calls from the gateway's `/call` page (the
+//! greeting heard, a key pressed with insertDTMF, an order filed with channel `webrtc`, the page's
+//! hang-up ending the call and its record), and at the HTTP level everything the WHIP endpoint
+//! must refuse or survive (no or a bad or an expired token, the wrong content type, malformed,
+//! huge and codec-less offers, another browser's hang-up, garbage on the media port).
+
+use std::path::Path;
+use std::process::Command;
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use support::browser::{browser_dir, ensure_playwright};
+use support::{ADMIN_KEY, Gateway, GatewayOptions, USER_KEY};
+
+use super::call_transfer::write_prompt;
+
+const WEB_SECRET: &str = "webrtc-test-secret-0123456789";
+
+/// Greeting, a one-key menu, an order, the number said, and time to hang up.
+const FLOW: &str = r#"
+flow: main
+start: menu
+settings:
+  language: zh
+steps:
+  menu:
+    type: menu
+    say:
+      zh: { text: "您好，这里是12345。报事请按1。", audio: hello.wav }
+      en: { text: "Hello. Press 1 to report.", audio: hello.wav }
+    no_input: { max: 5 }
+    no_match: { max: 5 }
+    on_fail: bye
+    options:
+      - { digit: "1", set: { choice: "浏览器来电：路灯不亮" }, goto: take }
+  take:
+    type: submit
+    order: { kind: "'report'", text: vars.choice }
+    into: order_id
+    next: wait
+    on_fail: bye
+  wait:
+    type: prompt
+    say:
+      zh: { text: "已受理，请记下工单号。", audio: hello.wav }
+      en: { text: "Registered.", audio: hello.wav }
+    next: wait_more
+  wait_more:
+    type: prompt
+    say:
+      zh: { text: "已受理，请记下工单号。", audio: long.wav }
+      en: { text: "Registered.", audio: long.wav }
+    next: bye
+  bye:
+    type: hangup
+    reason: completed
+"#;
+
+async fn gateway(root: &Path) -> Gateway {
+    let flows = root.join("flows");
+    std::fs::create_dir_all(&flows).expect("mkdir");
+    std::fs::write(flows.join("main.yaml"), FLOW).expect("write flow");
+    write_prompt(&flows.join("hello.wav"));
+    // 20 s, so the browser hangs up before the flow does.
+    let tone: Vec<i16> = (0..160_000)
+        .map(|i| ((i as f32 / 8000.0 * 440.0 * std::f32::consts::TAU).sin() * 6000.0) as i16)
+        .collect();
+    support::write_wav_8k(&flows.join("long.wav"), &tone);
+    let extra = format!(
+        "[media]\nrtp_port_min = 48000\nrtp_port_max = 48999\n\n\
+         [web]\nsecret = \"{WEB_SECRET}\"\nrate_burst = 100\n\n\
+         [ivr]\nflows_dir = {:?}\nreload = false\n",
+        flows.display().to_string()
+    );
+    let mut gw = Gateway::spawn_with_extra(
+        GatewayOptions::new(&root.join("gw")),
+        support::free_port(),
+        &extra,
+    );
+    gw.wait_ready().await;
+    gw
+}
+
+#[tokio::test]
+async fn a_browser_calls_from_the_call_page_presses_a_key_and_files_an_order_with_channel_webrtc() {
+    ensure_playwright();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = gateway(dir.path()).await;
+    let mic = dir.path().join("mic.wav");
+    let voice: Vec<i16> = (0..16_000)
+        .map(|i| ((i as f32 / 8000.0 * 300.0 * std::f32::consts::TAU).sin() * 3000.0) as i16)
+        .collect();
+    support::write_wav_8k(&mic, &voice);
+
+    let (base, mic_path) = (gw.base(), mic.display().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(browser_dir().join("webrtc-call.mjs"))
+            .args([&base, &mic_path, "1", "--hangup-after-order"])
+            .output()
+            .expect(
+                "run node tests/browser/webrtc-call.mjs (scripts/setup.sh --test installs node)",
+            )
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: Value =
+        serde_json::from_str(stdout.trim().lines().last().unwrap_or("")).unwrap_or_else(|e| {
+            panic!(
+                "no JSON from the browser ({e}): {stdout}\n{}\ngateway log:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                gw.log()
+            )
+        });
+    assert!(
+        r["error"].is_null(),
+        "browser: {r:#}\ngateway log:\n{}",
+        gw.log()
+    );
+    assert_eq!(r["connected"], true);
+    assert!(
+        r["heard_frames"].as_u64().unwrap_or(0) > 5,
+        "the greeting is heard: {r}"
+    );
+    assert!(
+        r["saying"].as_array().is_some_and(|s| s
+            .iter()
+            .any(|t| t.as_str().is_some_and(|t| t.contains("报事请按1")))),
+        "the page shows what is said: {r}"
+    );
+    let order_id = r["order"].as_str().expect("an order number on the page");
+
+    let order = gw
+        .get(&format!("/v1/orders/{order_id}"), Some(ADMIN_KEY))
+        .await;
+    assert_eq!(order.status, 200, "{}", order.text);
+    assert_eq!(order.body["channel"], "webrtc");
+    assert!(
+        order.body["description"]
+            .as_str()
+            .or(order.body["text"].as_str())
+            .is_some_and(|t| t.contains("路灯不亮"))
+            || order.text.contains("路灯不亮"),
+        "{}",
+        order.text
+    );
+
+    let records = gw.call_records(1).await;
+    let cdr = &records[0];
+    assert_eq!(cdr["channel"], "webrtc", "{cdr}");
+    assert_eq!(cdr["direction"], "inbound");
+    assert_eq!(cdr["outcome"], "caller_hangup", "the page hung up: {cdr}");
+    assert_eq!(cdr["orders"][0], order_id);
+    assert!(
+        cdr["rtp"]["packets_received"].as_u64().unwrap_or(0) > 50,
+        "{cdr}"
+    );
+}
+
+/// A WebRTC offer as a browser makes one (only what str0m needs), offering `codecs` lines.
+fn offer(rtpmaps: &[(u8, &str)]) -> String {
+    let pts: Vec<String> = rtpmaps.iter().map(|(pt, _)| pt.to_string()).collect();
+    let mut s = format!(
+        "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+         a=group:BUNDLE 0\r\na=msid-semantic: WMS\r\n\
+         m=audio 9 UDP/TLS/RTP/SAVPF {}\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+         a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+         a=fingerprint:sha-256 {}\r\na=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n",
+        pts.join(" "),
+        (0..32)
+            .map(|i| format!("{:02X}", i * 7 % 256))
+            .collect::<Vec<_>>()
+            .join(":")
+    );
+    for (pt, map) in rtpmaps {
+        s.push_str(&format!("a=rtpmap:{pt} {map}\r\n"));
+    }
+    s.push_str("a=ssrc:1001 cname:test\r\n");
+    s
+}
+
+/// A token signed with the test gateway's web secret: `expires` unix seconds, no user.
+fn signed_token(expires: i64) -> String {
+    let nonce = "0123456789abcdef01234567";
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(WEB_SECRET.as_bytes()).expect("key");
+    for part in ["call-token", &expires.to_string(), "", nonce] {
+        mac.update(part.as_bytes());
+        mac.update(b"\0");
+    }
+    let sig = hex::encode(mac.finalize().into_bytes());
+    format!("{expires}..{nonce}.{sig}")
+}
+
+async fn post_offer(
+    gw: &Gateway,
+    token: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> reqwest::Response {
+    let mut req = gw
+        .http
+        .post(gw.url("/v1/calls/webrtc"))
+        .header("content-type", content_type)
+        .body(body.to_owned());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.expect("POST /v1/calls/webrtc")
+}
+
+async fn error_code(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn bad_tokens_offers_and_hang_ups_get_clear_errors_and_the_gateway_carries_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = gateway(dir.path()).await;
+    let pcmu = offer(&[
+        (111, "opus/48000/2"),
+        (0, "PCMU/8000"),
+        (126, "telephone-event/8000"),
+    ]);
+
+    // Tokens: the API needs a key; the page gets its own.
+    let r = gw.post_json("/v1/call-tokens", None, "{}").await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    let r = gw
+        .post_json(
+            "/v1/call-tokens",
+            Some(USER_KEY),
+            r#"{"user": "wx-openid-42"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let token = r.body["token"].as_str().expect("token").to_owned();
+    assert!(r.body["expires_at"].is_string());
+    let r = gw
+        .post_json("/v1/call-tokens", Some(USER_KEY), r#"{"user": "x\u0000"}"#)
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (400, Some("user"))
+    );
+    let page = gw
+        .http
+        .post(gw.url("/call/token"))
+        .send()
+        .await
+        .expect("POST /call/token");
+    assert_eq!(page.status(), 201);
+    let page_token = page.json::<Value>().await.expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    // No token, a forged one, an expired one.
+    let sdp = "application/sdp";
+    assert_eq!(
+        error_code(post_offer(&gw, None, sdp, &pcmu).await).await,
+        (401, "missing_token".into())
+    );
+    assert_eq!(
+        error_code(post_offer(&gw, Some("1.2.3.4"), sdp, &pcmu).await).await,
+        (401, "invalid_token".into())
+    );
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(
+        error_code(post_offer(&gw, Some(&signed_token(now - 5)), sdp, &pcmu).await).await,
+        (401, "expired_token".into())
+    );
+    // Wrong type, malformed, huge, no common codec.
+    let t = Some(token.as_str());
+    assert_eq!(
+        error_code(post_offer(&gw, t, "application/json", &pcmu).await).await,
+        (415, "unsupported_media_type".into())
+    );
+    assert_eq!(
+        error_code(post_offer(&gw, t, sdp, "v=0\r\nthis is not sdp").await).await,
+        (400, "invalid_sdp".into())
+    );
+    let huge = format!("{pcmu}{}", "a=x-filler:0123456789\r\n".repeat(3000));
+    assert_eq!(
+        error_code(post_offer(&gw, t, sdp, &huge).await).await.0,
+        413
+    );
+    let opus_only = offer(&[(111, "opus/48000/2")]);
+    assert_eq!(
+        error_code(post_offer(&gw, t, sdp, &opus_only).await).await,
+        (422, "no_common_codec".into())
+    );
+
+    // A good offer: 201, the answer and where the call is.
+    let r = post_offer(&gw, t, sdp, &pcmu).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/sdp")
+    );
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_owned();
+    let answer = r.text().await.expect("answer");
+    assert!(
+        answer.contains("a=ice-lite") && answer.contains("PCMU/8000"),
+        "{answer}"
+    );
+    assert!(answer.contains("telephone-event/8000"), "{answer}");
+    let port: u16 = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=candidate:"))
+        .and_then(|c| c.split_whitespace().nth(5))
+        .and_then(|p| p.parse().ok())
+        .expect("a candidate with a port");
+
+    // DTLS and STUN garbage on the call's media port: the gateway carries on.
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for i in 0..500u32 {
+        let mut d = vec![(i % 64) as u8 + 20, 0xfe, 0xfd];
+        d.extend((0..(i % 200)).map(|j| (j * 31 + i) as u8));
+        let _ = junk.send_to(&d, ("127.0.0.1", port));
+        let _ = junk.send_to(&[0, 1, 0, 8, 0x21, 0x12], ("127.0.0.1", port));
+    }
+
+    // The call's state, only for its own token; another browser cannot end it.
+    let view = gw
+        .http
+        .get(gw.url(&location))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(view.status(), 200);
+    let v: Value = view.json().await.expect("json");
+    assert_eq!(v["state"], "in_call", "{v}");
+    let other = gw
+        .http
+        .delete(gw.url(&location))
+        .bearer_auth(&page_token)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(error_code(other).await, (403, "not_your_call".into()));
+    let patch = gw
+        .http
+        .patch(gw.url(&location))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(patch.status(), 405, "no trickle ICE");
+    let gone = gw
+        .http
+        .delete(gw.url("/v1/calls/webrtc/w-0000000000000000"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(gone.status(), 404);
+
+    // The browser hangs up: the call ends with a record of channel webrtc.
+    let bye = gw
+        .http
+        .delete(gw.url(&location))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(bye.status(), 200);
+    let records = gw.call_records(1).await;
+    assert_eq!(records[0]["channel"], "webrtc");
+    assert_eq!(records[0]["outcome"], "caller_hangup");
+    let after = gw
+        .http
+        .get(gw.url(&location))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(after.status(), 404, "an ended call is gone");
+
+    // And the gateway still takes calls.
+    let r = post_offer(&gw, t, sdp, &pcmu).await;
+    assert_eq!(r.status(), 201);
+    assert!(gw.get("/healthz", None).await.status == 200);
+}
