@@ -5,7 +5,8 @@
 #                             speech model, espeak-ng to speak prompts that have no recording)
 #   scripts/setup.sh --test   also what the tests use (PostgreSQL server binaries; Chromium, CJK
 #                             fonts and Node.js for the web form's browser test; sox to make
-#                             phone-line audio; SIPp and baresip to place real SIP calls)
+#                             phone-line audio; SIPp and baresip to place real SIP calls;
+#                             python3-venv for the aiortc WebRTC client)
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
@@ -39,6 +40,8 @@ if [ "$want_test" = 1 ]; then
   command -v sox >/dev/null || missing+=(sox)
   command -v sipp >/dev/null || missing+=(sip-tester)
   command -v baresip >/dev/null || missing+=(baresip)
+  # The aiortc client of the browser-call tests lives in a virtualenv (aiortc from PyPI).
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -2,8 +2,8 @@
 // and print what happened as one JSON object on stdout. Run by tests/calls/call_webrtc.rs:
 //   node tests/browser/webrtc-call.mjs <base url> <wav the microphone plays> <keys> [--hangup-after-order]
 // Chromium's fake microphone plays the WAV; the page's keypad sends the keys with insertDTMF
-// once the greeting has been heard. It waits for an order number on the page, then hangs up
-// with the page's button (or waits for the gateway to end the call).
+// once the menu is on the screen. With --hangup-after-order it waits for an order number on the
+// page and hangs up with the page's button; without, it waits for the gateway to end the call.
 import { chromium } from 'playwright-core';
 
 const [base, wav, keys] = process.argv.slice(2);
@@ -41,12 +41,13 @@ try {
     await page.click(`#keypad button[aria-label="按键 ${k}"]`);
     await page.waitForTimeout(400);
   }
-  await page.waitForFunction(() => /工单号/.test(document.getElementById('order').textContent), null, { timeout: 30000 });
-  out.order = (await page.textContent('#order')).replace('工单号：', '').trim();
   if (hangUp) {
+    await page.waitForFunction(() => /工单号/.test(document.getElementById('order').textContent), null, { timeout: 30000 });
+    out.order = (await page.textContent('#order')).replace('工单号：', '').trim();
     await page.click('#hangup');
   }
-  await page.waitForFunction(() => !window.call12345.pc, null, { timeout: 30000 });
+  // Without --hangup-after-order the gateway's side ends the call (a flow, an agent).
+  await page.waitForFunction(() => !window.call12345.pc, null, { timeout: 60000 });
   clearInterval(sayingLog);
   out.heard_frames = await page.evaluate(() => window.call12345.heard);
   out.status = await page.textContent('#status');

@@ -1354,6 +1354,12 @@ impl Call {
             .is_some_and(|b| b.answered_after_ms.is_some());
         // A citizen who hangs up on our call did not miss a call of theirs.
         let abandoned = outcome.abandoned && !reached_agent && self.outbound.is_none();
+        // A browser call from the page names nobody: nobody to call back.
+        let reachable = self
+            .webrtc
+            .as_ref()
+            .is_none_or(|w| w.user.as_deref().is_some_and(|u| !u.is_empty()));
+        let abandoned = abandoned && reachable;
         if abandoned && self.shared.settings.callback_orders && self.core.has_flow() {
             let new = order::callback(
                 &self.context(),

@@ -13,7 +13,7 @@ use sha2::Sha256;
 use support::browser::{browser_dir, ensure_playwright};
 use support::{ADMIN_KEY, Gateway, GatewayOptions, USER_KEY};
 
-use super::call_transfer::write_prompt;
+use super::call_transfer::{agent_exit, start_agent, wait_bound, write_prompt};
 
 const WEB_SECRET: &str = "webrtc-test-secret-0123456789";
 
@@ -34,6 +34,14 @@ steps:
     on_fail: bye
     options:
       - { digit: "1", set: { choice: "浏览器来电：路灯不亮" }, goto: take }
+      - { digit: "0", goto: agent }
+  agent:
+    type: transfer
+    say:
+      zh: { text: "正在为您转接人工服务。", audio: hello.wav }
+      en: { text: "Connecting you to an agent.", audio: hello.wav }
+    queue: general
+    on_fail: bye
   take:
     type: submit
     order: { kind: "'report'", text: vars.choice }
@@ -57,7 +65,8 @@ steps:
     reason: completed
 "#;
 
-async fn gateway(root: &Path) -> Gateway {
+/// A gateway with the browser flow; its `general` agent is a phone at `agent_port`.
+async fn gateway(root: &Path, agent_port: u16) -> Gateway {
     let flows = root.join("flows");
     std::fs::create_dir_all(&flows).expect("mkdir");
     std::fs::write(flows.join("main.yaml"), FLOW).expect("write flow");
@@ -70,6 +79,7 @@ async fn gateway(root: &Path) -> Gateway {
     let extra = format!(
         "[media]\nrtp_port_min = 48000\nrtp_port_max = 48999\n\n\
          [web]\nsecret = \"{WEB_SECRET}\"\nrate_burst = 100\n\n\
+         [calls.agents]\ngeneral = \"sip:agent@127.0.0.1:{agent_port}\"\n\n\
          [ivr]\nflows_dir = {:?}\nreload = false\n",
         flows.display().to_string()
     );
@@ -82,26 +92,31 @@ async fn gateway(root: &Path) -> Gateway {
     gw
 }
 
-#[tokio::test]
-async fn a_browser_calls_from_the_call_page_presses_a_key_and_files_an_order_with_channel_webrtc() {
-    ensure_playwright();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gw = gateway(dir.path()).await;
-    let mic = dir.path().join("mic.wav");
+/// The microphone of the browsers: a voiced tone, 2 s (Chromium loops it).
+fn microphone(dir: &Path) -> String {
+    let mic = dir.join("mic.wav");
     let voice: Vec<i16> = (0..16_000)
         .map(|i| ((i as f32 / 8000.0 * 300.0 * std::f32::consts::TAU).sin() * 3000.0) as i16)
         .collect();
     support::write_wav_8k(&mic, &voice);
+    mic.display().to_string()
+}
 
-    let (base, mic_path) = (gw.base(), mic.display().to_string());
+/// Chromium calls from the `/call` page, presses `keys` once the menu shows, and either hangs
+/// up once an order number shows (`hang_up`) or waits for the gateway to end the call.
+async fn browser_call(gw: &Gateway, mic: String, keys: &str, hang_up: bool) -> Value {
+    ensure_playwright();
+    let (base, keys) = (gw.base(), keys.to_owned());
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(browser_dir().join("webrtc-call.mjs"))
-            .args([&base, &mic_path, "1", "--hangup-after-order"])
-            .output()
-            .expect(
-                "run node tests/browser/webrtc-call.mjs (scripts/setup.sh --test installs node)",
-            )
+        let mut cmd = Command::new("node");
+        cmd.arg(browser_dir().join("webrtc-call.mjs"))
+            .args([&base, &mic, &keys]);
+        if hang_up {
+            cmd.arg("--hangup-after-order");
+        }
+        cmd.output().expect(
+            "run node tests/browser/webrtc-call.mjs (scripts/setup.sh --test installs node)",
+        )
     })
     .await
     .expect("join");
@@ -130,6 +145,14 @@ async fn a_browser_calls_from_the_call_page_presses_a_key_and_files_an_order_wit
             .any(|t| t.as_str().is_some_and(|t| t.contains("报事请按1")))),
         "the page shows what is said: {r}"
     );
+    r
+}
+
+#[tokio::test]
+async fn a_browser_calls_from_the_call_page_presses_a_key_and_files_an_order_with_channel_webrtc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = gateway(dir.path(), support::free_port()).await;
+    let r = browser_call(&gw, microphone(dir.path()), "1", true).await;
     let order_id = r["order"].as_str().expect("an order number on the page");
 
     let order = gw
@@ -157,6 +180,112 @@ async fn a_browser_calls_from_the_call_page_presses_a_key_and_files_an_order_wit
         cdr["rtp"]["packets_received"].as_u64().unwrap_or(0) > 50,
         "{cdr}"
     );
+}
+
+#[tokio::test]
+async fn a_browser_caller_put_through_to_a_sip_agent_hears_them_and_is_heard() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let work = dir.path().join("sipp");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let agent_port = support::free_port();
+    let gw = gateway(dir.path(), agent_port).await;
+    // A SIPp agent that answers after a second, echoes what it hears, and hangs up.
+    let mut agent = start_agent("agent-answers.xml", agent_port, 1, &work);
+    wait_bound(agent_port).await;
+    browser_call(&gw, microphone(dir.path()), "0", false).await;
+    let agent_code = agent_exit(&mut agent).await;
+    assert_eq!(
+        agent_code,
+        0,
+        "agent: {}",
+        support::sipp::logs(&work, "errors.log")
+    );
+    let r = &gw.call_records(1).await[0];
+    assert_eq!(r["channel"], "webrtc", "{r}");
+    assert_eq!(r["outcome"], "agent_hangup", "{r}");
+    let b = &r["bridge"];
+    // The browser's voice reached the agent, and the agent's (its echo) came back to it.
+    assert!(b["voiced_to_agent"].as_u64().unwrap_or(0) >= 25, "{r}");
+    assert!(b["voiced_to_caller"].as_u64().unwrap_or(0) >= 25, "{r}");
+}
+
+/// A virtualenv with aiortc 1.16 from PyPI (once), in tests/aiortc/.venv: its python.
+fn aiortc_python() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("aiortc");
+    let python = dir.join(".venv/bin/python");
+    let ready = Command::new(&python)
+        .args(["-c", "import aiortc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ready {
+        return python;
+    }
+    let venv = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(dir.join(".venv"))
+        .output()
+        .expect("python3 -m venv (scripts/setup.sh --test installs python3-venv)");
+    assert!(
+        venv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&venv.stderr)
+    );
+    let pip = Command::new(dir.join(".venv/bin/pip"))
+        .args(["install", "--quiet", "aiortc==1.16.0"])
+        .output()
+        .expect("pip");
+    assert!(
+        pip.status.success(),
+        "pip install aiortc: {}",
+        String::from_utf8_lossy(&pip.stderr)
+    );
+    python
+}
+
+#[tokio::test]
+async fn an_app_calling_with_aiortc_on_pcmu_is_answered_heard_and_hangs_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = gateway(dir.path(), support::free_port()).await;
+    let (python, base, mic) = (aiortc_python(), gw.base(), microphone(dir.path()));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("aiortc/call.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([&base, USER_KEY, &mic, "4"])
+            .output()
+            .expect("run the aiortc client")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: Value =
+        serde_json::from_str(stdout.trim().lines().last().unwrap_or("")).unwrap_or_else(|e| {
+            panic!(
+                "no JSON from aiortc ({e}): {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(r["error"].is_null(), "{r}\n{}", gw.log());
+    assert_eq!(r["connected"], true, "{r}");
+    assert_eq!(r["codec"], "PCMU", "PCMA was not offered: {r}");
+    assert!(
+        r["voiced"].as_u64().unwrap_or(0) >= 25,
+        "the greeting is heard: {r}"
+    );
+    assert_eq!(r["hangup_status"], 200, "{r}");
+    let rec = &gw.call_records(1).await[0];
+    assert_eq!(rec["channel"], "webrtc");
+    assert_eq!(rec["codec"], "PCMU");
+    assert_eq!(rec["outcome"], "caller_hangup", "{rec}");
+    assert!(
+        rec["rtp"]["packets_received"].as_u64().unwrap_or(0) >= 50,
+        "{rec}"
+    );
+    // The app user hung up before the flow was done: a callback order names them.
+    let id = rec["callback_order"].as_str().expect("a callback order");
+    let order = gw.get(&format!("/v1/orders/{id}"), Some(ADMIN_KEY)).await;
+    assert_eq!(order.body["channel"], "webrtc", "{}", order.text);
+    assert!(order.text.contains("app-user-7"), "{}", order.text);
 }
 
 /// A WebRTC offer as a browser makes one (only what str0m needs), offering `codecs` lines.
@@ -222,7 +351,7 @@ async fn error_code(r: reqwest::Response) -> (u16, String) {
 #[tokio::test]
 async fn bad_tokens_offers_and_hang_ups_get_clear_errors_and_the_gateway_carries_on() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = gateway(dir.path()).await;
+    let gw = gateway(dir.path(), support::free_port()).await;
     let pcmu = offer(&[
         (111, "opus/48000/2"),
         (0, "PCMU/8000"),
@@ -391,8 +520,26 @@ async fn bad_tokens_offers_and_hang_ups_get_clear_errors_and_the_gateway_carries
         .expect("GET");
     assert_eq!(after.status(), 404, "an ended call is gone");
 
-    // And the gateway still takes calls.
-    let r = post_offer(&gw, t, sdp, &pcmu).await;
+    // The user the API token named is someone to call back: the abandoned call left an order.
+    assert!(records[0]["callback_order"].is_string(), "{}", records[0]);
+
+    // And the gateway still takes calls. One from the page names nobody: no callback order.
+    let r = post_offer(&gw, Some(&page_token), sdp, &pcmu).await;
     assert_eq!(r.status(), 201);
+    let location = r.headers()["location"].to_str().expect("ascii").to_owned();
+    let bye = gw
+        .http
+        .delete(gw.url(&location))
+        .bearer_auth(&page_token)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(bye.status(), 200);
+    let records = gw.call_records(2).await;
+    let page_call = records
+        .iter()
+        .find(|r| r["sip_call_id"] != records[0]["sip_call_id"])
+        .expect("the page's call");
+    assert!(page_call["callback_order"].is_null(), "{page_call}");
     assert!(gw.get("/healthz", None).await.status == 200);
 }
