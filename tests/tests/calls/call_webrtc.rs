@@ -77,7 +77,7 @@ async fn gateway(root: &Path, agent_port: u16) -> Gateway {
         .collect();
     support::write_wav_8k(&flows.join("long.wav"), &tone);
     let extra = format!(
-        "[media]\nrtp_port_min = 48000\nrtp_port_max = 48999\n\n\
+        "[media]\nrtp_port_min = 48000\nrtp_port_max = 48999\nmedia_timeout_s = 3\n\n\
          [web]\nsecret = \"{WEB_SECRET}\"\nrate_burst = 100\n\n\
          [calls.agents]\ngeneral = \"sip:agent@127.0.0.1:{agent_port}\"\n\n\
          [ivr]\nflows_dir = {:?}\nreload = false\n",
@@ -541,5 +541,15 @@ async fn bad_tokens_offers_and_hang_ups_get_clear_errors_and_the_gateway_carries
         .find(|r| r["sip_call_id"] != records[0]["sip_call_id"])
         .expect("the page's call");
     assert!(page_call["callback_order"].is_null(), "{page_call}");
+
+    // A browser that vanishes (here: one that never sent a packet) is hung up when its media
+    // times out (media.media_timeout_s, 3 s here), without its DELETE.
+    let r = post_offer(&gw, t, sdp, &pcmu).await;
+    assert_eq!(r.status(), 201);
+    let records = gw.call_records(3).await;
+    assert!(
+        records.iter().any(|r| r["outcome"] == "media_timeout"),
+        "{records:?}"
+    );
     assert!(gw.get("/healthz", None).await.status == 200);
 }
