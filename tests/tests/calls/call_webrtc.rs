@@ -79,6 +79,7 @@ async fn gateway(root: &Path, agent_port: u16) -> Gateway {
     let extra = format!(
         "[media]\nrtp_port_min = 48000\nrtp_port_max = 48999\nmedia_timeout_s = 3\n\n\
          [web]\nsecret = \"{WEB_SECRET}\"\nrate_burst = 100\n\n\
+         [calls]\nmax_calls = 1\n\n\
          [calls.agents]\ngeneral = \"sip:agent@127.0.0.1:{agent_port}\"\n\n\
          [ivr]\nflows_dir = {:?}\nreload = false\n",
         flows.display().to_string()
@@ -339,6 +340,19 @@ async fn post_offer(
     req.send().await.expect("POST /v1/calls/webrtc")
 }
 
+/// [`post_offer`] once the line is free: the call before has written its record, and its task
+/// is a moment from ending (`calls.max_calls` is 1 in these tests).
+async fn post_offer_when_free(gw: &Gateway, token: &str, body: &str) -> reqwest::Response {
+    for _ in 0..50 {
+        let r = post_offer(gw, Some(token), "application/sdp", body).await;
+        if r.status() != 503 {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the line stayed busy");
+}
+
 async fn error_code(r: reqwest::Response) -> (u16, String) {
     let status = r.status().as_u16();
     let body: Value = r.json().await.unwrap_or(Value::Null);
@@ -454,6 +468,10 @@ async fn bad_tokens_offers_and_hang_ups_get_clear_errors_and_the_gateway_carries
         .and_then(|p| p.parse().ok())
         .expect("a candidate with a port");
 
+    // Browser and phone calls share calls.max_calls (1 here): a second call is refused.
+    let full = post_offer(&gw, Some(&page_token), sdp, &pcmu).await;
+    assert_eq!(error_code(full).await, (503, "busy".into()));
+
     // DTLS and STUN garbage on the call's media port: the gateway carries on.
     let junk = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     for i in 0..500u32 {
@@ -524,7 +542,7 @@ async fn bad_tokens_offers_and_hang_ups_get_clear_errors_and_the_gateway_carries
     assert!(records[0]["callback_order"].is_string(), "{}", records[0]);
 
     // And the gateway still takes calls. One from the page names nobody: no callback order.
-    let r = post_offer(&gw, Some(&page_token), sdp, &pcmu).await;
+    let r = post_offer_when_free(&gw, &page_token, &pcmu).await;
     assert_eq!(r.status(), 201);
     let location = r.headers()["location"].to_str().expect("ascii").to_owned();
     let bye = gw
@@ -544,7 +562,7 @@ async fn bad_tokens_offers_and_hang_ups_get_clear_errors_and_the_gateway_carries
 
     // A browser that vanishes (here: one that never sent a packet) is hung up when its media
     // times out (media.media_timeout_s, 3 s here), without its DELETE.
-    let r = post_offer(&gw, t, sdp, &pcmu).await;
+    let r = post_offer_when_free(&gw, &token, &pcmu).await;
     assert_eq!(r.status(), 201);
     let records = gw.call_records(3).await;
     assert!(
