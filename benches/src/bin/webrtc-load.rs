@@ -492,6 +492,7 @@ fn main() -> anyhow::Result<()> {
     // The pacer of setups and the progress lines, on this thread.
     let start = Instant::now();
     let gateway_cpu = || gw_pid.and_then(|p| cpu::cpu_time(Some(p)));
+    let threads_start = gw_pid.map(cpu::thread_times).unwrap_or_default();
     let cpu_start = gateway_cpu();
     let own_start = cpu::cpu_time(None);
     let interval = Duration::from_secs_f64(1.0 / args.cps);
@@ -564,6 +565,7 @@ fn main() -> anyhow::Result<()> {
     }
     let window = start.elapsed();
     let cpu_end = gateway_cpu();
+    let threads_end = gw_pid.map(cpu::thread_times).unwrap_or_default();
     let own_end = cpu::cpu_time(None);
     live.stop.store(true, Ordering::Relaxed);
     drop(job_tx);
@@ -579,6 +581,19 @@ fn main() -> anyhow::Result<()> {
     let ok = report(
         &args, &stats, window, gw_total, own_total, steady, cut_short, max_time,
     );
+    let split: Vec<String> = cpu::thread_delta(&threads_start, &threads_end)
+        .iter()
+        .filter(|(_, t)| !t.is_zero())
+        .map(|(name, t)| {
+            format!(
+                "{name} {:.0}%",
+                100.0 * t.as_secs_f64() / window.as_secs_f64().max(1e-9)
+            )
+        })
+        .collect();
+    if !split.is_empty() {
+        println!("gateway threads    {} (of one core)", split.join(", "));
+    }
     if let Some(gw) = gateway {
         println!("{}", gw.process.stop(Duration::from_secs(20))?);
     }
