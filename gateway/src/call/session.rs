@@ -1406,8 +1406,7 @@ impl Call {
         };
         let duration_ms = self.started.elapsed().as_millis() as u64;
         if let Some(w) = self.webrtc.as_ref() {
-            w.orders(&outcome.orders);
-            w.ended(ending.as_str());
+            w.ended();
         }
         let outbound_id = self.outbound.as_ref().map(|l| l.id.clone());
         if let Some(link) = self.outbound.take() {

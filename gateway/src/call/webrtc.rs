@@ -63,16 +63,13 @@ pub struct IceServer {
 /// What the page of a WebRTC call shows, as the call goes on (`GET /v1/calls/webrtc/{id}`).
 #[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
 pub struct CallView {
-    /// `in_call` or `ended`.
+    /// `in_call`: an ended call leaves the table at once (its `GET` is 404).
     pub state: &'static str,
     /// The text of what the gateway is saying now (the prompt playing), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub saying: Option<String>,
     /// Orders the call has filed so far.
     pub orders: Vec<String>,
-    /// How the call ended, once it has.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
 }
 
 /// A WebRTC offer on its way to the call manager.
@@ -209,10 +206,5 @@ impl WebCalls {
         };
         let _ = self.control.send(Control::EndWebRtc(call));
         Ok(())
-    }
-
-    /// WebRTC calls live now.
-    pub fn live(&self) -> usize {
-        self.table().len()
     }
 }

@@ -54,13 +54,8 @@ impl WebLink {
         });
     }
 
-    /// The call has ended: the page sees how, and the call leaves the table.
-    pub(super) fn ended(&self, outcome: &str) {
-        self.view.send_modify(|v| {
-            v.state = "ended";
-            v.saying = None;
-            v.outcome = Some(outcome.to_owned());
-        });
+    /// The call has ended: it leaves the table (the page's next look is a 404).
+    pub(super) fn ended(&self) {
         self.calls.remove(&self.id);
     }
 }
