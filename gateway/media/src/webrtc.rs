@@ -189,6 +189,34 @@ fn choose(offer: &SessionDescription, prefs: &[Codec]) -> Option<(Codec, Option<
     Some((codec, audio.iter().find_map(|m| telephone_event_pt(m))))
 }
 
+/// An offer that passed [`check_offer`]: what [`WebRtcTransport::accept`] builds on.
+struct Screened {
+    codec: Codec,
+    telephone_event: Option<u8>,
+    offer: SdpOffer,
+}
+
+fn screen(offer: &str, codecs: &[Codec]) -> Result<Screened, OfferError> {
+    if offer.len() > MAX_OFFER_BYTES {
+        return Err(OfferError::TooLarge);
+    }
+    let parsed =
+        SessionDescription::parse(offer).map_err(|e| OfferError::Invalid(e.to_string()))?;
+    let (codec, telephone_event) = choose(&parsed, codecs).ok_or(OfferError::NoCommonCodec)?;
+    let offer = SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Invalid(e.to_string()))?;
+    Ok(Screened {
+        codec,
+        telephone_event,
+        offer,
+    })
+}
+
+/// Whether [`WebRtcTransport::accept`] could answer `offer` with `settings`' codecs: too large,
+/// malformed and codec-less offers are refused here, before a call takes a line or a port.
+pub fn check_offer(offer: &str, settings: &WebRtcSettings) -> Result<(), OfferError> {
+    screen(offer, &settings.codecs).map(|_| ())
+}
+
 impl WebRtcTransport {
     /// Answer `offer` for a call whose UDP socket is at `local`, advertised to the browser as
     /// `advertised` (the address a browser behind NAT reaches us at; `local` when none).
@@ -199,14 +227,11 @@ impl WebRtcTransport {
         local: SocketAddr,
         advertised: SocketAddr,
     ) -> Result<Accepted, OfferError> {
-        if offer.len() > MAX_OFFER_BYTES {
-            return Err(OfferError::TooLarge);
-        }
-        let parsed =
-            SessionDescription::parse(offer).map_err(|e| OfferError::Invalid(e.to_string()))?;
-        let (codec, te) = choose(&parsed, &settings.codecs).ok_or(OfferError::NoCommonCodec)?;
-        let sdp_offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Invalid(e.to_string()))?;
+        let Screened {
+            codec,
+            telephone_event: te,
+            offer: sdp_offer,
+        } = screen(offer, &settings.codecs)?;
 
         let mut config = RtcConfig::new()
             .set_ice_lite(true)

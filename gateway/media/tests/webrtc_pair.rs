@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use media::Codec;
-use media::webrtc::{OfferError, TransportOutput, WebRtcSettings, WebRtcTransport};
+use media::webrtc::{OfferError, TransportOutput, WebRtcSettings, WebRtcTransport, check_offer};
 use str0m::format::Codec as Str0mCodec;
 use str0m::media::{Direction, Frequency, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
@@ -316,4 +316,23 @@ fn offers_the_gateway_cannot_take_are_refused_with_the_reason() {
     let plain = "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
                  m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     assert!(WebRtcTransport::accept(now, plain, &settings, g, g).is_err());
+
+    // The check made before a call takes a line refuses the same offers for the same reasons
+    // and passes a browser's good one.
+    let (opus, _, _) = offer(&mut browser(now, &[Str0mCodec::Opus]));
+    assert_eq!(
+        check_offer(&opus, &settings).err(),
+        Some(OfferError::NoCommonCodec)
+    );
+    assert!(matches!(
+        check_offer("hello", &settings),
+        Err(OfferError::Invalid(_))
+    ));
+    assert_eq!(
+        check_offer(&huge, &settings).err(),
+        Some(OfferError::TooLarge)
+    );
+    let (good, _, _) = offer(&mut browser(now, &[Str0mCodec::Opus, Str0mCodec::PCMU]));
+    assert_eq!(check_offer(&good, &settings), Ok(()));
+    assert!(WebRtcTransport::accept(now, &good, &settings, g, g).is_ok());
 }

@@ -74,7 +74,7 @@ pub(super) async fn run(
                 };
                 let Some(id) = call_of(&ev) else { continue };
                 if let CallEvent::IncomingCall { .. } = ev {
-                    let live = tasks.len();
+                    let live = live_calls(&mut tasks);
                     if stopping || live >= shared.settings.max_calls {
                         tracing::warn!(live, stopping, "call refused: 503");
                         metrics::counter!("gateway_calls_total", "outcome" => "refused").increment(1);
@@ -134,7 +134,7 @@ pub(super) async fn run(
                 }
                 Control::Dial(dial) => {
                     // An outbound call takes a place like an incoming one.
-                    let live = tasks.len();
+                    let live = live_calls(&mut tasks);
                     if stopping || live >= shared.settings.max_calls {
                         let reason = if stopping { "shutting down" } else { "at calls.max_calls" };
                         let _ = dial.progress.send((
@@ -148,7 +148,7 @@ pub(super) async fn run(
                 }
                 Control::WebRtc(offer) => {
                     // A browser's call takes a place like a phone's.
-                    let live = tasks.len();
+                    let live = live_calls(&mut tasks);
                     if stopping || live >= shared.settings.max_calls {
                         metrics::counter!("gateway_calls_total", "outcome" => "refused").increment(1);
                         let err = if stopping { PlaceError::Stopped } else { PlaceError::Busy };
@@ -275,4 +275,11 @@ impl MissedCalls {
             }
         });
     }
+}
+
+/// Calls still running: a call whose task has just returned no longer holds a line, even if
+/// the loop has not yet come round to `join_next` for it.
+fn live_calls(tasks: &mut JoinSet<()>) -> usize {
+    while tasks.try_join_next().is_some() {}
+    tasks.len()
 }

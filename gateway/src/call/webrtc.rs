@@ -154,6 +154,9 @@ impl WebCalls {
         user: Option<String>,
         nonce: String,
     ) -> Result<Placed, PlaceError> {
+        // A refused offer never reaches the manager, so it never holds a line, even for the
+        // moment its task would take to end (a browser retrying at once is not told "busy").
+        media::webrtc::check_offer(&sdp, &self.settings).map_err(PlaceError::Offer)?;
         let (reply, rx) = oneshot::channel();
         let offer = Offer {
             sdp,
