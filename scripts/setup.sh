@@ -6,7 +6,7 @@
 #   scripts/setup.sh --test   also what the tests use (PostgreSQL server binaries; Chromium, CJK
 #                             fonts and Node.js for the web form's browser test; sox to make
 #                             phone-line audio; SIPp and baresip to place real SIP calls;
-#                             python3-venv for the aiortc WebRTC client)
+#                             python3-venv for the aiortc WebRTC client; coturn as a TURN relay)
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
@@ -42,6 +42,8 @@ if [ "$want_test" = 1 ]; then
   command -v baresip >/dev/null || missing+=(baresip)
   # The aiortc client of the browser-call tests lives in a virtualenv (aiortc from PyPI).
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  # A TURN server the browser-call test relays through (started on loopback by the test).
+  command -v turnserver >/dev/null || missing+=(coturn)
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -118,6 +118,7 @@ impl Config {
         self.media.validate()?;
         self.sip.validate()?;
         self.calls.validate()?;
+        self.webrtc.validate()?;
         // A queue's agent named without `sip:` is one who registers: they must have a login.
         for (name, q) in &self.calls.queues {
             for agent in q.agents.iter().filter(|a| !a.contains(':')) {
@@ -463,6 +464,21 @@ mod tests {
                 "[calls.queues.general]\nagents = [\"sip:a@pbx\"]\nmax_wait_s = 0\n",
                 "calls.queues.general",
                 "at least 1",
+            ),
+            (
+                "[webrtc]\nice_transport_policy = \"relay\"\n",
+                "webrtc.ice_transport_policy",
+                "needs a turn: server",
+            ),
+            (
+                "[[webrtc.ice_servers]]\nurls = [\"http://turn\"]\n",
+                "webrtc.ice_servers[0].urls",
+                "not a stun:, turn: or turns: URL",
+            ),
+            (
+                "[[webrtc.ice_servers]]\nurls = [\"turn:t\"]\nauth_secret = \"s\"\ncredential = \"c\"\n",
+                "webrtc.ice_servers[0]",
+                "drop username and credential",
             ),
         ] {
             std::fs::write(&file, toml).expect("write");

@@ -9,7 +9,7 @@ import { chromium } from 'playwright-core';
 const [base, wav, keys] = process.argv.slice(2);
 const hangUp = process.argv.includes('--hangup-after-order');
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-const out = { heard_frames: 0, connected: false, order: null, status: null, saying: [], error: null };
+const out = { heard_frames: 0, connected: false, route: null, order: null, status: null, saying: [], error: null };
 
 const browser = await chromium.launch({
   executablePath,
@@ -32,6 +32,8 @@ try {
   }, 200);
   await page.waitForFunction(() => window.call12345.pc && window.call12345.pc.connectionState === 'connected', null, { timeout: 15000 });
   out.connected = true;
+  out.route = await page.waitForFunction(() => window.call12345.route, null, { timeout: 5000 })
+    .then((h) => h.jsonValue()).catch(() => null);
   // The greeting: audio energy on the track the gateway sends.
   await page.waitForFunction(() => window.call12345.heard > 5, null, { timeout: 15000 })
     .catch(async (e) => { out.packets = await page.evaluate(() => window.call12345.packets); throw e; });

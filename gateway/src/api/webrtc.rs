@@ -139,21 +139,16 @@ fn calls(state: &AppState) -> Result<&WebCalls, ApiError> {
     })
 }
 
-/// `{"token", "expires_at", "ice_servers"}` for `user`.
+/// `{"token", "expires_at", "ice_servers", "ice_transport_policy"}` for `user`.
 fn token_reply(state: &AppState, calls: &WebCalls, user: Option<&str>) -> Response {
     let ttl = i64::try_from(calls.config.token_ttl_s.max(1)).unwrap_or(300);
     let expires = Utc::now().timestamp() + ttl;
     let token = state.web.call_tokens.issue(expires, user);
     let expires_at = DateTime::from_timestamp(expires, 0).unwrap_or_default();
-    (
-        StatusCode::CREATED,
-        Json(json!({
-            "token": token,
-            "expires_at": expires_at,
-            "ice_servers": calls.config.ice_servers,
-        })),
-    )
-        .into_response()
+    let mut body = calls.ice_for(expires);
+    body["token"] = token.into();
+    body["expires_at"] = json!(expires_at);
+    (StatusCode::CREATED, Json(body)).into_response()
 }
 
 #[derive(serde::Deserialize, Default)]

@@ -204,7 +204,7 @@ impl CallService {
                 control_tx.clone(),
                 settings,
                 config.webrtc.clone(),
-            ))
+            )?)
         } else {
             None
         };

@@ -33,6 +33,9 @@ pub struct WebRtcConfig {
     pub advertised_ip: Option<IpAddr>,
     /// How long a call token is good for: a call must be placed within this time.
     pub token_ttl_s: u64,
+    /// Which candidates browsers may use (`RTCPeerConnection`'s `iceTransportPolicy`): `all`,
+    /// or `relay` to send every call through the TURN servers below.
+    pub ice_transport_policy: IceTransportPolicy,
     /// STUN/TURN servers handed to browsers with their token (`RTCPeerConnection`'s
     /// `iceServers`), e.g. a coturn for callers whose networks block UDP.
     pub ice_servers: Vec<IceServer>,
@@ -44,12 +47,57 @@ impl Default for WebRtcConfig {
             enabled: true,
             advertised_ip: None,
             token_ttl_s: 300,
+            ice_transport_policy: IceTransportPolicy::All,
             ice_servers: Vec::new(),
         }
     }
 }
 
-/// One entry of `[[webrtc.ice_servers]]`, as the browser's `RTCIceServer`.
+impl WebRtcConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (i, s) in self.ice_servers.iter().enumerate() {
+            let at = format!("webrtc.ice_servers[{i}]");
+            if s.urls.is_empty() {
+                anyhow::bail!("{at}.urls: at least one stun:, turn: or turns: URL");
+            }
+            if let Some(u) = s.urls.iter().find(|u| {
+                !["stun:", "stuns:", "turn:", "turns:"]
+                    .iter()
+                    .any(|p| u.starts_with(p))
+            }) {
+                anyhow::bail!("{at}.urls: {u:?} is not a stun:, turn: or turns: URL");
+            }
+            let shared = s.auth_secret.is_some() || s.auth_secret_file.is_some();
+            if shared && (s.username.is_some() || s.credential.is_some()) {
+                anyhow::bail!(
+                    "{at}: auth_secret_file makes a credential per call token; drop username and credential"
+                );
+            }
+        }
+        if self.ice_transport_policy == IceTransportPolicy::Relay
+            && !self
+                .ice_servers
+                .iter()
+                .any(|s| s.urls.iter().any(|u| u.starts_with("turn")))
+        {
+            anyhow::bail!(
+                "webrtc.ice_transport_policy = \"relay\" needs a turn: server in [[webrtc.ice_servers]]"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `[webrtc] ice_transport_policy`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IceTransportPolicy {
+    All,
+    Relay,
+}
+
+/// One entry of `[[webrtc.ice_servers]]`: what the browser's `RTCIceServer` gets, with either
+/// fixed credentials or coturn's shared secret (`use-auth-secret`, `static-auth-secret`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct IceServer {
@@ -58,6 +106,34 @@ pub struct IceServer {
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    /// The TURN server's shared secret (coturn's `static-auth-secret`): each call token comes
+    /// with a credential of its own that expires with it, so no lasting password is handed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_file: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret: Option<String>,
+}
+
+/// An ICE server as browsers are given it, its shared secret read once at start.
+#[derive(Debug, Clone)]
+struct IceServerFor {
+    urls: Vec<String>,
+    fixed: Option<(Option<String>, Option<String>)>,
+    secret: Option<String>,
+}
+
+/// The TURN REST API's credential (draft-uberti-behave-turn-rest, as coturn's `use-auth-secret`
+/// checks it): the username is `<expiry unix time>:<tag>`, the password is
+/// base64(HMAC-SHA1(secret, username)). The TURN server refuses it after `expires`.
+pub fn turn_credential(secret: &str, expires: i64, tag: &str) -> (String, String) {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let username = format!("{expires}:{tag}");
+    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(username.as_bytes());
+    let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    (username, password)
 }
 
 /// What the page of a WebRTC call shows, as the call goes on (`GET /v1/calls/webrtc/{id}`).
@@ -119,6 +195,7 @@ pub struct WebCalls {
     /// The DTLS certificate and codecs every call shares.
     pub(super) settings: Arc<WebRtcSettings>,
     pub config: WebRtcConfig,
+    ice_servers: Arc<Vec<IceServerFor>>,
 }
 
 /// Why a hang-up was refused.
@@ -134,13 +211,58 @@ impl WebCalls {
         control: mpsc::UnboundedSender<Control>,
         settings: WebRtcSettings,
         config: WebRtcConfig,
-    ) -> Self {
-        Self {
+    ) -> anyhow::Result<Self> {
+        let mut ice_servers = Vec::new();
+        for (i, s) in config.ice_servers.iter().enumerate() {
+            let secret = crate::config::secret(&s.auth_secret, &s.auth_secret_file)
+                .map_err(|e| anyhow::anyhow!("webrtc.ice_servers[{i}]: {e:#}"))?;
+            ice_servers.push(IceServerFor {
+                urls: s.urls.clone(),
+                fixed: secret
+                    .is_none()
+                    .then(|| (s.username.clone(), s.credential.clone())),
+                secret,
+            });
+        }
+        Ok(Self {
             control,
             calls: Arc::default(),
             settings: Arc::new(settings),
             config,
-        }
+            ice_servers: Arc::new(ice_servers),
+        })
+    }
+
+    /// The `iceServers` and `iceTransportPolicy` for a browser whose token expires at
+    /// `expires` (unix time): TURN servers with a shared secret get a credential that expires
+    /// with the token.
+    pub fn ice_for(&self, expires: i64) -> serde_json::Value {
+        let servers: Vec<_> = self
+            .ice_servers
+            .iter()
+            .map(|s| {
+                let (username, credential) = match (&s.secret, &s.fixed) {
+                    (Some(secret), _) => {
+                        let (u, c) = turn_credential(secret, expires, "12345");
+                        (Some(u), Some(c))
+                    }
+                    (None, Some((u, c))) => (u.clone(), c.clone()),
+                    (None, None) => (None, None),
+                };
+                let mut v = serde_json::json!({ "urls": s.urls });
+                if let Some(u) = username {
+                    v["username"] = u.into();
+                }
+                if let Some(c) = credential {
+                    v["credential"] = c.into();
+                }
+                v
+            })
+            .collect();
+        serde_json::json!({
+            "ice_servers": servers,
+            "ice_transport_policy": self.config.ice_transport_policy,
+        })
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -209,5 +331,21 @@ impl WebCalls {
         };
         let _ = self.control.send(Control::EndWebRtc(call));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_turn_credential_is_the_hmac_of_its_username_and_changes_with_expiry_and_secret() {
+        let (u, c) = turn_credential("s3cret", 1_800_000_000, "12345");
+        assert_eq!(u, "1800000000:12345");
+        // HMAC-SHA1("s3cret", "1800000000:12345"), computed independently with
+        // `printf %s 1800000000:12345 | openssl dgst -sha1 -hmac s3cret -binary | base64`.
+        assert_eq!(c, "g5FRheh2jePCjHh4Ajd1iOTcpEw=");
+        assert_ne!(turn_credential("s3cret", 1_800_000_001, "12345").1, c);
+        assert_ne!(turn_credential("other", 1_800_000_000, "12345").1, c);
     }
 }

@@ -1,6 +1,7 @@
 //! Browser calls end to end: headless Chromium calls from the gateway's `/call` page (the
 //! greeting heard, a key pressed with insertDTMF, an order filed with channel `webrtc`, the page's
-//! hang-up ending the call and its record), and at the HTTP level everything the WHIP endpoint
+//! hang-up ending the call and its record), the same through Debian's coturn over TCP with
+//! per-token TURN credentials (a network that lets no UDP out), and at the HTTP level everything the WHIP endpoint
 //! must refuse or survive (no or a bad or an expired token, the wrong content type, malformed,
 //! huge and codec-less offers, another browser's hang-up, garbage on the media port).
 
@@ -67,6 +68,11 @@ steps:
 
 /// A gateway with the browser flow; its `general` agent is a phone at `agent_port`.
 async fn gateway(root: &Path, agent_port: u16) -> Gateway {
+    gateway_with(root, agent_port, "").await
+}
+
+/// [`gateway`] with more of the `[webrtc]` section.
+async fn gateway_with(root: &Path, agent_port: u16, webrtc: &str) -> Gateway {
     let flows = root.join("flows");
     std::fs::create_dir_all(&flows).expect("mkdir");
     std::fs::write(flows.join("main.yaml"), FLOW).expect("write flow");
@@ -81,7 +87,8 @@ async fn gateway(root: &Path, agent_port: u16) -> Gateway {
          [web]\nsecret = \"{WEB_SECRET}\"\nrate_burst = 100\n\n\
          [calls]\nmax_calls = 1\n\n\
          [calls.agents]\ngeneral = \"sip:agent@127.0.0.1:{agent_port}\"\n\n\
-         [ivr]\nflows_dir = {:?}\nreload = false\n",
+         [ivr]\nflows_dir = {:?}\nreload = false\n\n\
+         [webrtc]\n{webrtc}\n",
         flows.display().to_string()
     );
     let mut gw = Gateway::spawn_with_extra(
@@ -155,6 +162,7 @@ async fn a_browser_calls_from_the_call_page_presses_a_key_and_files_an_order_wit
     let gw = gateway(dir.path(), support::free_port()).await;
     let r = browser_call(&gw, microphone(dir.path()), "1", true).await;
     let order_id = r["order"].as_str().expect("an order number on the page");
+    assert_eq!(r["route"], "host", "straight to the gateway's port: {r}");
 
     let order = gw
         .get(&format!("/v1/orders/{order_id}"), Some(ADMIN_KEY))
@@ -180,6 +188,135 @@ async fn a_browser_calls_from_the_call_page_presses_a_key_and_files_an_order_wit
     assert!(
         cdr["rtp"]["packets_received"].as_u64().unwrap_or(0) > 50,
         "{cdr}"
+    );
+}
+
+/// coturn from Debian on loopback, taking the TURN REST API's credentials made with `secret`
+/// (`use-auth-secret`), relaying to loopback peers (the test gateway).
+struct Coturn {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Coturn {
+    fn start(dir: &Path, secret: &str) -> Coturn {
+        let port = support::free_port();
+        let relay = support::free_port();
+        let log = dir.join("turn.log");
+        let child = Command::new("turnserver")
+            .args([
+                "-n",
+                "-v",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--simple-log",
+            ])
+            .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1"])
+            .arg(format!("--listening-port={port}"))
+            // Four ports (free_port's step) for the relayed allocations.
+            .arg(format!("--min-port={relay}"))
+            .arg(format!("--max-port={}", relay + 3))
+            .args(["--use-auth-secret", "--realm", "12345.test"])
+            .arg(format!("--static-auth-secret={secret}"))
+            .arg("--allow-loopback-peers")
+            .arg(format!("--pidfile={}", dir.join("turn.pid").display()))
+            .arg(format!("--log-file={}", log.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run turnserver (scripts/setup.sh --test installs coturn)");
+        Coturn { child, port, log }
+    }
+
+    async fn wait_listening(&self) {
+        for _ in 0..250 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!(
+            "coturn did not listen on 127.0.0.1:{} within 5 s: {}",
+            self.port,
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        // coturn adds the date to the file's name.
+        let dir = self.log.parent().expect("dir");
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect()
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_browser_whose_network_blocks_udp_calls_through_coturn_over_tcp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = "turn-shared-secret-42";
+    std::fs::write(dir.path().join("turn-secret"), format!("{secret}\n")).expect("secret");
+    let turn = Coturn::start(dir.path(), secret);
+    turn.wait_listening().await;
+    // Every call through TURN, reached over TCP: the browser's network lets no UDP out.
+    let webrtc = format!(
+        "ice_transport_policy = \"relay\"\n\n[[webrtc.ice_servers]]\n\
+         urls = [\"turn:127.0.0.1:{}?transport=tcp\"]\nauth_secret_file = {:?}\n",
+        turn.port,
+        dir.path().join("turn-secret").display().to_string()
+    );
+    let gw = gateway_with(dir.path(), support::free_port(), &webrtc).await;
+
+    // A token carries a credential of its own (`<expiry>:12345`, HMAC-SHA1 of the shared
+    // secret) that coturn checks; the page fetches its own token the same way.
+    let t = gw
+        .http
+        .post(gw.url("/call/token"))
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(t.status(), 201);
+    let t: Value = t.json().await.expect("json");
+    assert_eq!(t["ice_transport_policy"], "relay");
+    let user = t["ice_servers"][0]["username"].as_str().expect("username");
+    let expires: i64 = user
+        .split(':')
+        .next()
+        .and_then(|e| e.parse().ok())
+        .expect("expiry");
+    let now = chrono::Utc::now().timestamp();
+    assert!((now + 290..=now + 310).contains(&expires), "{t}");
+    assert!(t["ice_servers"][0]["credential"].is_string(), "{t}");
+    assert!(t["ice_servers"][0].get("auth_secret_file").is_none(), "{t}");
+
+    let r = browser_call(&gw, microphone(dir.path()), "1", true).await;
+    assert_eq!(r["route"], "relay", "through coturn: {r}\n{}", turn.log());
+    let order_id = r["order"].as_str().expect("an order number on the page");
+    let order = gw
+        .get(&format!("/v1/orders/{order_id}"), Some(ADMIN_KEY))
+        .await;
+    assert_eq!(order.body["channel"], "webrtc", "{}", order.text);
+    let log = turn.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(":12345>") && l.contains("ALLOCATE processed, success")),
+        "coturn allocated a relay with the token's credential: {log}"
     );
 }
 
