@@ -190,6 +190,56 @@ fn tone_pinyin(text: &str) -> String {
         .join(" ")
 }
 
+/// The speech model's directory, prepared if it is not yet (idempotent), and the format
+/// (`SPEECH_QUANTIZATION`, default f16) a test's `[speech] quantization` should name.
+pub(super) async fn prepared_model() -> (PathBuf, speech_models::model::Quantization) {
+    let models = repo().join("speech-models/models");
+    let quantization: speech_models::model::Quantization =
+        match std::env::var("SPEECH_QUANTIZATION") {
+            Ok(q) => q
+                .parse()
+                .unwrap_or_else(|e| panic!("SPEECH_QUANTIZATION: {e}")),
+            Err(_) => Default::default(),
+        };
+    let prepared = tokio::task::spawn_blocking({
+        let models = models.clone();
+        move || {
+            let options = speech_models::model::PrepareOptions {
+                quantization,
+                ..Default::default()
+            };
+            speech_models::model::prepare(&models, &options)
+        }
+    })
+    .await
+    .expect("prepare task");
+    if let Err(e) = prepared {
+        panic!("the speech model is needed (scripts/setup.sh prepares it): {e}");
+    }
+    (models, quantization)
+}
+
+/// `text` spoken by espeak-ng as a 16-bit 8 kHz WAV at `wav`, after `lead_s` seconds of
+/// silence and followed by `trail_s` (a browser's fake microphone plays it in a loop).
+pub(super) fn spoken_wav(text: &str, wav: &Path, lead_s: f64, trail_s: f64) {
+    let raw = wav.with_extension("tts.wav");
+    let ok = Command::new("espeak-ng")
+        .args(["-v", "cmn-latn-pinyin", "-s", "140", "-w"])
+        .arg(&raw)
+        .arg(tone_pinyin(text))
+        .status()
+        .expect("espeak-ng runs");
+    assert!(ok.success(), "espeak-ng failed");
+    let ok = Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "8000", "-c", "1", "-b", "16"])
+        .arg(wav)
+        .args(["pad", &lead_s.to_string(), &trail_s.to_string()])
+        .status()
+        .expect("sox runs");
+    assert!(ok.success(), "sox failed");
+}
+
 /// `text` spoken by espeak-ng and encoded as 8 kHz G.711 mu-law bytes by sox.
 fn spoken_ulaw(text: &str, dir: &Path) -> Vec<u8> {
     let wav = dir.join("tts.wav");
@@ -271,29 +321,7 @@ async fn a_spoken_answer_chooses_the_menu_option_and_names_the_district() {
         eprintln!("skipped: espeak-ng, sox and sipp are needed (scripts/setup.sh --test)");
         return;
     }
-    let models = repo().join("speech-models/models");
-    let quantization: speech_models::model::Quantization =
-        match std::env::var("SPEECH_QUANTIZATION") {
-            Ok(q) => q
-                .parse()
-                .unwrap_or_else(|e| panic!("SPEECH_QUANTIZATION: {e}")),
-            Err(_) => Default::default(),
-        };
-    let prepared = tokio::task::spawn_blocking({
-        let models = models.clone();
-        move || {
-            let options = speech_models::model::PrepareOptions {
-                quantization,
-                ..Default::default()
-            };
-            speech_models::model::prepare(&models, &options)
-        }
-    })
-    .await
-    .expect("prepare task");
-    if let Err(e) = prepared {
-        panic!("the speech model is needed (scripts/setup.sh prepares it): {e}");
-    }
+    let (models, quantization) = prepared_model().await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let flows = dir.path().join("flows");

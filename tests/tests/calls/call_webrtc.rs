@@ -1,5 +1,6 @@
 //! Browser calls end to end: headless Chromium calls from the gateway's `/call` page (the
-//! greeting heard, a key pressed with insertDTMF, an order filed with channel `webrtc`, the page's
+//! greeting heard, a key pressed with insertDTMF or the option said into the microphone and
+//! understood by Whisper, an order filed with channel `webrtc`, the page's
 //! hang-up ending the call and its record), the same through Debian's coturn over TCP with
 //! per-token TURN credentials (a network that lets no UDP out), and at the HTTP level everything the WHIP endpoint
 //! must refuse or survive (no or a bad or an expired token, the wrong content type, malformed,
@@ -28,13 +29,14 @@ steps:
   menu:
     type: menu
     say:
-      zh: { text: "您好，这里是12345。报事请按1。", audio: hello.wav }
+      zh: { text: "您好，这里是12345。报事请按1，投诉请说投诉。", audio: hello.wav }
       en: { text: "Hello. Press 1 to report.", audio: hello.wav }
     no_input: { max: 5 }
     no_match: { max: 5 }
     on_fail: bye
     options:
       - { digit: "1", set: { choice: "浏览器来电：路灯不亮" }, goto: take }
+      - { digit: "2", say: [投诉, 举报], set: { choice: "浏览器来电：投诉" }, goto: take }
       - { digit: "0", goto: agent }
   agent:
     type: transfer
@@ -71,8 +73,8 @@ async fn gateway(root: &Path, agent_port: u16) -> Gateway {
     gateway_with(root, agent_port, "").await
 }
 
-/// [`gateway`] with more of the `[webrtc]` section.
-async fn gateway_with(root: &Path, agent_port: u16, webrtc: &str) -> Gateway {
+/// [`gateway`] with `more` config (whole sections) at the end.
+async fn gateway_with(root: &Path, agent_port: u16, more: &str) -> Gateway {
     let flows = root.join("flows");
     std::fs::create_dir_all(&flows).expect("mkdir");
     std::fs::write(flows.join("main.yaml"), FLOW).expect("write flow");
@@ -87,8 +89,7 @@ async fn gateway_with(root: &Path, agent_port: u16, webrtc: &str) -> Gateway {
          [web]\nsecret = \"{WEB_SECRET}\"\nrate_burst = 100\n\n\
          [calls]\nmax_calls = 1\n\n\
          [calls.agents]\ngeneral = \"sip:agent@127.0.0.1:{agent_port}\"\n\n\
-         [ivr]\nflows_dir = {:?}\nreload = false\n\n\
-         [webrtc]\n{webrtc}\n",
+         [ivr]\nflows_dir = {:?}\nreload = false\n\n{more}\n",
         flows.display().to_string()
     );
     let mut gw = Gateway::spawn_with_extra(
@@ -191,6 +192,42 @@ async fn a_browser_calls_from_the_call_page_presses_a_key_and_files_an_order_wit
     );
 }
 
+#[tokio::test]
+async fn a_browser_caller_who_says_what_they_want_is_understood() {
+    let (models, quantization) = super::call_speech::prepared_model().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let speech = format!(
+        "[speech]\ncache_dir = {:?}\nquantization = \"{quantization}\"\n",
+        models.display().to_string()
+    );
+    let gw = gateway_with(dir.path(), support::free_port(), &speech).await;
+    assert!(
+        support::wait_until(std::time::Duration::from_secs(60), || {
+            let log = gw.log();
+            async move { log.contains("speech recognition ready") }
+        })
+        .await,
+        "the speech model did not load: {}",
+        gw.log()
+    );
+    // The microphone says "我要投诉" over the greeting (barge-in), 2 s in, then keeps quiet
+    // for 8 s (Chromium loops the file). No key is pressed.
+    let mic = dir.path().join("voice.wav");
+    super::call_speech::spoken_wav("我要投诉", &mic, 2.0, 8.0);
+    let r = browser_call(&gw, mic.display().to_string(), "", true).await;
+    let order_id = r["order"].as_str().expect("an order number on the page");
+    let order = gw
+        .get(&format!("/v1/orders/{order_id}"), Some(ADMIN_KEY))
+        .await;
+    assert_eq!(order.body["channel"], "webrtc", "{}", order.text);
+    assert!(
+        order.text.contains("浏览器来电：投诉"),
+        "the spoken option was chosen: {}\n{}",
+        order.text,
+        gw.log()
+    );
+}
+
 /// coturn from Debian on loopback, taking the TURN REST API's credentials made with `secret`
 /// (`use-auth-secret`), relaying to loopback peers (the test gateway).
 struct Coturn {
@@ -276,7 +313,7 @@ async fn a_browser_whose_network_blocks_udp_calls_through_coturn_over_tcp() {
     turn.wait_listening().await;
     // Every call through TURN, reached over TCP: the browser's network lets no UDP out.
     let webrtc = format!(
-        "ice_transport_policy = \"relay\"\n\n[[webrtc.ice_servers]]\n\
+        "[webrtc]\nice_transport_policy = \"relay\"\n\n[[webrtc.ice_servers]]\n\
          urls = [\"turn:127.0.0.1:{}?transport=tcp\"]\nauth_secret_file = {:?}\n",
         turn.port,
         dir.path().join("turn-secret").display().to_string()
