@@ -11,7 +11,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
-echo "== fuzz: every target for 10 s from its seeds (scripts/fuzz.sh)"
-FUZZ_SEED=12345 bash scripts/fuzz.sh 10
+echo "== fuzz: every target for 10 s from its seeds (scripts/fuzz.sh, unoptimised build)"
+FUZZ_SEED=12345 FUZZ_BUILD=dev bash scripts/fuzz.sh 10
 echo "== cargo test"
 cargo test --locked --workspace --all-targets --no-fail-fast
