@@ -219,46 +219,72 @@ pub(super) async fn prepared_model() -> (PathBuf, speech_models::model::Quantiza
     (models, quantization)
 }
 
-/// `text` spoken by espeak-ng as a 16-bit 8 kHz WAV at `wav`, after `lead_s` seconds of
-/// silence and followed by `trail_s` (a browser's fake microphone plays it in a loop).
-pub(super) fn spoken_wav(text: &str, wav: &Path, lead_s: f64, trail_s: f64) {
-    let raw = wav.with_extension("tts.wav");
+/// `text` spoken by espeak-ng, then converted by sox with `sox_args` (output and effects).
+fn spoken(text: &str, raw: &Path, sox_args: &[&std::ffi::OsStr]) {
     let ok = Command::new("espeak-ng")
         .args(["-v", "cmn-latn-pinyin", "-s", "140", "-w"])
-        .arg(&raw)
+        .arg(raw)
         .arg(tone_pinyin(text))
         .status()
         .expect("espeak-ng runs");
     assert!(ok.success(), "espeak-ng failed");
     let ok = Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "8000", "-c", "1", "-b", "16"])
-        .arg(wav)
-        .args(["pad", &lead_s.to_string(), &trail_s.to_string()])
+        .arg(raw)
+        .args(sox_args)
         .status()
         .expect("sox runs");
     assert!(ok.success(), "sox failed");
 }
 
+/// `text` spoken by espeak-ng as a 16-bit 8 kHz WAV at `wav`, after `lead_s` seconds of
+/// silence and followed by `trail_s` (a browser's fake microphone plays it in a loop).
+pub(super) fn spoken_wav(text: &str, wav: &Path, lead_s: f64, trail_s: f64) {
+    let (lead, trail) = (lead_s.to_string(), trail_s.to_string());
+    let args: [&std::ffi::OsStr; 10] = [
+        "-r".as_ref(),
+        "8000".as_ref(),
+        "-c".as_ref(),
+        "1".as_ref(),
+        "-b".as_ref(),
+        "16".as_ref(),
+        wav.as_os_str(),
+        "pad".as_ref(),
+        lead.as_ref(),
+        trail.as_ref(),
+    ];
+    spoken(text, &wav.with_extension("tts.wav"), &args);
+}
+
 /// `text` spoken by espeak-ng and encoded as 8 kHz G.711 mu-law bytes by sox.
 fn spoken_ulaw(text: &str, dir: &Path) -> Vec<u8> {
-    let wav = dir.join("tts.wav");
     let ul = dir.join("line.ul");
-    let ok = Command::new("espeak-ng")
-        .args(["-v", "cmn-latn-pinyin", "-s", "140", "-w"])
-        .arg(&wav)
-        .arg(tone_pinyin(text))
-        .status()
-        .expect("espeak-ng runs");
-    assert!(ok.success(), "espeak-ng failed");
-    let ok = Command::new("sox")
-        .arg(&wav)
-        .args(["-t", "raw", "-r", "8000", "-c", "1", "-e", "u-law"])
-        .arg(&ul)
-        .status()
-        .expect("sox runs");
-    assert!(ok.success(), "sox failed");
+    let args: [&std::ffi::OsStr; 9] = [
+        "-t".as_ref(),
+        "raw".as_ref(),
+        "-r".as_ref(),
+        "8000".as_ref(),
+        "-c".as_ref(),
+        "1".as_ref(),
+        "-e".as_ref(),
+        "u-law".as_ref(),
+        ul.as_os_str(),
+    ];
+    spoken(text, &dir.join("tts.wav"), &args);
     std::fs::read(&ul).expect("mu-law audio")
+}
+
+/// Wait for `gw` to have loaded its speech model (it loads in the background after start;
+/// a call should not race it).
+pub(super) async fn wait_speech_ready(gw: &Gateway) {
+    assert!(
+        support::wait_until(Duration::from_secs(60), || {
+            let log = gw.log();
+            async move { log.contains("speech recognition ready") }
+        })
+        .await,
+        "the speech model did not load: {}",
+        gw.log()
+    );
 }
 
 /// The caller's side of the call: `(at_seconds, mu-law audio)` clips over silence, `total`
@@ -345,16 +371,7 @@ async fn a_spoken_answer_chooses_the_menu_option_and_names_the_district() {
     let gw_dir = dir.path().join("gw");
     let mut gw = Gateway::spawn_with_extra(GatewayOptions::new(&gw_dir), free_port(), &extra);
     gw.wait_ready().await;
-    // The model loads in the background after start; the call should not race it.
-    assert!(
-        support::wait_until(Duration::from_secs(60), || {
-            let log = gw.log();
-            async move { log.contains("speech recognition ready") }
-        })
-        .await,
-        "the speech model did not load: {}",
-        gw.log()
-    );
+    wait_speech_ready(&gw).await;
 
     // The caller: silence, "我要投诉" during the menu prompt (barge-in), then, once the menu
     // has moved on, "我在武昌区" to the district question, and once more later, as a caller

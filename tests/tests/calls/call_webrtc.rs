@@ -201,15 +201,7 @@ async fn a_browser_caller_who_says_what_they_want_is_understood() {
         models.display().to_string()
     );
     let gw = gateway_with(dir.path(), support::free_port(), &speech).await;
-    assert!(
-        support::wait_until(std::time::Duration::from_secs(60), || {
-            let log = gw.log();
-            async move { log.contains("speech recognition ready") }
-        })
-        .await,
-        "the speech model did not load: {}",
-        gw.log()
-    );
+    super::call_speech::wait_speech_ready(&gw).await;
     // The microphone says "我要投诉" over the greeting (barge-in), 2 s in, then keeps quiet
     // for 8 s (Chromium loops the file). No key is pressed.
     let mic = dir.path().join("voice.wav");
