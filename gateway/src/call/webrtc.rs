@@ -114,14 +114,6 @@ pub struct IceServer {
     pub auth_secret: Option<String>,
 }
 
-/// An ICE server as browsers are given it, its shared secret read once at start.
-#[derive(Debug, Clone)]
-struct IceServerFor {
-    urls: Vec<String>,
-    fixed: Option<(Option<String>, Option<String>)>,
-    secret: Option<String>,
-}
-
 /// The TURN REST API's credential (draft-uberti-behave-turn-rest, as coturn's `use-auth-secret`
 /// checks it): the username is `<expiry unix time>:<tag>`, the password is
 /// base64(HMAC-SHA1(secret, username)). The TURN server refuses it after `expires`.
@@ -195,7 +187,8 @@ pub struct WebCalls {
     /// The DTLS certificate and codecs every call shares.
     pub(super) settings: Arc<WebRtcSettings>,
     pub config: WebRtcConfig,
-    ice_servers: Arc<Vec<IceServerFor>>,
+    /// Each of `config.ice_servers`' shared secret, read once at start.
+    turn_secrets: Arc<Vec<Option<String>>>,
 }
 
 /// Why a hang-up was refused.
@@ -212,24 +205,21 @@ impl WebCalls {
         settings: WebRtcSettings,
         config: WebRtcConfig,
     ) -> anyhow::Result<Self> {
-        let mut ice_servers = Vec::new();
-        for (i, s) in config.ice_servers.iter().enumerate() {
-            let secret = crate::config::secret(&s.auth_secret, &s.auth_secret_file)
-                .map_err(|e| anyhow::anyhow!("webrtc.ice_servers[{i}]: {e:#}"))?;
-            ice_servers.push(IceServerFor {
-                urls: s.urls.clone(),
-                fixed: secret
-                    .is_none()
-                    .then(|| (s.username.clone(), s.credential.clone())),
-                secret,
-            });
-        }
+        let turn_secrets = config
+            .ice_servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                crate::config::secret(&s.auth_secret, &s.auth_secret_file)
+                    .map_err(|e| anyhow::anyhow!("webrtc.ice_servers[{i}]: {e:#}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             control,
             calls: Arc::default(),
             settings: Arc::new(settings),
             config,
-            ice_servers: Arc::new(ice_servers),
+            turn_secrets: Arc::new(turn_secrets),
         })
     }
 
@@ -237,26 +227,28 @@ impl WebCalls {
     /// `expires` (unix time): TURN servers with a shared secret get a credential that expires
     /// with the token.
     pub fn ice_for(&self, expires: i64) -> serde_json::Value {
-        let servers: Vec<_> = self
+        // As the browser's RTCIceServer: the config's entry without its secret, with a
+        // credential made from the secret where there is one.
+        let servers: Vec<IceServer> = self
+            .config
             .ice_servers
             .iter()
-            .map(|s| {
-                let (username, credential) = match (&s.secret, &s.fixed) {
-                    (Some(secret), _) => {
+            .zip(self.turn_secrets.iter())
+            .map(|(s, secret)| {
+                let (username, credential) = match secret {
+                    Some(secret) => {
                         let (u, c) = turn_credential(secret, expires, "12345");
                         (Some(u), Some(c))
                     }
-                    (None, Some((u, c))) => (u.clone(), c.clone()),
-                    (None, None) => (None, None),
+                    None => (s.username.clone(), s.credential.clone()),
                 };
-                let mut v = serde_json::json!({ "urls": s.urls });
-                if let Some(u) = username {
-                    v["username"] = u.into();
+                IceServer {
+                    urls: s.urls.clone(),
+                    username,
+                    credential,
+                    auth_secret_file: None,
+                    auth_secret: None,
                 }
-                if let Some(c) = credential {
-                    v["credential"] = c.into();
-                }
-                v
             })
             .collect();
         serde_json::json!({

@@ -219,8 +219,9 @@ pub(super) async fn prepared_model() -> (PathBuf, speech_models::model::Quantiza
     (models, quantization)
 }
 
-/// `text` spoken by espeak-ng, then converted by sox with `sox_args` (output and effects).
-fn spoken(text: &str, raw: &Path, sox_args: &[&std::ffi::OsStr]) {
+/// `text` spoken by espeak-ng into `raw`, then converted by sox to `out` in `format`, with
+/// sox's `effects` after.
+fn spoken(text: &str, raw: &Path, format: &[&str], out: &Path, effects: &[&str]) {
     let ok = Command::new("espeak-ng")
         .args(["-v", "cmn-latn-pinyin", "-s", "140", "-w"])
         .arg(raw)
@@ -230,7 +231,9 @@ fn spoken(text: &str, raw: &Path, sox_args: &[&std::ffi::OsStr]) {
     assert!(ok.success(), "espeak-ng failed");
     let ok = Command::new("sox")
         .arg(raw)
-        .args(sox_args)
+        .args(format)
+        .arg(out)
+        .args(effects)
         .status()
         .expect("sox runs");
     assert!(ok.success(), "sox failed");
@@ -239,37 +242,17 @@ fn spoken(text: &str, raw: &Path, sox_args: &[&std::ffi::OsStr]) {
 /// `text` spoken by espeak-ng as a 16-bit 8 kHz WAV at `wav`, after `lead_s` seconds of
 /// silence and followed by `trail_s` (a browser's fake microphone plays it in a loop).
 pub(super) fn spoken_wav(text: &str, wav: &Path, lead_s: f64, trail_s: f64) {
+    let format = ["-r", "8000", "-c", "1", "-b", "16"];
     let (lead, trail) = (lead_s.to_string(), trail_s.to_string());
-    let args: [&std::ffi::OsStr; 10] = [
-        "-r".as_ref(),
-        "8000".as_ref(),
-        "-c".as_ref(),
-        "1".as_ref(),
-        "-b".as_ref(),
-        "16".as_ref(),
-        wav.as_os_str(),
-        "pad".as_ref(),
-        lead.as_ref(),
-        trail.as_ref(),
-    ];
-    spoken(text, &wav.with_extension("tts.wav"), &args);
+    let pad = ["pad", lead.as_str(), trail.as_str()];
+    spoken(text, &wav.with_extension("tts.wav"), &format, wav, &pad);
 }
 
 /// `text` spoken by espeak-ng and encoded as 8 kHz G.711 mu-law bytes by sox.
 fn spoken_ulaw(text: &str, dir: &Path) -> Vec<u8> {
     let ul = dir.join("line.ul");
-    let args: [&std::ffi::OsStr; 9] = [
-        "-t".as_ref(),
-        "raw".as_ref(),
-        "-r".as_ref(),
-        "8000".as_ref(),
-        "-c".as_ref(),
-        "1".as_ref(),
-        "-e".as_ref(),
-        "u-law".as_ref(),
-        ul.as_os_str(),
-    ];
-    spoken(text, &dir.join("tts.wav"), &args);
+    let format = ["-t", "raw", "-r", "8000", "-c", "1", "-e", "u-law"];
+    spoken(text, &dir.join("tts.wav"), &format, &ul, &[]);
     std::fs::read(&ul).expect("mu-law audio")
 }
 

@@ -314,14 +314,9 @@ async fn a_browser_whose_network_blocks_udp_calls_through_coturn_over_tcp() {
 
     // A token carries a credential of its own (`<expiry>:12345`, HMAC-SHA1 of the shared
     // secret) that coturn checks; the page fetches its own token the same way.
-    let t = gw
-        .http
-        .post(gw.url("/call/token"))
-        .send()
-        .await
-        .expect("token");
-    assert_eq!(t.status(), 201);
-    let t: Value = t.json().await.expect("json");
+    let t = gw.post_json("/call/token", None, "").await;
+    assert_eq!(t.status, 201, "{}", t.text);
+    let t = t.body;
     assert_eq!(t["ice_transport_policy"], "relay");
     let user = t["ice_servers"][0]["username"].as_str().expect("username");
     let expires: i64 = user
@@ -558,17 +553,9 @@ async fn bad_tokens_offers_and_hang_ups_get_clear_errors_and_the_gateway_carries
         (r.status, r.body["error"]["field"].as_str()),
         (400, Some("user"))
     );
-    let page = gw
-        .http
-        .post(gw.url("/call/token"))
-        .send()
-        .await
-        .expect("POST /call/token");
-    assert_eq!(page.status(), 201);
-    let page_token = page.json::<Value>().await.expect("json")["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let page = gw.post_json("/call/token", None, "").await;
+    assert_eq!(page.status, 201, "{}", page.text);
+    let page_token = page.body["token"].as_str().expect("token").to_owned();
 
     // No token, a forged one, an expired one.
     let sdp = "application/sdp";
